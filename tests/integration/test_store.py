@@ -1,0 +1,61 @@
+"""Storage on both engines: migrations from empty to head, encrypted columns, UTC times."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import text
+
+from thoth_pbx.secrets import SecretBox
+from thoth_pbx.store import db
+from thoth_pbx.store.models import AppInstance, Phone, WabaAccount
+
+
+async def test_migrate_empty_to_head_and_idempotent(database_url: str) -> None:
+    engine = db.create_engine(database_url)
+    try:
+        assert await db.current_revisions(engine) == set()
+        await db.upgrade(engine)
+        assert await db.current_revisions(engine) == db.head_revisions()
+        await db.upgrade(engine)  # a second start changes nothing
+        assert await db.current_revisions(engine) == db.head_revisions()
+        async with engine.connect() as conn:
+            tables = await conn.run_sync(lambda c: set(__import__("sqlalchemy").inspect(c).get_table_names()))
+        assert {"waba_account", "phone", "app_instance", "call", "webhook_inbox", "outbox_job", "pbx_revision"} <= tables
+    finally:
+        await engine.dispose()
+
+
+async def test_secrets_are_encrypted_in_the_raw_row(database_url: str, secret_box: SecretBox) -> None:
+    engine = db.create_engine(database_url)
+    await db.upgrade(engine)
+    sessions = db.session_factory(engine)
+    token = "EAAGplaintextaccesstoken123"
+    try:
+        async with sessions() as s, s.begin():
+            acc = WabaAccount(
+                name="Main", access_token=token, app_secret="appsecret-xyz", verify_token="verify-abc-123",
+                verify_token_fingerprint=secret_box.fingerprint("verify-abc-123"),
+                api_key="apikey-123456", api_key_fingerprint=secret_box.fingerprint("apikey-123456"),
+            )
+            inst = AppInstance(member_id="m1", domain="portal.bitrix24.ru", access_token="b24-access-1", refresh_token="b24-refresh-1")
+            s.add_all([acc, inst])
+            await s.flush()
+            s.add(Phone(number="+14155550123", phone_number_id="1111", waba_account_id=acc.id, app_instance_id=inst.id, sip_user_password="sip-pw-999"))
+        async with engine.connect() as conn:
+            raw = (await conn.execute(text("SELECT access_token, app_secret, verify_token, api_key FROM waba_account"))).one()
+            raw_inst = (await conn.execute(text("SELECT access_token, refresh_token FROM app_instance"))).one()
+            raw_phone = (await conn.execute(text("SELECT sip_user_password FROM phone"))).one()
+        for stored, plain in zip(
+            [*raw, *raw_inst, *raw_phone],
+            [token, "appsecret-xyz", "verify-abc-123", "apikey-123456", "b24-access-1", "b24-refresh-1", "sip-pw-999"],
+        ):
+            assert plain not in stored
+            assert secret_box.decrypt(stored) == plain
+        async with sessions() as s:
+            loaded = await s.get(WabaAccount, acc.id)
+            assert loaded is not None and loaded.access_token == token
+            assert loaded.created_at.tzinfo is not None
+            assert abs(loaded.created_at - dt.datetime.now(dt.timezone.utc)) < dt.timedelta(minutes=1)
+    finally:
+        await engine.dispose()

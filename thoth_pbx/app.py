@@ -1,0 +1,133 @@
+"""Composition root: builds the services from settings and wires the aiohttp application.
+
+Only this module (and cli.py) knows every part; the parts know only the interfaces they
+are handed. Start-up order: secret key -> database + migrations -> HTTP routes; AMI and
+ARI connect in the background so the service is up (and says so in /healthz) even while
+Asterisk is not.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from thoth_pbx import __version__
+from thoth_pbx.admin.http import admin_auth, crud_routes, json_errors
+from thoth_pbx.directory import Directory
+from thoth_pbx.logs import register_secret
+from thoth_pbx.pbx.ami import AmiClient
+from thoth_pbx.pbx.ari import AriClient
+from thoth_pbx.secrets import SecretBox, generate_token, load_or_create_key
+from thoth_pbx.settings import Settings
+from thoth_pbx.store import db
+from thoth_pbx.store.types import install_secret_box
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    secret_box: SecretBox
+    directory: Directory
+    ami: AmiClient
+    ari: AriClient
+    admin_password: str
+
+
+SERVICES = web.AppKey("services", Services)
+
+
+def resolve_admin_password(settings: Settings) -> tuple[str, bool]:
+    """The configured admin password, or one generated once and kept in a 0600 file."""
+    if settings.admin_password:
+        return settings.admin_password, False
+    path: Path = settings.admin_password_file
+    if path.exists():
+        return path.read_text().strip(), False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    password = generate_token(18)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(password + "\n")
+    return password, True
+
+
+async def open_services(settings: Settings) -> Services:
+    box = SecretBox(load_or_create_key(settings.secret_key_file))
+    install_secret_box(box)
+    admin_password, _ = resolve_admin_password(settings)
+    register_secret(admin_password)
+    for value in (settings.bitrix_client_secret,):
+        register_secret(value)
+    engine = db.create_engine(settings.database_url)
+    await db.upgrade(engine)
+    sessions = db.session_factory(engine)
+    return Services(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        secret_box=box,
+        directory=Directory(sessions),
+        ami=AmiClient(settings.ami),
+        ari=AriClient(settings.ari, settings.ari_app),
+        admin_password=admin_password,
+    )
+
+
+async def close_services(services: Services) -> None:
+    await services.ari.stop()
+    await services.ami.stop()
+    await services.engine.dispose()
+
+
+async def healthz(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    try:
+        await db.ping(services.engine)
+        database = {"state": "ok"}
+    except Exception as exc:  # any driver error means "down"; say which
+        database = {"state": "down", "error": f"{type(exc).__name__}: {exc}"[:300]}
+    body = {
+        "version": __version__,
+        "database": database,
+        "ami": services.ami.status.as_json(),
+        "ari": services.ari.status.as_json(),
+    }
+    ok = database["state"] == "ok"
+    ready = ok and all(body[k]["state"] in ("connected", "disabled") for k in ("ami", "ari"))
+    body["status"] = "ok" if ready else ("degraded" if ok else "down")
+    return web.json_response(body, status=200 if ok else 503)
+
+
+def build_app(services: Services, *, close_on_cleanup: bool = True) -> web.Application:
+    """The aiohttp application around already opened services."""
+    settings = services.settings
+    app = web.Application(
+        client_max_size=4 * 1024 * 1024,
+        middlewares=[json_errors, admin_auth(settings.admin_user, services.admin_password)],
+    )
+    app[SERVICES] = services
+    app.router.add_get("/healthz", healthz)
+    app.router.add_routes(crud_routes(services.directory))
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        services.ami.start()
+        services.ari.start()
+        yield
+        if close_on_cleanup:
+            await close_services(services)
+        else:
+            await services.ari.stop()
+            await services.ami.stop()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app

@@ -1,0 +1,315 @@
+"""Typed settings: one TOML file plus THOTH_* environment overrides.
+
+Every key has exactly one parser; a wrong or missing value raises `SettingsError` whose
+message names the key (TOML name and environment name) and says what is wrong, so the
+service fails at start with one readable line instead of later with a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+from urllib.parse import unquote, urlsplit
+
+ENV_PREFIX = "THOTH_"
+
+
+class SettingsError(ValueError):
+    """A setting is wrong; `key` is the TOML key, `env` its environment name."""
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        self.env = ENV_PREFIX + key.upper()
+        super().__init__(f"setting {key} ({self.env}): {message}")
+
+
+@dataclass(frozen=True)
+class HostPort:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class AmiTarget:
+    host: str
+    port: int
+    user: str
+    secret: str = field(repr=False)
+
+    def __str__(self) -> str:  # never shows the secret
+        return f"tcp://{self.user}:***@{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class AriTarget:
+    base_url: str  # scheme://host:port, no credentials
+    user: str
+    password: str = field(repr=False)
+
+    def __str__(self) -> str:
+        return f"{self.base_url} (user {self.user})"
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen: HostPort
+    public_url: str
+    database_url: str
+    secret_key_file: Path
+    admin_user: str
+    admin_password: str | None = field(repr=False)
+    admin_password_file: Path
+    ami: AmiTarget | None
+    ari: AriTarget | None
+    ari_app: str
+    asterisk_config_dir: Path
+    asterisk_mode: str
+    template_override_dir: Path | None
+    meta_graph_url: str
+    meta_api_version: str
+    bitrix_client_id: str | None
+    bitrix_client_secret: str | None = field(repr=False)
+    bitrix_oauth_url: str
+    log_level: str
+    trunk: Mapping[str, Any] = field(default_factory=dict)
+    source: Path | None = None
+
+
+# ---------------------------------------------------------------- parsers (pure)
+
+_HOST_RE = re.compile(
+    r"^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$"
+)
+
+
+def _host(key: str, value: str) -> str:
+    host = value.strip("[]")
+    if _HOST_RE.match(host) or _is_ip(host):
+        return host
+    raise SettingsError(key, f"{value!r} is not a host name or IP address")
+
+
+def _is_ip(value: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _port(key: str, value: Any) -> int:
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        raise SettingsError(key, f"port {value!r} is not a number") from None
+    if not 1 <= port <= 65535:
+        raise SettingsError(key, f"port {port} is outside 1..65535")
+    return port
+
+
+def parse_listen(key: str, value: Any) -> HostPort:
+    text = _text(key, value)
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise SettingsError(key, f"{text!r} must be host:port, e.g. 127.0.0.1:8080")
+    return HostPort(_host(key, host), _port(key, port))
+
+
+def _text(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise SettingsError(key, f"expected a string, got {type(value).__name__}")
+    text = value.strip()
+    if not text:
+        raise SettingsError(key, "must not be empty")
+    if any(ch in text for ch in "\r\n\0"):
+        raise SettingsError(key, "must be a single line")
+    return text
+
+
+def _http_url(key: str, value: Any) -> str:
+    text = _text(key, value).rstrip("/")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(key, f"{text!r} is not an http(s):// URL")
+    return text
+
+
+def parse_database_url(key: str, value: Any) -> str:
+    text = _text(key, value)
+    scheme = text.split(":", 1)[0]
+    aliases = {
+        "sqlite": "sqlite+aiosqlite",
+        "postgres": "postgresql+asyncpg",
+        "postgresql": "postgresql+asyncpg",
+    }
+    if scheme in aliases:
+        return aliases[scheme] + text[len(scheme) :]
+    if scheme in ("sqlite+aiosqlite", "postgresql+asyncpg"):
+        return text
+    raise SettingsError(key, f"unsupported database {scheme!r}; use sqlite:///path or postgresql://")
+
+
+def parse_ami_url(key: str, value: Any) -> AmiTarget:
+    text = _text(key, value)
+    parts = urlsplit(text)
+    if parts.scheme != "tcp":
+        raise SettingsError(key, "must look like tcp://user:secret@host:port")
+    if not parts.username or parts.password is None:
+        raise SettingsError(key, "user and secret are required: tcp://user:secret@host:port")
+    try:
+        port = parts.port or 5038
+    except ValueError:
+        raise SettingsError(key, "port is not a number in 1..65535") from None
+    return AmiTarget(
+        host=_host(key, parts.hostname or ""),
+        port=_port(key, port),
+        user=unquote(parts.username),
+        secret=unquote(parts.password),
+    )
+
+
+def parse_ari_url(key: str, value: Any) -> AriTarget:
+    text = _text(key, value)
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(key, "must look like http://user:password@host:port")
+    if not parts.username or parts.password is None:
+        raise SettingsError(key, "user and password are required: http://user:password@host:port")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 8088)
+    except ValueError:
+        raise SettingsError(key, "port is not a number in 1..65535") from None
+    host = _host(key, parts.hostname)
+    shown_host = f"[{host}]" if ":" in host else host
+    return AriTarget(
+        base_url=f"{parts.scheme}://{shown_host}:{_port(key, port)}",
+        user=unquote(parts.username),
+        password=unquote(parts.password),
+    )
+
+
+def _choice(*choices: str) -> Callable[[str, Any], str]:
+    def parse(key: str, value: Any) -> str:
+        text = _text(key, value)
+        if text not in choices:
+            raise SettingsError(key, f"{text!r} is not one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
+def _regex(pattern: str, hint: str) -> Callable[[str, Any], str]:
+    compiled = re.compile(pattern)
+
+    def parse(key: str, value: Any) -> str:
+        text = _text(key, value)
+        if not compiled.fullmatch(text):
+            raise SettingsError(key, f"{text!r} {hint}")
+        return text
+
+    return parse
+
+
+def _path(key: str, value: Any) -> Path:
+    return Path(_text(key, value)).expanduser()
+
+
+# key -> (parser, default). A default of None means "not configured".
+_SPEC: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
+    "listen": (parse_listen, "127.0.0.1:8080"),
+    "public_url": (_http_url, None),
+    "database_url": (parse_database_url, "sqlite:///var/thoth-pbx.sqlite3"),
+    "secret_key_file": (_path, "var/secret.key"),
+    "admin_user": (_regex(r"[A-Za-z0-9._@-]{1,64}", "may only use letters, digits and ._@-"), "admin"),
+    "admin_password": (_regex(r"\S{8,256}", "must be 8 to 256 characters without spaces"), None),
+    "admin_password_file": (_path, "var/admin-password"),
+    "ami_url": (parse_ami_url, None),
+    "ari_url": (parse_ari_url, None),
+    "ari_app": (_regex(r"[A-Za-z0-9_-]{1,64}", "may only use letters, digits, _ and -"), "thoth-pbx"),
+    "asterisk_config_dir": (_path, "/etc/asterisk"),
+    "asterisk_mode": (_choice("plain", "freepbx"), "plain"),
+    "template_override_dir": (_path, None),
+    "meta_graph_url": (_http_url, "https://graph.facebook.com"),
+    "meta_api_version": (_regex(r"v\d{1,3}\.\d{1,2}", "must look like v25.0"), "v25.0"),
+    "bitrix_client_id": (_text, None),
+    "bitrix_client_secret": (_text, None),
+    "bitrix_oauth_url": (_http_url, "https://oauth.bitrix.info/oauth/token"),
+    "log_level": (_choice("debug", "info", "warning", "error"), "info"),
+}
+_SECTIONS = {"trunk"}  # tables passed on raw; their owners validate them
+
+
+def setting_keys() -> list[str]:
+    return list(_SPEC)
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Read the TOML file (THOTH_CONFIG or `path`), then apply THOTH_* overrides."""
+    env = dict(os.environ if environ is None else environ)
+    config_path = Path(path) if path else (Path(env["THOTH_CONFIG"]) if env.get("THOTH_CONFIG") else None)
+    raw: dict[str, Any] = {}
+    if config_path is not None:
+        raw = _read_toml(config_path)
+    values: dict[str, Any] = {}
+    for key, (parser, default) in _SPEC.items():
+        env_name = ENV_PREFIX + key.upper()
+        if env_name in env and env[env_name] != "":
+            value = env[env_name]
+        elif key in raw:
+            value = raw[key]
+        else:
+            value = default
+        values[key] = None if value is None else parser(key, value)
+    listen: HostPort = values["listen"]
+    return Settings(
+        listen=listen,
+        public_url=values["public_url"] or f"http://{listen}",
+        database_url=values["database_url"],
+        secret_key_file=values["secret_key_file"],
+        admin_user=values["admin_user"],
+        admin_password=values["admin_password"],
+        admin_password_file=values["admin_password_file"],
+        ami=values["ami_url"],
+        ari=values["ari_url"],
+        ari_app=values["ari_app"],
+        asterisk_config_dir=values["asterisk_config_dir"],
+        asterisk_mode=values["asterisk_mode"],
+        template_override_dir=values["template_override_dir"],
+        meta_graph_url=values["meta_graph_url"],
+        meta_api_version=values["meta_api_version"],
+        bitrix_client_id=values["bitrix_client_id"],
+        bitrix_client_secret=values["bitrix_client_secret"],
+        bitrix_oauth_url=values["bitrix_oauth_url"],
+        log_level=values["log_level"],
+        trunk=dict(raw.get("trunk", {})),
+        source=config_path,
+    )
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise SettingsError("config", f"file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError("config", f"{path} is not valid TOML: {exc}") from None
+    for key, value in raw.items():
+        if key in _SECTIONS:
+            if not isinstance(value, dict):
+                raise SettingsError(key, f"[{key}] must be a table")
+        elif key not in _SPEC:
+            raise SettingsError(key, f"unknown key in {path}")
+    return raw
