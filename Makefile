@@ -1,0 +1,55 @@
+# thoth-pbx: two commands do all set-up on a fresh Debian/Ubuntu machine.
+#   make run   - venv, install, migrate, start the service on SQLite
+#   make test  - test deps, PostgreSQL, the Asterisk 22 chroot, then the whole suite
+#   make bench - benchmarks (JSON), not part of the test run
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: run test bench venv test-deps system-deps asterisk-harness clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "thoth-pbx needs Python >= 3.11"'
+	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q python3-venv; }
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[test]'
+	@touch $@
+
+run: venv
+	$(VENV)/bin/thoth-pbx serve
+
+# Debian packages the tests need: PostgreSQL server binaries, debootstrap for the
+# Asterisk chroot, psql. Installed only when missing.
+system-deps:
+	@missing=""; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v psql >/dev/null || missing="$$missing postgresql-client"; \
+	command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
+	[ -e /usr/share/keyrings/debian-archive-keyring.gpg ] || missing="$$missing debian-archive-keyring"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; \
+	fi
+
+asterisk-harness: system-deps
+	$(SUDO) $(PYTHON) scripts/asterisk-sandbox build
+
+test-deps: venv system-deps asterisk-harness
+
+test: test-deps
+	$(PY) -m pytest -q -p no:cacheprovider --timeout=300 $(PYTEST_ARGS)
+
+bench: test-deps
+	@mkdir -p bench/results
+	@for b in bench/*.py; do echo "== $$b" >&2; $(PY) $$b | tee bench/results/$$(basename $$b .py).json; done
+
+clean:
+	rm -rf $(VENV) dist build *.egg-info
