@@ -1,0 +1,1 @@
+"""Test harness helpers for real external parts (Asterisk chroot; see asterisk.py)."""
