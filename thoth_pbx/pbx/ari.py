@@ -188,20 +188,27 @@ class AriClient:
 
     async def request(self, method: str, path: str, *, params: dict[str, Any] | None = None, json_body: Any = None) -> Any:
         """One REST call, e.g. request("POST", "/channels/ID/answer"); returns parsed JSON or None."""
+        body = await self.request_bytes(method, path, params=params, json_body=json_body)
+        return json.loads(body) if body else None
+
+    async def request_bytes(
+        self, method: str, path: str, *, params: dict[str, Any] | None = None, json_body: Any = None
+    ) -> bytes:
+        """One REST call returning the raw body (stored recordings are binary)."""
         if self.target is None or self._session is None:
             raise AriNotConnected("ARI is not configured or not started")
         url = f"{self.target.base_url}/ari{path}"
         clean_params = {k: _param(v) for k, v in (params or {}).items() if v is not None}
         try:
             async with self._session.request(method, url, params=clean_params, json=json_body) as resp:
-                body = await resp.text()
+                body = await resp.read()
                 if resp.status >= 400:
                     try:
-                        message = json.loads(body).get("message", body)
-                    except (json.JSONDecodeError, AttributeError):
-                        message = body
+                        message = json.loads(body).get("message", body.decode(errors="replace"))
+                    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
+                        message = body.decode(errors="replace")
                     raise AriError(resp.status, message or resp.reason or "error")
-                return json.loads(body) if body else None
+                return body
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise AriNotConnected(f"ARI request {method} {path} failed: {exc or type(exc).__name__}") from None
 
