@@ -21,6 +21,7 @@ from thoth_pbx import __version__
 from thoth_pbx.admin.http import admin_auth, crud_routes, json_errors
 from thoth_pbx.directory import Directory
 from thoth_pbx.logs import register_secret
+from thoth_pbx.meta.service import MetaService
 from thoth_pbx.pbx.ami import AmiClient
 from thoth_pbx.pbx.ari import AriClient
 from thoth_pbx.secrets import SecretBox, generate_token, load_or_create_key
@@ -41,6 +42,7 @@ class Services:
     ami: AmiClient
     ari: AriClient
     admin_password: str
+    meta: MetaService | None = None
 
 
 SERVICES = web.AppKey("services", Services)
@@ -71,12 +73,17 @@ async def open_services(settings: Settings) -> Services:
     engine = db.create_engine(settings.database_url)
     await db.upgrade(engine)
     sessions = db.session_factory(engine)
+    meta = MetaService(engine=engine, sessions=sessions, box=box, graph_url=settings.meta_graph_url,
+                       api_version=settings.meta_api_version, public_url=settings.public_url)
+    directory = Directory(sessions, presenters=meta.presenters())
+    directory.listeners.append(meta.accounts.invalidate)
     return Services(
         settings=settings,
         engine=engine,
         sessions=sessions,
         secret_box=box,
-        directory=Directory(sessions),
+        directory=directory,
+        meta=meta,
         ami=AmiClient(settings.ami),
         ari=AriClient(settings.ari, settings.ari_app),
         admin_password=admin_password,
@@ -118,11 +125,19 @@ def build_app(services: Services, *, close_on_cleanup: bool = True) -> web.Appli
     app[SERVICES] = services
     app.router.add_get("/healthz", healthz)
     app.router.add_routes(crud_routes(services.directory))
+    if services.meta is not None:
+        from thoth_pbx.admin.meta import meta_routes
+
+        app.router.add_routes(meta_routes(services.meta, services.directory))
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         services.ami.start()
         services.ari.start()
+        if services.meta is not None:
+            services.meta.start()
         yield
+        if services.meta is not None:
+            await services.meta.stop()
         if close_on_cleanup:
             await close_services(services)
         else:

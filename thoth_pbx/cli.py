@@ -125,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     cfgsub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     check = cfgsub.add_parser("check", help="validate the settings and print them (secrets hidden)")
     check.set_defaults(func=_cmd_config_check)
+
+    from thoth_pbx import meta_cli
+
+    meta_cli.register(sub)  # calling enable|disable|show, sandbox meta|meta-webhook
     return parser
 
 

@@ -95,6 +95,7 @@ WABAS = Resource(
         "access_token": Field(lambda n, x: v.text(n, x, max_len=1000, min_len=16), required=True, secret=True),
         "token_expires_at": Field(_opt(_datetime), nullable=True),
         "app_secret": Field(_opt(lambda n, x: v.text(n, x, max_len=200, min_len=8)), secret=True, nullable=True),
+        "app_id": Field(_opt(v.digits_id), nullable=True),
     },
     read_only=("verify_token", "api_key", "created_at", "updated_at"),
     unique={"waba_id": "waba_id"},
@@ -147,7 +148,11 @@ def _https_url(name: str, value: Any) -> str:
     return url
 
 
-def serialize(resource: Resource, obj: Any, *, reveal: bool = False) -> dict[str, Any]:
+# Adds computed output fields (e.g. the WABA callback URL): (row, output, reveal) -> None.
+Presenter = Callable[[Any, dict[str, Any], bool], None]
+
+
+def serialize(resource: Resource, obj: Any, *, reveal: bool = False, present: Presenter | None = None) -> dict[str, Any]:
     """Output form: secrets masked; `reveal` shows copy-me values (verify token, api-key)."""
     out: dict[str, Any] = {"id": obj.id}
     for name, spec in resource.fields.items():
@@ -158,6 +163,8 @@ def serialize(resource: Resource, obj: Any, *, reveal: bool = False) -> dict[str
         if name in ("verify_token", "api_key") and not reveal:
             value = mask(value)
         out[name] = _iso(value)
+    if present is not None:
+        present(obj, out, reveal)
     return out
 
 
@@ -188,17 +195,31 @@ def clean(resource: Resource, data: Any, *, partial: bool) -> dict[str, Any]:
 class Directory:
     """CRUD over the three collections, with reference and uniqueness checks."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        presenters: dict[str, Presenter] | None = None,
+    ) -> None:
         self._sessions = sessions
+        self._presenters = dict(presenters or {})
+        # called with (collection name, id) after every committed write (caches invalidate)
+        self.listeners: list[Callable[[str, int], None]] = []
+
+    def _out(self, resource: Resource, obj: Any, *, reveal: bool = False) -> dict[str, Any]:
+        return serialize(resource, obj, reveal=reveal, present=self._presenters.get(resource.name))
+
+    def _changed(self, resource: Resource, obj_id: int) -> None:
+        for listener in self.listeners:
+            listener(resource.name, obj_id)
 
     async def list(self, resource: Resource) -> list[dict[str, Any]]:
         async with self._sessions() as session:
             rows = (await session.scalars(select(resource.model).order_by(resource.model.id))).all()  # type: ignore[attr-defined]
-            return [serialize(resource, row) for row in rows]
+            return [self._out(resource, row) for row in rows]
 
     async def get(self, resource: Resource, obj_id: int, *, reveal: bool = True) -> dict[str, Any]:
         async with self._sessions() as session:
-            return serialize(resource, await self._load(session, resource, obj_id), reveal=reveal)
+            return self._out(resource, await self._load(session, resource, obj_id), reveal=reveal)
 
     async def create(self, resource: Resource, data: Any) -> dict[str, Any]:
         values = clean(resource, data, partial=False)
@@ -216,6 +237,7 @@ class Directory:
                 if count:
                     raise FieldError("phones", f"this account still has {count} phone(s); delete or move them first", 409)
             await session.delete(obj)
+        self._changed(resource, obj_id)
 
     async def _write(self, resource: Resource, obj_id: int | None, values: dict[str, Any]) -> dict[str, Any]:
         async with self._sessions() as session:
@@ -235,7 +257,8 @@ class Directory:
                     await self._check_unique(session, resource, obj)
             except IntegrityError as exc:
                 raise self._integrity_error(resource, exc) from None
-            return serialize(resource, obj, reveal=obj_id is None)
+            self._changed(resource, obj.id)
+            return self._out(resource, obj, reveal=obj_id is None)
 
     async def _load(self, session: AsyncSession, resource: Resource, obj_id: int) -> Any:
         obj = await session.get(resource.model, obj_id)
@@ -282,5 +305,6 @@ class Directory:
             value = generate_token(24)
             setattr(account, which, value)
             setattr(account, f"{which}_fingerprint", secret_box().fingerprint(value))
-        return serialize(WABAS, account, reveal=True)
+        self._changed(WABAS, obj_id)
+        return self._out(WABAS, account, reveal=True)
 

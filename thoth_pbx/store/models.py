@@ -22,7 +22,9 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy import inspect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
+from sqlalchemy.orm.base import NO_VALUE
 
 from thoth_pbx.store.types import EncryptedText, UtcDateTime, utcnow
 
@@ -61,6 +63,9 @@ class WabaAccount(Timestamps, Base):
     verify_token_fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
     api_key: Mapped[str] = mapped_column(EncryptedText)
     api_key_fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    # migration 0002_meta: the Meta app (debug_token with app credentials, SIP server owner)
+    app_id: Mapped[str | None] = mapped_column(String(32))
+    token_info: Mapped[dict[str, Any] | None]  # last debug_token answer, without the token
 
     phones: Mapped[list[Phone]] = relationship(back_populates="waba", passive_deletes=True)
 
@@ -115,6 +120,14 @@ class Phone(Timestamps, Base):
 
     waba: Mapped[WabaAccount] = relationship(back_populates="phones")
     instance: Mapped[AppInstance | None] = relationship(back_populates="phones")
+
+    @validates("sip_hostname", "sip_port", "sip_user_password", "sip_enabled")
+    def _trunk_input_changed(self, key: str, value: Any) -> Any:
+        # The PBX trunk is rendered from these; any real change means it must be applied again.
+        old = inspect(self).attrs[key].loaded_value
+        if old is NO_VALUE or old != value:
+            self.trunk_needs_apply = True
+        return value
 
 
 class Call(Timestamps, Base):

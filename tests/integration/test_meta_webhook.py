@@ -1,0 +1,251 @@
+"""Meta's webhook end to end: real app, real storage (SQLite and PostgreSQL), signed deliveries.
+
+Deliveries are built and signed by the Meta simulator's sender (thoth_pbx.sandbox.meta),
+which computes the signature independently from the code under test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, text
+
+from thoth_pbx.meta.inbox import InboxItem
+from thoth_pbx.meta.models import CallEvent, fold_call
+from thoth_pbx.pbx.ari import basic_auth_header
+from thoth_pbx.sandbox import meta as sim
+from thoth_pbx.store.models import WebhookInbox
+
+APP_SECRET = "app-secret-0123456789abcdef"
+WABA_ID = "102290129340398"
+PNID = "106540352242922"
+DISPLAY = "+15550100001"
+
+
+def auth(service) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return {"Authorization": basic_auth_header(*service.admin_auth)}
+
+
+@pytest.fixture
+async def account(service) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    body = {"name": "Main", "waba_id": WABA_ID, "access_token": "EAAG" + "t" * 30, "app_secret": APP_SECRET}
+    waba = await (await service.post("/api/admin/wabas", json=body, headers=auth(service))).json()
+    phone = {"number": DISPLAY, "phone_number_id": PNID, "waba_account_id": waba["id"]}
+    resp = await service.post("/api/admin/phones", json=phone, headers=auth(service))
+    assert resp.status == 201, await resp.text()
+    waba["phone"] = await resp.json()
+    return waba
+
+
+def url(account: dict[str, Any]) -> str:
+    return f"/api/waba/?api-key={account['api_key']}"
+
+
+async def post(service, account, body: bytes, *, secret: str = APP_SECRET, signature: str | None = None):  # type: ignore[no-untyped-def]
+    headers = {"Content-Type": "application/json", "X-Hub-Signature-256": signature or sim.sign(body, secret)}
+    return await service.post(url(account), data=body, headers=headers)
+
+
+async def inbox(service) -> list[WebhookInbox]:  # type: ignore[no-untyped-def]
+    async with service.services.sessions() as session:
+        return list((await session.scalars(select(WebhookInbox).order_by(WebhookInbox.id))).all())
+
+
+def message_delivery(text_: str = "hi", wamid: str | None = None) -> bytes:
+    return json.dumps(sim.delivery(WABA_ID, [sim.message_change(PNID, DISPLAY, "15551234567", text_, wamid=wamid)])).encode()
+
+
+async def test_waba_shows_callback_url_next_to_verify_token(service, account) -> None:  # type: ignore[no-untyped-def]
+    assert account["callback_url"] == f"https://thoth.example.com/api/waba/?api-key={account['api_key']}"
+    assert len(account["verify_token"]) >= 32
+    listed = (await (await service.get("/api/admin/wabas", headers=auth(service))).json())["items"][0]
+    assert account["api_key"] not in listed["callback_url"] and "…" in listed["callback_url"]
+    full = await (await service.get(f"/api/admin/wabas/{account['id']}", headers=auth(service))).json()
+    assert full["callback_url"] == account["callback_url"]
+
+
+async def test_handshake_echoes_challenge_as_text(service, account) -> None:  # type: ignore[no-untyped-def]
+    params = {"hub.mode": "subscribe", "hub.verify_token": account["verify_token"], "hub.challenge": "1158201444"}
+    resp = await service.get("/api/waba/", params={"api-key": account["api_key"], **params})
+    assert resp.status == 200
+    assert resp.content_type == "text/plain" and await resp.text() == "1158201444"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"hub.verify_token": "wrong-token"}, "hub.verify_token"),
+        ({"hub.verify_token": None}, "hub.verify_token"),
+        ({"hub.mode": "unsubscribe"}, "hub.mode"),
+        ({"hub.challenge": None}, "hub.challenge"),
+        ({"api-key": "not-a-key"}, "api-key"),
+        ({"api-key": None}, "api-key"),
+    ],
+)
+async def test_handshake_failures_are_403(service, account, change, field) -> None:  # type: ignore[no-untyped-def]
+    params = {"api-key": account["api_key"], "hub.mode": "subscribe", "hub.verify_token": account["verify_token"],
+              "hub.challenge": "42"}
+    params.update(change)
+    resp = await service.get("/api/waba/", params={k: v for k, v in params.items() if v is not None})
+    assert resp.status == 403
+    assert (await resp.json())["error"]["field"] == field
+
+
+async def test_signed_message_is_stored_before_200_and_typed(service, account) -> None:  # type: ignore[no-untyped-def]
+    resp = await post(service, account, message_delivery("hello", wamid="wamid.ABC"))
+    assert resp.status == 200, await resp.text()
+    rows = await inbox(service)  # already committed when the 200 came back
+    assert [(r.kind, r.dedup_key, r.phone_number_id, r.waba_account_id) for r in rows] == [
+        ("message", "m:wamid.ABC", PNID, account["id"])]
+    from thoth_pbx.meta.models import Message, model_of
+
+    message = model_of(rows[0].kind, rows[0].payload)
+    assert isinstance(message, Message) and message.text == "hello" and message.from_ == "15551234567"
+
+
+async def test_signature_is_checked_on_raw_bytes(service, account) -> None:  # type: ignore[no-untyped-def]
+    raw = message_delivery("héllo")
+    signature = sim.sign(raw, APP_SECRET)
+    reserialised = json.dumps(json.loads(raw), ensure_ascii=False, separators=(",", ":")).encode()
+    assert reserialised != raw
+    resp = await post(service, account, reserialised, signature=signature)
+    assert resp.status == 401
+    assert (await resp.json())["error"]["field"] == "X-Hub-Signature-256"
+    for bad in (sim.sign(raw, "another-secret"), "sha1=" + signature[7:], "garbage"):
+        assert (await post(service, account, raw, signature=bad)).status == 401
+    resp = await service.post(url(account), data=raw, headers={"Content-Type": "application/json"})
+    assert resp.status == 401
+    assert await inbox(service) == []  # nothing stored from any of them
+    assert (await post(service, account, raw, signature=signature)).status == 200
+
+
+async def test_unknown_or_missing_api_key_is_403_and_rotation_is_immediate(service, account) -> None:  # type: ignore[no-untyped-def]
+    body = message_delivery()
+    resp = await service.post("/api/waba/", data=body, headers={"X-Hub-Signature-256": sim.sign(body, APP_SECRET)})
+    assert resp.status == 403
+    assert (await post(service, account, body)).status == 200  # the cache now holds the key
+    rotated = await (await service.post(f"/api/admin/wabas/{account['id']}/rotate", json={"secret": "api_key"},
+                                        headers=auth(service))).json()
+    assert (await post(service, account, message_delivery())).status == 403
+    assert (await post(service, rotated, message_delivery())).status == 200
+
+
+async def test_garbage_is_400_and_oversize_is_413(service, account) -> None:  # type: ignore[no-untyped-def]
+    cases = {
+        b"{not json": "body",
+        b'["a"]': "body",
+        b'{"object": "whatsapp_business_account"}': "entry",
+        b'{"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": 3}]}]}':
+            "entry[0].changes[0].value",
+    }
+    for body, field in cases.items():
+        resp = await post(service, account, body)
+        assert resp.status == 400, body
+        assert (await resp.json())["error"]["field"] == field
+    big = json.dumps(sim.delivery(WABA_ID, [sim.message_change(PNID, DISPLAY, "1555", "x" * (3 * 1024 * 1024))])).encode()
+    resp = await post(service, account, big)
+    assert resp.status == 413
+    assert await inbox(service) == []
+
+
+async def test_duplicates_and_retries_are_stored_once(service, account) -> None:  # type: ignore[no-untyped-def]
+    bodies = [message_delivery(f"m{i}", wamid=f"wamid.dup{i}") for i in range(3)]
+    sender = sim.WebhookSender(str(service.make_url(url(account))), APP_SECRET)
+    statuses = await sender.send(bodies, duplicate=True, reorder=True, seed=7)
+    assert statuses == [200] * 6
+    # the same message again inside a different delivery (Meta's retry after a timeout)
+    assert (await post(service, account, message_delivery("m0", wamid="wamid.dup0"))).status == 200
+    rows = await inbox(service)
+    assert sorted(r.dedup_key for r in rows) == ["m:wamid.dup0", "m:wamid.dup1", "m:wamid.dup2"]
+
+
+async def test_concurrent_duplicate_deliveries_store_one_row(service, account) -> None:  # type: ignore[no-untyped-def]
+    body = message_delivery("same", wamid="wamid.race")
+    statuses = [r.status for r in await asyncio.gather(*(post(service, account, body) for _ in range(20)))]
+    assert statuses == [200] * 20
+    assert [r.dedup_key for r in await inbox(service)] == ["m:wamid.race"]
+
+
+async def test_batch_of_1000_updates_in_one_delivery(service, account) -> None:  # type: ignore[no-untyped-def]
+    doc = sim.delivery(WABA_ID, [sim.messages_change(PNID, DISPLAY, "15551234567", 1000)])
+    writer = service.services.meta.writer
+    commits_before = writer.commits
+    resp = await post(service, account, json.dumps(doc).encode())
+    assert resp.status == 200 and (await resp.json())["received"] == 1000
+    assert writer.commits == commits_before + 1  # one transaction
+    async with service.services.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(WebhookInbox)) == 1000
+
+
+async def test_terminate_before_connect(service, account) -> None:  # type: ignore[no-untyped-def]
+    call_id = "wacid.HBgLMTU1NTEyMzQ1NjcVAgARGBI"
+    connect = sim.delivery(WABA_ID, [sim.call_connect_change(PNID, DISPLAY, call_id, "15551234567")])
+    terminate = sim.delivery(WABA_ID, [sim.call_terminate_change(PNID, DISPLAY, call_id, "15551234567", status="Completed")])
+    assert (await post(service, account, json.dumps(terminate).encode())).status == 200
+    assert (await post(service, account, json.dumps(connect).encode())).status == 200
+    rows = await inbox(service)
+    assert [(r.kind, r.dedup_key) for r in rows] == [
+        ("call.terminate", f"c:{call_id}:terminate"), ("call.connect", f"c:{call_id}:connect")]
+    outcome = None
+    for row in rows:  # arrival order
+        event = CallEvent.from_dict(row.payload["item"])
+        outcome = fold_call(outcome, event)
+    assert outcome is not None and outcome.terminated and not outcome.active
+    assert outcome.late_connect and outcome.status == "COMPLETED" and outcome.duration == 42
+
+
+async def test_unknown_field_and_event_kept_and_logged_once(service, account, json_logs) -> None:  # type: ignore[no-untyped-def]
+    weird = {"field": "calls", "value": {"messaging_product": "whatsapp",
+                                         "metadata": {"display_phone_number": "15550100001", "phone_number_id": PNID},
+                                         "calls": [{"id": "wacid.X", "event": "call_created", "from": "1", "to": "2"}]}}
+    new_field = {"field": "message_template_status_update", "value": {"event": "APPROVED", "message_template_id": 1}}
+    for i in range(2):
+        doc = sim.delivery(WABA_ID, [weird, new_field])
+        doc["entry"][0]["changes"][0]["value"]["calls"][0]["id"] = f"wacid.X{i}"
+        doc["entry"][0]["changes"][1]["value"]["message_template_id"] = i
+        assert (await post(service, account, json.dumps(doc).encode())).status == 200
+    kinds = [r.kind for r in await inbox(service)]
+    assert kinds == ["call.call_created", "unknown.message_template_status_update"] * 2
+    notices = [line for line in json_logs.lines if "unknown field, event or key" in line]
+    assert len(notices) == 2  # one per unknown kind, not one per delivery
+
+
+async def test_dispatcher_routes_by_phone_number_id(service, account) -> None:  # type: ignore[no-untyped-def]
+    seen: list[InboxItem] = []
+    done = asyncio.Event()
+
+    async def handler(item: InboxItem) -> None:
+        seen.append(item)
+        if len(seen) == 2:
+            done.set()
+
+    service.services.meta.dispatcher.subscribe("message", handler)
+    other = json.dumps(sim.delivery(WABA_ID, [sim.message_change("999000111", "+15550199999", "1555", "to nobody")])).encode()
+    assert (await post(service, account, message_delivery("routed"))).status == 200
+    assert (await post(service, account, other)).status == 200
+    await asyncio.wait_for(done.wait(), 10)
+    assert seen[0].phone is not None and seen[0].phone.id == account["phone"]["id"]
+    assert seen[0].model.text == "routed"  # type: ignore[union-attr]
+    assert seen[1].phone is None  # not configured: still stored and delivered, unrouted
+
+    async def pending() -> int:
+        async with service.services.sessions() as session:
+            query = select(func.count()).select_from(WebhookInbox).where(WebhookInbox.processed_at.is_(None))
+            return int(await session.scalar(query) or 0)
+
+    async def drained() -> None:
+        while await pending():  # rows are marked right after the handlers return
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(drained(), 10)
+
+
+async def test_inbox_payload_is_plain_json_in_the_database(service, account) -> None:  # type: ignore[no-untyped-def]
+    assert (await post(service, account, message_delivery("stored", wamid="wamid.raw"))).status == 200
+    async with service.services.engine.connect() as conn:
+        raw = (await conn.execute(text("SELECT payload FROM webhook_inbox"))).scalar_one()
+    payload = raw if isinstance(raw, dict) else json.loads(raw)
+    assert payload["item"]["text"]["body"] == "stored" and payload["metadata"]["phone_number_id"] == PNID
