@@ -197,6 +197,10 @@ class OutboxJob(Base):
     result: Mapped[dict[str, Any] | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     done_at: Mapped[dt.datetime | None]
+    # 0003_bitrix: an earlier attempt may have reached the remote side without us seeing
+    # the answer (crash, timeout); handlers use it to recognise "already done" replies.
+    maybe_delivered: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_attempt_at: Mapped[dt.datetime | None]
 
 
 class PbxRevision(Base):
@@ -225,3 +229,21 @@ class Setting(Base):
     value: Mapped[dict[str, Any]]
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     updated_by: Mapped[str | None] = mapped_column(String(200))
+
+
+class BitrixUser(Base):
+    """A Bitrix24 user of a portal and their inner phone number (user.get UF_PHONE_INNER)."""
+
+    __tablename__ = "bitrix_user"
+    __table_args__ = (
+        UniqueConstraint("app_instance_id", "user_id", name="uq_bitrix_user_instance_user"),
+        Index("ix_bitrix_user_extension", "app_instance_id", "extension"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    app_instance_id: Mapped[int] = mapped_column(ForeignKey("app_instance.id", ondelete="CASCADE"))
+    user_id: Mapped[int]
+    extension: Mapped[str | None] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    synced_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,749 @@
+"""A strict Bitrix24 simulator: REST at /rest/<method>, OAuth at /oauth/token/, events out.
+
+Built from the documentation (../shared/reference/bitrix24-rest.md and the b24restdocs
+pages it cites), not from our client, so tests that pass here exercise what a real
+portal checks: OAuth access tokens that expire (401 `expired_token`) and rotate, the
+leaky bucket (503 `QUERY_LIMIT_EXCEEDED`), `batch` with `$result[...]` references,
+`ERROR_METHOD_NOT_FOUND`, required parameters and the documented method errors
+(bitrix_methods.py), register de-duplication for 30 minutes, and 302 after a domain move.
+
+Switches for bad days: `outage` (every request 503 with an HTML page), `latency` (slow
+answers), `storm_every` (every n-th request finds all access tokens expired),
+`exhaust_operating(method)` (429 OPERATION_TIME_LIMIT until the reset time).
+
+Everything that reached a method is in `recorder` in arrival order, so tests can assert
+which calls arrived, in which order and how many times; `on_processed` runs after a
+method changed state and before the answer leaves (tests use it to crash the caller in
+exactly that window). Like a real portal it can POST the install (ONAPPINSTALL) and
+events, form-encoded, to the service: `install()`, `send_event()`, `uninstall()`.
+
+Run it alone with `thoth-pbx sandbox bitrix` (see docs/bitrix.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import json
+import logging
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp import web
+
+from thoth_pbx.bitrix import phpquery
+
+log = logging.getLogger(__name__)
+
+REGISTER_DEDUP_S = 30 * 60
+PAGE = 50
+MAX_BATCH = 50
+DEFAULT_SCOPE = "telephony,user,imconnector,imopenlines,messageservice,crm,im"
+
+
+class SimError(Exception):
+    """A documented Bitrix error: `{"error": code, "error_description": ...}` with `status`."""
+
+    def __init__(self, code: str, description: str, status: int = 400) -> None:
+        super().__init__(f"{code}: {description}")
+        self.code = code
+        self.description = description
+        self.status = status
+
+    def body(self) -> dict[str, str]:
+        return {"error": self.code, "error_description": self.description}
+
+
+@dataclass
+class SimUser:
+    id: int
+    name: str
+    last_name: str = ""
+    extension: str | None = None  # UF_PHONE_INNER
+    active: bool = True
+    user_type: str = "employee"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "ID": str(self.id),
+            "ACTIVE": self.active,
+            "NAME": self.name,
+            "LAST_NAME": self.last_name,
+            "EMAIL": f"user{self.id}@example.com",
+            "UF_PHONE_INNER": self.extension or "",
+            "USER_TYPE": self.user_type,
+        }
+
+
+@dataclass
+class Recorded:
+    """One method execution as the portal saw it (also failed ones)."""
+
+    seq: int
+    at: float
+    member_id: str
+    method: str  # lower-case canonical name
+    params: dict[str, Any]
+    ok: bool
+    error: str | None
+    result: Any
+    batch: int | None  # seq of the HTTP request when it ran inside `batch`
+
+
+@dataclass
+class HttpRecord:
+    seq: int
+    at: float
+    path: str
+    status: int
+    error: str | None
+
+
+class Recorder:
+    """What reached the simulator: method calls (`entries`) and HTTP requests (`requests`)."""
+
+    def __init__(self) -> None:
+        self.entries: list[Recorded] = []
+        self.requests: list[HttpRecord] = []
+        self._seq = 0
+
+    def next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def calls(self, method: str | None = None, *, ok: bool | None = None) -> list[Recorded]:
+        wanted = method.lower() if method else None
+        return [e for e in self.entries if (wanted is None or e.method == wanted) and (ok is None or e.ok == ok)]
+
+    def count(self, method: str | None = None, *, ok: bool | None = None) -> int:
+        return len(self.calls(method, ok=ok))
+
+    def errors(self, code: str) -> int:
+        return sum(1 for r in self.requests if r.error == code) + sum(1 for e in self.entries if e.error == code)
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.requests.clear()
+
+    def as_json(self, limit: int = 200) -> list[dict[str, Any]]:
+        return [
+            {"seq": e.seq, "method": e.method, "ok": e.ok, "error": e.error, "batch": e.batch, "params": e.params}
+            for e in self.entries[-limit:]
+        ]
+
+
+@dataclass
+class Portal:
+    """One Bitrix24 account with our app installed (or not yet)."""
+
+    member_id: str
+    domain: str  # host[:port] the portal answers on
+    scheme: str = "http"
+    rate: float = 2.0
+    burst: int = 50
+    scope: str = DEFAULT_SCOPE
+    users: dict[int, SimUser] = field(default_factory=dict)
+    installed: bool = False
+    application_token: str | None = None
+    old_domains: set[str] = field(default_factory=set)
+    # app data
+    lines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    bindings: list[dict[str, Any]] = field(default_factory=list)
+    active_calls: dict[str, dict[str, Any]] = field(default_factory=dict)
+    statistics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cards: dict[str, set[int]] = field(default_factory=dict)  # CALL_ID -> users seeing the card
+    crm: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # digits -> entities
+    connectors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    connector_lines: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+    senders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sms_messages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ids: dict[str, int] = field(default_factory=dict)
+    # limits
+    level: float = 0.0
+    stamp: float = field(default_factory=time.monotonic)
+    operating_first: dict[str, float] = field(default_factory=dict)  # method -> first call of window
+    operating_blocked: dict[str, float] = field(default_factory=dict)  # method -> epoch unblock
+
+    @property
+    def client_endpoint(self) -> str:
+        return f"{self.scheme}://{self.domain}/rest/"
+
+    def next_id(self, kind: str) -> int:
+        self.ids[kind] = self.ids.get(kind, 0) + 1
+        return self.ids[kind]
+
+    def user(self, user_id: Any) -> SimUser | None:
+        try:
+            user = self.users.get(int(user_id))
+        except (TypeError, ValueError):
+            return None
+        return user if user and user.active else None
+
+    def user_by_extension(self, extension: Any) -> SimUser | None:
+        for user in self.users.values():
+            if user.active and user.extension and user.extension == str(extension):
+                return user
+        return None
+
+
+@dataclass
+class _Token:
+    member_id: str
+    expires_at: float
+
+
+Hook = Callable[[Portal, Recorded], Any]
+
+
+class BitrixSimulator:
+    """The simulated cloud: portals, the OAuth server and the switches. See the module doc."""
+
+    def __init__(
+        self,
+        *,
+        client_id: str = "local.thoth0sandbox.000001",
+        client_secret: str = "sandbox-client-secret-0123456789",
+        token_ttl: float = 3600.0,
+        operating_window_s: float = 600.0,
+    ) -> None:
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.token_ttl = token_ttl
+        self.operating_window_s = operating_window_s
+        self.portals: dict[str, Portal] = {}
+        self.recorder = Recorder()
+        self.outage = False
+        self.latency = 0.0
+        self.storm_every: int | None = None
+        self.on_processed: Hook | None = None
+        self.oauth_refreshes = 0
+        self._access: dict[str, _Token] = {}
+        self._refresh: dict[str, str] = {}  # refresh token -> member_id (one use each)
+        self._storm_count = 0
+        self._runner: web.AppRunner | None = None
+        self.host = "127.0.0.1"
+        self.port = 0
+        from thoth_pbx.sandbox import bitrix_methods
+
+        self._methods = bitrix_methods.METHODS
+
+    # ------------------------------------------------------------------ set-up
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def oauth_url(self) -> str:
+        """What the service's THOTH_BITRIX_OAUTH_URL should be."""
+        return f"{self.base_url}/oauth/token"
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/rest/{method}", self._rest)
+        app.router.add_route("GET", "/oauth/token/", self._oauth)
+        app.router.add_route("GET", "/oauth/token", self._oauth)
+        app.router.add_get("/_sandbox/state", self._state)
+        app.router.add_post("/_sandbox/switch", self._switch)
+        app.router.add_post("/_sandbox/install", self._install_route)
+        app.router.add_post("/_sandbox/event", self._event_route)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+        self.host, self.port = host, sockets[0].getsockname()[1] if sockets else port
+        return self.base_url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def add_portal(
+        self,
+        *,
+        member_id: str | None = None,
+        domain: str | None = None,
+        rate: float = 2.0,
+        burst: int = 50,
+        users: list[SimUser] | None = None,
+        scope: str = DEFAULT_SCOPE,
+    ) -> Portal:
+        portal = Portal(
+            member_id=member_id or secrets.token_hex(16),
+            domain=domain or f"{self.host}:{self.port}",
+            rate=rate,
+            burst=burst,
+            scope=scope,
+        )
+        for user in users or [SimUser(1, "Admin", "Portal", "100")]:
+            portal.users[user.id] = user
+        self.portals[portal.member_id] = portal
+        return portal
+
+    # ------------------------------------------------------------------ tokens
+
+    def issue_tokens(self, portal: Portal) -> dict[str, Any]:
+        access, refresh = secrets.token_hex(16), secrets.token_hex(16)
+        self._access[access] = _Token(portal.member_id, time.time() + self.token_ttl)
+        self._refresh[refresh] = portal.member_id
+        return {
+            "access_token": access,
+            "refresh_token": refresh,
+            "expires": int(time.time() + self.token_ttl),
+            "expires_in": int(self.token_ttl),
+            "scope": portal.scope,
+            "domain": portal.domain.split(":")[0],
+            "server_endpoint": f"{self.base_url}/rest/",
+            "status": "L",
+            "client_endpoint": portal.client_endpoint,
+            "member_id": portal.member_id,
+        }
+
+    def expire_access_tokens(self, portal: Portal | None = None) -> None:
+        """Every issued access token of `portal` (or of all portals) expires now."""
+        for token in self._access.values():
+            if portal is None or token.member_id == portal.member_id:
+                token.expires_at = 0.0
+
+    def revoke_refresh_tokens(self, portal: Portal) -> None:
+        """Simulate 180 days of silence (or a revoked app): refresh fails with invalid_grant."""
+        for token in [t for t, m in self._refresh.items() if m == portal.member_id]:
+            del self._refresh[token]
+
+    def move_domain(self, portal: Portal, new_domain: str) -> None:
+        """The portal was renamed: the old host answers 302 to the new one."""
+        portal.old_domains.add(portal.domain)
+        portal.domain = new_domain
+
+    def exhaust_operating(self, portal: Portal, method: str) -> float:
+        """The method used up its operating time: 429 until the oldest minute basket resets."""
+        method = method.lower()
+        first = portal.operating_first.get(method, time.time())
+        until = first + self.operating_window_s
+        portal.operating_blocked[method] = until
+        return until
+
+    # ------------------------------------------------------------------ the portal as a sender
+
+    async def install(self, portal: Portal, handler_url: str) -> tuple[int, Any]:
+        """Install (or reinstall) the app: fresh tokens and application_token, binds cleared, POST ONAPPINSTALL."""
+        portal.installed = True
+        portal.application_token = secrets.token_hex(16)
+        portal.bindings.clear()  # event.bind docs: handlers are removed on reinstall/update
+        auth = self.issue_tokens(portal)
+        auth.pop("expires")
+        auth["application_token"] = portal.application_token
+        auth["domain"] = portal.domain.split(":")[0]
+        form = {
+            "event": "ONAPPINSTALL",
+            "data": {"VERSION": "1", "ACTIVE": "Y", "INSTALLED": "Y", "LANGUAGE_ID": "en"},
+            "ts": str(int(time.time())),
+            "auth": auth,
+        }
+        return await self._post_form(handler_url, form)
+
+    async def uninstall(self, portal: Portal, *, clean: bool = True) -> list[tuple[str, int]]:
+        """Remove the app: tokens stop working, ONAPPUNINSTALL goes to its bound handlers."""
+        sent = await self.send_event(portal, "ONAPPUNINSTALL", {"LANGUAGE_ID": "en", "CLEAN": 1 if clean else 0},
+                                     with_tokens=False)
+        portal.installed = False
+        for token in [t for t, v in self._access.items() if v.member_id == portal.member_id]:
+            del self._access[token]
+        self.revoke_refresh_tokens(portal)
+        portal.bindings.clear()
+        if clean:
+            portal.lines.clear()
+        return sent
+
+    async def send_event(
+        self,
+        portal: Portal,
+        event: str,
+        data: Any,
+        *,
+        with_tokens: bool = True,
+        application_token: str | None = None,
+    ) -> list[tuple[str, int]]:
+        """POST `event` to every handler bound to it, form-encoded as Bitrix does; (url, status) each."""
+        results = []
+        for binding in [b for b in portal.bindings if b["event"] == event.upper()]:
+            auth: dict[str, Any] = {
+                "domain": portal.domain.split(":")[0],
+                "client_endpoint": portal.client_endpoint,
+                "server_endpoint": f"{self.base_url}/rest/",
+                "member_id": portal.member_id,
+                "application_token": application_token or portal.application_token or "",
+            }
+            if with_tokens:
+                tokens = self.issue_tokens(portal)
+                auth.update(access_token=tokens["access_token"], expires_in=str(int(self.token_ttl)),
+                            scope=portal.scope, status="L")
+            form = {
+                "event": event.upper(),
+                "event_handler_id": str(binding["id"]),
+                "data": data,
+                "ts": str(int(time.time())),
+                "auth": auth,
+            }
+            status, _ = await self._post_form(binding["handler"], form)
+            results.append((binding["handler"], status))
+        return results
+
+    async def _post_form(self, url: str, form: Mapping[str, Any]) -> tuple[int, Any]:
+        body = phpquery.encode(form)
+        async with aiohttp.ClientSession() as session:
+            async with session.post(url, data=body, headers={"Content-Type": "application/x-www-form-urlencoded"},
+                                    timeout=aiohttp.ClientTimeout(total=30)) as resp:
+                text = await resp.text()
+                try:
+                    return resp.status, json.loads(text)
+                except ValueError:
+                    return resp.status, text
+
+    # ------------------------------------------------------------------ OAuth server
+
+    async def _oauth(self, request: web.Request) -> web.Response:
+        seq = self.recorder.next_seq()
+        if self.outage:
+            self.recorder.requests.append(HttpRecord(seq, time.monotonic(), request.path, 503, "outage"))
+            return _outage_page()
+        q = request.query
+        missing = [k for k in ("grant_type", "client_id", "client_secret", "refresh_token") if not q.get(k)]
+        if missing or q.get("grant_type") != "refresh_token":
+            return self._oauth_error(seq, request, "invalid_request", "grant_type, client_id, client_secret and refresh_token are required", 400)
+        if q["client_id"] != self.client_id or not secrets.compare_digest(q["client_secret"], self.client_secret):
+            return self._oauth_error(seq, request, "invalid_client", "Invalid client credentials", 401)
+        member_id = self._refresh.pop(q["refresh_token"], None)
+        portal = self.portals.get(member_id or "")
+        if portal is None or not portal.installed:
+            return self._oauth_error(seq, request, "invalid_grant", "Invalid grant", 400)
+        self.oauth_refreshes += 1
+        self.recorder.requests.append(HttpRecord(seq, time.monotonic(), request.path, 200, None))
+        body = self.issue_tokens(portal)
+        body["domain"] = urlsplit(self.base_url).hostname  # the OAuth server's own domain (docs)
+        body["user_id"] = 1
+        return web.json_response(body)
+
+    def _oauth_error(self, seq: int, request: web.Request, code: str, description: str, status: int) -> web.Response:
+        self.recorder.requests.append(HttpRecord(seq, time.monotonic(), request.path, status, code))
+        return web.json_response({"error": code, "error_description": description}, status=status)
+
+    # ------------------------------------------------------------------ REST
+
+    async def _rest(self, request: web.Request) -> web.StreamResponse:
+        seq = self.recorder.next_seq()
+        method = request.match_info["method"].lower()
+        if method.endswith(".json"):
+            method = method[: -len(".json")]
+        host = request.host
+        portal = next((p for p in self.portals.values() if p.domain == host), None)
+        if portal is None:
+            moved = next((p for p in self.portals.values() if host in p.old_domains), None)
+            if moved is not None:
+                self._http(seq, request, 302, "moved")
+                location = f"{moved.scheme}://{moved.domain}{request.path_qs}"
+                return web.Response(status=302, headers={"Location": location})
+            self._http(seq, request, 404, "no_portal")
+            return web.Response(status=404, text="No such Bitrix24 portal")
+        if self.outage:
+            self._http(seq, request, 503, "outage")
+            return _outage_page()
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        if not self._bucket_admits(portal):
+            self._http(seq, request, 503, "QUERY_LIMIT_EXCEEDED")
+            return _error(SimError("QUERY_LIMIT_EXCEEDED", "Too many requests", 503))
+        try:
+            params = await _read_params(request)
+        except SimError as exc:
+            self._http(seq, request, exc.status, exc.code)
+            return _error(exc)
+        token = params.pop("auth", None)
+        try:
+            self._authenticate(portal, token)
+        except SimError as exc:
+            self._http(seq, request, exc.status, exc.code)
+            return _error(exc)
+        started = time.time()
+        if method == "batch":
+            result = self._batch(portal, params, seq)
+            self._http(seq, request, 200, None)
+            return web.json_response({"result": result, "time": self._time(portal, None, started)})
+        try:
+            result = self._execute(portal, method, params, batch=None)
+        except SimError as exc:
+            self._http(seq, request, exc.status, exc.code)
+            return _error(exc)
+        self._http(seq, request, 200, None)
+        body: dict[str, Any] = {"time": self._time(portal, method, started)}
+        if isinstance(result, _Paged):
+            body.update(result=result.items, total=result.total)
+            if result.next is not None:
+                body["next"] = result.next
+        else:
+            body["result"] = result
+        return web.json_response(body)
+
+    def _http(self, seq: int, request: web.Request, status: int, error: str | None) -> None:
+        self.recorder.requests.append(HttpRecord(seq, time.monotonic(), request.path, status, error))
+
+    def _bucket_admits(self, portal: Portal) -> bool:
+        """limits.md: the counter drains `rate`/s; once it exceeds `burst` requests are blocked."""
+        now = time.monotonic()
+        portal.level = max(0.0, portal.level - (now - portal.stamp) * portal.rate)
+        portal.stamp = now
+        if portal.level + 1 > portal.burst:
+            return False
+        portal.level += 1
+        return True
+
+    def _authenticate(self, portal: Portal, token: Any) -> None:
+        if self.storm_every:
+            self._storm_count += 1
+            if self._storm_count % self.storm_every == 0:
+                self.expire_access_tokens(portal)
+        if not token or not isinstance(token, str):
+            raise SimError("NO_AUTH_FOUND", "Wrong authorization data", 401)
+        known = self._access.get(token)
+        if known is None or known.member_id != portal.member_id:
+            raise SimError("NO_AUTH_FOUND", "Wrong authorization data", 401)
+        if known.expires_at <= time.time():
+            raise SimError("expired_token", "The access token provided has expired.", 401)
+
+    def _execute(self, portal: Portal, method: str, params: dict[str, Any], *, batch: int | None) -> Any:
+        seq = self.recorder.next_seq()
+        spec = self._methods.get(method)
+        try:
+            if spec is None:
+                raise SimError("ERROR_METHOD_NOT_FOUND", "Method not found!", 404)
+            if spec.scope != "basic" and spec.scope not in portal.scope.replace(" ", ",").split(","):
+                raise SimError("insufficient_scope", "The request requires higher privileges than provided by the access token", 403)
+            until = portal.operating_blocked.get(method)
+            if until is not None:
+                if until > time.time():
+                    raise SimError("OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit.", 429)
+                del portal.operating_blocked[method]
+                portal.operating_first.pop(method, None)
+            portal.operating_first.setdefault(method, time.time())
+            result = spec.run(self, portal, params)
+        except SimError as exc:
+            self._record(Recorded(seq, time.monotonic(), portal.member_id, method, params, False, exc.code, exc.description, batch), portal)
+            raise
+        self._record(Recorded(seq, time.monotonic(), portal.member_id, method, params, True, None, result, batch), portal)
+        return result
+
+    def _record(self, entry: Recorded, portal: Portal) -> None:
+        self.recorder.entries.append(entry)
+        if self.on_processed is not None:
+            self.on_processed(portal, entry)
+
+    def _time(self, portal: Portal, method: str | None, started: float) -> dict[str, Any]:
+        now = time.time()
+        first = portal.operating_first.get(method or "", now)
+        blocked = portal.operating_blocked.get(method or "")
+        return {
+            "start": started,
+            "finish": now,
+            "duration": now - started,
+            "processing": now - started,
+            "date_start": _iso(started),
+            "date_finish": _iso(now),
+            "operating_reset_at": int(blocked or first + self.operating_window_s),
+            "operating": 0,
+        }
+
+    # ------------------------------------------------------------------ batch
+
+    def _batch(self, portal: Portal, params: dict[str, Any], seq: int) -> dict[str, Any]:
+        cmd = params.get("cmd")
+        halt = str(params.get("halt", "0")).lower() in ("1", "true", "y")
+        if isinstance(cmd, list):
+            cmd = {str(i): v for i, v in enumerate(cmd)}
+        if not isinstance(cmd, dict):
+            cmd = {}
+        results: dict[str, Any] = {}
+        errors: dict[str, Any] = {}
+        totals: dict[str, Any] = {}
+        nexts: dict[str, Any] = {}
+        times: dict[str, Any] = {}
+        for index, (key, command) in enumerate(cmd.items()):
+            started = time.time()
+            if index >= MAX_BATCH:
+                errors[key] = SimError("ERROR_BATCH_LENGTH_EXCEEDED", "Max batch length exceeded").body()
+                continue
+            method, _, query = str(command).partition("?")
+            method = method.strip().lower()
+            if method == "batch":
+                errors[key] = SimError("ERROR_BATCH_METHOD_NOT_ALLOWED", "Method is not allowed for batch usage", 405).body()
+                if halt:
+                    break
+                continue
+            sub = _substitute(phpquery.decode(query), results)
+            try:
+                result = self._execute(portal, method, sub, batch=seq)
+            except SimError as exc:
+                errors[key] = exc.body()
+                if halt:
+                    break
+                continue
+            if isinstance(result, _Paged):
+                results[key] = result.items
+                totals[key] = result.total
+                if result.next is not None:
+                    nexts[key] = result.next
+            else:
+                results[key] = result
+            times[key] = self._time(portal, method, started)
+        # PHP's json_encode turns an empty array into [] (the docs' examples show it)
+        return {
+            "result": results or [],
+            "result_error": errors or [],
+            "result_total": totals or [],
+            "result_next": nexts or [],
+            "result_time": times or [],
+        }
+
+    # ------------------------------------------------------------------ control API (CLI demo)
+
+    async def _state(self, request: web.Request) -> web.Response:
+        return web.json_response({
+            "switches": {"outage": self.outage, "latency": self.latency, "storm_every": self.storm_every},
+            "oauth": {"client_id": self.client_id, "url": self.oauth_url, "refreshes": self.oauth_refreshes},
+            "portals": [
+                {
+                    "member_id": p.member_id, "domain": p.domain, "installed": p.installed,
+                    "lines": list(p.lines.values()), "bindings": p.bindings,
+                    "active_calls": list(p.active_calls), "finished_calls": len(p.statistics),
+                    "users": [u.as_json() for u in p.users.values()],
+                }
+                for p in self.portals.values()
+            ],
+            "calls": self.recorder.as_json(int(request.query.get("limit", "200"))),
+        })
+
+    async def _switch(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if "outage" in body:
+            self.outage = bool(body["outage"])
+        if "latency" in body:
+            self.latency = float(body["latency"])
+        if "storm_every" in body:
+            self.storm_every = int(body["storm_every"]) or None
+        if body.get("expire_tokens"):
+            self.expire_access_tokens()
+        return web.json_response({"outage": self.outage, "latency": self.latency, "storm_every": self.storm_every})
+
+    async def _install_route(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        portal = self._only_portal(body.get("member_id"))
+        status, answer = await self.install(portal, str(body["handler"]))
+        return web.json_response({"status": status, "answer": answer})
+
+    async def _event_route(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        portal = self._only_portal(body.get("member_id"))
+        sent = await self.send_event(portal, str(body["event"]), body.get("data", {}))
+        return web.json_response({"sent": [{"handler": h, "status": s} for h, s in sent]})
+
+    def _only_portal(self, member_id: str | None) -> Portal:
+        if member_id:
+            return self.portals[member_id]
+        return next(iter(self.portals.values()))
+
+
+@dataclass
+class _Paged:
+    items: list[Any]
+    total: int
+    next: int | None
+
+
+def paged(items: list[Any], start: Any) -> _Paged:
+    """List methods: 50 per page, `start` offset, `next` when more remain (user.get docs)."""
+    try:
+        offset = max(0, int(start or 0))
+    except (TypeError, ValueError):
+        offset = 0
+    page = items[offset : offset + PAGE]
+    more = offset + PAGE < len(items)
+    return _Paged(page, len(items), offset + PAGE if more else None)
+
+
+_RESULT_REF = re.compile(r"\$result\[([^\]]+)\]((?:\[[^\]]*\])*)")
+
+
+def _substitute(value: Any, results: Mapping[str, Any]) -> Any:
+    """`$result[key][FIELD]` in a parameter becomes that earlier command's value (batch.md)."""
+    if isinstance(value, dict):
+        return {k: _substitute(v, results) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, results) for v in value]
+    if not isinstance(value, str) or "$result[" not in value:
+        return value
+    whole = _RESULT_REF.fullmatch(value)
+    if whole:
+        return _lookup(results, whole.group(1), whole.group(2))
+    return _RESULT_REF.sub(lambda m: str(_lookup(results, m.group(1), m.group(2)) or ""), value)
+
+
+def _lookup(results: Mapping[str, Any], key: str, path: str) -> Any:
+    # An unknown reference resolves to "" (undocumented in Bitrix; the method then rejects it).
+    node: Any = results.get(key, "")
+    for part in re.findall(r"\[([^\]]*)\]", path):
+        if isinstance(node, dict):
+            node = node.get(part, "")
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return ""
+    return node
+
+
+async def _read_params(request: web.Request) -> dict[str, Any]:
+    """Query string plus a JSON or form body, as Bitrix accepts both."""
+    params: dict[str, Any] = phpquery.decode(request.query_string)
+    if request.can_read_body:
+        raw = await request.read()
+        ctype = request.content_type
+        if ctype == "application/json":
+            try:
+                body = json.loads(raw or b"{}")
+            except ValueError:
+                raise SimError("INVALID_REQUEST", "Request body is not valid JSON", 400) from None
+            if not isinstance(body, dict):
+                raise SimError("INVALID_REQUEST", "Request body must be a JSON object", 400)
+            params.update(body)
+        elif raw:
+            params.update(phpquery.decode(raw))
+    return params
+
+
+def _error(exc: SimError) -> web.Response:
+    return web.json_response(exc.body(), status=exc.status)
+
+
+def _outage_page() -> web.Response:
+    return web.Response(status=503, text="<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>",
+                        content_type="text/html")
+
+
+def _iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def call_id_for(portal: Portal) -> str:
+    """CALL_IDs look like `externalCall.<32 hex>.<unix time>` (register docs)."""
+    digest = hashlib.md5(f"{portal.member_id}{secrets.token_hex(8)}".encode()).hexdigest()
+    return f"externalCall.{digest}.{int(time.time())}"

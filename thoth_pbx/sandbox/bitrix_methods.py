@@ -1,0 +1,599 @@
+"""The simulated REST methods, each as its documentation page describes it.
+
+Parameters arrive as parsed JSON (typed) or, inside `batch`, as PHP query strings (all
+strings), so numbers are accepted in both forms exactly as PHP would. Errors use the
+codes, messages and HTTP statuses the pages list; where a page is silent (noted inline)
+the simulator picks the most conservative behaviour.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import re
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from thoth_pbx.sandbox.bitrix import REGISTER_DEDUP_S, Portal, SimError, call_id_for, paged
+
+if TYPE_CHECKING:
+    from thoth_pbx.sandbox.bitrix import BitrixSimulator
+
+Run = Callable[["BitrixSimulator", Portal, dict[str, Any]], Any]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    scope: str
+    run: Run
+
+
+METHODS: dict[str, MethodSpec] = {}
+
+
+def method(name: str, scope: str) -> Callable[[Run], Run]:
+    def register(fn: Run) -> Run:
+        METHODS[name.lower()] = MethodSpec(scope, fn)
+        return fn
+
+    return register
+
+
+# ---------------------------------------------------------------------------- helpers
+
+def _core(description: str) -> SimError:
+    return SimError("ERROR_CORE", description, 400)
+
+
+def _null_arg(name: str) -> SimError:
+    return SimError("ERROR_ARGUMENT", f"Argument '{name}' is null or empty", 400)
+
+
+def _text(params: dict[str, Any], key: str) -> str:
+    value = params.get(key)
+    if value is None or isinstance(value, (dict, list)):
+        return ""
+    return str(value).strip()
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+        return int(value.strip())
+    return None
+
+
+def _flag(value: Any, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    return str(value).strip().lower() not in ("0", "false", "n", "")
+
+
+def _digits(phone: str) -> str:
+    return re.sub(r"\D", "", phone)
+
+
+def _user_for(portal: Portal, params: dict[str, Any]) -> int:
+    """USER_ID or USER_PHONE_INNER (telephony register/finish)."""
+    user_id, inner = params.get("USER_ID"), _text(params, "USER_PHONE_INNER")
+    if (user_id is None or user_id == "") and not inner:
+        raise _core("USER_ID or USER_PHONE_INNER should be set")
+    user = portal.user(user_id) if user_id not in (None, "") else portal.user_by_extension(inner)
+    if user is None:
+        raise _core("User is not found or is not active")
+    return user.id
+
+
+# ---------------------------------------------------------------------------- telephony.externalCall.*
+
+_PHONE = re.compile(r"^\+?[0-9][0-9 ()\-]{2,30}$")
+
+
+@method("telephony.externalcall.register", "telephony")
+def register(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
+    user_id = _user_for(portal, params)
+    phone = _text(params, "PHONE_NUMBER")
+    call_type = _as_int(params.get("TYPE"))
+    if call_type not in (1, 2, 3, 4, 5):
+        raise _core("Unknown TYPE")
+    start = _text(params, "CALL_START_DATE")
+    if start:
+        try:
+            parsed = dt.datetime.fromisoformat(start.replace("Z", "+00:00"))
+        except ValueError:
+            parsed = None
+        if parsed is None or parsed.tzinfo is None:
+            raise _core("CALL_START_DATE should be in the ISO-8601 format")
+    if not _PHONE.match(phone):
+        raise _core("Unsupported phone number format")
+    line = _text(params, "LINE_NUMBER")
+    external = _text(params, "EXTERNAL_CALL_ID")
+    key = (_digits(phone), call_type, user_id, line, external)
+    now = time.time()
+    for call in portal.active_calls.values():  # re-registration within 30 minutes (register docs)
+        if call["dedup_key"] == key and now - call["registered_at"] < REGISTER_DEDUP_S:
+            return dict(call["response"])
+    entity_type, entity_id = _text(params, "CRM_ENTITY_TYPE") or None, _as_int(params.get("CRM_ENTITY_ID"))
+    created: list[dict[str, Any]] = []
+    created_lead = None
+    if entity_type is None:
+        found = portal.crm.get(_digits(phone))
+        if found:
+            entity_type, entity_id = found[0]["CRM_ENTITY_TYPE"], found[0]["CRM_ENTITY_ID"]
+        elif _flag(params.get("CRM_CREATE"), False):
+            created_lead = portal.next_id("lead") + 1000
+            entity_type, entity_id = "LEAD", created_lead
+            created.append({"ENTITY_TYPE": "LEAD", "ENTITY_ID": created_lead})
+            portal.crm[_digits(phone)] = [{"CRM_ENTITY_TYPE": "LEAD", "CRM_ENTITY_ID": created_lead, "NAME": phone,
+                                           "ASSIGNED_BY_ID": user_id}]
+    call_id = call_id_for(portal)
+    response = {
+        "CALL_ID": call_id,
+        "CRM_CREATED_LEAD": created_lead,
+        "CRM_CREATED_ENTITIES": created,
+        "CRM_ENTITY_TYPE": entity_type,
+        "CRM_ENTITY_ID": entity_id,
+    }
+    portal.active_calls[call_id] = {
+        "dedup_key": key,
+        "registered_at": now,
+        "response": response,
+        "user_id": user_id,
+        "phone": phone,
+        "type": call_type,
+        "line": line,
+        "external_call_id": external or None,
+        "start": start or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if _flag(params.get("SHOW"), True):
+        portal.cards[call_id] = {user_id}
+    return dict(response)
+
+
+_STATUS_CODES = {"200", "304", "603", "603-S", "403", "404", "486", "484", "503", "480", "402", "423", "OTHER"}
+
+
+@method("telephony.externalcall.finish", "telephony")
+def finish(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
+    call_id = params.get("CALL_ID")
+    if not isinstance(call_id, str):
+        raise SimError("INVALID_ARGUMENT", "CALL_ID must be a string", 400)
+    user_id = _user_for(portal, params)
+    call = portal.active_calls.get(call_id)
+    if call is None:
+        raise _core("Call is not found (call should be registered prior to finishing)")
+    duration = _as_int(params.get("DURATION")) or 0
+    status = _text(params, "STATUS_CODE") or ("200" if duration > 0 else "304")
+    if status not in _STATUS_CODES:
+        status = "OTHER"  # the docs list the values; anything else is "undefined"
+    del portal.active_calls[call_id]
+    portal.cards.pop(call_id, None)  # finish also hides the card
+    row_id = portal.next_id("statistic")
+    row = {
+        "CALL_ID": call_id,
+        "EXTERNAL_CALL_ID": call["external_call_id"],
+        "PORTAL_USER_ID": user_id,
+        "PHONE_NUMBER": call["phone"],
+        "PORTAL_NUMBER": call["line"],
+        "INCOMING": str(call["type"]),
+        "CALL_DURATION": duration,
+        "CALL_START_DATE": call["start"],
+        "CALL_STATUS": 1 if status == "200" else 0,
+        "CALL_VOTE": _as_int(params.get("VOTE")),
+        "COST": float(params.get("COST") or 0),
+        "COST_CURRENCY": _text(params, "COST_CURRENCY"),
+        "CALL_FAILED_CODE": status,
+        "CALL_FAILED_REASON": _text(params, "FAILED_REASON"),
+        "REST_APP_ID": "1",
+        "REST_APP_NAME": "thoth-pbx",
+        "CRM_ACTIVITY_ID": portal.next_id("activity") + 7000,
+        "COMMENT": None,
+        "CRM_ENTITY_TYPE": call["response"]["CRM_ENTITY_TYPE"],
+        "CRM_ENTITY_ID": call["response"]["CRM_ENTITY_ID"],
+        "ID": row_id,
+        # not in Bitrix's answer; kept so tests can check what was asked
+        "_ADD_TO_CHAT": params.get("ADD_TO_CHAT") not in (None, "", "0", 0, False),
+    }
+    portal.statistics[call_id] = row
+    return {k: v for k, v in row.items() if not k.startswith("_")}
+
+
+def _users_param(portal: Portal, params: dict[str, Any], call_id: str) -> set[int]:
+    raw = params.get("USER_ID")
+    if raw is None or raw == "":
+        call = portal.active_calls.get(call_id)
+        return {call["user_id"]} if call else set()
+    values = raw if isinstance(raw, list) else [raw]
+    return {v for v in (_as_int(x) for x in values) if v is not None}
+
+
+@method("telephony.externalcall.show", "telephony")
+def show(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> bool:
+    call_id = _text(params, "CALL_ID")
+    if call_id not in portal.active_calls:
+        return False
+    portal.cards.setdefault(call_id, set()).update(_users_param(portal, params, call_id))
+    return True
+
+
+@method("telephony.externalcall.hide", "telephony")
+def hide(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> bool:
+    call_id = _text(params, "CALL_ID")
+    if call_id not in portal.active_calls:
+        return False
+    portal.cards.setdefault(call_id, set()).difference_update(_users_param(portal, params, call_id))
+    return True
+
+
+@method("telephony.externalcall.attachrecord", "telephony")
+def attach_record(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
+    call_id = _text(params, "CALL_ID")
+    url, filename = _text(params, "RECORD_URL"), params.get("FILENAME")
+    if not url and filename is None:
+        raise _core("Required parameters are not set. Request should contain either URL or FILENAME parameter")
+    if call_id not in portal.statistics:
+        raise _core("Call is not found in the statistic table. It looks like it is not finished yet.")
+    name = str(filename or url.rsplit("/", 1)[-1]).strip()
+    if not name:
+        raise _core("File name is empty")
+    if not name.lower().endswith((".wav", ".mp3")):
+        raise _core("Wrong file extension. Only wav and mp3 are allowed")
+    if url:
+        size = None  # the simulator does not fetch the URL; it trusts it like a quick, reachable server
+    elif "FILE_CONTENT" in params:
+        content = params.get("FILE_CONTENT")
+        if not content:
+            raise _core("File content is empty.")
+        try:
+            size = len(base64.b64decode(str(content), validate=True))
+        except (binascii.Error, ValueError):
+            raise _core("File content is not properly encoded. Base64 encoding is expected.") from None
+    else:
+        return {"uploadUrl": f"{portal.client_endpoint}upload.json?token=telephony%7C{call_id}", "fieldName": "file"}
+    file_id = portal.next_id("file") + 9000
+    portal.records[call_id] = {"FILE_ID": file_id, "FILENAME": name, "size": size, "url": url or None}  # replaces
+    return {"FILE_ID": file_id}
+
+
+@method("telephony.externalcall.searchcrmentities", "telephony")
+def search_crm(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for entity in portal.crm.get(_digits(_text(params, "PHONE_NUMBER")), []):
+        owner = portal.users.get(int(entity.get("ASSIGNED_BY_ID") or 0))
+        out.append({
+            "CRM_ENTITY_TYPE": entity["CRM_ENTITY_TYPE"],
+            "CRM_ENTITY_ID": entity["CRM_ENTITY_ID"],
+            "ASSIGNED_BY_ID": entity.get("ASSIGNED_BY_ID"),
+            "NAME": entity.get("NAME", ""),
+            "ASSIGNED_BY": {
+                "ID": str(owner.id) if owner else None,
+                "TIMEMAN_STATUS": "OPENED",
+                "USER_PHONE_INNER": owner.extension if owner else None,
+                "WORK_PHONE": None,
+                "PERSONAL_PHONE": None,
+                "PERSONAL_MOBILE": None,
+            },
+        })
+    return out
+
+
+# ---------------------------------------------------------------------------- telephony.externalLine.*
+
+@method("telephony.externalline.add", "telephony")
+def line_add(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
+    number = _text(params, "NUMBER")
+    if not number:
+        raise _core("NUMBER should not be empty")
+    if number in portal.lines:
+        raise _core("Line already exists")
+    line_id = portal.next_id("line")
+    auto = _text(params, "CRM_AUTO_CREATE").upper() or "Y"
+    portal.lines[number] = {"ID": line_id, "NUMBER": number, "NAME": _text(params, "NAME"),
+                            "CRM_AUTO_CREATE": "N" if auto == "N" else "Y"}
+    return {"ID": line_id}
+
+
+@method("telephony.externalline.get", "telephony")
+def line_get(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"NUMBER": l["NUMBER"], "NAME": l["NAME"], "CRM_AUTO_CREATE": l["CRM_AUTO_CREATE"]} for l in portal.lines.values()]
+
+
+@method("telephony.externalline.update", "telephony")
+def line_update(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
+    number = _text(params, "NUMBER")
+    if not number:
+        raise _core("NUMBER should not be empty")
+    if "NAME" not in params and "CRM_AUTO_CREATE" not in params:
+        raise _core("There are no fields to update")
+    line = portal.lines.get(number)
+    if line is None:
+        raise _core(f"Could not find line with number {number}")
+    if "NAME" in params:
+        line["NAME"] = _text(params, "NAME")
+    if "CRM_AUTO_CREATE" in params:
+        line["CRM_AUTO_CREATE"] = "N" if _text(params, "CRM_AUTO_CREATE").upper() == "N" else "Y"
+    return {"ID": str(line["ID"])}
+
+
+@method("telephony.externalline.delete", "telephony")
+def line_delete(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> list[Any]:
+    number = _text(params, "NUMBER")
+    if not number:
+        raise _core("NUMBER should not be empty")
+    if portal.lines.pop(number, None) is None:
+        raise _core(f"Could not find line with number {number}")
+    return []
+
+
+# ---------------------------------------------------------------------------- user.get
+
+@method("user.get", "user")
+def user_get(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> Any:
+    flt = params.get("FILTER") or params.get("filter") or {}
+    if not isinstance(flt, dict):
+        flt = {}
+    users = sorted(portal.users.values(), key=lambda u: u.id)
+    for key, wanted in flt.items():
+        key = str(key).upper()
+        if key == "ACTIVE":
+            want = _flag(wanted, True)
+            users = [u for u in users if u.active == want]
+        elif key == "UF_PHONE_INNER":
+            users = [u for u in users if (u.extension or "") == str(wanted)]
+        elif key == "ID":
+            ids = {_as_int(x) for x in (wanted if isinstance(wanted, list) else [wanted])}
+            users = [u for u in users if u.id in ids]
+        elif key == "USER_TYPE":
+            users = [u for u in users if u.user_type == str(wanted)]
+    if str(params.get("order") or params.get("ORDER") or "ASC").upper() == "DESC":
+        users.reverse()
+    return paged([u.as_json() for u in users], params.get("start"))
+
+
+# ---------------------------------------------------------------------------- event.*
+
+KNOWN_EVENTS = {
+    "ONAPPINSTALL", "ONAPPUNINSTALL", "ONAPPUPDATE", "ONAPPPAYMENT",
+    "ONEXTERNALCALLSTART", "ONEXTERNALCALLBACKSTART",
+    "ONIMCONNECTORMESSAGEADD", "ONIMCONNECTORLINEDELETE", "ONIMCONNECTORSTATUSDELETE",
+    "ONCRMLEADADD", "ONCRMCONTACTADD", "ONUSERADD",
+}
+
+
+@method("event.bind", "basic")
+def event_bind(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> bool:
+    event = _text(params, "event") or _text(params, "EVENT")
+    handler = _text(params, "handler") or _text(params, "HANDLER")
+    if not event:
+        raise _null_arg("EVENT")
+    if not handler:
+        raise _null_arg("HANDLER")
+    if event.upper() not in KNOWN_EVENTS:
+        raise SimError("ERROR_EVENT_NOT_FOUND", "Event not found", 400)
+    if not re.match(r"^https?://", handler):
+        raise SimError("ERROR_ARGUMENT", "Wrong handler URL", 400)
+    if any(b["event"] == event.upper() and b["handler"] == handler for b in portal.bindings):
+        # Undocumented answer; Bitrix refuses a duplicate handler, installers check event.get first.
+        raise SimError("ERROR_CORE", "Handler already binded", 400)
+    offline = (_text(params, "event_type") or "online").lower() == "offline"
+    portal.bindings.append({"id": portal.next_id("handler") + 1000, "event": event.upper(), "handler": handler,
+                            "auth_type": str(params.get("auth_type") or 0), "offline": 1 if offline else 0})
+    return True
+
+
+@method("event.get", "basic")
+def event_get(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"event": b["event"], "handler": b["handler"], "auth_type": b["auth_type"], "offline": b["offline"]}
+            for b in portal.bindings]
+
+
+@method("event.unbind", "basic")
+def event_unbind(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> dict[str, int]:
+    event = (_text(params, "event") or _text(params, "EVENT")).upper()
+    handler = _text(params, "handler") or _text(params, "HANDLER")
+    keep, removed = [], 0
+    for b in portal.bindings:
+        if (not event or b["event"] == event) and (not handler or b["handler"] == handler):
+            removed += 1
+        else:
+            keep.append(b)
+    portal.bindings[:] = keep
+    return {"count": removed}
+
+
+# ---------------------------------------------------------------------------- imconnector.* (basics)
+
+def _connector_reply(error: str | None = None, description: str = "") -> dict[str, Any]:
+    # imconnector.register answers errors with HTTP 200 and result.result=false (docs)
+    if error:
+        return {"result": False, "error": error, "error_description": description}
+    return {"result": True}
+
+
+@method("imconnector.register", "imconnector")
+def connector_register(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
+    connector_id = _text(params, "ID").lower()
+    if not connector_id:
+        return _connector_reply("CONNECTOR_ID_REQUIRED", "Connector ID is not specified")
+    if "." in connector_id:
+        return _connector_reply("APPLICATION_REGISTRATION_ERROR_POINT", "The connector ID must not contain a dot")
+    if not _text(params, "NAME"):
+        return _connector_reply("NAME_REQUIRED", "Connector name is not specified")
+    icon = params.get("ICON")
+    if not isinstance(icon, dict) or not icon.get("DATA_IMAGE"):
+        return _connector_reply("ICON_REQUIRED", "Connector icon is not specified")
+    if not _text(params, "PLACEMENT_HANDLER"):
+        return _connector_reply("NO_PLACEMENT_HANDLER", "Placement handler is not specified")
+    portal.connectors[connector_id] = {"ID": connector_id, "NAME": _text(params, "NAME")}
+    return _connector_reply()
+
+
+@method("imconnector.unregister", "imconnector")
+def connector_unregister(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
+    connector_id = _text(params, "ID").lower()
+    if portal.connectors.pop(connector_id, None) is None:
+        return _connector_reply("CONNECTOR_NOT_FOUND", "Connector not found")
+    return _connector_reply()
+
+
+@method("imconnector.list", "imconnector")
+def connector_list(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> dict[str, str]:
+    return {cid: c["NAME"] for cid, c in portal.connectors.items()}
+
+
+def _connector_line(params: dict[str, Any], *, need_line: bool = True) -> tuple[str, int]:
+    connector = _text(params, "CONNECTOR").lower()
+    if not connector:
+        raise _null_arg("CONNECTOR")
+    line = _as_int(params.get("LINE"))
+    if need_line and not line:
+        raise _null_arg("LINE")
+    return connector, line or 0
+
+
+@method("imconnector.activate", "imconnector")
+def connector_activate(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> bool:
+    connector, line = _connector_line(params)
+    if params.get("ACTIVE") in (None, ""):
+        raise _null_arg("ACTIVE")
+    if _flag(params.get("ACTIVE"), False):
+        portal.connector_lines[(connector, line)] = {"active": True, "error": False, "data": {}}
+    else:
+        portal.connector_lines.pop((connector, line), None)
+    return True
+
+
+@method("imconnector.status", "imconnector")
+def connector_status(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
+    connector, line = _connector_line(params, need_line=False)
+    state = portal.connector_lines.get((connector, line))
+    ok = bool(state and state["active"] and not state["error"])
+    return {"LINE": line, "CONNECTOR": connector, "ERROR": bool(state and state["error"]), "CONFIGURED": ok, "STATUS": ok}
+
+
+@method("imconnector.connector.data.set", "imconnector")
+def connector_data_set(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> bool:
+    connector, line = _connector_line(params)
+    data = params.get("DATA")
+    if not isinstance(data, dict) or not data:
+        raise _null_arg("DATA")
+    state = portal.connector_lines.setdefault((connector, line), {"active": False, "error": False, "data": {}})
+    state["data"].update({str(k).upper(): v for k, v in data.items()})  # the source merges
+    return True
+
+
+@method("imconnector.send.messages", "imconnector")
+def connector_send(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
+    connector, line = _connector_line(params)
+    messages = params.get("MESSAGES")
+    if not isinstance(messages, list) or not messages:
+        raise _null_arg("MESSAGES")
+    state = portal.connector_lines.get((connector, line))
+    if not state or not state["active"] or state["error"]:
+        raise SimError("NOT_ACTIVE_LINE", "The line is not active", 400)
+    results = []
+    for item in messages:
+        if not isinstance(item, dict) or not all(isinstance(item.get(k), dict) for k in ("user", "message", "chat")):
+            raise SimError("ERROR_ARGUMENT", "The incorrect structure of a message inside MESSAGES parameter", 400)
+        chat_key = f"{connector}:{line}:{item['chat'].get('id')}"
+        chat_id = portal.ids.setdefault(f"chat:{chat_key}", portal.next_id("chat") + 1700)
+        results.append({"user": str(portal.next_id("im_user") + 500), "message": item["message"], "chat": item["chat"],
+                        "SUCCESS": True, "session": {"ID": str(chat_id - 1400), "CHAT_ID": str(chat_id)}})
+    return {"SUCCESS": True, "DATA": {"RESULT": results}}
+
+
+@method("imconnector.send.status.delivery", "imconnector")
+def connector_delivery(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
+    _connector_line(params)
+    if not isinstance(params.get("MESSAGES"), list):
+        raise _null_arg("MESSAGES")
+    return {"SUCCESS": True, "DATA": {"RESULT": [{"SUCCESS": True} for _ in params["MESSAGES"]]}}
+
+
+# ---------------------------------------------------------------------------- messageservice.* (basics)
+
+def _sender_error(description: str, code: str = "ERROR_SENDER_VALIDATION_FAILURE") -> SimError:
+    return SimError(code, description, 400)
+
+
+@method("messageservice.sender.add", "messageservice")
+def sender_add(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> bool:
+    if not params:
+        raise _sender_error("Empty data!")
+    code = _text(params, "CODE")
+    if not code:
+        raise _sender_error("Empty sender code!")
+    if not re.fullmatch(r"[a-zA-Z0-9._-]+", code):
+        raise _sender_error("Wrong sender code!")
+    if not params.get("NAME"):
+        raise _sender_error("Empty sender NAME!")
+    if not _text(params, "TYPE"):
+        raise _sender_error("Empty sender message TYPE!")
+    if _text(params, "TYPE") != "SMS":
+        raise _sender_error("Unknown sender message TYPE!")
+    if not _text(params, "HANDLER"):
+        raise _sender_error("Empty sender HANDLER!")
+    if code in portal.senders:
+        raise _sender_error("Sender already installed!", "ERROR_SENDER_ALREADY_INSTALLED")
+    portal.senders[code] = {"CODE": code, "NAME": params["NAME"], "HANDLER": _text(params, "HANDLER"),
+                            "DESCRIPTION": params.get("DESCRIPTION")}
+    return True
+
+
+@method("messageservice.sender.update", "messageservice")
+def sender_update(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> bool:
+    code = _text(params, "CODE")
+    if not code:
+        raise _sender_error("Empty sender code!")
+    sender = portal.senders.get(code)
+    if sender is None:
+        raise SimError("ERROR_SENDER_NOT_FOUND", "Sender not found!", 400)
+    for key in ("HANDLER", "NAME", "DESCRIPTION"):
+        if key in params:
+            sender[key] = params[key]
+    return True
+
+
+@method("messageservice.sender.list", "messageservice")
+def sender_list(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> list[str]:
+    return list(portal.senders)
+
+
+@method("messageservice.sender.delete", "messageservice")
+def sender_delete(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> bool:
+    if portal.senders.pop(_text(params, "CODE"), None) is None:
+        raise SimError("ERROR_SENDER_NOT_FOUND", "Sender not found!", 400)
+    return True
+
+
+_SMS_STATUSES = {"queued", "sent", "delivered", "undelivered", "failed"}
+
+
+@method("messageservice.message.status.update", "messageservice")
+def sms_status(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> bool:
+    code, message_id, status = _text(params, "CODE"), _text(params, "MESSAGE_ID"), _text(params, "STATUS")
+    if not code:
+        raise _sender_error("Empty sender code!")
+    if code not in portal.senders:
+        raise SimError("ERROR_SENDER_NOT_FOUND", "Sender not found!", 400)
+    if message_id not in portal.sms_messages:
+        raise SimError("ERROR_MESSAGE_NOT_FOUND", "Message not found!", 400)
+    if status not in _SMS_STATUSES:
+        raise SimError("ERROR_MESSAGE_STATUS_INCORRECT", "Incorrect message status!", 400)
+    portal.sms_messages[message_id]["status"] = status
+    return True
+
+
+# ---------------------------------------------------------------------------- app.info
+
+@method("app.info", "basic")
+def app_info(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
+    return {"ID": 1, "CODE": sim.client_id, "VERSION": 1, "STATUS": "L", "INSTALLED": portal.installed,
+            "PAYMENT_EXPIRED": "N", "DAYS": None, "LANGUAGE_ID": "en", "LICENSE": "en_project"}
