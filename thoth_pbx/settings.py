@@ -79,6 +79,7 @@ class Settings:
     bitrix_oauth_url: str
     log_level: str
     trunk: Mapping[str, Any] = field(default_factory=dict)
+    calls: Mapping[str, Any] = field(default_factory=dict)
     source: Path | None = None
 
 
@@ -245,7 +246,7 @@ _SPEC: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
     "bitrix_oauth_url": (_http_url, "https://oauth.bitrix.info/oauth/token"),
     "log_level": (_choice("debug", "info", "warning", "error"), "info"),
 }
-_SECTIONS = {"trunk"}  # tables passed on raw; their owners validate them
+_SECTIONS = {"trunk", "calls"}  # tables passed on raw; their owners validate them
 
 
 def setting_keys() -> list[str]:
@@ -294,6 +295,7 @@ def load_settings(
         bitrix_oauth_url=values["bitrix_oauth_url"],
         log_level=values["log_level"],
         trunk=dict(raw.get("trunk", {})),
+        calls=dict(raw.get("calls", {})),
         source=config_path,
     )
 

@@ -59,3 +59,23 @@ def test_talk_seconds() -> None:
     assert cf.talk_seconds(None, t0) == 0
     assert cf.talk_seconds(t0, t0 + dt.timedelta(seconds=61.6)) == 62
     assert cf.talk_seconds(t0 + dt.timedelta(seconds=5), t0) == 0
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"ring_group": "101"}, "calls.ring_group"),
+        ({"ring_group": ["101", "a b"]}, "calls.ring_group[1]"),
+        ({"group_ring_seconds": 9999}, "calls.group_ring_seconds"),
+        ({"record": "yes"}, "calls.record"),
+        ({"operator_endpoint": "PJSIP/101"}, "calls.operator_endpoint"),
+        ({"operator_endpoint": "PJSIP/{extension}\n[x]"}, "calls.operator_endpoint"),
+        ({"ringgroup": []}, "calls.ringgroup"),
+    ],
+)
+def test_call_settings_errors_name_the_key(data: dict, field: str) -> None:
+    from thoth_pbx.validation import FieldError
+
+    with pytest.raises(FieldError) as err:
+        CallSettings.from_json(data)
+    assert err.value.field == field

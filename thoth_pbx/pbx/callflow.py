@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
+from thoth_pbx.validation import FieldError, boolean, integer
+
 # Bitrix24 telephony.externalcall.finish STATUS_CODE values (fact sheet, bitrix24-rest.md)
 ANSWERED = "200"
 MISSED = "304"
@@ -47,21 +49,40 @@ class CallSettings:
     operator_endpoint: str = "PJSIP/{extension}"
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any] | None, users: Mapping[str, int] | None = None) -> CallSettings:
-        """Build from stored JSON; `users` maps extension -> Bitrix user id."""
-        data = data or {}
+    def from_json(
+        cls, data: Mapping[str, Any] | None, users: Mapping[str, int] | None = None, *, prefix: str = "calls"
+    ) -> CallSettings:
+        """Validate stored/TOML JSON; `users` maps extension -> Bitrix user id. FieldError names the key."""
+        data = dict(data or {})
         users = users or {}
-        group = tuple(
-            Operator(str(ext), users.get(str(ext))) for ext in data.get("ring_group", []) if str(ext).strip()
-        )
+        unknown = set(data) - _CALL_KEYS
+        if unknown:
+            raise FieldError(f"{prefix}.{sorted(unknown)[0]}", f"unknown setting; expected one of {', '.join(sorted(_CALL_KEYS))}")
+        raw_group = data.get("ring_group", [])
+        if not isinstance(raw_group, list):
+            raise FieldError(f"{prefix}.ring_group", "must be a list of extensions")
+        group = []
+        for index, ext in enumerate(raw_group):
+            text = str(ext).strip() if isinstance(ext, (str, int)) and not isinstance(ext, bool) else ""
+            if not _EXTENSION.fullmatch(text):
+                raise FieldError(f"{prefix}.ring_group[{index}]", "must be an extension (letters, digits, _ or -)")
+            group.append(Operator(text, users.get(text)))
+        endpoint = data.get("operator_endpoint", "PJSIP/{extension}")
+        if not isinstance(endpoint, str) or not _ENDPOINT.fullmatch(endpoint) or "{extension}" not in endpoint:
+            raise FieldError(f"{prefix}.operator_endpoint", "must be a dial string with {extension}, e.g. PJSIP/{extension}")
         return cls(
-            ring_group=group,
-            responsible_first_seconds=int(data.get("responsible_first_seconds", 15)),
-            group_ring_seconds=int(data.get("group_ring_seconds", 30)),
-            record=bool(data.get("record", False)),
-            crm_create=bool(data.get("crm_create", True)),
-            operator_endpoint=str(data.get("operator_endpoint", "PJSIP/{extension}")),
+            ring_group=tuple(group),
+            responsible_first_seconds=integer(f"{prefix}.responsible_first_seconds", data.get("responsible_first_seconds", 15), minimum=0, maximum=600),
+            group_ring_seconds=integer(f"{prefix}.group_ring_seconds", data.get("group_ring_seconds", 30), minimum=0, maximum=600),
+            record=boolean(f"{prefix}.record", data.get("record", False)),
+            crm_create=boolean(f"{prefix}.crm_create", data.get("crm_create", True)),
+            operator_endpoint=endpoint,
         )
+
+
+_CALL_KEYS = {"ring_group", "responsible_first_seconds", "group_ring_seconds", "record", "crm_create", "operator_endpoint"}
+_EXTENSION = re.compile(r"[A-Za-z0-9_-]{1,32}")
+_ENDPOINT = re.compile(r"(PJSIP|Local|SIP|IAX2)/[A-Za-z0-9_@{}.+-]{1,80}")
 
 
 def plan_route(responsible: Operator | None, settings: CallSettings) -> list[RingStage]:
