@@ -1,0 +1,140 @@
+"""Rendering the trunk: golden files, override dir, strict templates, the Meta ranges file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from thoth_pbx.pbx import trunk
+from thoth_pbx.pbx.conffile import parse
+from thoth_pbx.pbx.trunk import RenderError, TrunkPhone
+from thoth_pbx.resources import data_dir
+from thoth_pbx.validation import FieldError
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+
+
+def _render_case(name: str, **kwargs):  # type: ignore[no-untyped-def]
+    case = json.loads((GOLDEN / f"{name}.json").read_text())
+    return trunk.render(trunk.parse_trunk(case["settings"]), [TrunkPhone(**p) for p in case["phones"]], **kwargs)
+
+
+def test_reference_config_from_the_issue_is_reproduced_exactly() -> None:
+    rendered = _render_case("trunk_reference")
+    assert rendered.files[trunk.PJSIP_FILE] == (GOLDEN / "trunk_reference.pjsip_thoth.conf").read_text()
+
+
+def test_our_defaults_for_a_sample_phone() -> None:
+    rendered = _render_case("trunk_defaults")
+    for name in trunk.FILES:
+        assert rendered.files[name] == (GOLDEN / f"trunk_defaults.{name}").read_text(), name
+    pjsip = parse(rendered.files[trunk.PJSIP_FILE])
+    endpoint = pjsip.find("wa.meta.vc", "endpoint")
+    assert endpoint is not None
+    # Meta's documented pitfalls, as defaults
+    for key, value in {"media_encryption": "sdes", "allow": "opus", "direct_media": "no", "rtp_symmetric": "yes",
+                       "rewrite_contact": "no", "timers": "no", "send_connected_line": "no",
+                       "auth": "wa-15551230000"}.items():
+        assert endpoint.get(key) == value, key
+    outbound = pjsip.find("wa-15551230000", "endpoint")
+    assert outbound is not None
+    assert (outbound.get("from_user"), outbound.get("from_domain"), outbound.get("outbound_auth")) == (
+        "+15551230000", "pbx.example.com", "wa-15551230000")
+    auth = pjsip.find("wa-15551230000", "auth")
+    assert auth is not None and (auth.get("username"), auth.get("password")) == ("15551230000", "meta-generated;secret")
+    identify = pjsip.find("wa.meta.vc", "identify")
+    shipped = trunk.read_ranges((data_dir("config") / "meta-ip-ranges.txt").read_text())
+    assert identify is not None and tuple(identify.values("match")) == shipped and len(shipped) == 23
+
+
+def test_masked_preview_hides_the_password() -> None:
+    rendered = _render_case("trunk_defaults")
+    masked = rendered.masked()[trunk.PJSIP_FILE]
+    assert "meta-generated" not in masked and "password=***" in masked
+
+
+def test_dialplan_sends_both_number_forms_to_stasis_with_fallback() -> None:
+    rendered = trunk.render(trunk.parse_trunk({"fallback_dial": "PJSIP/100&Local/200@from-internal",
+                                               "fallback_timeout": 45}), app="my-app")
+    context = parse(rendered.files[trunk.DIALPLAN_FILE]).find("from-meta")
+    assert context is not None
+    extens = [o.value.split(",", 1)[0] for o in context.options if o.key == "exten"]
+    assert extens == ["_X.", "_+X."]
+    lines = [o.value for o in context.options]
+    assert lines.count("n,Stasis(my-app)") == 2
+    assert lines.count('n,GotoIf($["${STASISSTATUS}" = "FAILED"]?fallback)') == 2
+    assert lines.count("n(fallback),Dial(PJSIP/100&Local/200@from-internal,45)") == 2
+
+
+def test_override_dir_wins_over_shipped_template(tmp_path: Path) -> None:
+    shipped = (data_dir("asterisk_templates") / "aor.conf.j2").read_text()
+    (tmp_path / "aor.conf.j2").write_text(shipped + "qualify_timeout=7\n")
+    plain = trunk.render(trunk.parse_trunk({}))
+    custom = trunk.render(trunk.parse_trunk({}), override_dir=tmp_path)
+    assert parse(custom.files[trunk.PJSIP_FILE]).find("wa.meta.vc", "aor").get("qualify_timeout") == "7"
+    assert parse(plain.files[trunk.PJSIP_FILE]).find("wa.meta.vc", "aor").get("qualify_timeout") is None
+
+
+def test_override_ranges_file_and_comments(tmp_path: Path) -> None:
+    (tmp_path / "meta-ip-ranges.txt").write_text("# ours\n198.51.100.0/24  # lab\n\n203.0.113.7\n")
+    rendered = trunk.render(trunk.parse_trunk({}), override_dir=tmp_path)
+    assert parse(rendered.files[trunk.PJSIP_FILE]).find("wa.meta.vc", "identify").values("match") == [
+        "198.51.100.0/24", "203.0.113.7"]
+    (tmp_path / "meta-ip-ranges.txt").write_text("198.51.100.0/24\nnot-a-network\n")
+    with pytest.raises(FieldError) as err:
+        trunk.render(trunk.parse_trunk({}), override_dir=tmp_path)
+    assert err.value.field == "meta-ip-ranges.txt:2"
+
+
+def test_undefined_variable_in_override_is_an_error_not_blank(tmp_path: Path) -> None:
+    (tmp_path / "identify.conf.j2").write_text("[{{ t.endpoint_name }}]\ntype=identify\nmatch={{ t.no_such_setting }}\n")
+    with pytest.raises(RenderError) as err:
+        trunk.render(trunk.parse_trunk({}), override_dir=tmp_path)
+    assert err.value.field == "template" and "no_such_setting" in err.value.message
+
+
+def test_broken_override_syntax_names_template_and_line(tmp_path: Path) -> None:
+    (tmp_path / "aor.conf.j2").write_text("[{{ t.endpoint_name }}]\ntype=aor\n{% if %}\n")
+    with pytest.raises(RenderError) as err:
+        trunk.render(trunk.parse_trunk({}), override_dir=tmp_path)
+    assert "aor.conf.j2 line 3" in err.value.message
+
+
+def test_override_cannot_print_a_line_break_through_a_value(tmp_path: Path) -> None:
+    (tmp_path / "aor.conf.j2").write_text("[{{ t.endpoint_name }}]\ntype=aor\ncontact={{ 'sip:x\\n[evil]' }}\n")
+    with pytest.raises(RenderError) as err:
+        trunk.render(trunk.parse_trunk({}), override_dir=tmp_path)
+    assert "line break" in err.value.message
+
+
+def test_override_producing_invalid_config_is_refused_before_writing(tmp_path: Path) -> None:
+    (tmp_path / "aor.conf.j2").write_text("[{{ t.endpoint_name }}\ntype=aor\n")
+    with pytest.raises(RenderError) as err:
+        trunk.render(trunk.parse_trunk({}), override_dir=tmp_path)
+    assert "closing ']'" in err.value.message
+
+
+def test_ipv6_bind_is_bracketed() -> None:
+    rendered = trunk.render(trunk.parse_trunk({"bind_address": "::", "bind_port": 5062}))
+    assert parse(rendered.files[trunk.PJSIP_FILE]).sections[0].get("bind") == "[::]:5062"
+
+
+def test_phone_without_password_gets_no_auth_and_a_warning() -> None:
+    rendered = trunk.render(trunk.parse_trunk({}), [TrunkPhone("+15551230000", None, None, 7)])
+    pjsip = parse(rendered.files[trunk.PJSIP_FILE])
+    assert pjsip.find("wa-15551230000", "auth") is None
+    assert pjsip.find("wa.meta.vc", "endpoint").get("auth") is None
+    assert pjsip.find("wa-15551230000", "endpoint").get("outbound_auth") is None
+    assert rendered.phone_ids == (7,)
+    assert any("+15551230000 has no sip_user_password" in w for w in rendered.warnings)
+
+
+def test_inbound_auth_can_be_switched_off() -> None:
+    phones = [TrunkPhone("+15551230000", "a", "x.example.com"), TrunkPhone("+4930123456", "b", "x.example.com")]
+    on = parse(trunk.render(trunk.parse_trunk({}), phones).files[trunk.PJSIP_FILE])
+    off = parse(trunk.render(trunk.parse_trunk({"inbound_auth": False}), phones).files[trunk.PJSIP_FILE])
+    assert on.find("wa.meta.vc", "endpoint").get("auth") == "wa-15551230000,wa-4930123456"
+    assert off.find("wa.meta.vc", "endpoint").get("auth") is None
+    assert off.find("wa-4930123456", "endpoint").get("outbound_auth") == "wa-4930123456"
