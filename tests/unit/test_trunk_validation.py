@@ -62,10 +62,14 @@ def test_unknown_key_is_refused_and_named() -> None:
     assert err.value.field == "bind_adress" and "the [trunk] table" in err.value.message
 
 
-def test_layers_later_wins_null_resets_empty_omits() -> None:
-    settings = trunk.parse_trunk({"bind_port": 5062, "timers": "no"}, {"bind_port": 5063}, {"timers": None})
-    assert settings.bind_port == 5063 and settings.timers == trunk.DEFAULTS.timers
+def test_layers_later_wins_null_and_empty_omit() -> None:
+    settings = trunk.parse_trunk({"bind_port": 5062, "timers": "yes"}, {"bind_port": 5063}, {"timers": None})
+    assert settings.bind_port == 5063 and settings.timers is None
     assert trunk.parse_trunk({"timers": ""}).timers is None
+    assert trunk.DEFAULTS.timers == "no"
+    with pytest.raises(FieldError) as err:
+        trunk.parse_trunk({"bind_port": None})
+    assert err.value.field == "bind_port" and "always written" in err.value.message
 
 
 def test_accepted_forms_are_kept_as_written() -> None:

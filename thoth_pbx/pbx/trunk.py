@@ -177,6 +177,7 @@ def _omit(validator: Validator) -> Validator:
             return None
         return validator(name, value)
 
+    check.omittable = True  # type: ignore[attr-defined]
     return check
 
 
@@ -323,7 +324,9 @@ assert set(VALIDATORS) == {f.name for f in dataclasses.fields(TrunkSettings)}, "
 def parse_trunk(*layers: Mapping[str, Any], layer_names: Sequence[str] = ()) -> TrunkSettings:
     """Validate layers of raw settings (later wins) into TrunkSettings; FieldError on the first bad one.
 
-    A None value in a later layer resets the key to its built-in default.
+    null (or "", since TOML has no null) means "do not write this option, leave Asterisk's
+    default" - the same None that GET shows for an omitted option; options that are always
+    written refuse it.
     """
     merged: dict[str, Any] = {}
     for index, layer in enumerate(layers):
@@ -333,12 +336,16 @@ def parse_trunk(*layers: Mapping[str, Any], layer_names: Sequence[str] = ()) -> 
             if key not in VALIDATORS:
                 where = f" (in {layer_names[index]})" if index < len(layer_names) else ""
                 raise FieldError(key, f"unknown trunk setting{where}; expected one of {', '.join(VALIDATORS)}")
-            if value is None:
-                merged.pop(key, None)
-            else:
-                merged[key] = value
+            if value is None and not omittable(key):
+                raise FieldError(key, "must not be null: this option is always written")
+            merged[key] = value
     values = {key: VALIDATORS[key](key, raw) for key, raw in merged.items()}
     return dataclasses.replace(DEFAULTS, **values)
+
+
+def omittable(key: str) -> bool:
+    """Whether `key` may be None (option left out of the file)."""
+    return bool(getattr(VALIDATORS[key], "omittable", False))
 
 
 def apply_problems(settings: TrunkSettings) -> list[FieldError]:
