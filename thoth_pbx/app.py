@@ -125,6 +125,10 @@ def build_app(services: Services, *, close_on_cleanup: bool = True) -> web.Appli
     app[SERVICES] = services
     app.router.add_get("/healthz", healthz)
     app.router.add_routes(crud_routes(services.directory))
+    from thoth_pbx.admin.pbx import pbx_routes
+    from thoth_pbx.pbx.service import PbxService
+
+    app.router.add_routes(pbx_routes(PbxService(settings, services.sessions, services.ami), settings.admin_user))
     if services.meta is not None:
         from thoth_pbx.admin.meta import meta_routes
 

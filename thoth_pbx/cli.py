@@ -129,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     from thoth_pbx import meta_cli
 
     meta_cli.register(sub)  # calling enable|disable|show, sandbox meta|meta-webhook
+    from thoth_pbx import pbx_cli
+
+    pbx_cli.register(sub)  # pbx render|apply|status|restart --when-convenient
     return parser
 
 

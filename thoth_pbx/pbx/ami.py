@@ -125,6 +125,7 @@ class AmiClient:
         self.ping_timeout = ping_timeout
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
+        self._changed = asyncio.Event()
         self.status = AmiStatus("disabled" if target is None else "connecting", _now())
         self._protocol: _Protocol | None = None
         self._link: _Link | None = None
@@ -168,6 +169,26 @@ class AmiClient:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def status(self) -> AmiStatus:
+        return self._status
+
+    @status.setter
+    def status(self, value: AmiStatus) -> None:
+        self._status = value
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def wait_state(self, *states: str, timeout: float) -> AmiStatus:
+        """Wait until the connection state is one of `states` (e.g. "login_failed", "down")."""
+        try:
+            async with asyncio.timeout(timeout):
+                while self._status.state not in states:
+                    await self._changed.wait()
+        except TimeoutError:
+            raise AmiTimeout(f"AMI state is {self._status.state!r}, not {'/'.join(states)}, after {timeout}s") from None
+        return self._status
 
     async def _supervise(self) -> None:
         attempt = 0
