@@ -19,9 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from thoth_pbx import __version__
 from thoth_pbx.admin.http import admin_auth, crud_routes, json_errors
+from thoth_pbx.bitrix.service import BitrixService
 from thoth_pbx.directory import Directory
 from thoth_pbx.logs import register_secret
 from thoth_pbx.meta.service import MetaService
+from thoth_pbx.outbox import Outbox
 from thoth_pbx.pbx.ami import AmiClient
 from thoth_pbx.pbx.ari import AriClient
 from thoth_pbx.secrets import SecretBox, generate_token, load_or_create_key
@@ -43,6 +45,8 @@ class Services:
     ari: AriClient
     admin_password: str
     meta: MetaService | None = None
+    outbox: Outbox | None = None
+    bitrix: BitrixService | None = None
 
 
 SERVICES = web.AppKey("services", Services)
@@ -77,6 +81,7 @@ async def open_services(settings: Settings) -> Services:
                        api_version=settings.meta_api_version, public_url=settings.public_url)
     directory = Directory(sessions, presenters=meta.presenters())
     directory.listeners.append(meta.accounts.invalidate)
+    outbox = Outbox(sessions)
     return Services(
         settings=settings,
         engine=engine,
@@ -84,6 +89,8 @@ async def open_services(settings: Settings) -> Services:
         secret_box=box,
         directory=directory,
         meta=meta,
+        outbox=outbox,
+        bitrix=BitrixService(sessions, outbox, settings),
         ami=AmiClient(settings.ami),
         ari=AriClient(settings.ari, settings.ari_app),
         admin_password=admin_password,
@@ -91,6 +98,10 @@ async def open_services(settings: Settings) -> Services:
 
 
 async def close_services(services: Services) -> None:
+    if services.outbox is not None:
+        await services.outbox.stop()
+    if services.bitrix is not None:
+        await services.bitrix.stop()
     await services.ari.stop()
     await services.ami.stop()
     await services.engine.dispose()
@@ -133,13 +144,24 @@ def build_app(services: Services, *, close_on_cleanup: bool = True) -> web.Appli
         from thoth_pbx.admin.meta import meta_routes
 
         app.router.add_routes(meta_routes(services.meta, services.directory))
+    if services.outbox is not None and services.bitrix is not None:
+        from thoth_pbx.admin.bitrix import bitrix_routes
+        from thoth_pbx.admin.outbox import outbox_routes
+
+        app.router.add_routes(outbox_routes(services.outbox) + bitrix_routes(services.bitrix, services.sessions))
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         services.ami.start()
         services.ari.start()
         if services.meta is not None:
             services.meta.start()
+        if services.outbox is not None and services.bitrix is not None:
+            services.outbox.start()
+            services.bitrix.start()
         yield
+        if services.outbox is not None and services.bitrix is not None:
+            await services.outbox.stop()
+            await services.bitrix.stop()
         if services.meta is not None:
             await services.meta.stop()
         if close_on_cleanup:

@@ -132,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     from thoth_pbx import pbx_cli
 
     pbx_cli.register(sub)  # pbx render|apply|status|restart --when-convenient
+    from thoth_pbx import bitrix_cli
+
+    bitrix_cli.register(sub)  # sandbox bitrix
     return parser
 
 

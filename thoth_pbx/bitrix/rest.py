@@ -198,6 +198,7 @@ class BitrixClient:
         max_inflight: int = 8,
         retries: int = 2,
         retry_base_s: float = 0.5,
+        bucket: LeakyBucket | None = None,
     ) -> None:
         register_secret(auth.access_token)
         register_secret(auth.refresh_token)
@@ -205,7 +206,8 @@ class BitrixClient:
         self._store = store
         self._oauth = oauth
         self._http = http
-        self.bucket = LeakyBucket(rate_per_s, burst)
+        # A replacement client (after a reinstall) inherits the bucket: the portal counts on.
+        self.bucket = bucket or LeakyBucket(rate_per_s, burst)
         self.max_batch = max(1, min(max_batch, MAX_BATCH))
         self._inflight = asyncio.Semaphore(max_inflight)
         self._retries = retries
@@ -218,6 +220,7 @@ class BitrixClient:
         self._reauth: str | None = None
         self._operating_reset: dict[str, float] = {}  # method -> epoch of operating_reset_at
         self._blocked_until: dict[str, float] = {}  # method -> epoch (OPERATION_TIME_LIMIT)
+        self._closing = False  # no new calls; queued ones still go out
         self._closed = False
         self.stats = ClientStats()
 
@@ -237,7 +240,7 @@ class BitrixClient:
 
     async def call_reply(self, method: str, params: Mapping[str, Any] | None = None, *, batchable: bool = True) -> Reply:
         """Like `call` but with `total`/`next` for list methods."""
-        if self._closed:
+        if self._closing or self._closed:
             raise BitrixUnavailable("CLIENT_CLOSED", "the Bitrix client was closed", method=method)
         if self._reauth is not None:
             raise NeedsReauth("invalid_grant", self._reauth, method=method)
@@ -264,7 +267,12 @@ class BitrixClient:
         reply = await self.call_reply("batch", {"halt": 1 if halt else 0, "cmd": cmd}, batchable=False)
         return _split_batch(reply.result, [(key, method) for key, (method, _) in commands.items()], self._note_time_for)
 
-    async def aclose(self) -> None:
+    async def aclose(self, grace: float = 0.0) -> None:
+        """Stop; with `grace`, calls already queued or on the wire get that long to finish first."""
+        self._closing = True
+        deadline = time.monotonic() + grace
+        while (self._queue or self._senders) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         self._closed = True
         tasks = [t for t in (self._dispatcher, *self._senders) if t is not None]
         for task in tasks:
