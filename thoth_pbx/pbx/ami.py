@@ -16,6 +16,7 @@ This is the only module that imports panoramisk.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import fnmatch
 import logging
@@ -180,6 +181,16 @@ class AmiClient:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
+    async def wait_ready(self, timeout: float) -> AmiStatus:
+        """Wait until logged in and Asterisk said FullyBooted (all modules loaded, e.g. after a restart)."""
+        try:
+            async with asyncio.timeout(timeout):
+                while not (self.connected and self._status.fully_booted):
+                    await self._changed.wait()
+        except TimeoutError:
+            raise AmiNotConnected(f"Asterisk not ready after {timeout}s ({self._status.state})") from None
+        return self._status
+
     async def wait_state(self, *states: str, timeout: float) -> AmiStatus:
         """Wait until the connection state is one of `states` (e.g. "login_failed", "down")."""
         try:
@@ -271,6 +282,7 @@ class AmiClient:
         for action in pending + list(link.awaiting_actions):
             if not action.future.done():
                 action.future.set_exception(AmiNotConnected(f"connection lost before the reply: {reason}"))
+                action.future.exception()  # a caller that already gave up must not log "never retrieved"
 
     def _set_state(self, state: str, error: str | None) -> None:
         if self.status.state != state or self.status.error != error:
@@ -330,7 +342,7 @@ class AmiClient:
     def _dispatch(self, message: Message) -> None:
         name = message.get("Event", "")
         if name == "FullyBooted":
-            self.status.fully_booted = True
+            self.status = dataclasses.replace(self.status, fully_booted=True)
         for _, regex, handler in self._handlers:
             if regex.match(name):
                 try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Iterable
 
-from thoth_pbx.pbx.ami import AmiActionFailed, AmiClient
+from thoth_pbx.pbx.ami import AmiActionFailed, AmiClient, AmiNotConnected, AmiTimeout
 
 Event = dict[str, Any]
 
@@ -43,3 +43,17 @@ async def reload_module(ami: AmiClient, module: str, *, timeout: float) -> str:
     """AMI Reload; returns Asterisk's message. Success does NOT mean the objects loaded."""
     reply = await ami.action_ok({"Action": "Reload", "Module": module}, timeout=timeout)
     return str(reply.get("Message", ""))
+
+
+async def restart_when_convenient(ami: AmiClient, *, timeout: float = 3.0) -> str:
+    """`core restart when convenient`: Asterisk restarts once no call is up (loads new transports).
+
+    Asterisk handles the command by shutting down (after waiting for calls to end), so the
+    reply often never comes: no answer within `timeout` or a closed connection means the
+    restart is under way.
+    """
+    try:
+        output = await ami.command("core restart when convenient", timeout=timeout)
+    except (AmiTimeout, AmiNotConnected):
+        return "restart requested: Asterisk restarts as soon as no call is up"
+    return output.strip() or "restart requested: Asterisk restarts as soon as no call is up"

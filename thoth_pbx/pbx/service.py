@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from thoth_pbx.pbx import live
 from thoth_pbx.pbx import status as pbx_status
 from thoth_pbx.pbx import trunk
 from thoth_pbx.pbx.ami import AmiClient
@@ -165,5 +166,4 @@ class PbxService:
         return report
 
     async def restart_when_convenient(self) -> str:
-        """`core restart when convenient`: Asterisk restarts once no call is up (loads new transports)."""
-        return await self.ami.command("core restart when convenient")
+        return await live.restart_when_convenient(self.ami)
