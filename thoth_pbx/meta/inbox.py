@@ -21,7 +21,7 @@ from typing import Any, Awaitable, Callable
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from thoth_pbx.meta.models import Model, model_of
 from thoth_pbx.store.models import Phone, WebhookInbox
@@ -40,6 +40,10 @@ def insert_ignoring_duplicates(dialect_name: str) -> Any:
     raise ValueError(f"webhook inbox: unsupported database {dialect_name!r}")
 
 
+CHECKPOINT_EVERY_ROWS = 2000  # SQLite: WAL checkpoint beside the writer after this many rows
+WAL_RESTART_FRAMES = 16384  # ~64 MB of 4 KiB pages: then rewind the WAL even if it stalls a commit
+
+
 @dataclass
 class _Pending:
     rows: list[dict[str, Any]]
@@ -56,6 +60,11 @@ class InboxWriter:
         self._on_commit = on_commit
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._conn: AsyncConnection | None = None  # kept open: no pool round trip per batch
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._checkpoint: asyncio.Task[None] | None = None
+        self._since_checkpoint = 0
+        self._wal_frames = 0  # WAL size (pages) seen by the last checkpoint
         self.commits = 0
         self.rows_written = 0
 
@@ -76,6 +85,10 @@ class InboxWriter:
             except asyncio.CancelledError:
                 pass
             self._task = None
+        if self._checkpoint is not None:
+            await asyncio.gather(self._checkpoint, return_exceptions=True)
+            self._checkpoint = None
+        await self._discard_connection()
         while not self._queue.empty():  # nobody may be left waiting forever
             item = self._queue.get_nowait()
             if not item.done.done():
@@ -114,10 +127,51 @@ class InboxWriter:
             self._on_commit()
 
     async def _write(self, rows: list[dict[str, Any]]) -> None:
-        async with self._engine.begin() as conn:
-            await conn.execute(self._insert, rows)
+        if self._conn is None:
+            self._conn = await self._engine.connect()
+            if self._sqlite:
+                # SQLite would checkpoint inside whichever commit crosses the WAL limit, and a
+                # checkpoint waits for the disk: tail latency. This connection never does;
+                # `_checkpoint_soon` runs them beside it on another connection.
+                await self._conn.exec_driver_sql("PRAGMA wal_autocheckpoint=0")
+                await self._conn.commit()
+        try:
+            async with self._conn.begin():
+                await self._conn.execute(self._insert, rows)
+        except Exception:
+            await self._discard_connection()  # a broken connection is not reused
+            raise
         self.commits += 1
         self.rows_written += len(rows)
+        if self._sqlite:
+            self._checkpoint_soon(len(rows))
+
+    def _checkpoint_soon(self, rows: int) -> None:
+        self._since_checkpoint += rows
+        if self._since_checkpoint < CHECKPOINT_EVERY_ROWS or (self._checkpoint and not self._checkpoint.done()):
+            return
+        self._since_checkpoint = 0
+        self._checkpoint = asyncio.get_running_loop().create_task(self._run_checkpoint(), name="webhook-inbox-checkpoint")
+
+    async def _run_checkpoint(self) -> None:
+        # PASSIVE never blocks the writer. Under sustained load the WAL cannot rewind while
+        # frames keep arriving, so past a bound one RESTART waits for a gap and rewinds it.
+        mode = "RESTART" if self._wal_frames > WAL_RESTART_FRAMES else "PASSIVE"
+        try:
+            async with self._engine.connect() as conn:
+                row = (await conn.exec_driver_sql(f"PRAGMA wal_checkpoint({mode})")).first()
+                await conn.commit()
+            self._wal_frames = int(row[1]) if row is not None and row[1] is not None else 0
+        except Exception:  # the next one retries; SQLite's own limit still applies to other connections
+            log.warning("webhook inbox WAL checkpoint failed", exc_info=True)
+
+    async def _discard_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await conn.close()
+            except Exception:  # already broken; the pool drops it
+                log.debug("closing the inbox writer connection failed", exc_info=True)
 
 
 def _settle(item: _Pending, exc: BaseException | None) -> None:

@@ -29,6 +29,13 @@ class PayloadError(ValueError):
         super().__init__(f"{path}: {message}")
 
 
+# The keys each item model knows; anything else is kept in `extra` (and noticed once).
+MESSAGE_KEYS = ("id", "from", "timestamp", "type", "context", "errors")  # + the key named by type
+STATUS_KEYS = ("id", "status", "timestamp", "recipient_id", "type", "biz_opaque_callback_data", "pricing", "errors")
+CALL_KEYS = ("id", "event", "from", "to", "direction", "timestamp", "session", "status", "start_time", "end_time",
+             "duration", "biz_opaque_callback_data", "errors")
+
+
 def _split(raw: dict[str, Any], known: tuple[str, ...]) -> dict[str, Any]:
     return {k: v for k, v in raw.items() if k not in known}
 
@@ -117,7 +124,7 @@ class Message:
             content=raw.get(kind) if kind else None,
             context=raw.get("context") if isinstance(raw.get("context"), dict) else None,
             errors=[ErrorInfo.from_dict(e) for e in _dicts(raw.get("errors"))],
-            extra=_split(raw, ("id", "from", "timestamp", "type", "context", "errors", kind or "type")),
+            extra=_split(raw, (*MESSAGE_KEYS, kind or "type")),
         )
 
 
@@ -146,8 +153,7 @@ class Status:
             biz_opaque_callback_data=_str(raw.get("biz_opaque_callback_data")),
             pricing=raw.get("pricing") if isinstance(raw.get("pricing"), dict) else None,
             errors=[ErrorInfo.from_dict(e) for e in _dicts(raw.get("errors"))],
-            extra=_split(raw, ("id", "status", "timestamp", "recipient_id", "type",
-                               "biz_opaque_callback_data", "pricing", "errors")),
+            extra=_split(raw, STATUS_KEYS),
         )
 
 
@@ -197,8 +203,7 @@ class CallEvent:
             duration=duration if isinstance(duration, int) and not isinstance(duration, bool) else None,
             biz_opaque_callback_data=_str(raw.get("biz_opaque_callback_data")),
             errors=[ErrorInfo.from_dict(e) for e in errors],
-            extra=_split(raw, ("id", "event", "from", "to", "direction", "timestamp", "session", "status",
-                               "start_time", "end_time", "duration", "biz_opaque_callback_data", "errors")),
+            extra=_split(raw, CALL_KEYS),
         )
 
 
@@ -396,9 +401,21 @@ def metadata_of(payload: dict[str, Any]) -> Metadata:
     return Metadata.from_dict(payload.get("metadata") or (payload.get("value") or {}).get("metadata"))
 
 
-def extra_keys(model: Model) -> list[str]:
-    """Names of the unknown keys a model kept (for the 'logged once' notice)."""
-    return sorted(getattr(model, "extra", {}))
+def unknown_keys(event: InboxEvent) -> list[str]:
+    """Keys of the event's item (and its change value) that no model knows (cheap, pure)."""
+    found = sorted(event.payload.get("value_extra", ()))
+    item = event.payload.get("item")
+    if not isinstance(item, dict):
+        return found
+    if event.kind == "message":
+        known: tuple[str, ...] = (*MESSAGE_KEYS, str(item.get("type")))
+    elif event.kind in ("status", "call.status"):
+        known = STATUS_KEYS
+    elif event.kind.startswith("call."):
+        known = CALL_KEYS
+    else:
+        return found
+    return found + sorted(k for k in item if k not in known)
 
 
 # ------------------------------------------------------------------ call state

@@ -8,6 +8,7 @@ envelope (400) -> every change written to `webhook_inbox` and committed -> 200.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -21,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from thoth_pbx.logs import register_secret
 from thoth_pbx.meta.inbox import InboxWriter
-from thoth_pbx.meta.models import InboxEvent, PayloadError, events_of, extra_keys
+from thoth_pbx.meta.models import InboxEvent, PayloadError, events_of, unknown_keys
 from thoth_pbx.secrets import SecretBox, constant_time_equal
 from thoth_pbx.store.models import Phone, WabaAccount
 from thoth_pbx.store.types import utcnow
@@ -34,7 +35,7 @@ SIGNATURE_HEADER = "X-Hub-Signature-256"
 
 
 def signature_of(body: bytes, app_secret: str) -> str:
-    return "sha256=" + hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()
+    return "sha256=" + hmac.digest(app_secret.encode(), body, hashlib.sha256).hex()
 
 
 def signature_ok(body: bytes, header: str | None, app_secret: str) -> bool:
@@ -69,30 +70,51 @@ class AccountKeys:
 
 
 class AccountCache:
-    """api-key fingerprint -> account. `invalidate()` on any directory change; a short TTL
-    also covers changes made by another process (the CLI)."""
+    """api-key -> account. `invalidate()` on any directory change; a short TTL also covers
+    changes made by another process (the CLI). Keys live only in memory (like the decrypted
+    account itself); the database is searched by the key's HMAC fingerprint."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], box: SecretBox, ttl: float = 5.0) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], box: SecretBox, ttl: float = 30.0) -> None:
         self._sessions = sessions
         self._box = box
         self._ttl = ttl
         self._hits: dict[str, tuple[float, AccountKeys | None]] = {}
+        self._loading: dict[str, asyncio.Future[AccountKeys | None]] = {}  # one query per key at a time
+        self._generation = 0
 
     def invalidate(self, *_: Any) -> None:
+        self._generation += 1
         self._hits.clear()
 
     async def by_api_key(self, api_key: str | None) -> AccountKeys | None:
         if not api_key or len(api_key) > 200:
             return None
-        fingerprint = self._box.fingerprint(api_key)
         now = time.monotonic()
-        hit = self._hits.get(fingerprint)
+        hit = self._hits.get(api_key)
         if hit is not None and now - hit[0] < self._ttl:
             return hit[1]
-        keys = await self._load(fingerprint)
-        if len(self._hits) > 10_000:  # bounded even under a flood of random keys
-            self._hits.clear()
-        self._hits[fingerprint] = (now, keys)
+        loading = self._loading.get(api_key)
+        if loading is not None:
+            return await asyncio.shield(loading)
+        future: asyncio.Future[AccountKeys | None] = asyncio.get_running_loop().create_future()
+        self._loading[api_key] = future
+        generation = self._generation
+        try:
+            keys = await self._load(self._box.fingerprint(api_key))
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                future.cancel()
+            else:
+                future.set_exception(exc)
+                future.exception()  # marked retrieved: the waiters re-raise it
+            raise
+        finally:
+            self._loading.pop(api_key, None)
+        future.set_result(keys)
+        if generation == self._generation:  # not invalidated while loading
+            if len(self._hits) > 10_000:  # bounded even under a flood of random keys
+                self._hits.clear()
+            self._hits[api_key] = (now, keys)
         return keys
 
     async def _load(self, fingerprint: str) -> AccountKeys | None:
@@ -175,10 +197,10 @@ class WebhookReceiver:
             self._once(f"object:{doc.get('object')}", "webhook object not whatsapp_business_account; stored as is",
                        object=str(doc.get("object"))[:64])
         for event in events:
-            unknown_keys = sorted(event.payload.get("value_extra", {})) + extra_keys(event.model())
-            if unknown_keys or not event.known:
-                self._once(f"kind:{event.kind}:{unknown_keys}", "webhook has an unknown field, event or key; stored unchanged",
-                           kind=event.kind, keys=unknown_keys[:20])
+            keys = unknown_keys(event)
+            if keys or not event.known:
+                self._once(f"kind:{event.kind}:{keys}", "webhook has an unknown field, event or key; stored unchanged",
+                           kind=event.kind, keys=keys[:20])
             if account.waba_id and event.waba_id and event.waba_id != account.waba_id:
                 self._once(f"waba:{account.id}:{event.waba_id}", "webhook entry id differs from the account's WABA id",
                            waba_account_id=account.id, entry_id=event.waba_id)
