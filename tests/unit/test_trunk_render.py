@@ -138,3 +138,15 @@ def test_inbound_auth_can_be_switched_off() -> None:
     assert on.find("wa.meta.vc", "endpoint").get("auth") == "wa-15551230000,wa-4930123456"
     assert off.find("wa.meta.vc", "endpoint").get("auth") is None
     assert off.find("wa-4930123456", "endpoint").get("outbound_auth") == "wa-4930123456"
+
+
+def test_override_added_or_removed_later_is_picked_up(tmp_path: Path) -> None:
+    """The template cache must not hide an override the admin drops in while the service runs."""
+    settings = trunk.parse_trunk({})
+    first = trunk.render(settings, override_dir=tmp_path)
+    (tmp_path / "aor.conf.j2").write_text("[{{ t.endpoint_name }}]\ntype=aor\ncontact=sip:override.example\n")
+    second = trunk.render(settings, override_dir=tmp_path)
+    (tmp_path / "aor.conf.j2").unlink()
+    third = trunk.render(settings, override_dir=tmp_path)
+    contact = lambda r: parse(r.files[trunk.PJSIP_FILE]).find("wa.meta.vc", "aor").get("contact")  # noqa: E731
+    assert (contact(first), contact(second), contact(third)) == ("sip:wa.meta.vc", "sip:override.example", "sip:wa.meta.vc")

@@ -424,15 +424,42 @@ def _finalize(value: Any) -> str:
     raise RenderError(f"a template printed a {type(value).__name__}; print its items one per line instead")
 
 
+class _ChoiceLoader(jinja2.BaseLoader):
+    """First folder that has the template wins (like jinja2.ChoiceLoader), but a cached
+    template is also stale when an override appears or disappears in an earlier folder,
+    so an admin's new override file is used at the next render without a restart."""
+
+    def __init__(self, folders: list[Path]) -> None:
+        self.folders = folders
+
+    def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str, Callable[[], bool]]:
+        if "/" in template or "\\" in template or template.startswith("."):
+            raise jinja2.TemplateNotFound(template)
+        for index, folder in enumerate(self.folders):
+            path = folder / template
+            try:
+                source = path.read_text(encoding="utf-8")
+                mtime = path.stat().st_mtime_ns
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            earlier = [f / template for f in self.folders[:index]]
+
+            def uptodate(path: Path = path, mtime: int = mtime, earlier: list[Path] = earlier) -> bool:
+                try:
+                    return path.stat().st_mtime_ns == mtime and not any(p.exists() for p in earlier)
+                except FileNotFoundError:
+                    return False
+
+            return source, str(path), uptodate
+        raise jinja2.TemplateNotFound(template)
+
+
 @functools.lru_cache(maxsize=8)
 def _environment(override_dir: str | None) -> jinja2.Environment:
-    loaders: list[jinja2.BaseLoader] = []
-    if override_dir:
-        loaders.append(jinja2.FileSystemLoader(override_dir))
-    loaders.append(jinja2.FileSystemLoader(str(data_dir("asterisk_templates"))))
-    loaders.append(jinja2.FileSystemLoader(str(data_dir("dialplan"))))
+    folders = [Path(override_dir)] if override_dir else []
+    folders += [data_dir("asterisk_templates"), data_dir("dialplan")]
     return jinja2.Environment(
-        loader=jinja2.ChoiceLoader(loaders),
+        loader=_ChoiceLoader(folders),
         undefined=jinja2.StrictUndefined,
         finalize=_finalize,
         autoescape=False,
