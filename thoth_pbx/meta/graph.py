@@ -203,7 +203,7 @@ class GraphClient:
     async def _once(
         self, method: str, url: str, token: str, params: Mapping[str, Any] | None, json: Mapping[str, Any] | None
     ) -> dict[str, Any]:
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
             response = await self._http.request(method, url, params=params, json=json, headers=headers)
         except httpx.TimeoutException as exc:
