@@ -97,13 +97,17 @@ def _cmd_sandbox_meta(args: argparse.Namespace, settings: Settings) -> int:
 
     listen = parse_listen("listen", args.listen)
     seed = Seed()
-    print(f"Meta simulator on http://{listen}  (control: http://{listen}/_sandbox/state)", flush=True)
-    print(f"  THOTH_META_GRAPH_URL=http://{listen}", flush=True)
-    print(f"  app id {seed.app_id}, app secret {seed.app_secret}", flush=True)
-    print(f"  access token {seed.token}", flush=True)
-    print(f"  WABA {seed.waba_id}, phone {seed.display_phone_number} (phone_number_id {seed.phone_number_id})", flush=True)
+
+    def banner() -> None:  # printed once the socket listens
+        print(f"Meta simulator on http://{listen}  (control: http://{listen}/_sandbox/state)", flush=True)
+        print(f"  THOTH_META_GRAPH_URL=http://{listen}", flush=True)
+        print(f"  app id {seed.app_id}, app secret {seed.app_secret}", flush=True)
+        print(f"  access token {seed.token}", flush=True)
+        print(f"  WABA {seed.waba_id}, phone {seed.display_phone_number} (phone_number_id {seed.phone_number_id})",
+              flush=True)
+
     try:
-        asyncio.run(serve(listen.host, listen.port, seed))
+        asyncio.run(serve(listen.host, listen.port, seed, ready=banner))
     except KeyboardInterrupt:
         pass
     return 0

@@ -230,17 +230,10 @@ async def test_dispatcher_routes_by_phone_number_id(service, account) -> None:  
     assert seen[0].phone is not None and seen[0].phone.id == account["phone"]["id"]
     assert seen[0].model.text == "routed"  # type: ignore[union-attr]
     assert seen[1].phone is None  # not configured: still stored and delivered, unrouted
-
-    async def pending() -> int:
-        async with service.services.sessions() as session:
-            query = select(func.count()).select_from(WebhookInbox).where(WebhookInbox.processed_at.is_(None))
-            return int(await session.scalar(query) or 0)
-
-    async def drained() -> None:
-        while await pending():  # rows are marked right after the handlers return
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(drained(), 10)
+    await asyncio.wait_for(service.services.meta.dispatcher.wait_idle(), 10)
+    async with service.services.sessions() as session:
+        query = select(func.count()).select_from(WebhookInbox).where(WebhookInbox.processed_at.is_(None))
+        assert await session.scalar(query) == 0
 
 
 async def test_inbox_payload_is_plain_json_in_the_database(service, account) -> None:  # type: ignore[no-untyped-def]
@@ -249,3 +242,25 @@ async def test_inbox_payload_is_plain_json_in_the_database(service, account) -> 
         raw = (await conn.execute(text("SELECT payload FROM webhook_inbox"))).scalar_one()
     payload = raw if isinstance(raw, dict) else json.loads(raw)
     assert payload["item"]["text"]["body"] == "stored" and payload["metadata"]["phone_number_id"] == PNID
+
+
+async def test_failing_handler_is_recorded_and_does_not_stop_others(service, account) -> None:  # type: ignore[no-untyped-def]
+    handled: list[str] = []
+
+    async def broken(item: InboxItem) -> None:
+        raise RuntimeError("bitrix is down")
+
+    async def fine(item: InboxItem) -> None:
+        handled.append(item.kind)
+
+    dispatcher = service.services.meta.dispatcher
+    dispatcher.subscribe("call.", broken)
+    dispatcher.subscribe("", fine)
+    call = sim.delivery(WABA_ID, [sim.call_connect_change(PNID, DISPLAY, "wacid.F", "1555")])
+    assert (await post(service, account, json.dumps(call).encode())).status == 200
+    assert (await post(service, account, message_delivery("after"))).status == 200
+    await asyncio.wait_for(dispatcher.wait_idle(), 10)
+    rows = await inbox(service)
+    assert handled == ["call.connect", "message"]
+    assert "bitrix is down" in (rows[0].error or "") and rows[0].processed_at is not None
+    assert rows[1].error is None and rows[1].processed_at is not None

@@ -225,6 +225,7 @@ class InboxDispatcher:
         self._batch = batch
         self._handlers: list[tuple[str, Handler]] = []
         self._wake = asyncio.Event()
+        self._idle = asyncio.Event()  # set when a pass found nothing more to do
         self._task: asyncio.Task[None] | None = None
         self._unhandled: set[str] = set()
 
@@ -234,7 +235,12 @@ class InboxDispatcher:
         self.notify()
 
     def notify(self) -> None:
+        self._idle.clear()
         self._wake.set()
+
+    async def wait_idle(self) -> None:
+        """Until every row stored so far has been dispatched (for tests and shutdown)."""
+        await self._idle.wait()
 
     def start(self) -> None:
         if self._task is None:
@@ -260,6 +266,8 @@ class InboxDispatcher:
                 log.exception("webhook inbox dispatch failed; retrying on the next delivery")
                 await asyncio.sleep(1)  # back off a failing database, not a synchronisation
                 self._wake.set()
+            if not self._wake.is_set():
+                self._idle.set()
 
     async def run_once(self) -> int:
         """Dispatch up to one batch of pending rows; returns how many were handled."""

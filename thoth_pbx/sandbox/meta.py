@@ -34,7 +34,7 @@ import re
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import aiohttp
 from aiohttp import web
@@ -764,13 +764,15 @@ def seeded(seed: Seed | None = None) -> MetaSimulator:
     return sim
 
 
-async def serve(host: str, port: int, seed: Seed | None = None) -> None:
-    """Run the simulator until cancelled (used by `thoth-pbx sandbox meta`)."""
+async def serve(host: str, port: int, seed: Seed | None = None, ready: Callable[[], None] | None = None) -> None:
+    """Run the simulator until cancelled (used by `thoth-pbx sandbox meta`); `ready` once listening."""
     sim = seeded(seed)
     runner = web.AppRunner(sim.app(), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
+    if ready is not None:
+        ready()
     try:
         await asyncio.Event().wait()
     finally:
