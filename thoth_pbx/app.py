@@ -26,6 +26,7 @@ from thoth_pbx.meta.service import MetaService
 from thoth_pbx.outbox import Outbox
 from thoth_pbx.pbx.ami import AmiClient
 from thoth_pbx.pbx.ari import AriClient
+from thoth_pbx.pbx.calls import StasisCalls
 from thoth_pbx.secrets import SecretBox, generate_token, load_or_create_key
 from thoth_pbx.settings import Settings
 from thoth_pbx.store import db
@@ -47,6 +48,7 @@ class Services:
     meta: MetaService | None = None
     outbox: Outbox | None = None
     bitrix: BitrixService | None = None
+    calls: StasisCalls | None = None
 
 
 SERVICES = web.AppKey("services", Services)
@@ -82,6 +84,17 @@ async def open_services(settings: Settings) -> Services:
     directory = Directory(sessions, presenters=meta.presenters())
     directory.listeners.append(meta.accounts.invalidate)
     outbox = Outbox(sessions)
+    bitrix = BitrixService(sessions, outbox, settings)
+    directory.listeners.append(bitrix.directory_changed)
+    ari = AriClient(settings.ari, settings.ari_app)
+    from thoth_pbx.call_notifier import BitrixCallNotifier
+    from thoth_pbx.pbx.trunk import DEFAULTS as TRUNK_DEFAULTS
+
+    notifier = BitrixCallNotifier(sessions, bitrix.calls, bitrix.portals, settings.calls)
+    calls = StasisCalls(ari, sessions, notifier, recordings_dir=settings.recordings_dir,
+                        endpoint_prefix=f"PJSIP/{settings.trunk.get('endpoint_name', TRUNK_DEFAULTS.endpoint_name)}")
+    ari.on_event = calls.on_event
+    ari.on_connect = calls.resync
     return Services(
         settings=settings,
         engine=engine,
@@ -90,14 +103,17 @@ async def open_services(settings: Settings) -> Services:
         directory=directory,
         meta=meta,
         outbox=outbox,
-        bitrix=BitrixService(sessions, outbox, settings),
+        bitrix=bitrix,
         ami=AmiClient(settings.ami),
-        ari=AriClient(settings.ari, settings.ari_app),
+        ari=ari,
+        calls=calls,
         admin_password=admin_password,
     )
 
 
 async def close_services(services: Services) -> None:
+    if services.calls is not None:
+        await services.calls.stop()
     if services.outbox is not None:
         await services.outbox.stop()
     if services.bitrix is not None:
@@ -167,6 +183,8 @@ def build_app(services: Services, *, close_on_cleanup: bool = True) -> web.Appli
         if close_on_cleanup:
             await close_services(services)
         else:
+            if services.calls is not None:
+                await services.calls.stop()
             await services.ari.stop()
             await services.ami.stop()
 

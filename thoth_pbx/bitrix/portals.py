@@ -93,7 +93,7 @@ class Portals:
         self.oauth = oauth
         self._own_http = http is None
         self.http = http or http_client()
-        self._options = dict(client_options or {})
+        self.client_options = dict(client_options or {})  # BitrixClient keyword arguments
         self._clients: dict[int, BitrixClient] = {}
         self._buckets: dict[int, LeakyBucket] = {}
         self._retired: set[asyncio.Task[None]] = set()
@@ -120,7 +120,7 @@ class Portals:
         if bucket is None or bucket.rate != rate or bucket.burst != burst:
             bucket = self._buckets[instance_id] = LeakyBucket(rate, burst)
         client = BitrixClient(auth, DbTokenStore(self._sessions, instance_id), self.oauth, self.http,
-                              rate_per_s=rate, burst=burst, bucket=bucket, **self._options)
+                              rate_per_s=rate, burst=burst, bucket=bucket, **self.client_options)
         self._clients[instance_id] = client
         return client
 

@@ -48,7 +48,8 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 50  # documented limit of commands in one batch
 BATCH_BYTES = 16_000  # larger sub-commands (e.g. base64 records) travel alone as JSON
-OPERATING_FALLBACK_S = 60.0  # when a 429 comes with no operating_reset_at seen before
+OPERATING_FALLBACK_S = 60.0
+MAX_RENEWALS = 3  # per call  # when a 429 comes with no operating_reset_at seen before
 
 
 @dataclass(frozen=True)
@@ -377,7 +378,7 @@ class BitrixClient:
 
     async def _request(self, method: str, params: Mapping[str, Any], *, slot_taken: bool) -> Reply:
         attempt = 0
-        renewed = False
+        renewals = 0  # a storm may expire the fresh token too; a few renewals, never a loop
         redirects = 0
         while True:
             if not slot_taken:
@@ -405,8 +406,8 @@ class BitrixClient:
                     self._note_time(method, body.get("time"))
                     return Reply(body.get("result"), _int(body.get("total")), _int(body.get("next")), body.get("time"))
                 error = error_from_reply(resp.status_code, body, method)
-                if isinstance(error, BitrixAuthError) and not renewed:
-                    renewed = True
+                if isinstance(error, BitrixAuthError) and renewals < MAX_RENEWALS:
+                    renewals += 1
                     await self._renew(token)
                     continue
                 if isinstance(error, QueryLimitExceeded):

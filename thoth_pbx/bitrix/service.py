@@ -16,7 +16,7 @@ from thoth_pbx.bitrix.portals import Portals
 from thoth_pbx.bitrix.rest import OAuthApp
 from thoth_pbx.outbox import Outbox
 from thoth_pbx.settings import Settings
-from thoth_pbx.store.models import AppInstance, OutboxJob
+from thoth_pbx.store.models import AppInstance, OutboxJob, Phone
 from thoth_pbx.validation import FieldError
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,31 @@ class BitrixService:
         self.calls = CallJobs(outbox)
         self.users_refresh_s = users_refresh_s
         self._task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
         register_jobs(outbox, self.portals, self.app)
+
+    def directory_changed(self, collection: str, obj_id: int) -> None:
+        """Directory listener: new limits/tokens typed by an admin, or a phone linked to a portal."""
+        if collection == "instances":
+            self.portals.forget(obj_id)
+        elif collection == "phones":
+            task = asyncio.create_task(self._phone_changed(obj_id))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _phone_changed(self, phone_id: int) -> None:
+        """A phone (re)linked to an active portal gets its external line through a set-up job."""
+        try:
+            async with self._sessions() as session, session.begin():
+                phone = await session.get(Phone, phone_id)
+                if phone is None or phone.app_instance_id is None:
+                    return
+                instance = await session.get(AppInstance, phone.app_instance_id)
+                if instance is None or instance.status != "active":
+                    return
+                await self.app.enqueue_setup(session, instance.id, reason=f"phone {phone_id} changed")
+        except Exception:
+            log.exception("bitrix: queueing the set-up after a phone change failed", extra={"phone": phone_id})
 
     def start(self) -> None:
         if self._task is None or self._task.done():
@@ -61,6 +85,7 @@ class BitrixService:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        await asyncio.gather(*self._background, return_exceptions=True)
         await self.portals.aclose()
 
     async def resync(self, instance_id: int) -> list[int]:

@@ -27,6 +27,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import math
 import re
 import secrets
 import time
@@ -125,7 +126,9 @@ class Recorder:
         return len(self.calls(method, ok=ok))
 
     def errors(self, code: str) -> int:
-        return sum(1 for r in self.requests if r.error == code) + sum(1 for e in self.entries if e.error == code)
+        """Answers carrying `code`: whole HTTP responses plus failed commands inside batches."""
+        return sum(1 for r in self.requests if r.error == code) + sum(
+            1 for e in self.entries if e.error == code and e.batch is not None)
 
     def clear(self) -> None:
         self.entries.clear()
@@ -331,7 +334,7 @@ class BitrixSimulator:
         """The method used up its operating time: 429 until the oldest minute basket resets."""
         method = method.lower()
         first = portal.operating_first.get(method, time.time())
-        until = first + self.operating_window_s
+        until = float(math.ceil(first + self.operating_window_s))  # whole seconds, as answers show it
         portal.operating_blocked[method] = until
         return until
 
@@ -560,7 +563,7 @@ class BitrixSimulator:
             "processing": now - started,
             "date_start": _iso(started),
             "date_finish": _iso(now),
-            "operating_reset_at": int(blocked or first + self.operating_window_s),
+            "operating_reset_at": math.ceil(blocked or first + self.operating_window_s),
             "operating": 0,
         }
 
