@@ -173,8 +173,7 @@ class Applier:
         after: Verification | None = None
         try:
             await self._reload(modules)
-            previous = {name: (fs.read(self.config_dir / name) or b"").decode("utf-8", "replace") for name in FILES}
-            after = await check_live(self.ami, previous)
+            after = await check_live(self.ami, fs.read_texts(self.config_dir, FILES))
         except (AmiError, ConfSyntaxError) as exc:
             log.error("pbx rollback reload failed", extra={"error": str(exc)})
         lap("rollback")

@@ -175,5 +175,10 @@ async def dir_lock(config_dir: Path) -> AsyncIterator[None]:
         os.close(fd)  # closing releases the lock
 
 
+def read_texts(config_dir: Path, names: tuple[str, ...]) -> dict[str, str]:
+    """Our files as text ("" for a missing one), e.g. to verify what is on disk."""
+    return {name: (read(config_dir / name) or b"").decode("utf-8", "replace") for name in names}
+
+
 def disk_hashes(config_dir: Path, names: tuple[str, ...]) -> dict[str, str | None]:
     return {name: sha256(read(config_dir / name)) for name in names}

@@ -77,7 +77,7 @@ async def collect(ami: AmiClient, config_dir: Path, mode: str, rendered: Rendere
         "live_mismatches": [],
         "restart_pending": [],
     }
-    texts = {name: (fs.read(config_dir / name) or b"").decode("utf-8", "replace") for name in FILES}
+    texts = fs.read_texts(config_dir, FILES)
     if not ami.connected:
         report["live_error"] = "AMI is not connected"
         return report
