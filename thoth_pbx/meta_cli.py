@@ -62,6 +62,9 @@ def _sandbox_group(sub: argparse._SubParsersAction) -> argparse._SubParsersActio
 
 
 def _cmd_calling(args: argparse.Namespace, settings: Settings) -> int:
+    from thoth_pbx.logs import setup_logging
+
+    setup_logging(settings.log_level)  # JSON log lines on stderr, like `serve`; results on stdout
     return asyncio.run(_calling(settings, args.calling_action, args.phone))
 
 

@@ -205,6 +205,12 @@ async def test_disable_then_show(service) -> None:  # type: ignore[no-untyped-de
     assert body["result"]["meta_settings"]["sip"]["servers"][0]["hostname"] == HOST
     shown = await (await calling(service, phone["id"], "show")).json()
     assert shown["result"]["meta_settings"]["status"] == "DISABLED" and shown["result"]["ok"] is True
+    assert shown["phone"]["trunk_needs_apply"] is True  # the trunk must drop this phone
+    await clear_trunk_flag(service, phone["id"])
+    # with SIP off the phone is not in the trunk: editing its SIP fields is not a trunk change
+    resp = await service.patch(f"/api/admin/phones/{phone['id']}", json={"sip_hostname": "pbx9.example.com"},
+                               headers=service.auth)
+    assert (await resp.json())["trunk_needs_apply"] is False
 
 
 async def test_token_check_reads_expiry_and_warns(service) -> None:  # type: ignore[no-untyped-def]

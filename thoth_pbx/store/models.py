@@ -123,9 +123,11 @@ class Phone(Timestamps, Base):
 
     @validates("sip_hostname", "sip_port", "sip_user_password", "sip_enabled")
     def _trunk_input_changed(self, key: str, value: Any) -> Any:
-        # The PBX trunk is rendered from these; any real change means it must be applied again.
-        old = inspect(self).attrs[key].loaded_value
-        if old is NO_VALUE or old != value:
+        # The PBX trunk renders the SIP-enabled phones from these: switching SIP, or changing
+        # them while SIP is on, means the trunk must be applied again. Reads no lazy state.
+        state = inspect(self)
+        old = state.attrs[key].loaded_value
+        if (old is NO_VALUE or old != value) and (key == "sip_enabled" or state.dict.get("sip_enabled")):
             self.trunk_needs_apply = True
         return value
 
