@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -202,31 +202,33 @@ class CallingService:
     async def _enable(self, t: _Target) -> CallingResult:
         if not t.hostname:
             raise FieldError("sip_hostname", "set the SIP hostname of this phone before enabling calling")
-        try:
-            await self._graph.post(f"{t.pnid}/settings", t.token, enable_body(t.hostname, t.port), idempotent=True)
-        except GraphError as exc:
-            return await self._failed(t, "enable", exc, "update settings")
+        await self._update(t, "enable", enable_body(t.hostname, t.port), "update settings")
         return await self._verify(t, "enable", want_enabled=True)
 
     async def _disable(self, t: _Target) -> CallingResult:
-        try:
-            await self._graph.post(f"{t.pnid}/settings", t.token, DISABLE_BODY, idempotent=True)
-        except GraphError as exc:
-            return await self._failed(t, "disable", exc, "update settings")
+        await self._update(t, "disable", DISABLE_BODY, "update settings")
         return await self._verify(t, "disable", want_enabled=False)
 
     async def _reset(self, t: _Target) -> CallingResult:
-        try:
-            await self._graph.post(f"{t.pnid}/settings", t.token, RESET_BODY, idempotent=True)
-        except GraphError as exc:
-            return await self._failed(t, "reset-password", exc, "clear SIP servers")
+        await self._update(t, "reset-password", RESET_BODY, "clear SIP servers")
         return await self._enable(t)
 
-    async def _show(self, t: _Target) -> CallingResult:
+    async def _read(self, t: _Target, action: str, step: str) -> dict[str, Any]:
+        """Meta's settings with the SIP password; a refusal is stored and raised as CallingFailed."""
         try:
-            settings = await self._graph.get(f"{t.pnid}/settings", t.token, {"include_sip_credentials": "true"})
+            return await self._graph.get(f"{t.pnid}/settings", t.token, {"include_sip_credentials": "true"})
         except GraphError as exc:
-            return await self._failed(t, "show", exc, "read settings")
+            await self._failed(t, action, exc, step)
+
+    async def _update(self, t: _Target, action: str, body: dict[str, Any], step: str) -> None:
+        """POST the settings (safe to repeat); a refusal is stored and raised as CallingFailed."""
+        try:
+            await self._graph.post(f"{t.pnid}/settings", t.token, body, idempotent=True)
+        except GraphError as exc:
+            await self._failed(t, action, exc, step)
+
+    async def _show(self, t: _Target) -> CallingResult:
+        settings = await self._read(t, "show", "read settings")
         calling = settings.get("calling") if isinstance(settings.get("calling"), dict) else {}
         enabled = calling.get("status") == "ENABLED"
         back = read_back(settings, hostname=t.hostname, port=t.port, want_enabled=enabled, app_id=t.app_id)
@@ -241,10 +243,7 @@ class CallingService:
         return CallingResult(t.phone_id, not back.problems, "show", back.state, back.problems, None)
 
     async def _verify(self, t: _Target, action: str, *, want_enabled: bool) -> CallingResult:
-        try:
-            settings = await self._graph.get(f"{t.pnid}/settings", t.token, {"include_sip_credentials": "true"})
-        except GraphError as exc:
-            return await self._failed(t, action, exc, "read back")
+        settings = await self._read(t, action, "read back")
         back = read_back(settings, hostname=t.hostname, port=t.port, want_enabled=want_enabled, app_id=t.app_id)
         error = None
         if back.problems:
@@ -269,7 +268,7 @@ class CallingService:
             raise CallingFailed(result)
         return result
 
-    async def _failed(self, t: _Target, action: str, exc: GraphError, step: str) -> CallingResult:
+    async def _failed(self, t: _Target, action: str, exc: GraphError, step: str) -> NoReturn:
         record = error_record(exc, step)
         async with self._sessions() as session, session.begin():
             phone = await session.get(Phone, t.phone_id)

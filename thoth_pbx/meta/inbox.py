@@ -44,6 +44,17 @@ CHECKPOINT_EVERY_ROWS = 2000  # SQLite: WAL checkpoint beside the writer after t
 WAL_RESTART_FRAMES = 16384  # ~64 MB of 4 KiB pages: then rewind the WAL even if it stalls a commit
 
 
+async def cancel_task(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a background task and wait until it has really stopped."""
+    if task is None:
+        return
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+
+
 @dataclass
 class _Pending:
     rows: list[dict[str, Any]]
@@ -78,13 +89,8 @@ class InboxWriter:
         await pending.done
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_task(self._task)
+        self._task = None
         if self._checkpoint is not None:
             await asyncio.gather(self._checkpoint, return_exceptions=True)
             self._checkpoint = None
@@ -247,13 +253,8 @@ class InboxDispatcher:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="webhook-inbox-dispatcher")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_task(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:

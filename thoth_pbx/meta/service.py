@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from thoth_pbx.meta.calling import CallingService
 from thoth_pbx.meta.graph import GraphClient
-from thoth_pbx.meta.inbox import InboxDispatcher, InboxWriter
+from thoth_pbx.meta.inbox import InboxDispatcher, InboxWriter, cancel_task
 from thoth_pbx.meta.tokens import TokenChecker, token_warning
 from thoth_pbx.meta.webhook import AccountCache, WebhookReceiver
 from thoth_pbx.secrets import SecretBox, mask
@@ -61,13 +61,8 @@ class MetaService:
             self._token_task = asyncio.get_running_loop().create_task(self._token_loop(), name="meta-token-check")
 
     async def stop(self) -> None:
-        if self._token_task is not None:
-            self._token_task.cancel()
-            try:
-                await self._token_task
-            except asyncio.CancelledError:
-                pass
-            self._token_task = None
+        await cancel_task(self._token_task)
+        self._token_task = None
         await self.dispatcher.stop()
         await self.writer.stop()
         await self.graph.close()
