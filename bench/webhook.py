@@ -33,6 +33,12 @@ PNID = "106540352242922"
 WABA_ID = "102290129340398"
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), including all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -196,9 +202,16 @@ def main() -> None:
             per_round = args.deliveries // args.rounds
             rounds = []
             for i in range(args.rounds):
+                before = cpu_seconds(bare_server.pid)
                 bare_result = run_load(f"http://127.0.0.1:{bare_port}/api/waba/", per_round, args.concurrency, args.seconds)
+                bare_cpu = cpu_seconds(bare_server.pid) - before
+                before = cpu_seconds(server.pid)
                 result = run_load(url, per_round, args.concurrency, args.seconds, offset=i * per_round)
-                rounds.append({"bare_per_s": bare_result["per_s"], **result})
+                server_cpu = cpu_seconds(server.pid) - before
+                rounds.append({"bare_per_s": bare_result["per_s"], **result,
+                               # CPU the server process spent per request: robust to noisy neighbours
+                               "cpu_us_per_delivery": server_cpu / (result["requests"] + args.concurrency) * 1e6,
+                               "bare_cpu_us_per_request": bare_cpu / (bare_result["requests"] + args.concurrency) * 1e6})
         finally:
             for proc in (server, bare_server):
                 proc.terminate()
@@ -215,6 +228,8 @@ def main() -> None:
         "p99_ms": round(median("p99_ms"), 2),
         "bare_per_s": round(median("bare_per_s"), 1),
         "ratio": round(statistics.median(r["per_s"] / r["bare_per_s"] for r in rounds), 3),
+        "cpu_us_per_delivery": round(median("cpu_us_per_delivery"), 1),
+        "bare_cpu_us_per_request": round(median("bare_cpu_us_per_request"), 1),
         "rounds": [{k: round(v, 2) for k, v in r.items()} for r in rounds],
         "deliveries": sum(int(r["requests"]) for r in rounds),
         "errors": sum(int(r["errors"]) for r in rounds),

@@ -121,8 +121,9 @@ class TokenChecker:
             if info is not None:
                 account.token_expires_at = info.expires_at
         verdict["warning"] = token_warning(info.expires_at if info else None, utcnow(), verdict)
-        log.info("access token checked", extra={"waba_account_id": account_id, "is_valid": verdict.get("is_valid"),
-                                                 "expires_at": verdict.get("expires_at")})
+        log.log(logging.WARNING if verdict["warning"] else logging.INFO, "access token checked",
+                extra={"waba_account_id": account_id, "is_valid": verdict.get("is_valid"),
+                       "expires_at": verdict.get("expires_at"), "warning": verdict["warning"]})
         return verdict
 
     async def check_all(self) -> None:
