@@ -144,6 +144,10 @@ class Outbox:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._outcomes: list[tuple[Job, _Outcome, asyncio.Future[None]]] = []
+        self._settle_wake = asyncio.Event()
+        self._settler: asyncio.Task[None] | None = None
+        self._settler_stopping = False
         self.stats = OutboxStats()
 
     # ------------------------------------------------------------------ API for producers
@@ -254,6 +258,7 @@ class Outbox:
     def start(self) -> None:
         if self._task is None or self._task.done():
             self._stopping = False
+            self._settler_stopping = False
             self._task = asyncio.create_task(self._loop(), name="outbox-worker")
 
     async def stop(self) -> None:
@@ -270,6 +275,13 @@ class Outbox:
         for job_id in interrupted:
             self._inflight[job_id].cancel()
         await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+        if self._settler is not None:  # store what finished; give up after the grace (recovered next start)
+            self._settler_stopping = True
+            self._settle_wake.set()
+            await asyncio.wait([self._settler], timeout=self.stop_grace)
+            self._settler.cancel()
+            await asyncio.gather(self._settler, return_exceptions=True)
+            self._settler, self._settler_stopping = None, False
         if interrupted:
             try:
                 async with self._sessions() as session, session.begin():
@@ -411,49 +423,72 @@ class Outbox:
         return _Outcome("done", result=result)
 
     async def _settle(self, job: Job, outcome: _Outcome) -> None:
-        """Store the outcome; keep trying while the database is away (the remote work is done)."""
+        """Hand the outcome to the settler and wait until it is stored (group commit)."""
+        stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outcomes.append((job, outcome, stored))
+        self._settle_wake.set()
+        if self._settler is None or self._settler.done():
+            self._settler = asyncio.create_task(self._settle_loop(), name="outbox-settler")
+        await stored
+
+    async def _settle_loop(self) -> None:
+        """Store outcomes in one transaction per group: a batch reply settles its 50 jobs at once,
+        so their successors become due together. While the database is away the outcomes wait
+        in memory (the remote work is done) and are retried."""
         pause = 0.5
         while True:
-            try:
-                await self._store_outcome(job, outcome)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                if self._stopping:
-                    log.exception("outbox: could not store a job outcome while stopping", extra={"job": job.id})
+            if not self._outcomes:
+                if self._settler_stopping:
                     return
-                log.exception("outbox: storing a job outcome failed; retrying", extra={"job": job.id})
+                self._settle_wake.clear()
+                await self._settle_wake.wait()
+                continue
+            group, self._outcomes = self._outcomes, []
+            try:
+                await self._store_outcomes(group)
+            except Exception:
+                log.exception("outbox: storing job outcomes failed; retrying", extra={"jobs": len(group)})
+                self._outcomes[:0] = group
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 30.0)
+                continue
+            pause = 0.5
+            for _, _, stored in group:
+                if not stored.done():
+                    stored.set_result(None)
 
-    async def _store_outcome(self, job: Job, outcome: _Outcome) -> None:
+    async def _store_outcomes(self, group: list[tuple[Job, _Outcome, asyncio.Future[None]]]) -> None:
         now = utcnow()
+        counts = {"done": 0, "retry": 0, "failed": 0}
         async with self._sessions() as session, session.begin():
-            row = await session.get(OutboxJob, job.id)
-            if row is None:  # its portal was deleted meanwhile (ON DELETE CASCADE)
-                return
-            if outcome.status == "done":
-                row.status = "done"
-                row.result = outcome.result
-                row.done_at = now
-                row.last_error = None
-                kind = self._kinds.get(job.kind)
-                if kind is not None and kind.on_done is not None:
-                    await self._run_on_done(session, kind.on_done, row, outcome.result)
-                self.stats.done += 1
-            elif outcome.status == "retry":
-                delay = outcome.after if outcome.after is not None else self.backoff(job.attempt)
-                row.status = "pending"
-                row.next_attempt_at = now + dt.timedelta(seconds=max(0.0, delay))
-                row.last_error = (outcome.error or "")[:2000]
-                row.maybe_delivered = bool(row.maybe_delivered or outcome.maybe_delivered)
-                self.stats.retried += 1
-            else:
-                row.status = "failed"
-                row.last_error = (outcome.error or "")[:2000]
-                self.stats.failed += 1
-                log.warning("outbox job failed", extra={"job": job.id, "kind": job.kind, "error": row.last_error})
+            ids = [job.id for job, _, _ in group]
+            rows = {row.id: row for row in (await session.scalars(select(OutboxJob).where(OutboxJob.id.in_(ids)))).all()}
+            for job, outcome, _ in group:
+                row = rows.get(job.id)
+                if row is None:  # its portal was deleted meanwhile (ON DELETE CASCADE)
+                    continue
+                counts[outcome.status] += 1
+                if outcome.status == "done":
+                    row.status = "done"
+                    row.result = outcome.result
+                    row.done_at = now
+                    row.last_error = None
+                    kind = self._kinds.get(job.kind)
+                    if kind is not None and kind.on_done is not None:
+                        await self._run_on_done(session, kind.on_done, row, outcome.result)
+                elif outcome.status == "retry":
+                    delay = outcome.after if outcome.after is not None else self.backoff(job.attempt)
+                    row.status = "pending"
+                    row.next_attempt_at = now + dt.timedelta(seconds=max(0.0, delay))
+                    row.last_error = (outcome.error or "")[:2000]
+                    row.maybe_delivered = bool(row.maybe_delivered or outcome.maybe_delivered)
+                else:
+                    row.status = "failed"
+                    row.last_error = (outcome.error or "")[:2000]
+                    log.warning("outbox job failed", extra={"job": job.id, "kind": job.kind, "error": row.last_error})
+        self.stats.done += counts["done"]
+        self.stats.retried += counts["retry"]
+        self.stats.failed += counts["failed"]
 
     async def _run_on_done(self, session: AsyncSession, hook: OnDone, row: OutboxJob, result: dict[str, Any] | None) -> None:
         try:

@@ -8,9 +8,9 @@ from typing import AsyncIterator
 
 import pytest
 
-from tests.support.bitrix import ServiceEnv, all_done, chain_order, jobs, service_env, wait_until
+from tests.support.bitrix import ServiceEnv, all_done, call, chain_order, enqueue_call_logs, jobs, service_env, wait_until
 from thoth_pbx.bitrix.jobs import KIND_FINISH, KIND_REGISTER
-from thoth_pbx.bitrix.telephony import INCOMING, FinishCall, RegisterCall
+from thoth_pbx.bitrix.telephony import FinishCall
 from thoth_pbx.outbox import Job, Outbox
 from thoth_pbx.store.models import Call
 
@@ -19,20 +19,6 @@ from thoth_pbx.store.models import Call
 async def env(tmp_path, database_url, aiohttp_server, aiohttp_client) -> AsyncIterator[ServiceEnv]:  # type: ignore[no-untyped-def]
     async with service_env(tmp_path, database_url, aiohttp_server, aiohttp_client, operating_window_s=1.0) as environment:
         yield environment
-
-
-def call(i: int, user_id: int = 2) -> RegisterCall:
-    return RegisterCall(phone_number=f"+1415555{i:04d}", type=INCOMING, external_call_id=f"1710140185.{i}",
-                        user_id=user_id, line_number="14155550123")
-
-
-async def enqueue_call_logs(env: ServiceEnv, instance_id: int, count: int, *, start: int = 0) -> None:
-    calls = env.services.bitrix.calls
-    async with env.sessions() as session, session.begin():
-        for i in range(start, start + count):
-            await calls.register(session, instance_id, call(i))
-            await calls.finish(session, instance_id, call(i).external_call_id,
-                               FinishCall(user_id=2, duration=30 + i, status_code="200"))
 
 
 async def test_a_calls_jobs_run_in_order_and_share_its_call_id(env: ServiceEnv, tmp_path: Path) -> None:
@@ -79,7 +65,7 @@ async def test_portal_down_then_back_delivers_every_job_once_and_in_order(env: S
     instance_id = await env.install()
     env.sim.recorder.clear()
     env.sim.outage = True
-    await enqueue_call_logs(env, instance_id, 25)
+    await enqueue_call_logs(env.services.bitrix.calls, env.sessions, instance_id, 25)
 
     async def all_attempted_and_failed() -> bool:
         rows = await jobs(env.sessions, kind=KIND_REGISTER)

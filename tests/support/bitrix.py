@@ -13,7 +13,9 @@ from typing import Any, AsyncIterator, Callable
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from thoth_pbx.bitrix.jobs import CallJobs
 from thoth_pbx.bitrix.rest import Grant, PortalAuth
+from thoth_pbx.bitrix.telephony import INCOMING, FinishCall, RegisterCall
 from thoth_pbx.sandbox.bitrix import BitrixSimulator, Portal, SimUser
 from thoth_pbx.store.models import AppInstance, OutboxJob
 
@@ -105,6 +107,22 @@ class MemoryTokenStore:
 
     async def mark_needs_reauth(self, detail: str) -> None:
         self.reauth = detail
+
+
+def call(i: int, user_id: int = 2) -> RegisterCall:
+    """The i-th test call: an incoming WhatsApp call on line 14155550123 for Bitrix user `user_id`."""
+    return RegisterCall(phone_number=f"+1415555{i:04d}", type=INCOMING, external_call_id=f"1710140185.{i}",
+                        user_id=user_id, line_number="14155550123")
+
+
+async def enqueue_call_logs(calls: CallJobs, sessions: async_sessionmaker[AsyncSession], instance_id: int,
+                            count: int, *, start: int = 0) -> None:
+    """`count` call logs (register + finish jobs), all in one transaction."""
+    async with sessions() as session, session.begin():
+        for i in range(start, start + count):
+            await calls.register(session, instance_id, call(i))
+            await calls.finish(session, instance_id, call(i).external_call_id,
+                               FinishCall(user_id=2, duration=30 + i, status_code="200"))
 
 
 def chain_order(sim: BitrixSimulator, ok_only: bool = True) -> dict[str, list[str]]:

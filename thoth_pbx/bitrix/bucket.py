@@ -32,6 +32,7 @@ class LeakyBucket:
         *,
         headroom: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        level: float = 0.0,
     ) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be > 0 and burst >= 1")
@@ -40,7 +41,7 @@ class LeakyBucket:
         self.headroom = default_headroom(rate, burst) if headroom is None else headroom
         self.capacity = max(1.0, float(self.burst - self.headroom))
         self._clock = clock
-        self._level = 0.0
+        self._level = max(0.0, float(level))  # > 0 when a previous process may have filled it
         self._stamp = clock()
 
     @property

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from thoth_pbx.bitrix.bucket import LeakyBucket
 from thoth_pbx.bitrix.errors import NeedsReauth
 from thoth_pbx.bitrix.rest import BitrixClient, Grant, OAuthApp, PortalAuth, http_client
-from thoth_pbx.store.models import AppInstance
+from thoth_pbx.store.models import AppInstance, OutboxJob
+from thoth_pbx.store.types import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,17 @@ def apply_grant(row: AppInstance, grant: Grant) -> None:
         row.status, row.status_detail = "active", None
 
 
+def inherited_level(last_attempt: dt.datetime | None, rate: float, burst: int) -> float:
+    """What a fresh process assumes of the portal's bucket: full at our last delivery attempt
+    (a previous process may have just used it all), drained at `rate` since."""
+    if last_attempt is None:
+        return 0.0
+    if last_attempt.tzinfo is None:
+        last_attempt = last_attempt.replace(tzinfo=dt.timezone.utc)
+    elapsed = (utcnow() - last_attempt).total_seconds()
+    return max(0.0, burst - max(0.0, elapsed) * rate)
+
+
 class Portals:
     """Hands out the shared client of a portal; `forget` after its tokens changed outside the client."""
 
@@ -96,6 +110,7 @@ class Portals:
         self.client_options = dict(client_options or {})  # BitrixClient keyword arguments
         self._clients: dict[int, BitrixClient] = {}
         self._buckets: dict[int, LeakyBucket] = {}
+        self._building: dict[int, asyncio.Future[BitrixClient]] = {}
         self._retired: set[asyncio.Task[None]] = set()
 
     async def client(self, instance_id: int) -> BitrixClient:
@@ -103,6 +118,15 @@ class Portals:
         existing = self._clients.get(instance_id)
         if existing is not None:
             return existing
+        # A burst of jobs for a cold portal reads its row once, and all of them resume together
+        # (so their calls reach the client's queue in the same turn and leave as one batch).
+        building = self._building.get(instance_id)
+        if building is None:
+            building = self._building[instance_id] = asyncio.ensure_future(self._build(instance_id))
+            building.add_done_callback(lambda _: self._building.pop(instance_id, None))
+        return await asyncio.shield(building)
+
+    async def _build(self, instance_id: int) -> BitrixClient:
         async with self._sessions() as session:
             row = await session.get(AppInstance, instance_id)
             if row is None or row.status == "uninstalled":
@@ -113,12 +137,12 @@ class Portals:
                 raise NeedsReauth("NO_TOKENS", f"no tokens stored for instance {instance_id}; {REAUTH_HINT}")
             auth = PortalAuth(row.member_id, row.client_endpoint, row.access_token, row.refresh_token or "")
             rate, burst = float(row.rate_per_s), int(row.rate_burst)
-        existing = self._clients.get(instance_id)  # someone else built it while we read
-        if existing is not None:
-            return existing
+            last_attempt = await session.scalar(
+                select(func.max(OutboxJob.last_attempt_at)).where(OutboxJob.app_instance_id == instance_id)
+            )
         bucket = self._buckets.get(instance_id)
         if bucket is None or bucket.rate != rate or bucket.burst != burst:
-            bucket = self._buckets[instance_id] = LeakyBucket(rate, burst)
+            bucket = self._buckets[instance_id] = LeakyBucket(rate, burst, level=inherited_level(last_attempt, rate, burst))
         client = BitrixClient(auth, DbTokenStore(self._sessions, instance_id), self.oauth, self.http,
                               rate_per_s=rate, burst=burst, bucket=bucket, **self.client_options)
         self._clients[instance_id] = client
