@@ -96,6 +96,7 @@ async def test_expired_token_is_renewed_exactly_once_for_20_concurrent_calls(
     client, store = make_client(sim, portal, http, max_batch=max_batch, max_inflight=20)
     await client.call("user.get")  # warm: the token works
     sim.expire_access_tokens(portal)
+    sim.latency = 0.3  # slow answers: every request is on the wire before the first 401 comes back
     results = await asyncio.gather(*(client.call("user.get", {"FILTER": {"ID": i % 3 + 1}}) for i in range(20)))
     assert all(len(r) == 1 for r in results)
     assert sim.oauth_refreshes == 1 and len(store.grants) == 1
