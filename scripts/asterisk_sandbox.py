@@ -849,7 +849,9 @@ def start(spec: InstanceSpec, *, fresh: bool = False, keep_config: bool = False,
         if busy:
             raise HarnessError(f"ports in use for instance {spec.name!r}: {', '.join(busy)}")
 
-        for sub in ("etc-asterisk", "run", "log", "spool", "db", "cache"):
+        # spool/recording, spool/monitor and spool/tmp exist on a packaged Asterisk; ARI
+        # bridge recordings fail with "No such file or directory" without them.
+        for sub in ("etc-asterisk", "run", "log", "spool", "spool/recording", "spool/monitor", "spool/tmp", "db", "cache"):
             (idir / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(idir / "etc-asterisk", 0o777)  # the service (any user) writes here
         (idir / "run" / "asterisk.pid").unlink(missing_ok=True)

@@ -78,6 +78,7 @@ class Settings:
     bitrix_client_secret: str | None = field(repr=False)
     bitrix_oauth_url: str
     log_level: str
+    recordings_dir: Path
     trunk: Mapping[str, Any] = field(default_factory=dict)
     calls: Mapping[str, Any] = field(default_factory=dict)
     source: Path | None = None
@@ -245,6 +246,7 @@ _SPEC: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
     "bitrix_client_secret": (_text, None),
     "bitrix_oauth_url": (_http_url, "https://oauth.bitrix.info/oauth/token"),
     "log_level": (_choice("debug", "info", "warning", "error"), "info"),
+    "recordings_dir": (_path, "var/recordings"),
 }
 _SECTIONS = {"trunk", "calls"}  # tables passed on raw; their owners validate them
 
@@ -294,6 +296,7 @@ def load_settings(
         bitrix_client_secret=values["bitrix_client_secret"],
         bitrix_oauth_url=values["bitrix_oauth_url"],
         log_level=values["log_level"],
+        recordings_dir=values["recordings_dir"],
         trunk=dict(raw.get("trunk", {})),
         calls=dict(raw.get("calls", {})),
         source=config_path,

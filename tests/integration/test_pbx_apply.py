@@ -79,7 +79,7 @@ async def test_apply_makes_objects_live_with_rendered_values(asterisk_reset: Ast
 
     dialplan = asterisk_reset.cli("dialplan show from-meta")
     assert "'_X.' =>" in dialplan and "'_+X.' =>" in dialplan
-    assert dialplan.count("Stasis(thoth-test)") == 2 and dialplan.count("Dial(PJSIP/100,60)") == 2
+    assert dialplan.count("Stasis(thoth-test,${EXTEN},${PJSIP_HEADER(read,X-WA-Meta-WACID)})") == 2 and dialplan.count("Progress()") == 2 and dialplan.count("Dial(PJSIP/100,60)") == 2
     assert "GotoIf($[\"${STASISSTATUS}\" = \"FAILED\"]?fallback)" in dialplan
 
 

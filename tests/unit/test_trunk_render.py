@@ -63,7 +63,10 @@ def test_dialplan_sends_both_number_forms_to_stasis_with_fallback() -> None:
     extens = [o.value.split(",", 1)[0] for o in context.options if o.key == "exten"]
     assert extens == ["_X.", "_+X."]
     lines = [o.value for o in context.options]
-    assert lines.count("n,Stasis(my-app)") == 2
+    assert lines.count("n,Stasis(my-app,${EXTEN},${PJSIP_HEADER(read,X-WA-Meta-WACID)})") == 2
+    # early media before Stasis: Meta drops calls without media from us within 20 s
+    assert lines.count("n,Progress()") == 2
+    assert lines.index("n,Progress()") < lines.index("n,Stasis(my-app,${EXTEN},${PJSIP_HEADER(read,X-WA-Meta-WACID)})")
     assert lines.count('n,GotoIf($["${STASISSTATUS}" = "FAILED"]?fallback)') == 2
     assert lines.count("n(fallback),Dial(PJSIP/100&Local/200@from-internal,45)") == 2
 

@@ -47,6 +47,7 @@ class CallSettings:
     crm_create: bool = True
     # where the dialplan-free fallback goes when nobody is configured: Asterisk dial string
     operator_endpoint: str = "PJSIP/{extension}"
+    default_user_id: int | None = None  # Bitrix user on register/finish when nobody answered
 
     @classmethod
     def from_json(
@@ -77,10 +78,14 @@ class CallSettings:
             record=boolean(f"{prefix}.record", data.get("record", False)),
             crm_create=boolean(f"{prefix}.crm_create", data.get("crm_create", True)),
             operator_endpoint=endpoint,
+            default_user_id=(
+                None if data.get("default_user_id") is None
+                else integer(f"{prefix}.default_user_id", data["default_user_id"], minimum=1)
+            ),
         )
 
 
-_CALL_KEYS = {"ring_group", "responsible_first_seconds", "group_ring_seconds", "record", "crm_create", "operator_endpoint"}
+_CALL_KEYS = {"ring_group", "responsible_first_seconds", "group_ring_seconds", "record", "crm_create", "operator_endpoint", "default_user_id"}
 _EXTENSION = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _ENDPOINT = re.compile(r"(PJSIP|Local|SIP|IAX2)/[A-Za-z0-9_@{}.+-]{1,80}")
 
@@ -164,6 +169,7 @@ class Leg:
     operator: Operator
     channel_id: str
     result: str | None = None  # DIALSTATUS once known
+    cause: int | None = None  # Asterisk hangup cause, when the leg ended by itself
 
 
 @dataclass

@@ -15,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Mapping, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -41,6 +42,8 @@ class CallContext:
     app_instance_id: int | None
     line_number: str  # the WhatsApp business number (Bitrix LINE_NUMBER)
     settings: CallSettings
+    register_user_id: int | None = None  # USER_ID for register/finish when nobody answered
+    extensions: Mapping[int, str] = field(default_factory=dict)  # Bitrix user id -> extension
 
 
 class CallNotifier(Protocol):
@@ -86,6 +89,8 @@ class StasisCalls:
         self._queues: dict[str, asyncio.Queue[dict[str, Any]]] = {}  # channel id -> call queue
         self._tasks: dict[str, asyncio.Task[None]] = {}  # WA channel id -> call task
         self._resync_lock = asyncio.Lock()
+        # operator legs we created, until their StasisStart says they may be dialled
+        self._legs_entering: dict[str, asyncio.Future[None]] = {}
 
     # ------------------------------------------------------------------ event intake
 
@@ -96,10 +101,15 @@ class StasisCalls:
         channel_id = channel.get("id")
         if kind == "Dial":
             channel_id = (event.get("peer") or {}).get("id")
-        if kind == "StasisStart" and channel_id and channel_id not in self._queues:
+        if kind == "StasisStart" and channel_id:
             args = event.get("args") or []
             if args and args[0] == LEG_ARG:
-                return  # operator legs are registered when we create them
+                ready = self._legs_entering.get(channel_id)
+                if ready is not None and not ready.done():
+                    ready.set_result(None)
+                return
+            if channel_id in self._queues:
+                return  # re-attached call: already ours
             if not str(channel.get("name", "")).startswith(self.endpoint_prefix):
                 log.warning("call from an unexpected endpoint", extra={"channel": channel.get("name")})
             self._start_call(channel_id, event)
@@ -265,8 +275,10 @@ class StasisCalls:
         if kind == "ChannelStateChange" and (event.get("channel") or {}).get("state") == "Up" and leg.result is None:
             leg.result = "ANSWER"
             return leg
+        if kind == "ChannelHangupRequest" and event.get("cause") is not None:
+            leg.cause = int(event["cause"])  # StasisEnd that follows carries no cause
         if kind in ("ChannelDestroyed", "StasisEnd") and leg.result is None:
-            leg.result = cf.dial_result_from_cause(event.get("cause"))
+            leg.result = cf.dial_result_from_cause(event.get("cause") or leg.cause)
         return None
 
     async def _talk(self, state: cf.CallState, ctx: CallContext, operator: Operator, queue: asyncio.Queue[dict[str, Any]]) -> None:
@@ -419,19 +431,30 @@ class StasisCalls:
 
     async def _originate_leg(self, state: cf.CallState, ctx: CallContext, operator: Operator, seconds: int) -> str | None:
         endpoint = ctx.settings.operator_endpoint.format(extension=operator.extension)
+        leg_id = f"{state.channel_id}-{operator.extension}-{uuid.uuid4().hex[:8]}"
+        # a created channel enters Stasis asynchronously; dialling it before its
+        # StasisStart fails with 409 "Channel not in Stasis application"
+        entered = asyncio.get_running_loop().create_future()
+        self._legs_entering[leg_id] = entered
+        self._queues[leg_id] = self._queues[state.channel_id]
         try:
-            channel = await self.ari.request(
-                "POST", "/channels/create",
-                params={"endpoint": endpoint, "app": self.ari.app, "appArgs": f"{LEG_ARG},{state.call_id}", "originator": state.channel_id},
-            )
-            self._queues[channel["id"]] = self._queues[state.channel_id]
             await self.ari.request(
-                "POST", f"/channels/{channel['id']}/dial", params={"caller": state.channel_id, "timeout": seconds + 1}
+                "POST", "/channels/create",
+                params={"endpoint": endpoint, "app": self.ari.app, "appArgs": f"{LEG_ARG},{state.call_id}",
+                        "originator": state.channel_id, "channelId": leg_id},
             )
-            return channel["id"]
-        except AriError as exc:
-            log.warning("cannot ring operator", extra={"extension": operator.extension, "error": str(exc)})
+            await asyncio.wait_for(entered, 5.0)
+            await self.ari.request(
+                "POST", f"/channels/{leg_id}/dial", params={"caller": state.channel_id, "timeout": seconds + 1}
+            )
+            return leg_id
+        except (AriError, asyncio.TimeoutError) as exc:
+            log.warning("cannot ring operator", extra={"extension": operator.extension, "error": str(exc) or "no StasisStart"})
+            self._queues.pop(leg_id, None)
+            await self._hangup(leg_id)
             return None
+        finally:
+            self._legs_entering.pop(leg_id, None)
 
     async def _early_media(self, channel_id: str) -> None:
         try:

@@ -1,0 +1,124 @@
+"""Incoming WhatsApp calls end to end: Meta's Asterisk -> TLS/SDES/Opus -> our Asterisk ->
+Stasis -> thoth-pbx -> Bitrix24 simulator, with operators' phones answering for real."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import AsyncIterator
+
+import pytest
+
+from tests.calls.conftest import BUSINESS, BUSINESS_NO_PORTAL
+from tests.calls.lab import CallLab
+from tests.calls.service import Thoth, start_thoth, stop_thoth
+from tests.support.bitrix import wait_until
+
+REGISTER, SHOW, HIDE, FINISH, RECORD = (
+    "telephony.externalcall.register", "telephony.externalcall.show", "telephony.externalcall.hide",
+    "telephony.externalcall.finish", "telephony.externalcall.attachrecord",
+)
+
+
+@pytest.fixture
+async def thoth(tmp_path: Path, lab: CallLab) -> AsyncIterator[Thoth]:
+    t = await start_thoth(tmp_path, lab)
+    yield t
+    await stop_thoth(t)
+
+
+async def _talk(seconds: float) -> None:
+    await asyncio.sleep(seconds)  # the conversation itself: a scenario duration, not a synchronisation
+
+
+async def _finished_in_bitrix(thoth: Thoth, linkedid: str, methods: int) -> list:
+    return await wait_until(lambda: len(thoth.bitrix_calls(linkedid)) >= methods and thoth.bitrix_calls(linkedid),
+                            timeout=20, what=f"{methods} Bitrix calls for {linkedid}")
+
+
+async def test_answered_call_is_announced_bridged_srtp_opus_and_logged(thoth: Thoth, lab: CallLab) -> None:
+    await thoth.set_calls(ring_group=["101", "104"], record=True, group_ring_seconds=10)
+    caller = "+79990000001"
+    placed = lab.whatsapp_call(BUSINESS, caller)
+    call = await thoth.wait_call(caller, "connected")
+    assert call.wacid == placed["wacid"] and call.called == BUSINESS
+    assert call.answered_by_extension == "101" and call.answered_by_user_id == 2
+    ari = thoth.services.ari
+    secure = await ari.request("GET", f"/channels/{call.channel_id}/variable", params={"variable": "CHANNEL(rtp,secure)"})
+    codec = await ari.request("GET", f"/channels/{call.channel_id}/variable", params={"variable": "CHANNEL(audionativeformat)"})
+    assert secure["value"] == "1" and "opus" in codec["value"]
+    started = time.monotonic()
+    await _talk(1.6)
+    lab.hangup_meta(placed["meta_channel"])
+    ended = await thoth.wait_call(caller, "ended")
+    assert ended.status_code == "200"
+    seen = await _finished_in_bitrix(thoth, call.linkedid, 5)
+    methods = [m for m, _ in seen]
+    assert methods == [REGISTER, SHOW, HIDE, FINISH, RECORD], methods
+    register, show, hide, finish, record = (p for _, p in seen)
+    assert register["TYPE"] == 2 and register["PHONE_NUMBER"] == caller and register["LINE_NUMBER"] == BUSINESS.lstrip("+")
+    assert register["SHOW"] == 0 and register["EXTERNAL_CALL_ID"] == call.linkedid
+    assert "+00:00" in register["CALL_START_DATE"]
+    assert sorted(show["USER_ID"]) == [2, 5] and hide["USER_ID"] == [5]
+    assert finish["USER_ID"] == 2 and finish["STATUS_CODE"] == "200" and finish["ADD_TO_CHAT"] == 1
+    assert 1 <= finish["DURATION"] <= round(time.monotonic() - started) + 1
+    assert record["FILENAME"].endswith(".wav") and len(record["FILE_CONTENT"]) > 1000
+
+
+async def test_unanswered_call_is_missed_304(thoth: Thoth, lab: CallLab) -> None:
+    await thoth.set_calls(ring_group=["104"], group_ring_seconds=2, responsible_first_seconds=0)
+    caller = "+79990000002"
+    lab.whatsapp_call(BUSINESS, caller)
+    ended = await thoth.wait_call(caller, "ended", timeout=30)
+    assert ended.status_code == "304"
+    seen = await _finished_in_bitrix(thoth, ended.linkedid, 3)
+    assert [m for m, _ in seen] == [REGISTER, SHOW, FINISH]
+    assert seen[-1][1]["STATUS_CODE"] == "304" and seen[-1][1]["DURATION"] == 0
+
+
+async def test_caller_hangs_up_while_ringing_603s(thoth: Thoth, lab: CallLab) -> None:
+    await thoth.set_calls(ring_group=["104"], group_ring_seconds=30, responsible_first_seconds=0)
+    caller = "+79990000003"
+    placed = lab.whatsapp_call(BUSINESS, caller)
+    call = await thoth.wait_call(caller, "ringing")
+    await wait_until(lambda: any(m == SHOW for m, _ in thoth.bitrix_calls(call.linkedid)), what="card shown")
+    lab.hangup_meta(placed["meta_channel"])
+    ended = await thoth.wait_call(caller, "ended")
+    assert ended.status_code == "603-S"
+    seen = await _finished_in_bitrix(thoth, call.linkedid, 3)
+    assert seen[-1][0] == FINISH and seen[-1][1]["STATUS_CODE"] == "603-S"
+
+
+async def test_all_busy_486(thoth: Thoth, lab: CallLab) -> None:
+    await thoth.set_calls(ring_group=["103"], group_ring_seconds=10, responsible_first_seconds=0)
+    caller = "+79990000004"
+    lab.whatsapp_call(BUSINESS, caller)
+    ended = await thoth.wait_call(caller, "ended", timeout=30)
+    assert ended.status_code == "486", ended.detail
+
+
+async def test_responsible_manager_is_rung_first(thoth: Thoth, lab: CallLab) -> None:
+    caller = "+79990000005"
+    thoth.portal.crm[caller.lstrip("+")] = [{"CRM_ENTITY_TYPE": "CONTACT", "CRM_ENTITY_ID": 77, "NAME": "Client",
+                                             "ASSIGNED_BY_ID": 6}]
+    await thoth.set_calls(ring_group=["101"], responsible_first_seconds=10, group_ring_seconds=10)
+    placed = lab.whatsapp_call(BUSINESS, caller)
+    call = await thoth.wait_call(caller, "connected")
+    assert call.answered_by_extension == "105" and call.answered_by_user_id == 6
+    lab.hangup_meta(placed["meta_channel"])
+    ended = await thoth.wait_call(caller, "ended")
+    seen = await _finished_in_bitrix(thoth, call.linkedid, 3)
+    shows = [p for m, p in seen if m == SHOW]
+    assert shows[0]["USER_ID"] == [6]
+    assert ended.status_code == "200" and seen[-1][1]["USER_ID"] == 6
+
+
+async def test_number_without_portal_still_reaches_an_operator(thoth: Thoth, lab: CallLab) -> None:
+    caller = "+79990000006"
+    placed = lab.whatsapp_call(BUSINESS_NO_PORTAL, caller)
+    call = await thoth.wait_call(caller, "connected")  # global [calls] ring_group = ["101"]
+    assert call.answered_by_extension == "101" and call.app_instance_id is None
+    lab.hangup_meta(placed["meta_channel"])
+    await thoth.wait_call(caller, "ended")
+    assert thoth.bitrix_calls(call.linkedid) == []

@@ -1,0 +1,114 @@
+"""Where the call flow meets Bitrix24: the `CallNotifier` the Stasis app is handed.
+
+pbx/ and bitrix/ do not import each other; this adapter (wired only by app.py) turns call
+facts into outbox jobs (bitrix/jobs.py `CallJobs`), in the transaction that stores the
+fact, and answers the two read-only questions the call flow asks: the portal settings of
+a business number, and the CRM owner of a caller.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from thoth_pbx.bitrix import telephony
+from thoth_pbx.bitrix.jobs import CallJobs
+from thoth_pbx.bitrix.portals import Portals
+from thoth_pbx.bitrix.telephony import FinishCall, RegisterCall
+from thoth_pbx.pbx.callflow import ANSWERED, CallSettings, Operator, talk_seconds
+from thoth_pbx.pbx.calls import CallContext
+from thoth_pbx.store.models import AppInstance, BitrixUser, Call, Phone
+
+log = logging.getLogger(__name__)
+
+# Bitrix24 requires a user on register/finish; user 1 is the portal's first administrator.
+FALLBACK_USER_ID = 1
+TYPE_INCOMING = 2
+
+
+class BitrixCallNotifier:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        jobs: CallJobs,
+        portals: Portals,
+        global_calls: Mapping[str, Any],
+    ) -> None:
+        self.sessions = sessions
+        self.jobs = jobs
+        self.portals = portals
+        self.global_calls = dict(global_calls)
+        CallSettings.from_json(self.global_calls)  # fail at start on a bad [calls] table
+
+    async def context(self, session: AsyncSession, phone: Phone | None) -> CallContext:
+        line = telephony.line_number_for(phone.number) if phone else ""
+        instance = await session.get(AppInstance, phone.app_instance_id) if phone and phone.app_instance_id else None
+        if instance is None or instance.status == "uninstalled":
+            return CallContext(None, line, CallSettings.from_json(self.global_calls))
+        rows = (await session.execute(
+            select(BitrixUser.user_id, BitrixUser.extension).where(
+                BitrixUser.app_instance_id == instance.id, BitrixUser.active.is_(True)
+            )
+        )).all()
+        by_extension = {ext: uid for uid, ext in rows if ext}
+        overrides = (instance.settings or {}).get("calls", {})
+        settings = CallSettings.from_json({**self.global_calls, **overrides}, by_extension)
+        first_operator = next((op.user_id for op in settings.ring_group if op.user_id is not None), None)
+        register_user = settings.default_user_id or first_operator or FALLBACK_USER_ID
+        return CallContext(instance.id, line, settings, int(register_user), {uid: ext for ext, uid in by_extension.items()})
+
+    async def registered(self, session: AsyncSession, call: Call, ctx: CallContext) -> None:
+        if ctx.app_instance_id is None:
+            return
+        await self.jobs.register(session, ctx.app_instance_id, RegisterCall(
+            phone_number=call.caller,
+            type=TYPE_INCOMING,
+            external_call_id=call.linkedid,
+            user_id=ctx.register_user_id,
+            line_number=ctx.line_number,
+            call_start_date=call.started_at,
+            crm_create=ctx.settings.crm_create,
+            show=False,  # cards are shown explicitly to the operators being rung
+            add_to_chat=True,
+        ))
+
+    async def ringing(self, session: AsyncSession, call: Call, ctx: CallContext, operators: list[Operator]) -> None:
+        users = [op.user_id for op in operators if op.user_id is not None]
+        if ctx.app_instance_id is not None and users:
+            await self.jobs.show(session, ctx.app_instance_id, call.linkedid, users)
+
+    async def answered(
+        self, session: AsyncSession, call: Call, ctx: CallContext, operator: Operator, others: list[Operator]
+    ) -> None:
+        users = [op.user_id for op in others if op.user_id is not None and op.user_id != operator.user_id]
+        if ctx.app_instance_id is not None and users:
+            await self.jobs.hide(session, ctx.app_instance_id, call.linkedid, users)
+
+    async def finished(self, session: AsyncSession, call: Call, ctx: CallContext) -> None:
+        if ctx.app_instance_id is None:
+            return
+        assert call.ended_at is not None
+        await self.jobs.finish(session, ctx.app_instance_id, call.linkedid, FinishCall(
+            user_id=call.answered_by_user_id or ctx.register_user_id,
+            duration=talk_seconds(call.answered_at, call.ended_at),
+            status_code=call.status_code,
+            add_to_chat=True,
+        ))
+        if call.recording_path and call.status_code == ANSWERED:
+            await self.jobs.attach_record(session, ctx.app_instance_id, call.linkedid, path=call.recording_path)
+
+    async def responsible(self, ctx: CallContext, caller: str) -> Operator | None:
+        """The CRM owner of the caller, if they have an extension (searchCrmEntities)."""
+        if ctx.app_instance_id is None:
+            return None
+        client = await self.portals.client(ctx.app_instance_id)
+        for match in await telephony.search_crm(client, caller):
+            if match.assigned_by_id is None:
+                continue
+            extension = ctx.extensions.get(match.assigned_by_id) or match.assigned_inner_phone
+            if extension:
+                return Operator(str(extension), match.assigned_by_id)
+        return None
