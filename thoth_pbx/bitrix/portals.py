@@ -81,14 +81,14 @@ def apply_grant(row: AppInstance, grant: Grant) -> None:
         row.status, row.status_detail = "active", None
 
 
-def inherited_level(last_attempt: dt.datetime | None, rate: float, burst: int) -> float:
-    """What a fresh process assumes of the portal's bucket: full at our last delivery attempt
-    (a previous process may have just used it all), drained at `rate` since."""
+def inherited_level(last_attempt: dt.datetime | None, rate: float, burst: int, *, now: dt.datetime) -> float:
+    """What a fresh process assumes of the portal's bucket: full at the previous process's last
+    delivery attempt (it may have just used it all, then crashed), drained at `rate` since."""
     if last_attempt is None:
         return 0.0
     if last_attempt.tzinfo is None:
         last_attempt = last_attempt.replace(tzinfo=dt.timezone.utc)
-    elapsed = (utcnow() - last_attempt).total_seconds()
+    elapsed = (now - last_attempt).total_seconds()
     return max(0.0, burst - max(0.0, elapsed) * rate)
 
 
@@ -111,6 +111,7 @@ class Portals:
         self._clients: dict[int, BitrixClient] = {}
         self._buckets: dict[int, LeakyBucket] = {}
         self._building: dict[int, asyncio.Future[BitrixClient]] = {}
+        self._started = utcnow()
         self._retired: set[asyncio.Task[None]] = set()
 
     async def client(self, instance_id: int) -> BitrixClient:
@@ -137,12 +138,19 @@ class Portals:
                 raise NeedsReauth("NO_TOKENS", f"no tokens stored for instance {instance_id}; {REAUTH_HINT}")
             auth = PortalAuth(row.member_id, row.client_endpoint, row.access_token, row.refresh_token or "")
             rate, burst = float(row.rate_per_s), int(row.rate_burst)
-            last_attempt = await session.scalar(
-                select(func.max(OutboxJob.last_attempt_at)).where(OutboxJob.app_instance_id == instance_id)
-            )
-        bucket = self._buckets.get(instance_id)
+            bucket = self._buckets.get(instance_id)
+            if bucket is None:
+                # attempts by an earlier process only: this one's own are in the bucket already
+                last_attempt = await session.scalar(
+                    select(func.max(OutboxJob.last_attempt_at)).where(
+                        OutboxJob.app_instance_id == instance_id, OutboxJob.last_attempt_at < self._started
+                    )
+                )
+                level = inherited_level(last_attempt, rate, burst, now=self._started)
+            else:
+                level = min(bucket.level, float(burst))
         if bucket is None or bucket.rate != rate or bucket.burst != burst:
-            bucket = self._buckets[instance_id] = LeakyBucket(rate, burst, level=inherited_level(last_attempt, rate, burst))
+            bucket = self._buckets[instance_id] = LeakyBucket(rate, burst, level=level)
         client = BitrixClient(auth, DbTokenStore(self._sessions, instance_id), self.oauth, self.http,
                               rate_per_s=rate, burst=burst, bucket=bucket, **self.client_options)
         self._clients[instance_id] = client
