@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
 from tests.calls.conftest import BUSINESS, BUSINESS_NO_PORTAL
 from tests.calls.lab import CallLab
-from tests.conftest import make_settings
-from tests.support.bitrix import bitrix_env, seed_instance, wait_until
+from tests.support.bitrix import bitrix_env, free_port, seed_instance, wait_until
 from thoth_pbx.app import Services, build_app, open_services
+from thoth_pbx.settings import load_settings
 from thoth_pbx.bitrix.users import fetch_users, store_users
 from thoth_pbx.sandbox.bitrix import BitrixSimulator, Portal, SimUser
 from thoth_pbx.store.models import AppInstance, Call, Phone, WabaAccount
@@ -76,23 +82,32 @@ class Thoth:
         return out
 
 
-async def start_thoth(tmp_path: Path, lab: CallLab, *, calls: dict[str, Any] | None = None, record: bool = True) -> Thoth:
-    sim = BitrixSimulator()
-    await sim.start()
-    portal = sim.add_portal(users=list(OPERATORS), rate=50, burst=500)
+def thoth_environ(tmp_path: Path, lab: CallLab, sim: BitrixSimulator, *, calls: dict[str, Any] | None = None,
+                  port: int | None = None) -> dict[str, str]:
+    """THOTH_* settings for a service talking to the lab's Asterisk and the simulator."""
     b = lab.business
     config = tmp_path / "thoth.toml"
-    config.write_text("[calls]\n" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in (calls or {"ring_group": ["101"]}).items()) + "\n")
-    settings = make_settings(
-        tmp_path,
-        THOTH_CONFIG=str(config),
-        THOTH_AMI_URL=f"tcp://{b.ami_user}:{b.ami_secret}@{b.host}:{b.ami_port}",
-        THOTH_ARI_URL=f"http://{b.ari_user}:{b.ari_password}@{b.host}:{b.http_port}",
-        THOTH_ASTERISK_CONFIG_DIR=str(b.config_dir),
-        THOTH_RECORDINGS_DIR=str(tmp_path / "recordings"),
-        **bitrix_env(sim, "https://thoth.example.com"),
-    )
-    services = await open_services(settings)
+    table = calls or {"ring_group": ["101"]}
+    config.write_text("[calls]\n" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in table.items()) + "\n")
+    port = port or free_port()
+    return {
+        "THOTH_CONFIG": str(config),
+        "THOTH_LISTEN": f"127.0.0.1:{port}",
+        "THOTH_DATABASE_URL": f"sqlite:///{tmp_path / 'thoth.sqlite3'}",
+        "THOTH_SECRET_KEY_FILE": str(tmp_path / "secret.key"),
+        "THOTH_ADMIN_PASSWORD": "correct-horse-battery",
+        "THOTH_ADMIN_PASSWORD_FILE": str(tmp_path / "admin-password"),
+        "THOTH_AMI_URL": f"tcp://{b.ami_user}:{b.ami_secret}@{b.host}:{b.ami_port}",
+        "THOTH_ARI_URL": f"http://{b.ari_user}:{b.ari_password}@{b.host}:{b.http_port}",
+        "THOTH_ASTERISK_CONFIG_DIR": str(b.config_dir),
+        "THOTH_RECORDINGS_DIR": str(tmp_path / "recordings"),
+        "THOTH_LOG_LEVEL": "info",
+        **bitrix_env(sim, f"http://127.0.0.1:{port}"),
+    }
+
+
+async def seed(services: Services, sim: BitrixSimulator, portal: Portal, *, record: bool = True) -> int:
+    """The lab's numbers, one portal with its users (fetched with user.get) and call settings."""
     instance_id = await seed_instance(services.sessions, sim, portal)
     assert services.bitrix is not None
     users = await fetch_users(await services.bitrix.portals.client(instance_id))
@@ -108,6 +123,19 @@ async def start_thoth(tmp_path: Path, lab: CallLab, *, calls: dict[str, Any] | N
         await session.flush()
         session.add(Phone(number=BUSINESS, phone_number_id="1001", waba_account_id=waba.id, app_instance_id=instance_id))
         session.add(Phone(number=BUSINESS_NO_PORTAL, phone_number_id="1002", waba_account_id=waba.id))
+    return instance_id
+
+
+async def new_simulator() -> tuple[BitrixSimulator, Portal]:
+    sim = BitrixSimulator()
+    await sim.start()
+    return sim, sim.add_portal(users=list(OPERATORS), rate=50, burst=500)
+
+
+async def start_thoth(tmp_path: Path, lab: CallLab, *, calls: dict[str, Any] | None = None, record: bool = True) -> Thoth:
+    sim, portal = await new_simulator()
+    services = await open_services(load_settings(None, environ=thoth_environ(tmp_path, lab, sim, calls=calls)))
+    instance_id = await seed(services, sim, portal, record=record)
     client = TestClient(TestServer(build_app(services)))
     await client.start_server()
     await services.ari.wait_connected(15)
@@ -117,3 +145,43 @@ async def start_thoth(tmp_path: Path, lab: CallLab, *, calls: dict[str, Any] | N
 async def stop_thoth(thoth: Thoth) -> None:
     await thoth.client.close()
     await thoth.sim.stop()
+
+
+class ServeProcess:
+    """`thoth-pbx serve` as a real process, so a test can SIGKILL it."""
+
+    def __init__(self, environ: dict[str, str], log: Path) -> None:
+        self.environ = environ
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = int(environ["THOTH_LISTEN"].rsplit(":", 1)[1])
+
+    def start(self) -> None:
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("THOTH_")}, **self.environ}
+        out = self.log.open("ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "thoth_pbx.cli", "serve"], env=env, stdout=out, stderr=out,
+                                     cwd=str(self.log.parent))
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=15)
+
+    async def health(self) -> dict[str, Any]:
+        async with aiohttp.ClientSession() as http:
+            try:
+                async with http.get(f"http://127.0.0.1:{self.port}/healthz", timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                    return await resp.json()
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                return {}
+
+    async def wait_ari(self) -> None:
+        async def connected() -> bool:
+            return (await self.health()).get("ari", {}).get("state") == "connected"
+
+        await wait_until(connected, timeout=30, what="thoth-pbx serve connected to ARI")

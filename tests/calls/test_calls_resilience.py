@@ -1,0 +1,145 @@
+"""Calls survive what production throws at them: a killed service, a restarted Asterisk,
+a Bitrix24 outage, and many calls at once -- and every call is logged exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+from typing import AsyncIterator
+
+import pytest
+from sqlalchemy import select
+
+from tests.calls.conftest import BUSINESS
+from tests.calls.lab import CallLab
+from tests.calls.service import ServeProcess, Thoth, new_simulator, seed, start_thoth, stop_thoth, thoth_environ
+from tests.support.bitrix import wait_until
+from thoth_pbx.app import close_services, open_services
+from thoth_pbx.settings import load_settings
+from thoth_pbx.store import db
+from thoth_pbx.store.models import Call
+
+REGISTER, SHOW, FINISH = "telephony.externalcall.register", "telephony.externalcall.show", "telephony.externalcall.finish"
+
+
+@pytest.fixture
+async def thoth(tmp_path: Path, lab: CallLab) -> AsyncIterator[Thoth]:
+    t = await start_thoth(tmp_path, lab, record=False)
+    yield t
+    await stop_thoth(t)
+
+
+async def _talk(seconds: float) -> None:
+    await asyncio.sleep(seconds)  # the conversation itself: a scenario duration, not a synchronisation
+
+
+def _methods(thoth_or_sim_calls: list[tuple[str, dict]]) -> list[str]:
+    return [m for m, _ in thoth_or_sim_calls]
+
+
+async def test_killed_service_call_keeps_working_and_is_finished_after_restart(tmp_path: Path, lab: CallLab) -> None:
+    sim, portal = await new_simulator()
+    environ = thoth_environ(tmp_path, lab, sim)
+    settings = load_settings(None, environ=environ)
+    services = await open_services(settings)  # migrate and seed, then hand the database to the process
+    await seed(services, sim, portal, record=False)
+    await close_services(services)
+    engine = db.create_engine(settings.database_url)
+    sessions = db.session_factory(engine)
+
+    async def row(caller: str, state: str) -> Call | None:
+        async with sessions() as session:
+            call = (await session.scalars(select(Call).where(Call.caller == caller))).first()
+            return call if call is not None and call.state == state else None
+
+    serve = ServeProcess(environ, tmp_path / "serve.log")
+    serve.start()
+    try:
+        await serve.wait_ari()
+        caller = "+79990000101"
+        placed = lab.whatsapp_call(BUSINESS, caller)
+        call = await wait_until(lambda: row(caller, "connected"), timeout=20, what="call connected")
+        serve.kill()
+        # Asterisk keeps the bridge: the WhatsApp leg is still up while thoth-pbx is dead
+        meta_leg = [c for c in lab.meta_channels() if c["id"] == placed["meta_channel"]]
+        assert meta_leg and meta_leg[0]["state"] == "Up"
+        await _talk(1.2)
+        serve.start()
+        await serve.wait_ari()
+        await _talk(0.5)
+        lab.hangup_meta(placed["meta_channel"])
+        ended = await wait_until(lambda: row(caller, "ended"), timeout=20, what="call finished after restart")
+        assert ended.status_code == "200" and ended.answered_by_extension == "101"
+
+        def seen() -> list[tuple[str, dict]]:
+            ids = {str(e.result.get("CALL_ID")) for e in sim.recorder.calls(REGISTER, ok=True)
+                   if e.params.get("EXTERNAL_CALL_ID") == call.linkedid}
+            return [(e.method, e.params) for e in sim.recorder.entries if e.ok and (
+                e.params.get("EXTERNAL_CALL_ID") == call.linkedid or str(e.params.get("CALL_ID")) in ids)]
+
+        await wait_until(lambda: FINISH in _methods(seen()), timeout=20, what="finish delivered")
+        counts = Counter(_methods(seen()))
+        assert counts[REGISTER] == 1 and counts[FINISH] == 1
+        finish = next(p for m, p in seen() if m == FINISH)
+        assert finish["STATUS_CODE"] == "200" and finish["USER_ID"] == 2 and finish["DURATION"] >= 2
+    finally:
+        serve.stop()
+        await engine.dispose()
+        await sim.stop()
+
+
+async def test_asterisk_restart_ari_reconnects_and_next_call_works(thoth: Thoth, lab: CallLab) -> None:
+    before = thoth.services.ari.connections
+    lab.business.restart()
+    await wait_until(lambda: thoth.services.ari.connections > before and thoth.services.ari.connected,
+                     timeout=30, what="ARI reconnected")
+    caller = "+79990000102"
+    placed = lab.whatsapp_call(BUSINESS, caller)
+    call = await thoth.wait_call(caller, "connected")
+    lab.hangup_meta(placed["meta_channel"])
+    ended = await thoth.wait_call(caller, "ended")
+    assert ended.status_code == "200"
+    await wait_until(lambda: FINISH in _methods(thoth.bitrix_calls(call.linkedid)), what="finish delivered")
+
+
+async def test_bitrix_down_during_the_call_everything_delivered_after(thoth: Thoth, lab: CallLab) -> None:
+    thoth.sim.outage = True
+    caller = "+79990000103"
+    placed = lab.whatsapp_call(BUSINESS, caller)
+    call = await thoth.wait_call(caller, "connected")  # the operator is reached without Bitrix
+    lab.hangup_meta(placed["meta_channel"])
+    ended = await thoth.wait_call(caller, "ended")
+    assert ended.status_code == "200"
+    assert thoth.bitrix_calls(call.linkedid) == []
+    thoth.sim.outage = False
+    thoth.services.outbox.wake()
+    await wait_until(lambda: FINISH in _methods(thoth.bitrix_calls(call.linkedid)), timeout=60,
+                     what="jobs delivered after the outage")
+    assert _methods(thoth.bitrix_calls(call.linkedid)) == [REGISTER, SHOW, FINISH]
+
+
+async def test_twenty_simultaneous_calls_each_logged_exactly_once(thoth: Thoth, lab: CallLab) -> None:
+    callers = [f"+7999100{n:04d}" for n in range(20)]
+    for n, caller in enumerate(callers):  # every caller's CRM owner is a different operator
+        thoth.portal.crm[caller.lstrip("+")] = [{"CRM_ENTITY_TYPE": "CONTACT", "CRM_ENTITY_ID": 500 + n,
+                                                 "NAME": f"Client {n}", "ASSIGNED_BY_ID": 100 + n}]
+    await thoth.set_calls(ring_group=["101"], responsible_first_seconds=15, group_ring_seconds=5)
+    placed = [lab.whatsapp_call(BUSINESS, caller) for caller in callers]
+    connected = [await thoth.wait_call(caller, "connected", timeout=40) for caller in callers]
+    assert sorted(c.answered_by_extension for c in connected) == sorted(str(200 + n) for n in range(20))
+    await _talk(1.0)
+    for p in placed:
+        lab.hangup_meta(p["meta_channel"])
+    for caller in callers:
+        assert (await thoth.wait_call(caller, "ended", timeout=40)).status_code == "200"
+    linkedids = {c.linkedid for c in connected}
+    assert len(linkedids) == 20
+    await wait_until(lambda: all(FINISH in _methods(thoth.bitrix_calls(lid)) for lid in linkedids), timeout=60,
+                     what="20 finishes")
+    for lid in linkedids:
+        counts = Counter(_methods(thoth.bitrix_calls(lid)))
+        assert counts[REGISTER] == 1 and counts[FINISH] == 1, (lid, counts)
+    registered_ids = [e.result["CALL_ID"] for e in thoth.sim.recorder.calls(REGISTER, ok=True)
+                      if e.params["EXTERNAL_CALL_ID"] in linkedids]
+    assert len(set(registered_ids)) == 20
