@@ -74,6 +74,9 @@ class CallLab:
             "tos": None,
             "cos": None,
             "qualify_frequency": 0,
+            # while thoth-pbx is not connected, calls still ring operator 102 (dialplan fallback)
+            "fallback_dial": "PJSIP/102",
+            "fallback_timeout": 20,
         }
 
     def add_business_number(self, number: str, password: str) -> None:

@@ -89,6 +89,62 @@ async def test_killed_service_call_keeps_working_and_is_finished_after_restart(t
         await sim.stop()
 
 
+async def test_call_that_ended_while_the_service_was_dead_is_finished_on_restart(tmp_path: Path, lab: CallLab) -> None:
+    sim, portal = await new_simulator()
+    environ = thoth_environ(tmp_path, lab, sim)
+    settings = load_settings(None, environ=environ)
+    services = await open_services(settings)
+    await seed(services, sim, portal, record=False)
+    await close_services(services)
+    engine = db.create_engine(settings.database_url)
+    sessions = db.session_factory(engine)
+
+    async def row(caller: str, state: str) -> Call | None:
+        async with sessions() as session:
+            call = (await session.scalars(select(Call).where(Call.caller == caller))).first()
+            return call if call is not None and call.state == state else None
+
+    serve = ServeProcess(environ, tmp_path / "serve.log")
+    serve.start()
+    try:
+        await serve.wait_ari()
+        caller = "+79990000104"
+        placed = lab.whatsapp_call(BUSINESS, caller)
+        call = await wait_until(lambda: row(caller, "connected"), timeout=20, what="call connected")
+        serve.kill()
+        await _talk(1.5)
+        lab.hangup_meta(placed["meta_channel"])  # the call ends while nobody watches
+        await wait_until(lambda: not any(c["id"] == call.channel_id for c in _business_channels(lab)),
+                         timeout=10, what="WhatsApp leg gone on our Asterisk")
+        serve.start()
+        ended = await wait_until(lambda: row(caller, "ended"), timeout=30, what="orphan finished on restart")
+        assert ended.status_code == "200" and ended.answered_by_user_id == 2
+        await wait_until(lambda: sim.recorder.count(FINISH, ok=True) == 1, timeout=20, what="finish delivered")
+        finish = sim.recorder.calls(FINISH, ok=True)[0].params
+        assert finish["STATUS_CODE"] == "200" and finish["DURATION"] >= 1
+    finally:
+        serve.stop()
+        await engine.dispose()
+        await sim.stop()
+
+
+def _business_channels(lab: CallLab) -> list[dict]:
+    out = lab.business.cli("core show channels concise")
+    return [{"id": line.split("!")[-1]} for line in out.splitlines() if "!" in line]
+
+
+async def test_dialplan_fallback_rings_an_operator_while_thoth_is_down(lab: CallLab) -> None:
+    caller = "+79990000105"
+    placed = lab.whatsapp_call(BUSINESS, caller)  # no thoth-pbx running: the Stasis app is not registered
+
+    def answered_by_fallback() -> bool:
+        channels = lab.business.cli("core show channels concise")
+        return any(line.startswith("PJSIP/102-") and "!Up!" in line for line in channels.splitlines())
+
+    await wait_until(answered_by_fallback, timeout=20, what="operator 102 answered through the fallback Dial")
+    lab.hangup_meta(placed["meta_channel"])
+
+
 async def test_asterisk_restart_ari_reconnects_and_next_call_works(thoth: Thoth, lab: CallLab) -> None:
     before = thoth.services.ari.connections
     lab.business.restart()

@@ -412,6 +412,10 @@ class StasisCalls:
         state.answered_at = call.answered_at
         if call.answered_at is None:
             state.legs["unknown"] = cf.Leg(Operator(""), "", "NOANSWER")
+        operator_channel = (call.detail or {}).get("operator_channel")
+        if operator_channel:
+            await self._hangup(operator_channel)  # left alone in Stasis when the caller went
+        # the real end time is unknown: the talk time counts up to now (documented in docs/calls.md)
         await self._finish(state, ctx)
         log.warning("finished a call that ended while thoth-pbx was down", extra={"call": call.id})
 
