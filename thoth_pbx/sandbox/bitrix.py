@@ -155,6 +155,8 @@ class Portal:
     installed: bool = False
     application_token: str | None = None
     old_domains: set[str] = field(default_factory=set)
+    # several portals can share one simulator: all but the first live under /p/<n> (same host)
+    prefix: str = ""
     # app data
     lines: dict[str, dict[str, Any]] = field(default_factory=dict)
     bindings: list[dict[str, Any]] = field(default_factory=list)
@@ -176,7 +178,7 @@ class Portal:
 
     @property
     def client_endpoint(self) -> str:
-        return f"{self.scheme}://{self.domain}/rest/"
+        return f"{self.scheme}://{self.domain}{self.prefix}/rest/"
 
     def next_id(self, kind: str) -> int:
         self.ids[kind] = self.ids.get(kind, 0) + 1
@@ -251,6 +253,7 @@ class BitrixSimulator:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/rest/{method}", self._rest)
+        app.router.add_route("*", "/p/{portal}/rest/{method}", self._rest)
         app.router.add_route("GET", "/oauth/token/", self._oauth)
         app.router.add_route("GET", "/oauth/token", self._oauth)
         app.router.add_get("/_sandbox/state", self._state)
@@ -283,9 +286,12 @@ class BitrixSimulator:
         users: list[SimUser] | None = None,
         scope: str = DEFAULT_SCOPE,
     ) -> Portal:
+        domain = domain or f"{self.host}:{self.port}"
+        taken = any(p.domain == domain and not p.prefix for p in self.portals.values())
         portal = Portal(
             member_id=member_id or secrets.token_hex(16),
-            domain=domain or f"{self.host}:{self.port}",
+            domain=domain,
+            prefix=f"/p/{len(self.portals) + 1}" if taken else "",
             rate=rate,
             burst=burst,
             scope=scope,
@@ -451,9 +457,10 @@ class BitrixSimulator:
         if method.endswith(".json"):
             method = method[: -len(".json")]
         host = request.host
-        portal = next((p for p in self.portals.values() if p.domain == host), None)
+        prefix = f"/p/{request.match_info['portal']}" if "portal" in request.match_info else ""
+        portal = next((p for p in self.portals.values() if p.domain == host and p.prefix == prefix), None)
         if portal is None:
-            moved = next((p for p in self.portals.values() if host in p.old_domains), None)
+            moved = next((p for p in self.portals.values() if host in p.old_domains and p.prefix == prefix), None)
             if moved is not None:
                 self._http(seq, request, 302, "moved")
                 location = f"{moved.scheme}://{moved.domain}{request.path_qs}"
