@@ -82,7 +82,7 @@ async def test_trunk_settings_field_errors_store_nothing(pbx_api: Any) -> None:
     status, preview = await call(pbx_api, "GET", "/api/admin/pbx/render")
     assert status == 200 and "bind=0.0.0.0:5071\n" in preview["files"][PJSIP_FILE]
     assert "timers=" not in preview["files"][PJSIP_FILE]
-    assert "Stasis(thoth-api-test)" in preview["files"]["extensions_thoth.conf"]
+    assert "Stasis(thoth-api-test,${EXTEN}," in preview["files"]["extensions_thoth.conf"]
     assert any("cert_file" in w for w in preview["warnings"])
     status, error = await call(pbx_api, "POST", "/api/admin/pbx/apply")
     assert status == 400 and error["error"]["field"] == "cert_file"
@@ -122,6 +122,14 @@ async def test_apply_records_revision_clears_phone_flag_and_status_sees_drift(pb
     report = (await call(pbx_api, "GET", "/api/admin/pbx/status"))[1]
     assert report["drift"] is False and report["apply_needed"] is False
     assert [r["result"] for r in (await call(pbx_api, "GET", "/api/admin/pbx/revisions"))[1]["items"]] == ["applied", "applied"]
+
+    # SIP switched off for the phone: the next apply drops its sections and clears its flag
+    assert (await call(pbx_api, "PATCH", f"/api/admin/phones/{phone_id}", {"sip_enabled": False}))[0] == 200
+    assert (await call(pbx_api, "GET", f"/api/admin/phones/{phone_id}"))[1]["trunk_needs_apply"] is True
+    status, dropped = await call(pbx_api, "POST", "/api/admin/pbx/apply")
+    assert status == 200 and dropped["result"] == "applied" and "-[wa-15551230000]" in dropped["diff"]
+    assert (await call(pbx_api, "GET", f"/api/admin/phones/{phone_id}"))[1]["trunk_needs_apply"] is False
+    assert (await call(pbx_api, "GET", "/api/admin/pbx/status"))[1]["phones_waiting_for_apply"] == []
 
 
 async def test_broken_override_and_refused_option_via_api(pbx_api: Any, asterisk_tls: TlsFiles) -> None:

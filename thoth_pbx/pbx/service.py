@@ -108,6 +108,10 @@ class PbxService:
         problems = trunk.apply_problems(settings)
         if problems:
             raise problems[0]
+        # phones flagged before this render: a phone whose SIP was switched off is not rendered,
+        # but this apply is what drops it from the trunk, so its flag is cleared too
+        async with self.sessions() as session:
+            flagged = set((await session.scalars(select(Phone.id).where(Phone.trunk_needs_apply.is_(True)))).all())
         try:
             rendered = trunk.render(settings, await self._phones(), app=self.settings.ari_app,
                                     override_dir=self.override_dir)
@@ -115,7 +119,7 @@ class PbxService:
             revision = await self._record(actor, ApplyOutcome("failed", f"render failed: {exc}"), (), error=exc)
             raise FieldError(exc.field, f"{exc.message} (nothing written; revision {revision})", exc.status) from None
         outcome = await self.applier.apply(rendered)
-        revision = await self._record(actor, outcome, rendered.phone_ids)
+        revision = await self._record(actor, outcome, tuple(sorted(flagged | set(rendered.phone_ids))))
         return outcome, revision
 
     async def _record(self, actor: str, outcome: ApplyOutcome, phone_ids: tuple[int, ...],
