@@ -203,7 +203,9 @@ def start_instance(
     rtp_end: int | None = None,
     fresh: bool = True,
     timeout: float = sandbox.DEFAULT_READY_TIMEOUT,
+    credentials: dict[str, str] | None = None,
 ) -> AsteriskInstance:
+    """`credentials` may fix ami_user/ami_secret/ari_user/ari_password (else random secrets)."""
     if not host.startswith("127."):
         raise HarnessError("the harness binds loopback addresses only (127.x.y.z)")
     if sandbox.root_is_complete() and sandbox._live_pid(name):
@@ -214,6 +216,7 @@ def start_instance(
         http_port=http_port or sandbox.free_port(host),
         sip_port=sip_port or sandbox.free_port(host, socket.SOCK_DGRAM),
         rtp_start=rtp_start or 10000, rtp_end=rtp_end or 20000,
+        **(credentials or {}),
     )
     return _from_info(sandbox.start(spec, fresh=fresh, timeout=timeout))
 
