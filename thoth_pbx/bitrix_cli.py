@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 
 from thoth_pbx.meta_cli import _sandbox_group
 from thoth_pbx.settings import Settings, SettingsError, parse_listen
@@ -77,9 +76,7 @@ async def _serve(args: argparse.Namespace, settings: Settings, host: str, port: 
     if args.install_to:
         status, answer = await sim.install(portal, args.install_to)
         print(f"  install -> {args.install_to}: HTTP {status} {answer}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await sim.stop()
+    try:
+        await asyncio.Event().wait()  # until Ctrl-C
+    finally:
+        await sim.stop()

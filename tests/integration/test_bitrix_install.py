@@ -29,7 +29,7 @@ async def instance_row(env: ServiceEnv) -> AppInstance:
         return (await session.scalars(select(AppInstance))).one()
 
 
-async def test_install_stores_encrypted_tokens_binds_events_adds_lines_and_maps_users(env: ServiceEnv) -> None:
+async def test_install_stores_encrypted_tokens_binds_events_adds_lines_and_maps_users(env: ServiceEnv, json_logs) -> None:  # type: ignore[no-untyped-def]
     seen: list[BitrixEvent] = []
 
     async def on_call_start(event: BitrixEvent) -> dict[str, Any]:
@@ -49,6 +49,8 @@ async def test_install_stores_encrypted_tokens_binds_events_adds_lines_and_maps_
         raw = (await conn.execute(text("SELECT access_token, refresh_token, application_token FROM app_instance"))).one()
     for stored, plain in zip(raw, (row.access_token, row.refresh_token, row.application_token)):
         assert plain not in stored and env.services.secret_box.decrypt(stored) == plain
+        assert plain not in json_logs.text  # never logged, not even in httpx's request lines
+    assert "bitrix app installed" in json_logs.text and env.sim.client_secret not in json_logs.text
 
     handler = env.public_url + "/api/bitrix/events"
     assert {(b["event"], b["handler"]) for b in env.portal.bindings} == {(e, handler) for e in DEFAULT_EVENTS}

@@ -149,7 +149,7 @@ class BitrixApp:
                 .values(next_attempt_at=utcnow())
             )
         self._portals.forget(instance_id)
-        log.info("bitrix app installed", extra={"member_id": member_id, "instance": instance_id, "created": created})
+        log.info("bitrix app installed", extra={"member_id": member_id, "instance": instance_id, "new_instance": created})
         return {"installed": True, "instance_id": instance_id, "member_id": member_id, "setup_jobs": setup}
 
     async def enqueue_setup(self, session: AsyncSession, instance_id: int, *, reason: str) -> list[int]:

@@ -30,6 +30,12 @@ def line_number_for(e164: str) -> str:
     return re.sub(r"\D", "", e164)
 
 
+def _with_set(params: dict[str, Any], **optional: Any) -> dict[str, Any]:
+    """`params` plus the optional parameters that have a value (Bitrix applies its defaults)."""
+    params.update({k: v for k, v in optional.items() if v is not None})
+    return params
+
+
 def _user(user_id: int | None, user_phone_inner: str | None) -> dict[str, Any]:
     if user_id is None and not user_phone_inner:
         raise ValueError("USER_ID or USER_PHONE_INNER is required")
@@ -66,15 +72,14 @@ class RegisterCall:
             "SHOW": int(self.show),
             "ADD_TO_CHAT": int(self.add_to_chat),
         }
-        optional = {
-            "LINE_NUMBER": self.line_number,
-            "CALL_START_DATE": self.call_start_date.isoformat(timespec="seconds") if self.call_start_date else None,
-            "CRM_SOURCE": self.crm_source,
-            "CRM_ENTITY_TYPE": self.crm_entity_type,
-            "CRM_ENTITY_ID": self.crm_entity_id,
-        }
-        out.update({k: v for k, v in optional.items() if v is not None})
-        return out
+        return _with_set(
+            out,
+            LINE_NUMBER=self.line_number,
+            CALL_START_DATE=self.call_start_date.isoformat(timespec="seconds") if self.call_start_date else None,
+            CRM_SOURCE=self.crm_source,
+            CRM_ENTITY_TYPE=self.crm_entity_type,
+            CRM_ENTITY_ID=self.crm_entity_id,
+        )
 
 
 @dataclass(frozen=True)
@@ -121,16 +126,8 @@ class FinishCall:
             "DURATION": max(0, int(self.duration)),
             "ADD_TO_CHAT": int(self.add_to_chat),
         }
-        optional = {
-            "CALL_ID": self.call_id,
-            "STATUS_CODE": self.status_code,
-            "FAILED_REASON": self.failed_reason,
-            "COST": self.cost,
-            "COST_CURRENCY": self.cost_currency,
-            "VOTE": self.vote,
-        }
-        out.update({k: v for k, v in optional.items() if v is not None})
-        return out
+        return _with_set(out, CALL_ID=self.call_id, STATUS_CODE=self.status_code, FAILED_REASON=self.failed_reason,
+                         COST=self.cost, COST_CURRENCY=self.cost_currency, VOTE=self.vote)
 
 
 @dataclass(frozen=True)

@@ -214,22 +214,26 @@ def _users_param(portal: Portal, params: dict[str, Any], call_id: str) -> set[in
     return {v for v in (_as_int(x) for x in values) if v is not None}
 
 
-@method("telephony.externalcall.show", "telephony")
-def show(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> bool:
-    call_id = _text(params, "CALL_ID")
-    if call_id not in portal.active_calls:
-        return False
-    portal.cards.setdefault(call_id, set()).update(_users_param(portal, params, call_id))
-    return True
+def _card(show_it: bool) -> Run:
+    """show/hide: true when the call is active (the card changes), false when it is not found."""
+
+    def run(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> bool:
+        call_id = _text(params, "CALL_ID")
+        if call_id not in portal.active_calls:
+            return False
+        users = _users_param(portal, params, call_id)
+        seeing = portal.cards.setdefault(call_id, set())
+        if show_it:
+            seeing.update(users)
+        else:
+            seeing.difference_update(users)
+        return True
+
+    return run
 
 
-@method("telephony.externalcall.hide", "telephony")
-def hide(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> bool:
-    call_id = _text(params, "CALL_ID")
-    if call_id not in portal.active_calls:
-        return False
-    portal.cards.setdefault(call_id, set()).difference_update(_users_param(portal, params, call_id))
-    return True
+method("telephony.externalcall.show", "telephony")(_card(True))
+method("telephony.externalcall.hide", "telephony")(_card(False))
 
 
 @method("telephony.externalcall.attachrecord", "telephony")
