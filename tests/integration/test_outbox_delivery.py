@@ -56,8 +56,7 @@ async def test_jobs_of_a_rolled_back_transaction_are_never_sent(env: ServiceEnv)
             await session.rollback()
     async with env.sessions() as session, session.begin():  # a later job proves the worker was awake
         await env.services.bitrix.calls.register(session, instance_id, call(2))
-    await wait_until(lambda: env.sim.recorder.count(KIND_REGISTER.replace("bitrix.call", "telephony.externalcall")),
-                     what="the committed job")
+    await wait_until(lambda: env.sim.recorder.count("telephony.externalcall.register"), what="the committed job")
     assert [e.params["EXTERNAL_CALL_ID"] for e in env.sim.recorder.entries[seen:]] == ["1710140185.2"]
 
 
@@ -178,3 +177,15 @@ async def test_outbox_api_contract(env: ServiceEnv) -> None:
     await wait_until(lambda: len(hooked) == 3, what="the hooks")
     assert [h["echo"] for h in hooked] == [0, 1, 2]
     assert [h["previous"] for h in hooked] == [None, {"echo": 0, "previous": None}, {"echo": 1, "previous": {"echo": 0, "previous": None}}]
+
+
+async def test_a_committed_job_starts_at_once_not_at_the_next_poll(env: ServiceEnv) -> None:
+    instance_id = await env.install()
+    env.services.outbox.poll_interval = 60.0  # only the commit hook can wake the worker in time
+    for i in range(2):  # the second enqueue finds the worker asleep on the 60 s timer
+        async with env.sessions() as session, session.begin():
+            await env.services.bitrix.calls.register(session, instance_id, call(i))
+        started = time.monotonic()
+        await wait_until(lambda: all_done(env.sessions), timeout=5, what="the job, well before the next poll")
+    assert time.monotonic() - started < 2.0
+
