@@ -93,16 +93,24 @@ async def test_second_apply_without_change_does_no_reload(asterisk_reset: Asteri
         if message.get("Module") == "logger":
             marker_seen.set()
 
+    async def flush() -> list[str]:
+        """Asterisk sends events in order: a marker reload flushes every reload before it."""
+        marker_seen.clear()
+        await ami.action_ok({"Action": "Reload", "Module": "logger"})
+        await asyncio.wait_for(marker_seen.wait(), 10)
+        seen = list(reloads)
+        reloads.clear()
+        return seen
+
     ami.on_event("Reload", on_reload)
+    await flush()  # reloads the fixture's reset made may still be on their way
     applier = Applier(ami, asterisk_reset.config_dir, "plain")
     rendered = render(parse_trunk(trunk_settings(asterisk_tls)), [PHONE])
     assert (await applier.apply(rendered)).result == "applied"
+    assert await flush() == ["res_pjsip.so", "pbx_config", "logger"]
     second = await applier.apply(rendered)
     assert second.result == "unchanged" and second.reloads == [] and second.diff == ""
-    # Asterisk sends events in order: a marker reload flushes any reload the second apply made
-    await ami.action_ok({"Action": "Reload", "Module": "logger"})
-    await asyncio.wait_for(marker_seen.wait(), 10)
-    assert reloads == ["res_pjsip.so", "pbx_config", "logger"]
+    assert await flush() == ["logger"]
 
 
 async def test_override_asterisk_rejects_is_rolled_back_and_previous_endpoint_stays(
