@@ -18,7 +18,13 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from thoth_pbx import __version__
+from thoth_pbx.admin.bitrix import bitrix_routes
+from thoth_pbx.admin.calls import calls_routes
 from thoth_pbx.admin.http import admin_auth, crud_routes, json_errors
+from thoth_pbx.admin.meta import meta_routes
+from thoth_pbx.admin.outbox import outbox_routes
+from thoth_pbx.admin.pbx import pbx_routes
+from thoth_pbx.bitrix.jobs import KIND_REGISTER
 from thoth_pbx.bitrix.service import BitrixService
 from thoth_pbx.directory import Directory
 from thoth_pbx.logs import register_secret
@@ -26,7 +32,10 @@ from thoth_pbx.meta.service import MetaService
 from thoth_pbx.outbox import Outbox
 from thoth_pbx.pbx.ami import AmiClient
 from thoth_pbx.pbx.ari import AriClient
+from thoth_pbx.call_notifier import BitrixCallNotifier, store_bitrix_call_id
 from thoth_pbx.pbx.calls import StasisCalls
+from thoth_pbx.pbx.service import PbxService
+from thoth_pbx.pbx.trunk import DEFAULTS as TRUNK_DEFAULTS
 from thoth_pbx.secrets import SecretBox, generate_token, load_or_create_key
 from thoth_pbx.settings import Settings
 from thoth_pbx.store import db
@@ -45,10 +54,11 @@ class Services:
     ami: AmiClient
     ari: AriClient
     admin_password: str
-    meta: MetaService | None = None
-    outbox: Outbox | None = None
-    bitrix: BitrixService | None = None
-    calls: StasisCalls | None = None
+    meta: MetaService
+    outbox: Outbox
+    bitrix: BitrixService
+    calls: StasisCalls
+    pbx: PbxService
 
 
 SERVICES = web.AppKey("services", Services)
@@ -86,11 +96,10 @@ async def open_services(settings: Settings) -> Services:
     outbox = Outbox(sessions)
     bitrix = BitrixService(sessions, outbox, settings)
     directory.listeners.append(bitrix.directory_changed)
+    ami = AmiClient(settings.ami)
     ari = AriClient(settings.ari, settings.ari_app)
-    from thoth_pbx.call_notifier import BitrixCallNotifier
-    from thoth_pbx.pbx.trunk import DEFAULTS as TRUNK_DEFAULTS
-
     notifier = BitrixCallNotifier(sessions, bitrix.calls, bitrix.portals, settings.calls)
+    outbox.set_on_done(KIND_REGISTER, store_bitrix_call_id)
     calls = StasisCalls(ari, sessions, notifier, recordings_dir=settings.recordings_dir,
                         endpoint_prefix=f"PJSIP/{settings.trunk.get('endpoint_name', TRUNK_DEFAULTS.endpoint_name)}")
     ari.on_event = calls.on_event
@@ -104,22 +113,34 @@ async def open_services(settings: Settings) -> Services:
         meta=meta,
         outbox=outbox,
         bitrix=bitrix,
-        ami=AmiClient(settings.ami),
+        ami=ami,
         ari=ari,
         calls=calls,
+        pbx=PbxService(settings, sessions, ami),
         admin_password=admin_password,
     )
 
 
-async def close_services(services: Services) -> None:
-    if services.calls is not None:
-        await services.calls.stop()
-    if services.outbox is not None:
-        await services.outbox.stop()
-    if services.bitrix is not None:
-        await services.bitrix.stop()
+async def start_background(services: Services) -> None:
+    services.ami.start()
+    services.ari.start()
+    services.meta.start()
+    services.outbox.start()
+    services.bitrix.start()
+
+
+async def stop_background(services: Services) -> None:
+    """Stop in reverse order; calls live on in Asterisk and are re-attached at the next start."""
+    await services.calls.stop()
     await services.ari.stop()
+    await services.outbox.stop()
+    await services.bitrix.stop()
+    await services.meta.stop()
     await services.ami.stop()
+
+
+async def close_services(services: Services) -> None:
+    await stop_background(services)
     await services.engine.dispose()
 
 
@@ -142,8 +163,8 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if ok else 503)
 
 
-def build_app(services: Services, *, close_on_cleanup: bool = True) -> web.Application:
-    """The aiohttp application around already opened services."""
+def build_app(services: Services) -> web.Application:
+    """The aiohttp application around already opened services; closes them on cleanup."""
     settings = services.settings
     app = web.Application(
         client_max_size=4 * 1024 * 1024,
@@ -152,41 +173,15 @@ def build_app(services: Services, *, close_on_cleanup: bool = True) -> web.Appli
     app[SERVICES] = services
     app.router.add_get("/healthz", healthz)
     app.router.add_routes(crud_routes(services.directory))
-    from thoth_pbx.admin.pbx import pbx_routes
-    from thoth_pbx.pbx.service import PbxService
-
-    app.router.add_routes(pbx_routes(PbxService(settings, services.sessions, services.ami), settings.admin_user))
-    if services.meta is not None:
-        from thoth_pbx.admin.meta import meta_routes
-
-        app.router.add_routes(meta_routes(services.meta, services.directory))
-    if services.outbox is not None and services.bitrix is not None:
-        from thoth_pbx.admin.bitrix import bitrix_routes
-        from thoth_pbx.admin.outbox import outbox_routes
-
-        app.router.add_routes(outbox_routes(services.outbox) + bitrix_routes(services.bitrix, services.sessions))
+    app.router.add_routes(pbx_routes(services.pbx, settings.admin_user))
+    app.router.add_routes(meta_routes(services.meta, services.directory))
+    app.router.add_routes(outbox_routes(services.outbox) + bitrix_routes(services.bitrix, services.sessions))
+    app.router.add_routes(calls_routes(services.sessions))
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        services.ami.start()
-        services.ari.start()
-        if services.meta is not None:
-            services.meta.start()
-        if services.outbox is not None and services.bitrix is not None:
-            services.outbox.start()
-            services.bitrix.start()
+        await start_background(services)
         yield
-        if services.outbox is not None and services.bitrix is not None:
-            await services.outbox.stop()
-            await services.bitrix.stop()
-        if services.meta is not None:
-            await services.meta.stop()
-        if close_on_cleanup:
-            await close_services(services)
-        else:
-            if services.calls is not None:
-                await services.calls.stop()
-            await services.ari.stop()
-            await services.ami.stop()
+        await close_services(services)
 
     app.cleanup_ctx.append(lifecycle)
     return app

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from thoth_pbx.bitrix import telephony
@@ -20,7 +20,7 @@ from thoth_pbx.bitrix.portals import Portals
 from thoth_pbx.bitrix.telephony import FinishCall, RegisterCall
 from thoth_pbx.pbx.callflow import ANSWERED, CallSettings, Operator, talk_seconds
 from thoth_pbx.pbx.calls import CallContext
-from thoth_pbx.store.models import AppInstance, BitrixUser, Call, Phone
+from thoth_pbx.store.models import AppInstance, BitrixUser, Call, OutboxJob, Phone
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,8 @@ class BitrixCallNotifier:
             return
         assert call.ended_at is not None
         await self.jobs.finish(session, ctx.app_instance_id, call.linkedid, FinishCall(
-            user_id=call.answered_by_user_id or ctx.register_user_id,
+            # who answered; else the caller's CRM owner; else the portal's default user
+            user_id=call.answered_by_user_id or (call.detail or {}).get("responsible_user_id") or ctx.register_user_id,
             duration=talk_seconds(call.answered_at, call.ended_at),
             status_code=call.status_code,
             add_to_chat=True,
@@ -112,3 +113,12 @@ class BitrixCallNotifier:
             if extension:
                 return Operator(str(extension), match.assigned_by_id)
         return None
+
+
+async def store_bitrix_call_id(session: AsyncSession, job: OutboxJob, result: dict[str, Any] | None) -> None:
+    """Outbox done-hook of register: keep Bitrix's CALL_ID on the call row (shown to admins)."""
+    external_call_id = (job.payload or {}).get("EXTERNAL_CALL_ID")
+    if result and result.get("CALL_ID") and external_call_id:
+        await session.execute(
+            update(Call).where(Call.linkedid == external_call_id).values(bitrix_call_id=str(result["CALL_ID"]))
+        )

@@ -75,7 +75,6 @@ async def _calling(settings: Settings, action: str, phone: str) -> int:
     from thoth_pbx.validation import FieldError
 
     services = await open_services(settings)
-    assert services.meta is not None
     try:
         try:
             result = await services.meta.calling.run(phone, action)

@@ -60,10 +60,22 @@ async def test_answered_call_is_announced_bridged_srtp_opus_and_logged(thoth: Th
     assert register["TYPE"] == 2 and register["PHONE_NUMBER"] == caller and register["LINE_NUMBER"] == BUSINESS.lstrip("+")
     assert register["SHOW"] == 0 and register["EXTERNAL_CALL_ID"] == call.linkedid
     assert "+00:00" in register["CALL_START_DATE"]
+    logged = await thoth.call_row(linkedid=call.linkedid)
+    assert logged is not None and logged.bitrix_call_id and logged.bitrix_call_id == str(
+        next(e.result["CALL_ID"] for e in thoth.sim.recorder.calls(REGISTER, ok=True)
+             if e.params["EXTERNAL_CALL_ID"] == call.linkedid))
     assert sorted(show["USER_ID"]) == [2, 5] and hide["USER_ID"] == [5]
     assert finish["USER_ID"] == 2 and finish["STATUS_CODE"] == "200" and finish["ADD_TO_CHAT"] == 1
     assert 1 <= finish["DURATION"] <= round(time.monotonic() - started) + 1
     assert record["FILENAME"].endswith(".wav") and len(record["FILE_CONTENT"]) > 1000
+    from thoth_pbx.pbx.ari import basic_auth_header
+
+    admin = {"Authorization": basic_auth_header("admin", "correct-horse-battery")}
+    listed = await (await thoth.client.get("/api/admin/calls?state=ended", headers=admin)).json()
+    shown = next(c for c in listed["items"] if c["linkedid"] == call.linkedid)
+    assert shown["status_code"] == "200" and shown["recorded"] is True and shown["bitrix_call_id"]
+    assert (await thoth.client.get("/api/admin/calls?state=weird", headers=admin)).status == 400
+    assert (await thoth.client.get("/api/admin/calls", )).status == 401
 
 
 async def test_unanswered_call_is_missed_304(thoth: Thoth, lab: CallLab) -> None:
@@ -112,6 +124,20 @@ async def test_responsible_manager_is_rung_first(thoth: Thoth, lab: CallLab) -> 
     shows = [p for m, p in seen if m == SHOW]
     assert shows[0]["USER_ID"] == [6]
     assert ended.status_code == "200" and seen[-1][1]["USER_ID"] == 6
+
+
+async def test_missed_call_is_logged_on_the_crm_owner(thoth: Thoth, lab: CallLab) -> None:
+    caller = "+79990000007"
+    thoth.portal.crm[caller.lstrip("+")] = [{"CRM_ENTITY_TYPE": "CONTACT", "CRM_ENTITY_ID": 78, "NAME": "Client",
+                                             "ASSIGNED_BY_ID": 7}]  # owner on extension 106, which never answers
+    await thoth.set_calls(ring_group=["104"], responsible_first_seconds=1, group_ring_seconds=1)
+    lab.whatsapp_call(BUSINESS, caller)
+    ended = await thoth.wait_call(caller, "ended", timeout=30)
+    assert ended.status_code == "304"
+    seen = await _finished_in_bitrix(thoth, ended.linkedid, 4)
+    assert [m for m, _ in seen] == [REGISTER, SHOW, SHOW, FINISH]
+    assert seen[1][1]["USER_ID"] == [7] and seen[2][1]["USER_ID"] == [5]
+    assert seen[-1][1]["USER_ID"] == 7 and seen[-1][1]["STATUS_CODE"] == "304"
 
 
 async def test_number_without_portal_still_reaches_an_operator(thoth: Thoth, lab: CallLab) -> None:

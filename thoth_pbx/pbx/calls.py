@@ -190,6 +190,12 @@ class StasisCalls:
 
     async def _route_and_talk(self, state: cf.CallState, ctx: CallContext, queue: asyncio.Queue[dict[str, Any]]) -> None:
         responsible = await self._safe_responsible(ctx, state.caller)
+        if responsible is not None and responsible.user_id is not None:
+            # a missed call is logged on the caller's CRM owner (finish USER_ID)
+            async with self.sessions() as session, session.begin():
+                call = await session.get(Call, state.call_id)
+                assert call is not None
+                call.detail = {**call.detail, "responsible_user_id": responsible.user_id}
         for stage in cf.plan_route(responsible, ctx.settings):
             operator = await self._ring_stage(state, ctx, stage, queue)
             if operator is not None:
