@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
-from typing import AsyncIterator, Iterator
+from typing import Iterator
 
 import pytest
 from cryptography.fernet import Fernet
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from thoth_pbx.secrets import SecretBox
 from thoth_pbx.settings import Settings, load_settings
@@ -16,6 +17,10 @@ from thoth_pbx.store.types import install_secret_box
 from tests.support.postgres import PostgresServer, start_postgres
 
 TEST_KEY = Fernet.generate_key()
+
+# No test may fail for being slow on a busy machine: performance lives in bench/.
+hypothesis_settings.register_profile("thoth", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+hypothesis_settings.load_profile("thoth")
 
 
 @pytest.fixture(autouse=True)
