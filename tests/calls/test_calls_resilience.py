@@ -5,22 +5,56 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import AsyncIterator
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.calls.conftest import BUSINESS
 from tests.calls.lab import CallLab
 from tests.calls.service import ServeProcess, Thoth, new_simulator, seed, start_thoth, stop_thoth, thoth_environ
 from tests.support.bitrix import wait_until
 from thoth_pbx.app import close_services, open_services
+from thoth_pbx.sandbox.bitrix import BitrixSimulator
 from thoth_pbx.settings import load_settings
 from thoth_pbx.store import db
 from thoth_pbx.store.models import Call
 
 REGISTER, SHOW, FINISH = "telephony.externalcall.register", "telephony.externalcall.show", "telephony.externalcall.finish"
+
+
+@dataclass
+class Served:
+    """A seeded database handed to a real `thoth-pbx serve` process (so it can be SIGKILLed)."""
+
+    sim: BitrixSimulator
+    serve: ServeProcess
+    engine: AsyncEngine
+
+    @classmethod
+    async def start(cls, tmp_path: Path, lab: CallLab) -> Served:
+        sim, portal = await new_simulator()
+        environ = thoth_environ(tmp_path, lab, sim)
+        settings = load_settings(None, environ=environ)
+        services = await open_services(settings)  # migrate and seed, then hand the database to the process
+        await seed(services, sim, portal, record=False)
+        await close_services(services)
+        served = cls(sim, ServeProcess(environ, tmp_path / "serve.log"), db.create_engine(settings.database_url))
+        served.serve.start()
+        return served
+
+    async def row(self, caller: str, state: str) -> Call | None:
+        async with db.session_factory(self.engine)() as session:
+            call = (await session.scalars(select(Call).where(Call.caller == caller))).first()
+            return call if call is not None and call.state == state else None
+
+    async def stop(self) -> None:
+        self.serve.stop()
+        await self.engine.dispose()
+        await self.sim.stop()
 
 
 @pytest.fixture
@@ -39,22 +73,8 @@ def _methods(thoth_or_sim_calls: list[tuple[str, dict]]) -> list[str]:
 
 
 async def test_killed_service_call_keeps_working_and_is_finished_after_restart(tmp_path: Path, lab: CallLab) -> None:
-    sim, portal = await new_simulator()
-    environ = thoth_environ(tmp_path, lab, sim)
-    settings = load_settings(None, environ=environ)
-    services = await open_services(settings)  # migrate and seed, then hand the database to the process
-    await seed(services, sim, portal, record=False)
-    await close_services(services)
-    engine = db.create_engine(settings.database_url)
-    sessions = db.session_factory(engine)
-
-    async def row(caller: str, state: str) -> Call | None:
-        async with sessions() as session:
-            call = (await session.scalars(select(Call).where(Call.caller == caller))).first()
-            return call if call is not None and call.state == state else None
-
-    serve = ServeProcess(environ, tmp_path / "serve.log")
-    serve.start()
+    served = await Served.start(tmp_path, lab)
+    sim, serve, row = served.sim, served.serve, served.row
     try:
         await serve.wait_ari()
         caller = "+79990000101"
@@ -84,28 +104,12 @@ async def test_killed_service_call_keeps_working_and_is_finished_after_restart(t
         finish = next(p for m, p in seen() if m == FINISH)
         assert finish["STATUS_CODE"] == "200" and finish["USER_ID"] == 2 and finish["DURATION"] >= 2
     finally:
-        serve.stop()
-        await engine.dispose()
-        await sim.stop()
+        await served.stop()
 
 
 async def test_call_that_ended_while_the_service_was_dead_is_finished_on_restart(tmp_path: Path, lab: CallLab) -> None:
-    sim, portal = await new_simulator()
-    environ = thoth_environ(tmp_path, lab, sim)
-    settings = load_settings(None, environ=environ)
-    services = await open_services(settings)
-    await seed(services, sim, portal, record=False)
-    await close_services(services)
-    engine = db.create_engine(settings.database_url)
-    sessions = db.session_factory(engine)
-
-    async def row(caller: str, state: str) -> Call | None:
-        async with sessions() as session:
-            call = (await session.scalars(select(Call).where(Call.caller == caller))).first()
-            return call if call is not None and call.state == state else None
-
-    serve = ServeProcess(environ, tmp_path / "serve.log")
-    serve.start()
+    served = await Served.start(tmp_path, lab)
+    sim, serve, row = served.sim, served.serve, served.row
     try:
         await serve.wait_ari()
         caller = "+79990000104"
@@ -123,9 +127,7 @@ async def test_call_that_ended_while_the_service_was_dead_is_finished_on_restart
         finish = sim.recorder.calls(FINISH, ok=True)[0].params
         assert finish["STATUS_CODE"] == "200" and finish["DURATION"] >= 1
     finally:
-        serve.stop()
-        await engine.dispose()
-        await sim.stop()
+        await served.stop()
 
 
 def _business_channels(lab: CallLab) -> list[dict]:

@@ -20,7 +20,6 @@ import dataclasses
 import datetime as dt
 import fnmatch
 import logging
-import random
 import re
 from collections import deque
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message
 
 from thoth_pbx.logs import register_secret
+from thoth_pbx.pbx.reconnect import Backoff, pause
 from thoth_pbx.settings import AmiTarget
 
 log = logging.getLogger(__name__)
@@ -202,11 +202,11 @@ class AmiClient:
         return self._status
 
     async def _supervise(self) -> None:
-        attempt = 0
+        backoff = Backoff(self.backoff_initial, self.backoff_max)
         while not self._stopping.is_set():
             try:
                 await self._connect_once()
-                attempt = 0
+                backoff.reset()
                 await self._keepalive()
             except asyncio.CancelledError:
                 raise
@@ -220,12 +220,7 @@ class AmiClient:
                 self._set_state("down", reason)
             finally:
                 self._drop_connection(self.status.error or "connection closed")
-            delay = min(self.backoff_max, self.backoff_initial * (2**attempt)) * random.uniform(0.8, 1.2)
-            attempt += 1
-            try:
-                await asyncio.wait_for(self._stopping.wait(), delay)
-            except asyncio.TimeoutError:
-                pass
+            await pause(self._stopping, backoff.next_delay())
 
     async def _connect_once(self) -> None:
         assert self.target is not None

@@ -13,13 +13,13 @@ import base64
 import datetime as dt
 import json
 import logging
-import random
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 import aiohttp
 
 from thoth_pbx.logs import register_secret
+from thoth_pbx.pbx.reconnect import Backoff, pause
 from thoth_pbx.settings import AriTarget
 
 log = logging.getLogger(__name__)
@@ -121,11 +121,11 @@ class AriClient:
             raise AriNotConnected(f"ARI not connected after {timeout}s: {self.status.error}") from None
 
     async def _supervise(self) -> None:
-        attempt = 0
+        backoff = Backoff(self.backoff_initial, self.backoff_max)
         while not self._stopping.is_set():
             try:
                 await self._run_websocket()
-                attempt = 0
+                backoff.reset()
             except asyncio.CancelledError:
                 raise
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError, AriError) as exc:
@@ -135,12 +135,7 @@ class AriClient:
                 self._set_state("down", reason)
             finally:
                 self._connected.clear()
-            delay = min(self.backoff_max, self.backoff_initial * (2**attempt)) * random.uniform(0.8, 1.2)
-            attempt += 1
-            try:
-                await asyncio.wait_for(self._stopping.wait(), delay)
-            except asyncio.TimeoutError:
-                pass
+            await pause(self._stopping, backoff.next_delay())
 
     async def _run_websocket(self) -> None:
         assert self.target is not None and self._session is not None
