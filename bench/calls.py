@@ -1,0 +1,654 @@
+"""WhatsApp calls under load: announce latency and the concurrency ceiling, end to end (needs root).
+
+    python bench/calls.py [--levels 10,20,50,100,150,200,250,300] [--talk 3] [--probes 30]
+                          [--media tone|echo] [--record] [--budget 420] [--workdir DIR]
+
+Everything is real except Meta and Bitrix24: the call lab (tests/calls/lab.py) starts our
+Asterisk and a second Asterisk playing Meta (TLS + SDES-SRTP + Opus + digest auth, and the
+operators' phones, which answer with Echo); the trunk is applied by thoth-pbx's own
+Applier; `thoth-pbx serve` runs as its own process (SQLite) so its CPU is its own; the
+Bitrix24 simulator runs in this process. Loopback only. docs/benchmarks-calls.md has the
+method, the figures and what limits them.
+
+Each level N: N calls arrive (10 per second), each rings operator 200, is answered and
+bridged; once all N are bridged they talk for `--talk` seconds (media both ways: the
+caller side plays a tone, the operator's phone echoes it); then `--probes` new calls
+arrive one every 0.25 s, each hung up as soon as it is announced; then everyone hangs up.
+A level passes when every call reached Stasis, all N were bridged at once with media both
+ways, and the simulator got exactly one register and one finish for every call (200 for
+the N; 603-S or 200 for a probe). The ramp stops at the first failed level or when the
+next level would overrun the time budget.
+
+Announce latency = the register arriving at the simulator (its `on_processed` hook, wall
+clock) minus the moment our Asterisk put the call into Stasis (the ARI `ChannelDialplan`
+event for app `Stasis`, seen by a passive observer app subscribed to the trunk endpoint;
+Asterisk stamps events in whole milliseconds, so 0.5 ms is added). The headline figures
+are the probes of the 50-call level: new calls arriving while 50 calls talk. Prints one
+JSON object; targets p50 < 5 ms, p99 < 25 ms at 50 calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import math
+import os
+import platform
+import re
+import sqlite3
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.calls.conftest import (  # noqa: E402
+    BUSINESS, BUSINESS_NO_PORTAL, BUSINESS_NO_PORTAL_PASSWORD, BUSINESS_PASSWORD, apply_trunk,
+)
+from tests.calls.lab import CallLab, start_lab, stop_lab  # noqa: E402
+from tests.calls.service import ServeProcess, new_simulator, seed, thoth_environ  # noqa: E402
+from tests.support.bitrix import chain_order, free_port  # noqa: E402
+from thoth_pbx.app import close_services, open_services  # noqa: E402
+from thoth_pbx.pbx.ari import AriClient, AriError  # noqa: E402
+from thoth_pbx.sandbox.bitrix import BitrixSimulator, Recorded  # noqa: E402
+from thoth_pbx.settings import AriTarget, load_settings  # noqa: E402
+from thoth_pbx.store.models import AppInstance  # noqa: E402
+
+REGISTER = "telephony.externalcall.register"
+OPERATOR = "200"  # an always-answering phone of the lab's pool; it takes any number of calls
+TRUNK_ENDPOINT = "PJSIP/wa.meta.vc"
+OBSERVER_APP = "bench-observer"
+RAMP_PER_S = 10.0  # new calls per second while a level builds up
+PROBE_EVERY_S = 0.25
+# The WhatsApp user's side: the lab's `caller` context answers with Echo, and so do the
+# operators' phones, so after the bridge nothing ever sends a packet. `tone` makes the
+# caller side talk (a generated tone, encoded to Opus once per call on the Meta side) and
+# the operator's Echo answers it: media then flows both ways through our Asterisk.
+MEDIA_CONTEXT = """
+[bench-caller]
+exten => s,1,Answer()
+ same => n,Playtones(440/300,0/200)
+ same => n,Wait(600)
+"""
+
+
+def cpu_seconds(stat: str) -> float:
+    """User + system CPU time from /proc/<pid>/stat (a process, all threads) or /proc/<pid>/task/<tid>/stat."""
+    fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pct(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile: p99 of fewer than 100 samples is the largest one."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[max(0, math.ceil(q * len(ordered)) - 1)], 2)
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent not idle since boot: cores x uptime - idle (/proc/uptime; its idle
+    figure is measured, unlike the tick-sampled busy fields of /proc/stat, which undercount in a VM)."""
+    uptime, idle = (float(x) for x in Path("/proc/uptime").read_text().split())
+    return (os.cpu_count() or 1) * uptime - idle
+
+
+class CpuMeter:
+    """CPU seconds of the processes that do the work, read from /proc before and after."""
+
+    def __init__(self, stats: dict[str, str]) -> None:
+        self.stats = stats  # name -> /proc stat file
+
+    def snapshot(self) -> dict[str, float]:
+        return {"wall": time.monotonic(), "machine_total": machine_busy_seconds(),
+                **{name: cpu_seconds(stat) for name, stat in self.stats.items()}}
+
+    @staticmethod
+    def between(a: dict[str, float], b: dict[str, float]) -> dict[str, Any]:
+        wall = b["wall"] - a["wall"]
+        used = {k: b[k] - a[k] for k in a if k != "wall"}
+        ours = sum(v for k, v in used.items() if k not in ("machine_total", "thoth_pbx_event_loop"))
+        used["other_processes"] = used["machine_total"] - ours  # neighbours: whatever else runs on the box
+        out: dict[str, Any] = {"wall_s": round(wall, 2)}
+        for name, seconds in used.items():
+            share = round(100 * seconds / wall, 1) if wall else None
+            out[name] = {"seconds": round(seconds, 2), "percent_of_one_core": share}
+        return out
+
+
+# ------------------------------------------------------------------ what the bench observes
+
+
+@dataclass
+class Observed:
+    """Per-call facts gathered from the two sides: our Asterisk and the simulator."""
+
+    stasis_at: dict[str, float] = field(default_factory=dict)  # wacid -> when Asterisk entered Stasis
+    linkedid: dict[str, str] = field(default_factory=dict)  # wacid -> EXTERNAL_CALL_ID
+    channel: dict[str, str] = field(default_factory=dict)  # wacid -> our WhatsApp channel
+    register_at: dict[str, float] = field(default_factory=dict)  # EXTERNAL_CALL_ID -> arrival at the simulator
+
+    def on_ari_event(self, event: dict[str, Any]) -> None:
+        channel = event.get("channel") or {}
+        dialplan = channel.get("dialplan") or {}
+        if event.get("type") != "ChannelDialplan" or dialplan.get("app_name") != "Stasis":
+            return
+        wacid = str(dialplan.get("app_data", "")).split(",")[-1]
+        stamp = dt.datetime.strptime(event["timestamp"], "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+        self.stasis_at[wacid] = stamp + 0.0005  # Asterisk truncates to the millisecond
+        self.linkedid[wacid] = channel.get("linkedid") or channel["id"]
+        self.channel[wacid] = channel["id"]
+
+    def on_bitrix_method(self, _portal: Any, entry: Recorded) -> None:
+        if entry.ok and entry.method == REGISTER:
+            self.register_at.setdefault(str(entry.params.get("EXTERNAL_CALL_ID")), time.time())
+
+    def announced(self, wacid: str) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            return self.announce_ms(wacid) is not None
+
+        return check
+
+    def announce_ms(self, wacid: str) -> float | None:
+        linkedid = self.linkedid.get(wacid)
+        if linkedid is None or linkedid not in self.register_at:
+            return None
+        return (self.register_at[linkedid] - self.stasis_at[wacid]) * 1000
+
+
+@dataclass
+class Placed:
+    wacid: str
+    meta_channel: str
+    probe: bool
+
+
+class Lab:
+    """The call lab plus what the bench needs around it: placing calls, watching both Asterisks."""
+
+    def __init__(self, lab: CallLab, media: str) -> None:
+        self.lab = lab
+        self.media = media
+        b = lab.business
+        self.ari = AriClient(AriTarget(b.ari_base, b.ari_user, b.ari_password), OBSERVER_APP, heartbeat=30)
+        self._serial = 0
+
+    def prepare_media(self) -> None:
+        if self.media == "tone":
+            meta = self.lab.meta
+            (meta.config_dir / "extensions_bench.conf").write_text(MEDIA_CONTEXT)
+            with (meta.config_dir / "extensions.conf").open("a") as fh:
+                fh.write("\n#tryinclude extensions_bench.conf\n")
+            meta.cli("dialplan reload")
+
+    def place(self, probe: bool) -> Placed:
+        """One WhatsApp call from Meta (blocking: run it in a thread)."""
+        self._serial += 1
+        caller = f"+7999{self._serial:07d}"
+        if self.media == "echo":
+            placed = self.lab.whatsapp_call(BUSINESS, caller)
+        else:  # lab.whatsapp_call with the talking caller context instead of `caller`
+            wacid = f"wacid.bench{self._serial:07d}"
+            channel = self.lab._meta_ari(
+                "POST", "/channels",
+                params={"endpoint": f"PJSIP/{BUSINESS}@biz{BUSINESS.lstrip('+')}", "context": "bench-caller",
+                        "extension": "s", "priority": "1", "callerId": caller, "timeout": "60"},
+                body={"variables": {"PJSIP_HEADER(add,X-WA-Meta-WACID)": wacid}},
+            )
+            placed = {"meta_channel": channel["id"], "wacid": wacid}
+        return Placed(placed["wacid"], placed["meta_channel"], probe)
+
+    async def hang_up(self, calls: list[Placed]) -> int:
+        """Meta ends these calls; returns how many hangup requests failed (Meta's ARI too slow)."""
+        results = await asyncio.gather(*(asyncio.to_thread(self.lab.hangup_meta, c.meta_channel) for c in calls),
+                                       return_exceptions=True)
+        return sum(isinstance(r, Exception) for r in results)
+
+    async def bridged(self) -> int:
+        """Calls our Asterisk has bridged right now (WhatsApp leg + operator leg)."""
+        return sum(1 for b in await self.ari.request("GET", "/bridges") or [] if len(b.get("channels", [])) == 2)
+
+    async def channels(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Live channels on our Asterisk and on Meta's."""
+        ours = await self.ari.request("GET", "/channels") or []
+        return ours, await asyncio.to_thread(self.lab.meta_channels)
+
+    async def clear(self) -> list[str]:
+        """Hang up whatever is still up on either side (so one level cannot spill into the next);
+        returns the names of our channels that were left."""
+        try:
+            ours, theirs = await self.channels()
+        except (AriError, OSError) as exc:
+            return [f"unknown: {exc}"]
+        for channel in ours:
+            try:
+                await self.ari.request("DELETE", f"/channels/{channel['id']}")
+            except AriError:
+                pass  # gone meanwhile
+        await self.hang_up([Placed("", channel["id"], False) for channel in theirs])
+        return [c["name"] for c in ours]
+
+    def media_stats(self) -> dict[str, Any]:
+        """RTP packet counters of every bridged leg (`pjsip show channelstats` on our Asterisk)."""
+        out = self.lab.business.cli("pjsip show channelstats")
+        legs = {"whatsapp": [0, 0, 0], "operator": [0, 0, 0]}  # legs, legs receiving and sending, packets
+        codecs: set[str] = set()
+        for line in out.splitlines():
+            cols = line.split()
+            if len(cols) < 12 or not re.fullmatch(r"\d\d:\d\d:\d\d", cols[2]):
+                continue
+            kind = "whatsapp" if cols[1].startswith("wa.meta.vc") else "operator"
+            rx, tx = int(cols[4]), int(cols[8])
+            legs[kind][0] += 1
+            legs[kind][1] += int(rx > 0 and tx > 0)
+            legs[kind][2] += rx + tx
+            codecs.add(cols[3])
+        stats = {kind: {"legs": v[0], "legs_with_media_both_ways": v[1], "packets": v[2]} for kind, v in legs.items()}
+        return {**stats, "codecs": sorted(codecs)}
+
+    async def secure(self, wacid: str, observed: Observed) -> bool:
+        """SRTP really negotiated on the WhatsApp leg of this call."""
+        reply = await self.ari.request("GET", f"/channels/{observed.channel[wacid]}/variable",
+                                       params={"variable": "CHANNEL(rtp,secure)"})
+        return (reply or {}).get("value") == "1"
+
+
+async def until(check: Callable[[], Awaitable[bool]], *, timeout: float, every: float = 0.25) -> bool:
+    """Poll a condition that costs a request (so not too often); False once `timeout` passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if await check():
+                return True
+        except (AriError, OSError):
+            pass  # Asterisk too busy to answer this time (HTTP session limit, timeout): ask again
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(every)
+
+
+def announce_stages(calls: list[Placed], observed: Observed, database: Path, serve_log: Path) -> dict[str, Any]:
+    """Where the announce time goes: Stasis -> the call row's started_at (the service took the
+    event and read phone + portal) -> the `whatsapp call` log line (row and register job
+    committed) -> the register at the simulator (outbox claim + Bitrix24 client + HTTP)."""
+    started = {lid: dt.datetime.fromisoformat(at).replace(tzinfo=dt.timezone.utc).timestamp()
+               for lid, at in db_rows(database, "SELECT linkedid, started_at FROM call")}
+    committed = {}
+    for line in serve_log.read_text(errors="replace").splitlines():
+        if '"whatsapp call"' in line:
+            entry = json.loads(line)
+            committed[entry["channel"]] = dt.datetime.strptime(entry["ts"], "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+    spans: dict[str, list[float]] = {"stasis_to_row": [], "row_to_committed": [], "committed_to_register": []}
+    for p in calls:
+        lid, channel = observed.linkedid.get(p.wacid), observed.channel.get(p.wacid)
+        if lid in started and channel in committed and lid in observed.register_at:
+            spans["stasis_to_row"].append((started[lid] - observed.stasis_at[p.wacid]) * 1000)
+            spans["row_to_committed"].append((committed[channel] - started[lid]) * 1000)
+            spans["committed_to_register"].append((observed.register_at[lid] - committed[channel]) * 1000)
+    return {name: pct(values, 0.5) for name, values in spans.items()}
+
+
+def log_counts(path: Path, offset: int, patterns: dict[str, str]) -> tuple[dict[str, int], int]:
+    """Lines matching each pattern written to `path` since `offset`; returns the new offset."""
+    with path.open("rb") as fh:
+        fh.seek(offset)
+        data = fh.read().decode(errors="replace")
+    counts = {name: len(re.findall(p, data)) for name, p in patterns.items()}
+    return counts, offset + len(data.encode())
+
+
+# ------------------------------------------------------------------ the service under test
+
+
+async def prepare_service(tmp: Path, lab: CallLab, sim: BitrixSimulator, portal: Any, record: bool) -> ServeProcess:
+    """The database as an install and the admin would leave it (portal, users, numbers), then
+    `thoth-pbx serve` on it; every call rings operator 200."""
+    environ = thoth_environ(tmp, lab, sim, calls={"ring_group": [OPERATOR]})
+    # loopback only: the seeded WhatsApp account's token checks must not reach graph.facebook.com
+    environ["THOTH_META_GRAPH_URL"] = f"http://127.0.0.1:{free_port()}"
+    services = await open_services(load_settings(None, environ=environ))
+    try:
+        instance_id = await seed(services, sim, portal, record=record)
+        async with services.sessions() as session, session.begin():
+            inst = await session.get(AppInstance, instance_id)
+            assert inst is not None
+            inst.settings = {"calls": {"ring_group": [OPERATOR], "record": record, "group_ring_seconds": 20}}
+    finally:
+        await close_services(services)
+    return ServeProcess(environ, tmp / "serve.log")
+
+
+def db_rows(database: Path, query: str) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10) as db:
+        return db.execute(query).fetchall()
+
+
+# ------------------------------------------------------------------ one level
+
+
+async def run_level(n: int, args: argparse.Namespace, lab: Lab, observed: Observed, sim: BitrixSimulator,
+                    cpu: CpuMeter, database: Path, logs: dict[str, list[Any]]) -> dict[str, Any]:
+    problems: list[str] = []
+    lab_warnings: list[str] = []  # the Meta side (our load generator) struggled; judged by the calls' outcome
+    before = cpu.snapshot()
+    started = time.monotonic()
+    placed: list[Placed] = []
+    # 1. ramp: N calls at RAMP_PER_S, each rings operator 200 and is bridged
+    for i in range(n):
+        await asyncio.sleep(max(0.0, started + i / RAMP_PER_S - time.monotonic()))  # pacing, not synchronisation
+        try:
+            placed.append(await asyncio.to_thread(lab.place, False))
+        except OSError as exc:
+            problems.append(f"Meta side refused call {i + 1}: {exc}")
+            break
+    peak = 0
+
+    async def all_bridged() -> bool:
+        nonlocal peak
+        peak = max(peak, await lab.bridged())
+        return peak >= n
+
+    if not await until(all_bridged, timeout=20 + n / 10):
+        problems.append(f"only {peak} of {n} calls bridged at once within {20 + n / 10:.0f} s")
+    phases = {"all_bridged": time.monotonic()}  # when each phase ended
+    # 2. the N calls talk: media only, no signalling (what each talking call costs)
+    media_before = await asyncio.to_thread(lab.media_stats)
+    talking = cpu.snapshot()
+    await asyncio.sleep(args.talk)  # the conversation itself: a scenario duration, not a synchronisation
+    talked = cpu.snapshot()
+    media = await asyncio.to_thread(lab.media_stats)
+    try:
+        srtp = await lab.secure(placed[0].wacid, observed) if placed and placed[0].wacid in observed.channel else False
+    except (AriError, OSError):
+        srtp = False
+    # 3. probes: new calls, one every PROBE_EVERY_S, each hung up once announced, while the N talk
+    for i in range(args.probes if not problems else 0):
+        await asyncio.sleep(max(0.0, talked["wall"] + i * PROBE_EVERY_S - time.monotonic()))  # pacing
+        try:
+            probe = await asyncio.to_thread(lab.place, True)
+        except OSError as exc:
+            problems.append(f"Meta side could not place probe {i + 1}: {exc}")
+            break
+        placed.append(probe)
+        if not await until(observed.announced(probe.wacid), timeout=10, every=0.001):
+            problems.append(f"probe {probe.wacid} not announced within 10 s")
+        if await lab.hang_up([probe]):
+            lab_warnings.append(f"Meta's ARI did not confirm the hangup of probe {probe.wacid}")
+    probed = cpu.snapshot()
+    phases["talked_and_probed"] = time.monotonic()
+    await until(all_bridged, timeout=0)  # one more look at the peak
+    # 4. everyone hangs up; wait for the finishes and an idle outbox
+    failed_hangups = await lab.hang_up([p for p in placed if not p.probe])
+    phases["hung_up_by_meta"] = time.monotonic()
+    if failed_hangups:
+        lab_warnings.append(f"Meta's ARI did not confirm {failed_hangups} hangups within 10 s")
+    linked = [observed.linkedid[p.wacid] for p in placed if p.wacid in observed.linkedid]
+    not_reached = [p.wacid for p in placed if p.wacid not in observed.linkedid]
+    if not_reached:
+        problems.append(f"{len(not_reached)} calls never reached Stasis on our Asterisk")
+
+    async def settled() -> bool:
+        order = chain_order(sim)
+        pending = db_rows(database, "SELECT count(*) FROM outbox_job WHERE status IN ('pending', 'running')")[0][0]
+        return pending == 0 and all(order.get(lid, []).count("finish") >= 1 for lid in linked)
+
+    if not await until(settled, timeout=60):
+        problems.append("not every call was finished in Bitrix24 within 60 s")
+
+    async def no_channels() -> bool:
+        ours, theirs = await lab.channels()
+        return not ours and not theirs
+
+    phases["finished_in_bitrix"] = time.monotonic()
+    leftover = [] if await until(no_channels, timeout=5) else await lab.clear()
+    phases["no_channels_left"] = time.monotonic()
+    after = cpu.snapshot()
+    # 5. what Bitrix24 saw, call by call
+    lost, dup, statuses, wrong_status = judge_logs(placed, observed, sim, args.record)
+    if lost or dup:
+        problems.append(f"{lost} call logs lost, {dup} duplicated")
+    if wrong_status:
+        problems.append(f"{wrong_status} calls finished with an unexpected status ({statuses})")
+    failed_jobs = db_rows(database, "SELECT count(*) FROM outbox_job WHERE status = 'failed'")[0][0]
+    if failed_jobs:
+        problems.append(f"{failed_jobs} outbox jobs failed")
+    for kind in ("whatsapp", "operator"):
+        both = media[kind]["legs_with_media_both_ways"]
+        if args.media == "tone" and both < n:
+            problems.append(f"media both ways on only {both} of {n} {kind} legs")
+    if media["codecs"] not in ([], ["opus"]):
+        problems.append(f"codecs on the bridged legs: {media['codecs']} (expected Opus only)")
+    if not srtp:
+        problems.append("the WhatsApp leg of the first call is not SRTP (CHANNEL(rtp,secure) != 1)")
+    # announce latency: ramp calls (arriving in a burst) and probes (arriving while N talk)
+    ramp_ms = [ms for p in placed if not p.probe and (ms := observed.announce_ms(p.wacid)) is not None]
+    probe_ms = [ms for p in placed if p.probe and (ms := observed.announce_ms(p.wacid)) is not None]
+    stages = announce_stages([p for p in placed if p.probe], observed, database, logs["thoth_pbx"][0])
+    errors = {name: log_counts(path, offset, patterns) for name, (path, offset, patterns) in logs.items()}
+    for name, (counts, offset) in errors.items():
+        logs[name][1] = offset
+    return {
+        "calls": n,
+        "passed": not problems,
+        "problems": problems,
+        "lab_warnings": lab_warnings,
+        "peak_bridged": peak,
+        "phases_s": {name: round(end - begin, 2)
+                     for (name, end), begin in zip(phases.items(), [started, *phases.values()])},
+        "probes": len(probe_ms),
+        "announce_ms_probe_p50": pct(probe_ms, 0.5),
+        "announce_ms_probe_p99": pct(probe_ms, 0.99),
+        "announce_ms_ramp_p50": pct(ramp_ms, 0.5),
+        "announce_ms_ramp_p99": pct(ramp_ms, 0.99),
+        "announce_stages_ms_probe_p50": stages,
+        "lost_logs": lost,
+        "duplicate_logs": dup,
+        "channels_left_up": {"count": len(leftover),
+                             "names": sorted({re.sub(r"-[0-9a-f]+$", "-*", name) for name in leftover})},
+        "finish_status": statuses,
+        "srtp_on_whatsapp_leg": srtp,
+        "media": {"after_ramp": media_before, "after_talk": media},
+        "cpu_while_talking": CpuMeter.between(talking, talked),
+        "cpu_while_probing": CpuMeter.between(talked, probed),
+        "cpu_whole_level": CpuMeter.between(before, after),
+        "thoth_cpu_ms_per_call": round(1000 * (after["thoth_pbx"] - before["thoth_pbx"]) / max(1, len(placed)), 2),
+        "log_lines": {name: counts for name, (counts, _) in errors.items()},
+        "seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def judge_logs(placed: list[Placed], observed: Observed, sim: BitrixSimulator,
+               record: bool) -> tuple[int, int, dict[str, int], int]:
+    """Exactly one register and one finish per call that reached us (and one attachRecord per
+    answered call when recording): (lost, duplicated, finish statuses, unexpected statuses)."""
+    order = chain_order(sim)
+    finishes = {str(e.params.get("CALL_ID")): e.params.get("STATUS_CODE")
+                for e in sim.recorder.calls("telephony.externalcall.finish", ok=True)}
+    call_ids = {str(e.params.get("EXTERNAL_CALL_ID")): str((e.result or {}).get("CALL_ID"))
+                for e in sim.recorder.calls(REGISTER, ok=True)}
+    lost = dup = wrong_status = 0
+    statuses: dict[str, int] = {}
+    for p in placed:
+        lid = observed.linkedid.get(p.wacid)
+        if lid is None:
+            continue  # never reached us: reported on its own
+        methods = order.get(lid, [])
+        for method in ("register", "finish", *(("attachrecord",) if record and not p.probe else ())):
+            count = methods.count(method)
+            lost += count == 0
+            dup += max(0, count - 1)
+        status = str(finishes.get(call_ids.get(lid, ""), "none"))
+        statuses[status] = statuses.get(status, 0) + 1
+        # a probe hung up while ringing is 603-S; one the operator picked up first is 200
+        wrong_status += status not in (("603-S", "200") if p.probe else ("200",))
+    return lost, dup, statuses, wrong_status
+
+
+def limit_of(failed: dict[str, Any] | None, last: dict[str, Any] | None, stopped_by: str) -> str:
+    """A plain sentence: what stopped the ramp, and which process was busiest when it did."""
+    run = failed if failed and "cpu_while_talking" in failed else last
+    if run is None or "cpu_while_talking" not in run:
+        return f"{'; '.join(failed['problems'])} at {failed['calls']} calls" if failed else stopped_by
+    cpu = run["cpu_while_talking"]
+    busiest = sorted(((v["percent_of_one_core"] or 0, k) for k, v in cpu.items()
+                      if isinstance(v, dict) and k not in ("thoth_pbx_event_loop", "machine_total")), reverse=True)
+    total = sum(p for p, _ in busiest)
+    load = ", ".join(f"{k} {p:.0f}%" for p, k in busiest)
+    head = f"{'; '.join(failed['problems'])} at {failed['calls']} calls" if failed else stopped_by
+    machine = f" of {(os.cpu_count() or 1) * 100}% ({load})"
+    strain = f"; Meta side (load generator): {'; '.join(run['lab_warnings'])}" if run.get("lab_warnings") else ""
+    return f"{head}; CPU while talking at {run['calls']} calls: {total:.0f}%{machine}{strain}"
+
+
+def per_call(run: dict[str, Any]) -> dict[str, Any]:
+    """What one call costs, from a level that passed: media per talking call, thoth per call handled."""
+    talking = run["cpu_while_talking"]
+    return {
+        "calls": run["calls"],
+        "percent_of_one_core_per_talking_call": {
+            name: round(talking[name]["percent_of_one_core"] / run["calls"], 3)
+            for name in ("asterisk_business", "asterisk_meta", "thoth_pbx")
+        },
+        "thoth_pbx_cpu_ms_per_call": run["thoth_cpu_ms_per_call"],
+        "machine_busy_while_talking_percent": talking["machine_total"]["percent_of_one_core"],
+    }
+
+
+# ------------------------------------------------------------------ orchestration
+
+
+async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    t0 = time.monotonic()
+    call_lab = start_lab("bench")
+    server: ServeProcess | None = None
+    sim: BitrixSimulator | None = None
+    lab = Lab(call_lab, args.media)
+    try:
+        call_lab.add_business_number(BUSINESS, BUSINESS_PASSWORD)
+        call_lab.add_business_number(BUSINESS_NO_PORTAL, BUSINESS_NO_PORTAL_PASSWORD)
+        await apply_trunk(call_lab)
+        call_lab.business.restart()  # the TLS transport is new: Asterisk creates transports at start
+        lab.prepare_media()
+        sim, portal = await new_simulator()
+        server = await prepare_service(tmp, call_lab, sim, portal, args.record)
+        observed = Observed()
+        sim.on_processed = observed.on_bitrix_method
+        lab.ari.on_event = observed.on_ari_event
+
+        async def subscribe() -> None:
+            await lab.ari.request("POST", f"/applications/{OBSERVER_APP}/subscription",
+                                  params={"eventSource": f"endpoint:{TRUNK_ENDPOINT}"})
+
+        lab.ari.on_connect = subscribe
+        lab.ari.start()
+        await lab.ari.wait_connected(15)
+        server.start()
+        await server.wait_ari()
+        assert server.proc is not None
+        pid = server.proc.pid
+        cpu = CpuMeter({
+            "thoth_pbx": f"/proc/{pid}/stat",
+            # its asyncio thread alone (the rest is aiosqlite's worker threads running SQLite)
+            "thoth_pbx_event_loop": f"/proc/{pid}/task/{pid}/stat",
+            "asterisk_business": f"/proc/{call_lab.business.pid}/stat",
+            "asterisk_meta": f"/proc/{call_lab.meta.pid}/stat",
+            "bench_and_bitrix_simulator": f"/proc/{os.getpid()}/stat",
+        })
+        asterisk_patterns = {"errors": r" ERROR\[", "warnings": r" WARNING\["}
+        logs: dict[str, list[Any]] = {
+            "thoth_pbx": [server.log, 0, {"errors": r'"level": "error"', "warnings": r'"level": "warning"'}],
+            "asterisk_business": [call_lab.business.log_file, 0, asterisk_patterns],
+            "asterisk_meta": [call_lab.meta.log_file, 0, asterisk_patterns],
+        }
+        for entry in logs.values():
+            entry[1] = entry[0].stat().st_size
+        setup_s = time.monotonic() - t0
+        runs: list[dict[str, Any]] = []
+        first = cpu.snapshot()
+        stopped_by = "every level passed"
+        for n in args.levels:
+            # a level lasts about as long as the last one, scaled by its size (or a first guess)
+            expected = (runs[-1].get("seconds", 0) * n / runs[-1]["calls"] if runs
+                        else n / RAMP_PER_S + args.talk + args.probes * PROBE_EVERY_S + 15)
+            if time.monotonic() - t0 + expected > args.budget:
+                stopped_by = f"time budget ({args.budget:.0f} s) reached before the {n}-call level"
+                break
+            try:
+                runs.append(await run_level(n, args, lab, observed, sim, cpu, tmp / "thoth.sqlite3", logs))
+            except Exception as exc:  # the JSON must still come out, with what broke
+                traceback.print_exc()
+                runs.append({"calls": n, "passed": False, "problems": [f"bench error: {type(exc).__name__}: {exc}"]})
+                await lab.clear()
+            run = runs[-1]
+            progress = ("calls", "passed", "problems", "lab_warnings", "seconds", "announce_ms_probe_p50",
+                        "announce_ms_probe_p99", "cpu_while_talking")
+            print(json.dumps({k: run.get(k) for k in progress}), file=sys.stderr)
+            if not runs[-1]["passed"]:
+                break
+        last = cpu.snapshot()
+    finally:
+        if server is not None:
+            server.stop()
+        await lab.ari.stop()
+        if sim is not None:
+            await sim.stop()
+        stop_lab(call_lab)
+    passed = [r for r in runs if r["passed"]]
+    failed = next((r for r in runs if not r["passed"]), None)
+    headline = next((r for r in runs if r["calls"] == 50), None)
+    totals = CpuMeter.between(first, last)
+    return {
+        "benchmark": "calls",
+        "announce_ms_p50": headline and headline["announce_ms_probe_p50"],
+        "announce_ms_p99": headline and headline["announce_ms_probe_p99"],
+        "announce_samples": headline and headline["probes"],
+        "announce_at_calls": 50,
+        "concurrent_calls": passed[-1]["calls"] if passed else 0,
+        "lost_logs": sum(r.get("lost_logs", 0) for r in runs),
+        "duplicate_logs": sum(r.get("duplicate_logs", 0) for r in runs),
+        "cpu": {"whole_run": totals, "at_50_calls_while_talking": headline and headline["cpu_while_talking"]},
+        "ceiling": {
+            "calls": passed[-1]["calls"] if passed else 0,
+            "first_failed_level": failed and failed["calls"],
+            "limited_by": limit_of(failed, runs[-1] if runs else None, stopped_by),
+            "at_the_ceiling": passed and per_call(passed[-1]),
+        },
+        "setup": {"media": args.media, "record": args.record, "ring_group": [OPERATOR], "ramp_calls_per_s": RAMP_PER_S,
+                  "talk_s": args.talk, "database": "sqlite", "thoth_pbx": "separate `thoth-pbx serve` process",
+                  "bitrix_simulator": "in the bench process", "setup_s": round(setup_s, 1),
+                  "total_s": round(time.monotonic() - t0, 1)},
+        "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                    "asterisk": call_lab.business.version},
+        "runs": runs,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--levels", type=lambda s: [int(x) for x in s.split(",")],
+                        default=[10, 20, 50, 100, 150, 200, 250, 300])
+    parser.add_argument("--talk", type=float, default=3.0, help="seconds every level's calls talk once all are up")
+    parser.add_argument("--probes", type=int, default=30, help="calls announced one by one while a level talks")
+    parser.add_argument("--media", choices=("tone", "echo"), default="tone")
+    parser.add_argument("--record", action="store_true", help="record every bridge (wav) and attach it in Bitrix24")
+    parser.add_argument("--workdir", type=Path, help="keep the service's database and log here (default: a temp dir)")
+    parser.add_argument("--budget", type=float, default=420.0, help="seconds; no level starts that would end later")
+    args = parser.parse_args()
+    if args.workdir:
+        if args.workdir.exists() and any(args.workdir.iterdir()):
+            parser.error(f"--workdir {args.workdir} is not empty; the bench seeds a fresh database there")
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        print(json.dumps(asyncio.run(bench(args, args.workdir))))
+        return
+    with tempfile.TemporaryDirectory(prefix="thoth-bench-calls-") as tmp:
+        print(json.dumps(asyncio.run(bench(args, Path(tmp)))))
+
+
+if __name__ == "__main__":
+    main()
