@@ -225,20 +225,24 @@ class StasisCalls:
             await self.notifier.ringing(session, call, ctx, [leg.operator for leg in legs.values()])
         deadline = asyncio.get_running_loop().time() + stage.seconds
         winner: cf.Leg | None = None
-        while winner is None and any(leg.result is None for leg in legs.values()):
-            timeout = deadline - asyncio.get_running_loop().time()
-            if timeout <= 0:
-                break
-            try:
-                event = await asyncio.wait_for(queue.get(), timeout)
-            except asyncio.TimeoutError:
-                break
-            winner = self._leg_event(state, legs, event)
-        for leg in legs.values():
-            if leg is not winner and leg.result is None:
-                leg.result = "NOANSWER"
-                await self._hangup(leg.channel_id)
-            if leg is not winner:
+        try:
+            while winner is None and any(leg.result is None for leg in legs.values()):
+                timeout = deadline - asyncio.get_running_loop().time()
+                if timeout <= 0:
+                    break
+                try:
+                    event = await asyncio.wait_for(queue.get(), timeout)
+                except asyncio.TimeoutError:
+                    break
+                winner = self._leg_event(state, legs, event)
+        finally:
+            # also when the caller hung up (_CallEnded): no operator phone may keep ringing
+            for leg in legs.values():
+                if leg is winner:
+                    continue
+                if leg.result is None:
+                    leg.result = "NOANSWER"
+                await self._hangup(leg.channel_id)  # a leg that already ended answers 404: ignored
                 self._queues.pop(leg.channel_id, None)
         if winner is None:
             return None
@@ -291,7 +295,12 @@ class StasisCalls:
         assert state.answered_by is not None
         leg_id = next(cid for cid, leg in state.legs.items() if leg.result == "ANSWER")
         await self._stop_early_media(state.channel_id)
-        await self.ari.request("POST", f"/channels/{state.channel_id}/answer")
+        try:
+            await self.ari.request("POST", f"/channels/{state.channel_id}/answer")
+        except AriError as exc:  # the caller hung up just as the operator answered: a normal race
+            log.info("caller left as the operator answered", extra={"call": state.call_id, "error": str(exc)})
+            await self._hangup(leg_id)
+            return
         bridge = await self.ari.request("POST", "/bridges", params={"type": "mixing", "name": f"thoth-{state.linkedid}"})
         state.bridge_id = bridge["id"]
         await self.ari.request(
