@@ -132,6 +132,15 @@ class CallLab:
             if exc.code != 404:
                 raise
 
+    def business_channels(self) -> list[dict[str, str]]:
+        """Channels live on our Asterisk (`core show channels concise`): name, state, id."""
+        out = []
+        for line in self.business.cli("core show channels concise").splitlines():
+            fields = line.split("!")
+            if len(fields) >= 14:
+                out.append({"name": fields[0], "state": fields[4], "id": fields[-1]})
+        return out
+
     def meta_channels(self) -> list[dict[str, Any]]:
         return self._meta_ari("GET", "/channels") or []
 

@@ -99,8 +99,7 @@ async def test_caller_hangs_up_while_ringing_603s(thoth: Thoth, lab: CallLab) ->
     ended = await thoth.wait_call(caller, "ended")
     assert ended.status_code == "603-S"
     # the operator's phone stops ringing: no leg of this call is left on our Asterisk
-    await wait_until(lambda: not any(line.startswith("PJSIP/104-") for line in
-                                     lab.business.cli("core show channels concise").splitlines()),
+    await wait_until(lambda: not any(c["name"].startswith("PJSIP/104-") for c in lab.business_channels()),
                      timeout=10, what="ringing operator leg hung up")
     seen = await _finished_in_bitrix(thoth, call.linkedid, 3)
     assert seen[-1][0] == FINISH and seen[-1][1]["STATUS_CODE"] == "603-S"

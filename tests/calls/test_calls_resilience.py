@@ -118,7 +118,7 @@ async def test_call_that_ended_while_the_service_was_dead_is_finished_on_restart
         serve.kill()
         await _talk(1.5)
         lab.hangup_meta(placed["meta_channel"])  # the call ends while nobody watches
-        await wait_until(lambda: not any(c["id"] == call.channel_id for c in _business_channels(lab)),
+        await wait_until(lambda: not any(c["id"] == call.channel_id for c in lab.business_channels()),
                          timeout=10, what="WhatsApp leg gone on our Asterisk")
         serve.start()
         ended = await wait_until(lambda: row(caller, "ended"), timeout=30, what="orphan finished on restart")
@@ -130,18 +130,12 @@ async def test_call_that_ended_while_the_service_was_dead_is_finished_on_restart
         await served.stop()
 
 
-def _business_channels(lab: CallLab) -> list[dict]:
-    out = lab.business.cli("core show channels concise")
-    return [{"id": line.split("!")[-1]} for line in out.splitlines() if "!" in line]
-
-
 async def test_dialplan_fallback_rings_an_operator_while_thoth_is_down(lab: CallLab) -> None:
     caller = "+79990000105"
     placed = lab.whatsapp_call(BUSINESS, caller)  # no thoth-pbx running: the Stasis app is not registered
 
     def answered_by_fallback() -> bool:
-        channels = lab.business.cli("core show channels concise")
-        return any(line.startswith("PJSIP/102-") and "!Up!" in line for line in channels.splitlines())
+        return any(c["name"].startswith("PJSIP/102-") and c["state"] == "Up" for c in lab.business_channels())
 
     await wait_until(answered_by_fallback, timeout=20, what="operator 102 answered through the fallback Dial")
     lab.hangup_meta(placed["meta_channel"])
