@@ -41,7 +41,7 @@ def postgres_server() -> Iterator[PostgresServer]:
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """Each storage test runs once on SQLite and once on a real PostgreSQL."""
     if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'thoth.sqlite3'}"
+        yield f"sqlite+thoth:///{tmp_path / 'thoth.sqlite3'}"
         return
     server: PostgresServer = request.getfixturevalue("postgres_server")
     name, url = server.create_database()

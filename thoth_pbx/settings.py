@@ -149,13 +149,13 @@ def parse_database_url(key: str, value: Any) -> str:
     text = _text(key, value)
     scheme = text.split(":", 1)[0]
     aliases = {
-        "sqlite": "sqlite+aiosqlite",
+        "sqlite": "sqlite+thoth",  # store/sqlite_inline.py; sqlite+aiosqlite:// still works
         "postgres": "postgresql+asyncpg",
         "postgresql": "postgresql+asyncpg",
     }
     if scheme in aliases:
         return aliases[scheme] + text[len(scheme) :]
-    if scheme in ("sqlite+aiosqlite", "postgresql+asyncpg"):
+    if scheme in ("sqlite+thoth", "sqlite+aiosqlite", "postgresql+asyncpg"):
         return text
     raise SettingsError(key, f"unsupported database {scheme!r}; use sqlite:///path or postgresql://")
 

@@ -11,7 +11,7 @@ def test_defaults_without_any_file_or_env() -> None:
     s = load_settings(None, environ={})
     assert str(s.listen) == "127.0.0.1:8080"
     assert s.public_url == "http://127.0.0.1:8080"
-    assert s.database_url == "sqlite+aiosqlite:///var/thoth-pbx.sqlite3"
+    assert s.database_url == "sqlite+thoth:///var/thoth-pbx.sqlite3"
     assert s.ami is None and s.ari is None
     assert s.ari_app == "thoth-pbx" and s.asterisk_mode == "plain"
 

@@ -10,6 +10,8 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
+from thoth_pbx.store import sqlite_inline
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
@@ -18,21 +20,39 @@ def create_engine(database_url: str) -> AsyncEngine:
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        inline = url.get_driver_name() == sqlite_inline.DRIVER
+        # inline: SQLite never sleeps on a lock on the event loop; the driver retries by awaiting
+        engine = create_async_engine(url, connect_args={} if inline else {"timeout": 30})
+        event.listen(engine.sync_engine, "connect", _inline_pragmas if inline else _threaded_pragmas)
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+def checkpointer(engine: AsyncEngine) -> sqlite_inline.Checkpointer | None:
+    """The WAL checkpointer an inline SQLite engine needs while the service runs."""
+    url = engine.url
+    if url.get_backend_name() == "sqlite" and url.get_driver_name() == sqlite_inline.DRIVER:
+        if url.database and url.database != ":memory:":
+            return sqlite_inline.Checkpointer(url.database)
+    return None
+
+
+def _sqlite_pragmas(dbapi_connection, extra: list[str]) -> None:  # type: ignore[no-untyped-def]
     # WAL lets the admin panel read while the webhook writer commits; foreign keys are
     # off by default in SQLite and our ON DELETE rules rely on them.
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    for pragma in ["PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON", *extra]:
+        cursor.execute(pragma)
     cursor.close()
+
+
+def _threaded_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    _sqlite_pragmas(dbapi_connection, ["PRAGMA busy_timeout=30000"])
+
+
+def _inline_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    # checkpoints run in Checkpointer's thread, never inside a commit on the event loop
+    _sqlite_pragmas(dbapi_connection, ["PRAGMA busy_timeout=0", "PRAGMA wal_autocheckpoint=0"])
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker:
