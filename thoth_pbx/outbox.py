@@ -42,7 +42,7 @@ import datetime as dt
 import json
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from sqlalchemy import event, exists, func, select, update
@@ -107,6 +107,20 @@ class OutboxStats:
     done: int = 0
     retried: int = 0
     failed: int = 0
+    claims: int = 0  # claim transactions
+    empty_claims: int = 0  # ... that found nothing to run
+
+
+@dataclass
+class _Committed:
+    """Jobs one transaction enqueued: started by its commit, or left for the worker to claim."""
+
+    started: list[Job] = field(default_factory=list)
+    pending_chains: list[str | None] = field(default_factory=list)
+    watched: list[int] = field(default_factory=list)
+
+    def chains(self) -> set[str | None]:
+        return {job.chain for job in self.started} | set(self.pending_chains)
 
 
 @dataclass
@@ -141,6 +155,12 @@ class Outbox:
         self.stop_grace = stop_grace
         self._kinds: dict[str, JobKind] = {}
         self._inflight: dict[int, asyncio.Task[None]] = {}
+        # chain -> jobs this process committed there and has not claimed yet: when a job of
+        # the chain finishes, only these make a new claim worthwhile (no empty claims)
+        self._backlog: dict[str, int] = {}
+        self._foreign: set[str] = set()
+        self._running_chains: dict[str, int] = {}
+        self._watchers: dict[int, asyncio.Future[dict[str, Any] | None]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -174,40 +194,107 @@ class Outbox:
         payload: dict[str, Any],
         *,
         delay: float = 0.0,
+        run_now: bool = False,
     ) -> int:
-        """Add a job to the caller's transaction; it runs as soon as that transaction commits."""
+        """Add a job to the caller's transaction; it runs as soon as that transaction commits.
+
+        `run_now` is for the first job of a new chain (a call's register): the row is stored
+        already claimed (`running`, attempt 1) and the commit itself starts it, skipping the
+        worker's claim transaction. Crash safety is the same as for a claimed job: a
+        `running` row left by a crash is run again with `maybe_delivered` set.
+        """
         if kind not in self._kinds:
             raise ValueError(f"unknown outbox job kind {kind!r}; registered: {', '.join(self.kinds)}")
         json.dumps(payload)  # fail here, in the caller's transaction, not later in the worker
+        now = utcnow()
+        committed = self._after_commit(session)
+        # run_now only heads a chain: with an earlier job of the chain known to be unfinished
+        # (this transaction's, or one this process runs or has yet to claim) it waits its turn
+        run_now = run_now and delay <= 0 and self.running and (
+            chain is None or not (chain in self._backlog or chain in committed.chains() or self._chain_running(chain))
+        )
         row = OutboxJob(
             kind=kind,
             app_instance_id=instance_id,
             chain=chain,
             payload=payload,
-            status="pending",
-            attempts=0,
+            status="running" if run_now else "pending",
+            attempts=1 if run_now else 0,
             maybe_delivered=False,
-            next_attempt_at=utcnow() + dt.timedelta(seconds=delay),
+            next_attempt_at=now + dt.timedelta(seconds=delay),
+            last_attempt_at=now if run_now else None,
         )
         session.add(row)
         await session.flush()
-        self._wake_after_commit(session)
+        if run_now:
+            committed.started.append(Job(row.id, kind, instance_id, chain, dict(payload), 1, False))
+        else:
+            committed.pending_chains.append(chain)
         return row.id
 
-    def _wake_after_commit(self, session: AsyncSession) -> None:
+    def _after_commit(self, session: AsyncSession) -> _Committed:
+        """What this transaction enqueued, acted on once it commits (dropped on rollback)."""
         sync = session.sync_session
-        if sync.info.get("outbox_wake"):
-            return
-        sync.info["outbox_wake"] = True
+        committed: _Committed | None = sync.info.get("outbox_commit")
+        if committed is not None:
+            return committed
+        committed = sync.info["outbox_commit"] = _Committed()
 
-        def committed(_session: Any) -> None:
-            sync.info.pop("outbox_wake", None)
-            self.wake()
+        def on_commit(_session: Any) -> None:
+            sync.info.pop("outbox_commit", None)
+            event.remove(sync, "after_rollback", on_rollback)
+            self._committed(committed)
 
-        event.listen(sync, "after_commit", committed, once=True)
+        def on_rollback(_session: Any) -> None:
+            sync.info.pop("outbox_commit", None)
+            event.remove(sync, "after_commit", on_commit)
+            for job_id in committed.watched:  # the job never existed
+                waiter = self._watchers.pop(job_id, None)
+                if waiter is not None:
+                    waiter.cancel()
+
+        event.listen(sync, "after_commit", on_commit, once=True)
+        event.listen(sync, "after_rollback", on_rollback, once=True)
+        return committed
+
+    def watch(self, session: AsyncSession, job_id: int) -> asyncio.Future[dict[str, Any] | None]:
+        """The result of a job enqueued in `session`'s open transaction, once this process has
+        stored it done (None if it failed for good). Retries keep it waiting; cancel it to stop
+        waiting. Cancelled when the transaction rolls back."""
+        waiter: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
+        self._watchers[job_id] = waiter
+        waiter.add_done_callback(lambda _f: self._watchers.pop(job_id, None))
+        self._after_commit(session).watched.append(job_id)
+        return waiter
+
+    def _committed(self, committed: _Committed) -> None:
+        for job in committed.started:
+            if self._stopping or self._task is None:
+                continue  # left `running`: recovered (run again, flagged) on the next start
+            self._start(job)
+        if committed.pending_chains:
+            for chain in committed.pending_chains:
+                if chain is not None:
+                    self._backlog[chain] = self._backlog.get(chain, 0) + 1
+            # behind a job running here, a successor is claimed when that job finishes
+            if any(chain is None or chain not in self._running_chains for chain in committed.pending_chains):
+                self.wake()
 
     def wake(self) -> None:
         self._wake.set()
+
+    def _chain_running(self, chain: str) -> bool:
+        return chain in self._running_chains
+
+    def _start(self, job: Job) -> None:
+        if job.chain is not None:
+            self._running_chains[job.chain] = self._running_chains.get(job.chain, 0) + 1
+        self._inflight[job.id] = asyncio.get_running_loop().create_task(self._run(job), name=f"outbox-job-{job.id}")
+
+    @property
+    def running(self) -> bool:
+        """The worker is started (jobs enqueued now run in this process)."""
+        return self._task is not None and not self._task.done() and not self._stopping
 
     # ------------------------------------------------------------------ admin views
 
@@ -249,7 +336,7 @@ class Outbox:
                 raise FieldError("status", f"job {job_id} is {row.status}; only pending or failed jobs can be retried", 409)
             row.status = "pending"
             row.next_attempt_at = utcnow()
-            self._wake_after_commit(session)
+            self._after_commit(session).pending_chains.append(row.chain)
         log.info("outbox job retried by admin", extra={"job": job_id, "kind": row.kind})
         return describe(row)
 
@@ -271,6 +358,8 @@ class Outbox:
         tasks = list(self._inflight.values())
         if tasks:
             await asyncio.wait(tasks, timeout=self.stop_grace)
+        for waiter in list(self._watchers.values()):
+            waiter.cancel()
         interrupted = [job_id for job_id, task in self._inflight.items() if not task.done()]
         for job_id in interrupted:
             self._inflight[job_id].cancel()
@@ -311,8 +400,10 @@ class Outbox:
                     jobs, next_due = await self._claim(room)
                 except Exception:
                     log.exception("outbox: claiming jobs failed (database down?)")
+                self.stats.claims += 1
+                self.stats.empty_claims += not jobs
             for job in jobs:
-                self._inflight[job.id] = asyncio.create_task(self._run(job), name=f"outbox-job-{job.id}")
+                self._start(job)
             if jobs and len(jobs) == room:
                 await asyncio.sleep(0)
                 continue
@@ -359,6 +450,14 @@ class Outbox:
                 row.status = "running"
                 row.attempts += 1
                 row.last_attempt_at = now
+                if row.chain in self._backlog:
+                    left = self._backlog[row.chain] - 1
+                    if left > 0:
+                        self._backlog[row.chain] = left
+                    else:
+                        del self._backlog[row.chain]
+                elif row.chain is not None:
+                    self._foreign.add(row.chain)  # recovered or enqueued elsewhere: successors unknown
             history: dict[str, list[tuple[int, str, dict[str, Any] | None]]] = {}
             chains = sorted({row.chain for row in rows if row.chain})
             for start in range(0, len(chains), 500):
@@ -397,8 +496,23 @@ class Outbox:
             outcome = await self._attempt(job)
             await self._settle(job, outcome)
         finally:
+            full = len(self._inflight) >= self.max_inflight
             self._inflight.pop(job.id, None)
-            self._wake.set()
+            if job.chain is not None:
+                left = self._running_chains.get(job.chain, 1) - 1
+                if left > 0:
+                    self._running_chains[job.chain] = left
+                else:
+                    self._running_chains.pop(job.chain, None)
+            # Claim again only when this job may have held back a successor (one we
+            # committed, or a chain we know nothing about) or freed the last slot. New
+            # commits wake the worker themselves; timers and other processes' jobs are
+            # found through `next_due` and the poll.
+            foreign = job.chain in self._foreign
+            if foreign:
+                self._foreign.discard(job.chain)  # type: ignore[arg-type]
+            if full or foreign or (job.chain is not None and job.chain in self._backlog):
+                self._wake.set()
 
     async def _attempt(self, job: Job) -> _Outcome:
         kind = self._kinds.get(job.kind)
@@ -453,9 +567,12 @@ class Outbox:
                 pause = min(pause * 2, 30.0)
                 continue
             pause = 0.5
-            for _, _, stored in group:
+            for job, outcome, stored in group:
                 if not stored.done():
                     stored.set_result(None)
+                waiter = self._watchers.get(job.id)
+                if waiter is not None and not waiter.done() and outcome.status != "retry":
+                    waiter.set_result(outcome.result if outcome.status == "done" else None)
 
     async def _store_outcomes(self, group: list[tuple[Job, _Outcome, asyncio.Future[None]]]) -> None:
         now = utcnow()

@@ -1,0 +1,168 @@
+"""Outbox jobs started by their own commit (run_now), result watchers, and claims only when due."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tests.support.bitrix import wait_until
+from thoth_pbx.outbox import Fail, Job, Outbox
+from thoth_pbx.store import db
+from thoth_pbx.store.models import OutboxJob
+
+
+class Recorder:
+    """A job kind whose handler notes the order of runs and can be held at a gate."""
+
+    def __init__(self) -> None:
+        self.ran: list[str] = []
+        self.gates: dict[str, asyncio.Event] = {}
+
+    async def handle(self, job: Job) -> dict[str, Any]:
+        name = job.payload["name"]
+        gate = self.gates.get(name)
+        if gate is not None:
+            await gate.wait()
+        if job.payload.get("fail"):
+            raise Fail("refused")
+        self.ran.append(name)
+        return {"name": name, "after": [r.get("name") if r else None for _, r in job.earlier]}
+
+
+@pytest.fixture
+async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = db.create_engine(database_url)
+    await db.upgrade(engine)
+    yield db.session_factory(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+async def outbox(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[tuple[Outbox, Recorder]]:
+    recorder = Recorder()
+    box = Outbox(sessions, poll_interval=60.0)  # no poll during a test: every claim is a wake-up
+    box.register("t", recorder.handle)
+    box.start()
+    await wait_until(lambda: box.stats.claims >= 1, what="the worker's first claim")
+    yield box, recorder
+    await box.stop()
+
+
+async def _status(sessions: async_sessionmaker[AsyncSession], job_id: int) -> str:
+    async with sessions() as session:
+        return str(await session.scalar(select(OutboxJob.status).where(OutboxJob.id == job_id)))
+
+
+async def test_a_run_now_job_is_stored_claimed_and_started_by_the_commit(
+    outbox: tuple[Outbox, Recorder], sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    box, recorder = outbox
+    recorder.gates["a"] = asyncio.Event()
+    async with sessions() as session, session.begin():
+        job_id = await box.enqueue(session, "t", None, "chain-a", {"name": "a"}, run_now=True)
+        done = box.watch(session, job_id)
+    await wait_until(lambda: box.inflight == 1, what="the job to start")
+    async with sessions() as session:
+        row = await session.get(OutboxJob, job_id)
+        assert row is not None and row.status == "running" and row.attempts == 1 and row.last_attempt_at is not None
+    recorder.gates["a"].set()
+    assert await asyncio.wait_for(done, 10) == {"name": "a", "after": []}
+    assert await _status(sessions, job_id) == "done"
+    assert box.stats.claims == 1  # only the worker's start-up claim: the commit ran the job
+
+
+async def test_a_chain_after_a_run_now_head_runs_in_order_without_empty_claims(
+    outbox: tuple[Outbox, Recorder], sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    box, recorder = outbox
+    async with sessions() as session, session.begin():
+        await box.enqueue(session, "t", None, "chain-b", {"name": "b1"}, run_now=True)
+        await box.enqueue(session, "t", None, "chain-b", {"name": "b2"})
+        last = await box.enqueue(session, "t", None, "chain-b", {"name": "b3"})
+        done = box.watch(session, last)
+    assert await asyncio.wait_for(done, 10) == {"name": "b3", "after": ["b1", "b2"]}
+    assert recorder.ran == ["b1", "b2", "b3"]
+    # every claim after the start-up one ran something: the commit's, then one per successor
+    assert box.stats.empty_claims <= 2, box.stats
+    assert box.stats.claims - box.stats.empty_claims == 2
+
+
+async def test_run_now_waits_behind_an_unfinished_job_of_its_chain(
+    outbox: tuple[Outbox, Recorder], sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    box, recorder = outbox
+    recorder.gates["c1"] = asyncio.Event()
+    async with sessions() as session, session.begin():
+        await box.enqueue(session, "t", None, "chain-c", {"name": "c1"}, run_now=True)
+    await wait_until(lambda: box.inflight == 1, what="c1 running")
+    async with sessions() as session, session.begin():
+        second = await box.enqueue(session, "t", None, "chain-c", {"name": "c2"}, run_now=True)
+        done = box.watch(session, second)
+    assert await _status(sessions, second) == "pending"  # not run next to c1
+    recorder.gates["c1"].set()
+    assert await asyncio.wait_for(done, 10) == {"name": "c2", "after": ["c1"]}
+    assert recorder.ran == ["c1", "c2"]
+
+
+async def test_a_rolled_back_run_now_job_never_runs_and_its_watcher_is_cancelled(
+    outbox: tuple[Outbox, Recorder], sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    box, recorder = outbox
+    async with sessions() as session:
+        async with session.begin():
+            job_id = await box.enqueue(session, "t", None, "chain-d", {"name": "d"}, run_now=True)
+            watcher = box.watch(session, job_id)
+            await session.rollback()
+    assert watcher.cancelled()
+    async with sessions() as session, session.begin():  # the next commit runs normally
+        later = box.watch(session, await box.enqueue(session, "t", None, "chain-e", {"name": "e"}, run_now=True))
+    await asyncio.wait_for(later, 10)
+    assert recorder.ran == ["e"]
+    async with sessions() as session:
+        assert (await session.scalars(select(OutboxJob.chain))).all() == ["chain-e"]
+
+
+async def test_a_watched_job_that_fails_for_good_resolves_to_none(
+    outbox: tuple[Outbox, Recorder], sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    box, _ = outbox
+    async with sessions() as session, session.begin():
+        job_id = await box.enqueue(session, "t", None, None, {"name": "f", "fail": True}, run_now=True)
+        watcher = box.watch(session, job_id)
+    assert await asyncio.wait_for(watcher, 10) is None
+    assert await _status(sessions, job_id) == "failed"
+
+
+async def test_run_now_before_the_worker_starts_leaves_the_job_to_it(sessions: async_sessionmaker[AsyncSession]) -> None:
+    recorder = Recorder()
+    box = Outbox(sessions, poll_interval=60.0)
+    box.register("t", recorder.handle)
+    async with sessions() as session, session.begin():
+        job_id = await box.enqueue(session, "t", None, "chain-g", {"name": "g"}, run_now=True)
+    assert await _status(sessions, job_id) == "pending" and recorder.ran == []
+    box.start()
+    try:
+        await wait_until(lambda: recorder.ran == ["g"], what="the worker to claim it")
+    finally:
+        await box.stop()
+
+
+async def test_no_claim_transaction_finds_nothing_to_run(
+    outbox: tuple[Outbox, Recorder], sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Calls arrive one by one: register (run_now) with its successor, then the next call."""
+    box, recorder = outbox
+    for i in range(5):
+        async with sessions() as session, session.begin():
+            await box.enqueue(session, "t", None, f"chain-h{i}", {"name": f"h{i}-1"}, run_now=True)
+            last = box.watch(session, await box.enqueue(session, "t", None, f"chain-h{i}", {"name": f"h{i}-2"}))
+        await asyncio.wait_for(last, 10)
+        await wait_until(lambda: box.inflight == 0, what="the chain to settle")
+    assert len(recorder.ran) == 10
+    # Only the start-up claim was empty: the commit did not wake the worker while the head
+    # ran, the head's end claimed its successor, and the successor's end woke nobody.
+    assert box.stats.claims == 6 and box.stats.empty_claims == 1, box.stats
