@@ -39,6 +39,8 @@ from thoth_pbx.pbx.trunk import DEFAULTS as TRUNK_DEFAULTS
 from thoth_pbx.secrets import SecretBox, generate_token, load_or_create_key
 from thoth_pbx.settings import Settings
 from thoth_pbx.store import db
+from thoth_pbx.store.changes import TableChanges
+from thoth_pbx.store.sqlite_inline import Checkpointer
 from thoth_pbx.store.types import install_secret_box
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,7 @@ class Services:
     bitrix: BitrixService
     calls: StasisCalls
     pbx: PbxService
+    checkpointer: Checkpointer | None = None  # inline SQLite only (store/sqlite_inline.py)
 
 
 SERVICES = web.AppKey("services", Services)
@@ -100,7 +103,9 @@ async def open_services(settings: Settings) -> Services:
     ari = AriClient(settings.ari, settings.ari_app)
     notifier = BitrixCallNotifier(sessions, bitrix.calls, bitrix.portals, settings.calls)
     outbox.set_on_done(KIND_REGISTER, store_bitrix_call_id)
-    calls = StasisCalls(ari, sessions, notifier, recordings_dir=settings.recordings_dir,
+    # what a call context is copied from: phone, portal (settings, status), user map
+    context_changes = TableChanges(engine, ("phone", "app_instance", "bitrix_user"))
+    calls = StasisCalls(ari, sessions, notifier, recordings_dir=settings.recordings_dir, changes=context_changes,
                         endpoint_prefix=f"PJSIP/{settings.trunk.get('endpoint_name', TRUNK_DEFAULTS.endpoint_name)}")
     ari.on_event = calls.on_event
     ari.on_connect = calls.resync
@@ -117,11 +122,14 @@ async def open_services(settings: Settings) -> Services:
         ari=ari,
         calls=calls,
         pbx=PbxService(settings, sessions, ami),
+        checkpointer=db.checkpointer(engine),
         admin_password=admin_password,
     )
 
 
 async def start_background(services: Services) -> None:
+    if services.checkpointer is not None:
+        services.checkpointer.start()
     services.ami.start()
     services.ari.start()
     services.meta.start()
@@ -137,6 +145,8 @@ async def stop_background(services: Services) -> None:
     await services.bitrix.stop()
     await services.meta.stop()
     await services.ami.stop()
+    if services.checkpointer is not None:
+        await services.checkpointer.stop()
 
 
 async def close_services(services: Services) -> None:

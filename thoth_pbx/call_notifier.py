@@ -8,6 +8,7 @@ a business number, and the CRM owner of a caller.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Mapping
 
@@ -15,11 +16,11 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from thoth_pbx.bitrix import telephony
-from thoth_pbx.bitrix.jobs import CallJobs
+from thoth_pbx.bitrix.jobs import KIND_REGISTER, CallJobs, call_chain
 from thoth_pbx.bitrix.portals import Portals
-from thoth_pbx.bitrix.telephony import FinishCall, RegisterCall
+from thoth_pbx.bitrix.telephony import FinishCall, RegisterCall, RegisteredCall
 from thoth_pbx.pbx.callflow import ANSWERED, CallSettings, Operator, talk_seconds
-from thoth_pbx.pbx.calls import CallContext
+from thoth_pbx.pbx.calls import CallContext, Registration
 from thoth_pbx.store.models import AppInstance, BitrixUser, Call, OutboxJob, Phone
 
 log = logging.getLogger(__name__)
@@ -60,10 +61,10 @@ class BitrixCallNotifier:
         register_user = settings.default_user_id or first_operator or FALLBACK_USER_ID
         return CallContext(instance.id, line, settings, int(register_user), {uid: ext for ext, uid in by_extension.items()})
 
-    async def registered(self, session: AsyncSession, call: Call, ctx: CallContext) -> None:
+    async def registered(self, session: AsyncSession, call: Call, ctx: CallContext) -> Registration | None:
         if ctx.app_instance_id is None:
-            return
-        await self.jobs.register(session, ctx.app_instance_id, RegisterCall(
+            return None
+        job_id = await self.jobs.register(session, ctx.app_instance_id, RegisterCall(
             phone_number=call.caller,
             type=TYPE_INCOMING,
             external_call_id=call.linkedid,
@@ -74,6 +75,7 @@ class BitrixCallNotifier:
             show=False,  # cards are shown explicitly to the operators being rung
             add_to_chat=True,
         ))
+        return self.jobs.result_of(session, job_id)
 
     async def ringing(self, session: AsyncSession, call: Call, ctx: CallContext, operators: list[Operator]) -> None:
         users = [op.user_id for op in operators if op.user_id is not None]
@@ -101,18 +103,56 @@ class BitrixCallNotifier:
         if call.recording_path and call.status_code == ANSWERED:
             await self.jobs.attach_record(session, ctx.app_instance_id, call.linkedid, path=call.recording_path)
 
-    async def responsible(self, ctx: CallContext, caller: str) -> Operator | None:
-        """The CRM owner of the caller, if they have an extension (searchCrmEntities)."""
+    async def responsible(
+        self, ctx: CallContext, caller: str, linkedid: str, registration: Registration | None
+    ) -> Operator | None:
+        """The CRM owner of the caller, if they have an extension (searchCrmEntities).
+
+        The search runs while the register is under way; a lead that register auto-created
+        (CRM_CREATE) is owned by the register's USER_ID, not by the caller's manager, so the
+        entities the register reports as created are left out. While the register's result
+        is unknown, nobody is the owner (the ring group takes the call).
+        """
         if ctx.app_instance_id is None:
             return None
         client = await self.portals.client(ctx.app_instance_id)
-        for match in await telephony.search_crm(client, caller):
+        search = asyncio.ensure_future(telephony.search_crm(client, caller))
+        try:
+            if registration is not None:
+                result = await registration
+            else:  # a re-attached call: its register ran before the restart
+                result = await self._stored_register(ctx.app_instance_id, linkedid)
+            matches = await search
+        finally:
+            search.cancel()
+        if result is not None:
+            matches = telephony.known_before(matches, RegisteredCall.from_result(result))
+        for match in matches:
             if match.assigned_by_id is None:
                 continue
             extension = ctx.extensions.get(match.assigned_by_id) or match.assigned_inner_phone
             if extension:
                 return Operator(str(extension), match.assigned_by_id)
         return None
+
+    async def _stored_register(self, instance_id: int, linkedid: str) -> dict[str, Any] | None:
+        """The done register result of a call's chain; `RegisterUnknown` while it is not done."""
+        async with self.sessions() as session:
+            row = await session.scalar(select(OutboxJob).where(
+                OutboxJob.chain == call_chain(instance_id, linkedid), OutboxJob.kind == KIND_REGISTER
+            ).order_by(OutboxJob.id))
+        if row is None or row.status == "failed":
+            return None  # never registered: it created nothing
+        if row.status != "done":
+            raise RegisterUnknown(linkedid)
+        return dict(row.result or {})
+
+
+class RegisterUnknown(Exception):
+    """The register may still create a lead: an owner found now could be its USER_ID."""
+
+    def __str__(self) -> str:
+        return f"register of {self.args[0]} not done yet; routing to the ring group"
 
 
 async def store_bitrix_call_id(session: AsyncSession, job: OutboxJob, result: dict[str, Any] | None) -> None:

@@ -89,6 +89,21 @@ async def test_unanswered_call_is_missed_304(thoth: Thoth, lab: CallLab) -> None
     assert seen[-1][1]["STATUS_CODE"] == "304" and seen[-1][1]["DURATION"] == 0
 
 
+async def test_settings_changed_between_calls_apply_to_the_next_call(thoth: Thoth, lab: CallLab) -> None:
+    """The call context (phone, portal settings, users) is cached; a committed change drops it."""
+    await thoth.set_calls(ring_group=["104"], group_ring_seconds=1, responsible_first_seconds=0)
+    first = "+79990000021"
+    lab.whatsapp_call(BUSINESS, first)
+    assert (await thoth.wait_call(first, "ended", timeout=30)).status_code == "304"
+    await thoth.set_calls(ring_group=["101"], group_ring_seconds=10, responsible_first_seconds=0)
+    second = "+79990000022"
+    placed = lab.whatsapp_call(BUSINESS, second)
+    call = await thoth.wait_call(second, "connected")
+    assert call.answered_by_extension == "101"
+    lab.hangup_meta(placed["meta_channel"])
+    assert (await thoth.wait_call(second, "ended")).status_code == "200"
+
+
 async def test_caller_hangs_up_while_ringing_603s(thoth: Thoth, lab: CallLab) -> None:
     await thoth.set_calls(ring_group=["104"], group_ring_seconds=30, responsible_first_seconds=0)
     caller = "+79990000003"

@@ -58,3 +58,18 @@ def test_user_map_keeps_active_users_with_an_extension_and_the_lower_id_on_a_cla
     assert users[0] == PortalUser(7, "Ann Lee", "101", True) and users[3] == PortalUser(5, "user 5", None, True)
     assert extension_map([u for u in users if u]) == {"101": 3}
     assert parse_user({"NAME": "no id"}) is None
+
+
+def test_an_owner_found_on_the_lead_the_register_created_is_not_the_callers_manager() -> None:
+    from thoth_pbx.bitrix.telephony import CrmMatch, RegisteredCall, known_before
+
+    registered = RegisteredCall.from_result({
+        "CALL_ID": "externalCall.1", "CRM_CREATED_LEAD": 1041,
+        "CRM_CREATED_ENTITIES": [{"ENTITY_TYPE": "LEAD", "ENTITY_ID": 1041}, {"ENTITY_TYPE": "CONTACT", "ENTITY_ID": "77"}],
+    })
+    assert registered.created() == {("LEAD", 1041), ("CONTACT", 77)}
+    old_contact = CrmMatch("CONTACT", 12, "Ivan", 5, "104")
+    matches = [CrmMatch("LEAD", 1041, "+7999", 2, "101"), CrmMatch("CONTACT", 77, "x", 2, None), old_contact]
+    assert known_before(matches, registered) == [old_contact]
+    nothing_created = RegisteredCall.from_result({"CALL_ID": "externalCall.2", "CRM_ENTITY_TYPE": "CONTACT", "CRM_ENTITY_ID": 12})
+    assert known_before(matches, nothing_created) == matches

@@ -104,6 +104,14 @@ class RegisteredCall:
             lead_creation_error=result.get("LEAD_CREATION_ERROR"),
         )
 
+    def created(self) -> set[tuple[str, int]]:
+        """CRM entities this register created (CRM_CREATE): they belong to the call, not the caller's past."""
+        made = {(str(e.get("ENTITY_TYPE")), int(e["ENTITY_ID"])) for e in self.crm_created_entities
+                if isinstance(e, Mapping) and _opt_int(e.get("ENTITY_ID")) is not None}
+        if self.crm_created_lead is not None:
+            made.add(("LEAD", self.crm_created_lead))
+        return made
+
 
 @dataclass(frozen=True)
 class FinishCall:
@@ -214,6 +222,13 @@ async def attach_record(
         raise ValueError("content or record_url is required")
     result = await caller.call("telephony.externalcall.attachRecord", params, batchable=False)
     return _opt_int(result.get("FILE_ID")) if isinstance(result, Mapping) else None
+
+
+def known_before(matches: list[CrmMatch], registered: RegisteredCall) -> list[CrmMatch]:
+    """The matches that existed before the call: a lead auto-created by its register is owned by
+    the register's USER_ID, who is not the caller's manager."""
+    created = registered.created()
+    return [m for m in matches if (m.entity_type, m.entity_id) not in created]
 
 
 async def search_crm(caller: Caller, phone_number: str) -> list[CrmMatch]:

@@ -66,6 +66,7 @@ class AriClient:
         backoff_initial: float = 0.5,
         backoff_max: float = 10.0,
         heartbeat: float = 10.0,
+        max_connections: int = 50,
     ) -> None:
         self.target = target
         self.app = app
@@ -75,6 +76,9 @@ class AriClient:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.heartbeat = heartbeat
+        # Asterisk refuses HTTP sessions beyond http.conf `sessionlimit` (default 100); aiohttp
+        # would open up to 100 plus the events websocket, so a hang-up burst could hit it.
+        self.max_connections = max_connections
         self.status = AriStatus("disabled" if target is None else "connecting", _now())
         self.connections = 0
         self._session: aiohttp.ClientSession | None = None
@@ -88,6 +92,7 @@ class AriClient:
         if self.target is None or self._task is not None:
             return
         self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.max_connections),
             headers={"Authorization": basic_auth_header(self.target.user, self.target.password)},
             timeout=aiohttp.ClientTimeout(total=self.request_timeout),
         )

@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 
 WACID_VARIABLE = "PJSIP_HEADER(read,X-WA-Meta-WACID)"
 LEG_ARG = "thoth-leg"
+# How long a cached call context (phone, portal settings, user map) may be used when no
+# write of this process invalidated it: writes by other processes (CLI) show up this late.
+CONTEXT_MAX_AGE_S = 10.0
+CONTEXT_CACHE_SIZE = 1000
 
 
 @dataclass(frozen=True)
@@ -46,13 +50,18 @@ class CallContext:
     extensions: Mapping[int, str] = field(default_factory=dict)  # Bitrix user id -> extension
 
 
+# The register's result once delivered (None if it failed for good): routing needs to know
+# which CRM entities the register itself created.
+Registration = asyncio.Future  # [dict[str, Any] | None]
+
+
 class CallNotifier(Protocol):
     """Bitrix24 side of a call. The `session` methods add durable jobs to the caller's
     transaction; the lookups are best-effort reads with their own short timeouts."""
 
     async def context(self, session: AsyncSession, phone: Phone | None) -> CallContext: ...
 
-    async def registered(self, session: AsyncSession, call: Call, ctx: CallContext) -> None: ...
+    async def registered(self, session: AsyncSession, call: Call, ctx: CallContext) -> Registration | None: ...
 
     async def ringing(self, session: AsyncSession, call: Call, ctx: CallContext, operators: list[Operator]) -> None: ...
 
@@ -62,11 +71,27 @@ class CallNotifier(Protocol):
 
     async def finished(self, session: AsyncSession, call: Call, ctx: CallContext) -> None: ...
 
-    async def responsible(self, ctx: CallContext, caller: str) -> Operator | None: ...
+    async def responsible(
+        self, ctx: CallContext, caller: str, linkedid: str, registration: Registration | None
+    ) -> Operator | None: ...
 
 
 class _CallEnded(Exception):
     pass
+
+
+class ChangeCounter(Protocol):
+    """Bumped by every committed write to the rows a call context is made of (store/changes.py)."""
+
+    generation: int
+
+
+@dataclass(frozen=True)
+class _CachedContext:
+    generation: int
+    loaded_at: float
+    phone_id: int | None
+    ctx: CallContext
 
 
 class StasisCalls:
@@ -80,12 +105,16 @@ class StasisCalls:
         *,
         endpoint_prefix: str = "PJSIP/wa.meta.vc",
         recordings_dir: Path | None = None,
+        changes: ChangeCounter | None = None,
     ) -> None:
         self.ari = ari
         self.sessions = sessions
         self.notifier = notifier
         self.endpoint_prefix = endpoint_prefix
         self.recordings_dir = recordings_dir
+        # Without a change counter every call reads its context from the database.
+        self.changes = changes
+        self._contexts: dict[str | None, _CachedContext] = {}
         self._queues: dict[str, asyncio.Queue[dict[str, Any]]] = {}  # channel id -> call queue
         self._tasks: dict[str, asyncio.Task[None]] = {}  # WA channel id -> call task
         self._resync_lock = asyncio.Lock()
@@ -152,17 +181,14 @@ class StasisCalls:
         caller = cf.normalise_number((channel.get("caller") or {}).get("number")) or (channel.get("caller") or {}).get("number") or "unknown"
         wacid = args[1] if len(args) > 1 and args[1] else None
         linkedid = channel.get("linkedid") or channel_id
-        # media first: Meta drops a call that gets no media from us within 20 s
-        ringback = asyncio.create_task(self._early_media(channel_id))
         if wacid is None:
             wacid = await self._variable(channel_id, WACID_VARIABLE)
+        phone_id, ctx = await self._context_for(called)
         async with self.sessions() as session, session.begin():
-            phone = await self._phone_for(session, called)
-            ctx = await self.notifier.context(session, phone)
             call = Call(
                 linkedid=linkedid,
                 channel_id=channel_id,
-                phone_id=phone.id if phone else None,
+                phone_id=phone_id,
                 app_instance_id=ctx.app_instance_id,
                 caller=caller,
                 called=called or "unknown",
@@ -171,14 +197,17 @@ class StasisCalls:
                 started_at=utcnow(),
                 detail={},
             )
-            session.add(call)
-            await session.flush()
-            await self.notifier.registered(session, call, ctx)
+            session.add(call)  # flushed with the register job: one round trip fewer
+            registration = await self.notifier.registered(session, call, ctx)
+        # Ringback right after the commit, behind the register the commit started: the dialplan's
+        # Progress() already gave Meta early media (it drops a call with none within 20 s), so
+        # the tone can wait the millisecond the register needs to leave first.
+        ringback = asyncio.create_task(self._early_media(channel_id))
         log.info("whatsapp call", extra={"call": call.id, "caller": caller, "called": called, "channel": channel_id})
         state = cf.CallState(call.id, channel_id, linkedid, caller, call.called, call.started_at)
         try:
             await ringback
-            await self._route_and_talk(state, ctx, queue)
+            await self._route_and_talk(state, ctx, queue, registration)
         except _CallEnded:
             pass
         except asyncio.CancelledError:
@@ -188,8 +217,11 @@ class StasisCalls:
             await self._hangup(channel_id)
         await self._finish(state, ctx)
 
-    async def _route_and_talk(self, state: cf.CallState, ctx: CallContext, queue: asyncio.Queue[dict[str, Any]]) -> None:
-        responsible = await self._safe_responsible(ctx, state.caller)
+    async def _route_and_talk(
+        self, state: cf.CallState, ctx: CallContext, queue: asyncio.Queue[dict[str, Any]],
+        registration: Registration | None = None,
+    ) -> None:
+        responsible = await self._safe_responsible(ctx, state, registration)
         if responsible is not None and responsible.user_id is not None:
             # a missed call is logged on the caller's CRM owner (finish USER_ID)
             async with self.sessions() as session, session.begin():
@@ -436,14 +468,31 @@ class StasisCalls:
 
     # ------------------------------------------------------------------ ARI helpers
 
+    async def _context_for(self, called: str | None) -> tuple[int | None, CallContext]:
+        """Phone id and portal context of a business number; cached (the hot path of every call)."""
+        now = asyncio.get_running_loop().time()
+        generation = self.changes.generation if self.changes is not None else -1
+        cached = self._contexts.get(called)
+        if cached is not None and cached.generation == generation and now - cached.loaded_at < CONTEXT_MAX_AGE_S:
+            return cached.phone_id, cached.ctx
+        async with self.sessions() as session:
+            phone = await self._phone_for(session, called)
+            ctx = await self.notifier.context(session, phone)
+        phone_id = phone.id if phone else None
+        if self.changes is not None and self.changes.generation == generation:  # nothing changed meanwhile
+            if len(self._contexts) >= CONTEXT_CACHE_SIZE:
+                self._contexts.clear()
+            self._contexts[called] = _CachedContext(generation, now, phone_id, ctx)
+        return phone_id, ctx
+
     async def _phone_for(self, session: AsyncSession, number: str | None) -> Phone | None:
         if number is None:
             return None
         return await session.scalar(select(Phone).where(Phone.number == number))
 
-    async def _safe_responsible(self, ctx: CallContext, caller: str) -> Operator | None:
+    async def _safe_responsible(self, ctx: CallContext, state: cf.CallState, registration: Registration | None) -> Operator | None:
         try:
-            return await asyncio.wait_for(self.notifier.responsible(ctx, caller), 3.0)
+            return await asyncio.wait_for(self.notifier.responsible(ctx, state.caller, state.linkedid, registration), 3.0)
         except Exception as exc:  # Bitrix down or slow: route to the group
             log.warning("responsible lookup failed", extra={"error": str(exc) or type(exc).__name__})
             return None
