@@ -6,7 +6,6 @@ import asyncio
 import time
 from typing import AsyncIterator
 
-import httpx
 import pytest
 
 from tests.support.bitrix import USERS, MemoryTokenStore, wait_until
@@ -17,6 +16,7 @@ from thoth_pbx.bitrix.errors import (
     OperationTimeLimit,
 )
 from thoth_pbx.bitrix.rest import BitrixClient, OAuthApp, PortalAuth
+from thoth_pbx.bitrix.transport import PortalHttp
 from thoth_pbx.sandbox.bitrix import BitrixSimulator, Portal
 
 REGISTER = "telephony.externalcall.register"
@@ -31,12 +31,13 @@ async def sim() -> AsyncIterator[BitrixSimulator]:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
-        yield client
+async def http() -> AsyncIterator[PortalHttp]:
+    client = PortalHttp()
+    yield client
+    await client.aclose()
 
 
-def make_client(sim: BitrixSimulator, portal: Portal, http: httpx.AsyncClient, **options) -> tuple[BitrixClient, MemoryTokenStore]:  # type: ignore[no-untyped-def]
+def make_client(sim: BitrixSimulator, portal: Portal, http: PortalHttp, **options) -> tuple[BitrixClient, MemoryTokenStore]:  # type: ignore[no-untyped-def]
     portal.installed = True
     tokens = sim.issue_tokens(portal)
     auth = PortalAuth(portal.member_id, portal.client_endpoint, tokens["access_token"], tokens["refresh_token"])
@@ -51,7 +52,7 @@ def register(i: int) -> dict:  # type: ignore[type-arg]
     return {"USER_ID": 2, "PHONE_NUMBER": f"+1415555{i:04d}", "TYPE": 2, "EXTERNAL_CALL_ID": f"call-{i}"}
 
 
-async def test_calls_queued_together_leave_as_batches(sim: BitrixSimulator, http: httpx.AsyncClient) -> None:
+async def test_calls_queued_together_leave_as_batches(sim: BitrixSimulator, http: PortalHttp) -> None:
     portal = sim.add_portal(users=USERS)
     client, _ = make_client(sim, portal, http)
     results = await asyncio.gather(*(client.call(REGISTER, register(i)) for i in range(120)))
@@ -64,7 +65,7 @@ async def test_calls_queued_together_leave_as_batches(sim: BitrixSimulator, http
     await client.aclose()
 
 
-async def test_a_lone_call_is_sent_at_once_without_batch(sim: BitrixSimulator, http: httpx.AsyncClient) -> None:
+async def test_a_lone_call_is_sent_at_once_without_batch(sim: BitrixSimulator, http: PortalHttp) -> None:
     portal = sim.add_portal(users=USERS)
     client, _ = make_client(sim, portal, http)
     users = await client.call("user.get", {"FILTER": {"UF_PHONE_INNER": "101"}})
@@ -73,7 +74,7 @@ async def test_a_lone_call_is_sent_at_once_without_batch(sim: BitrixSimulator, h
     await client.aclose()
 
 
-async def test_explicit_batch_passes_results_between_commands(sim: BitrixSimulator, http: httpx.AsyncClient) -> None:
+async def test_explicit_batch_passes_results_between_commands(sim: BitrixSimulator, http: PortalHttp) -> None:
     portal = sim.add_portal(users=USERS)
     client, _ = make_client(sim, portal, http)
     out = await client.batch({
@@ -90,7 +91,7 @@ async def test_explicit_batch_passes_results_between_commands(sim: BitrixSimulat
 
 @pytest.mark.parametrize("max_batch", [50, 1], ids=["batched", "one-request-each"])
 async def test_expired_token_is_renewed_exactly_once_for_20_concurrent_calls(
-    sim: BitrixSimulator, http: httpx.AsyncClient, max_batch: int
+    sim: BitrixSimulator, http: PortalHttp, max_batch: int
 ) -> None:
     portal = sim.add_portal(users=USERS)
     client, store = make_client(sim, portal, http, max_batch=max_batch, max_inflight=20)
@@ -105,7 +106,7 @@ async def test_expired_token_is_renewed_exactly_once_for_20_concurrent_calls(
     await client.aclose()
 
 
-async def test_every_rotated_refresh_token_is_stored(sim: BitrixSimulator, http: httpx.AsyncClient) -> None:
+async def test_every_rotated_refresh_token_is_stored(sim: BitrixSimulator, http: PortalHttp) -> None:
     portal = sim.add_portal(users=USERS)
     client, store = make_client(sim, portal, http)
     first_refresh = store.auth.refresh_token
@@ -121,7 +122,7 @@ async def test_every_rotated_refresh_token_is_stored(sim: BitrixSimulator, http:
     await client.aclose()
 
 
-async def test_invalid_grant_marks_needs_reauth_and_later_calls_fail_fast(sim: BitrixSimulator, http: httpx.AsyncClient) -> None:
+async def test_invalid_grant_marks_needs_reauth_and_later_calls_fail_fast(sim: BitrixSimulator, http: PortalHttp) -> None:
     portal = sim.add_portal(users=USERS)
     client, store = make_client(sim, portal, http)
     sim.revoke_refresh_tokens(portal)
@@ -136,7 +137,7 @@ async def test_invalid_grant_marks_needs_reauth_and_later_calls_fail_fast(sim: B
     await client.aclose()
 
 
-async def test_logic_errors_are_typed_and_never_retried(sim: BitrixSimulator, http: httpx.AsyncClient) -> None:
+async def test_logic_errors_are_typed_and_never_retried(sim: BitrixSimulator, http: PortalHttp) -> None:
     portal = sim.add_portal(users=USERS)
     client, _ = make_client(sim, portal, http)
     with pytest.raises(BitrixLogicError) as err:
@@ -149,7 +150,7 @@ async def test_logic_errors_are_typed_and_never_retried(sim: BitrixSimulator, ht
     await client.aclose()
 
 
-async def test_outage_is_retried_with_backoff_then_recovers(sim: BitrixSimulator, http: httpx.AsyncClient) -> None:
+async def test_outage_is_retried_with_backoff_then_recovers(sim: BitrixSimulator, http: PortalHttp) -> None:
     portal = sim.add_portal(users=USERS)
     client, _ = make_client(sim, portal, http, retries=50, retry_base_s=0.01)
     sim.outage = True
@@ -161,7 +162,7 @@ async def test_outage_is_retried_with_backoff_then_recovers(sim: BitrixSimulator
     await client.aclose()
 
 
-async def test_outage_gives_up_after_the_retries_with_a_transient_error(sim: BitrixSimulator, http: httpx.AsyncClient) -> None:
+async def test_outage_gives_up_after_the_retries_with_a_transient_error(sim: BitrixSimulator, http: PortalHttp) -> None:
     portal = sim.add_portal(users=USERS)
     client, _ = make_client(sim, portal, http, retries=2)
     sim.outage = True
@@ -172,7 +173,7 @@ async def test_outage_gives_up_after_the_retries_with_a_transient_error(sim: Bit
     await client.aclose()
 
 
-async def test_unbatched_calls_are_paced_within_the_portals_bucket(sim: BitrixSimulator, http: httpx.AsyncClient) -> None:
+async def test_unbatched_calls_are_paced_within_the_portals_bucket(sim: BitrixSimulator, http: PortalHttp) -> None:
     portal = sim.add_portal(users=USERS, rate=20.0, burst=30)
     client, _ = make_client(sim, portal, http, max_batch=1, max_inflight=30)
     started = time.monotonic()
@@ -183,7 +184,7 @@ async def test_unbatched_calls_are_paced_within_the_portals_bucket(sim: BitrixSi
     await client.aclose()
 
 
-async def test_query_limit_exceeded_fills_our_bucket_and_the_call_still_succeeds(sim: BitrixSimulator, http: httpx.AsyncClient) -> None:
+async def test_query_limit_exceeded_fills_our_bucket_and_the_call_still_succeeds(sim: BitrixSimulator, http: PortalHttp) -> None:
     # the portal is stricter than the instance row says (someone else shares its bucket)
     portal = sim.add_portal(users=USERS, rate=10.0, burst=4)
     client, _ = make_client(sim, portal, http, max_batch=1, max_inflight=10)
@@ -194,7 +195,7 @@ async def test_query_limit_exceeded_fills_our_bucket_and_the_call_still_succeeds
     await client.aclose()
 
 
-async def test_operation_time_limit_blocks_the_method_until_the_reset(sim: BitrixSimulator, http: httpx.AsyncClient) -> None:
+async def test_operation_time_limit_blocks_the_method_until_the_reset(sim: BitrixSimulator, http: PortalHttp) -> None:
     portal = sim.add_portal(users=USERS)
     client, _ = make_client(sim, portal, http)
     await client.call("user.get")  # the answer's time.operating_reset_at is remembered
@@ -212,7 +213,7 @@ async def test_operation_time_limit_blocks_the_method_until_the_reset(sim: Bitri
     await client.aclose()
 
 
-async def test_domain_change_302_is_followed_and_stored(sim: BitrixSimulator, http: httpx.AsyncClient) -> None:
+async def test_domain_change_302_is_followed_and_stored(sim: BitrixSimulator, http: PortalHttp) -> None:
     portal = sim.add_portal(users=USERS)
     client, store = make_client(sim, portal, http)
     sim.move_domain(portal, f"localhost:{sim.port}")
@@ -223,7 +224,7 @@ async def test_domain_change_302_is_followed_and_stored(sim: BitrixSimulator, ht
     await client.aclose()
 
 
-async def test_expired_token_storm_never_surfaces(sim: BitrixSimulator, http: httpx.AsyncClient) -> None:
+async def test_expired_token_storm_never_surfaces(sim: BitrixSimulator, http: PortalHttp) -> None:
     portal = sim.add_portal(users=USERS)
     client, store = make_client(sim, portal, http, max_batch=1, max_inflight=2)
     sim.storm_every = 6  # every 6th request finds all access tokens expired

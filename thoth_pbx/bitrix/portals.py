@@ -8,13 +8,13 @@ import logging
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from thoth_pbx.bitrix.bucket import LeakyBucket
 from thoth_pbx.bitrix.errors import NeedsReauth
 from thoth_pbx.bitrix.rest import BitrixClient, Grant, OAuthApp, PortalAuth, http_client
+from thoth_pbx.bitrix.transport import PortalHttp
 from thoth_pbx.store.models import AppInstance, OutboxJob
 from thoth_pbx.store.types import utcnow
 
@@ -100,7 +100,7 @@ class Portals:
         sessions: async_sessionmaker[AsyncSession],
         oauth: OAuthApp | None,
         *,
-        http: httpx.AsyncClient | None = None,
+        http: PortalHttp | None = None,
         client_options: dict[str, Any] | None = None,
     ) -> None:
         self._sessions = sessions

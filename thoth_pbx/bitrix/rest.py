@@ -27,10 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol
 from urllib.parse import urlsplit
 
-import httpx
-
 from thoth_pbx.bitrix import phpquery
 from thoth_pbx.bitrix.bucket import LeakyBucket
+from thoth_pbx.bitrix.transport import PortalHttp, SendFailed
 from thoth_pbx.bitrix.errors import (
     BitrixAuthError,
     BitrixError,
@@ -113,7 +112,7 @@ class ClientStats:
     query_limit_errors: int = 0
 
 
-async def refresh_tokens(http: httpx.AsyncClient, app: OAuthApp, refresh_token: str) -> Grant:
+async def refresh_tokens(http: PortalHttp, app: OAuthApp, refresh_token: str) -> Grant:
     """Exchange a refresh token at the OAuth server (settings/oauth/auto-renewal.md)."""
     params = {
         "grant_type": "refresh_token",
@@ -123,19 +122,19 @@ async def refresh_tokens(http: httpx.AsyncClient, app: OAuthApp, refresh_token: 
     }
     try:
         resp = await http.get(app.token_url.rstrip("/") + "/", params=params)
-    except httpx.HTTPError as exc:
-        raise BitrixUnavailable("OAUTH_UNREACHABLE", f"{type(exc).__name__}: {exc}", method="oauth/token") from None
-    body = _json(resp)
-    if resp.status_code == 200 and isinstance(body, dict) and body.get("access_token") and not body.get("error"):
+    except SendFailed as exc:
+        raise BitrixUnavailable("OAUTH_UNREACHABLE", str(exc), method="oauth/token") from None
+    body = resp.body
+    if resp.status == 200 and isinstance(body, dict) and body.get("access_token") and not body.get("error"):
         return _grant(body)
-    code = str(body.get("error")) if isinstance(body, dict) and body.get("error") else f"HTTP_{resp.status_code}"
+    code = str(body.get("error")) if isinstance(body, dict) and body.get("error") else f"HTTP_{resp.status}"
     description = str(body.get("error_description", "")) if isinstance(body, dict) else str(body)[:200]
     if code == "invalid_grant":
-        raise NeedsReauth(code, description or "refresh token expired or revoked", status=resp.status_code, method="oauth/token")
-    if resp.status_code >= 500 and not isinstance(body, dict):
-        raise BitrixUnavailable(code, description, status=resp.status_code, method="oauth/token")
+        raise NeedsReauth(code, description or "refresh token expired or revoked", status=resp.status, method="oauth/token")
+    if resp.status >= 500 and not isinstance(body, dict):
+        raise BitrixUnavailable(code, description, status=resp.status, method="oauth/token")
     # invalid_client, PAYMENT_REQUIRED, invalid_request...: the app itself is refused
-    raise BitrixAuthError(code, description, status=resp.status_code, method="oauth/token")
+    raise BitrixAuthError(code, description, status=resp.status, method="oauth/token")
 
 
 def _grant(body: Mapping[str, Any]) -> Grant:
@@ -158,13 +157,6 @@ def _grant(body: Mapping[str, Any]) -> Grant:
         scope=body.get("scope"),
         status=body.get("status"),
     )
-
-
-def _json(resp: httpx.Response) -> Any:
-    try:
-        return resp.json()
-    except ValueError:
-        return resp.text
 
 
 @dataclass
@@ -191,7 +183,7 @@ class BitrixClient:
         auth: PortalAuth,
         store: TokenStore,
         oauth: OAuthApp | None,
-        http: httpx.AsyncClient,
+        http: PortalHttp,
         *,
         rate_per_s: float = 2.0,
         burst: int = 50,
@@ -391,12 +383,10 @@ class BitrixClient:
             url = self._auth.client_endpoint + method
             self.stats.requests += 1
             try:
-                resp = await self._http.post(url, json={**params, "auth": token})
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                error: BitrixError = BitrixUnavailable("CONNECT_ERROR", f"{type(exc).__name__}: {exc}", method=method)
-            except httpx.HTTPError as exc:  # sent, reply lost: the portal may have run it
-                error = BitrixUnavailable("NETWORK_ERROR", f"{type(exc).__name__}: {exc}", method=method,
-                                          maybe_delivered=True)
+                resp = await self._http.post_json(url, {**params, "auth": token})
+            except SendFailed as exc:  # maybe_delivered: sent, reply lost; the portal may have run it
+                code = "NETWORK_ERROR" if exc.maybe_delivered else "CONNECT_ERROR"
+                error: BitrixError = BitrixUnavailable(code, str(exc), method=method, maybe_delivered=exc.maybe_delivered)
             else:
                 if resp.is_redirect and resp.headers.get("location"):
                     redirects += 1
@@ -404,11 +394,11 @@ class BitrixClient:
                         raise BitrixUnavailable("TOO_MANY_REDIRECTS", str(resp.headers["location"]), method=method)
                     await self._move(resp.headers["location"])
                     continue
-                body = _json(resp)
-                if resp.status_code == 200 and isinstance(body, dict) and "error" not in body:
+                body = resp.body
+                if resp.status == 200 and isinstance(body, dict) and "error" not in body:
                     self._note_time(method, body.get("time"))
                     return Reply(body.get("result"), _int(body.get("total")), _int(body.get("next")), body.get("time"))
-                error = error_from_reply(resp.status_code, body, method)
+                error = error_from_reply(resp.status, body, method)
                 if isinstance(error, BitrixAuthError) and renewals < MAX_RENEWALS:
                     renewals += 1
                     await self._renew(token)
@@ -551,11 +541,6 @@ def _float(value: Any) -> float | None:
         return None
 
 
-def http_client() -> httpx.AsyncClient:
+def http_client() -> PortalHttp:
     """The shared connection pool for all portals (Bitrix allows 60 s per request)."""
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(connect=10.0, read=70.0, write=30.0, pool=30.0),
-        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
-        follow_redirects=False,
-        headers={"User-Agent": "thoth-pbx"},
-    )
+    return PortalHttp()

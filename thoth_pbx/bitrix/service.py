@@ -6,7 +6,6 @@ import asyncio
 import logging
 from typing import Any
 
-import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -14,6 +13,7 @@ from thoth_pbx.bitrix.install import KIND_USERS, BitrixApp
 from thoth_pbx.bitrix.jobs import CallJobs, register_jobs
 from thoth_pbx.bitrix.portals import Portals
 from thoth_pbx.bitrix.rest import OAuthApp
+from thoth_pbx.bitrix.transport import PortalHttp
 from thoth_pbx.outbox import Outbox
 from thoth_pbx.settings import Settings
 from thoth_pbx.store.models import AppInstance, OutboxJob, Phone
@@ -39,7 +39,7 @@ class BitrixService:
         outbox: Outbox,
         settings: Settings,
         *,
-        http: httpx.AsyncClient | None = None,
+        http: PortalHttp | None = None,
         client_options: dict[str, Any] | None = None,
         users_refresh_s: float = USERS_REFRESH_S,
     ) -> None:
