@@ -49,6 +49,7 @@ from sqlalchemy import event, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
+from thoth_pbx.store.fast_insert import insert_returning_id
 from thoth_pbx.store.models import OutboxJob
 from thoth_pbx.store.types import utcnow
 from thoth_pbx.validation import FieldError
@@ -56,6 +57,7 @@ from thoth_pbx.validation import FieldError
 log = logging.getLogger(__name__)
 
 STATUSES = ("pending", "running", "done", "failed")
+JOBS = OutboxJob.__table__
 
 
 class Retry(Exception):
@@ -213,24 +215,24 @@ class Outbox:
         run_now = run_now and delay <= 0 and self.running and (
             chain is None or not (chain in self._backlog or chain in committed.chains() or self._chain_running(chain))
         )
-        row = OutboxJob(
-            kind=kind,
-            app_instance_id=instance_id,
-            chain=chain,
-            payload=payload,
-            status="running" if run_now else "pending",
-            attempts=1 if run_now else 0,
-            maybe_delivered=False,
-            next_attempt_at=now + dt.timedelta(seconds=delay),
-            last_attempt_at=now if run_now else None,
-        )
-        session.add(row)
-        await session.flush()
+        if session.new or session.dirty or session.deleted:
+            await session.flush()  # rows the job may refer to (its app instance) go first
+        job_id = await insert_returning_id(session, JOBS, {
+            "kind": kind,
+            "app_instance_id": instance_id,
+            "chain": chain,
+            "payload": payload,
+            "status": "running" if run_now else "pending",
+            "attempts": 1 if run_now else 0,
+            "maybe_delivered": False,
+            "next_attempt_at": now + dt.timedelta(seconds=delay),
+            "last_attempt_at": now if run_now else None,
+        })
         if run_now:
-            committed.started.append(Job(row.id, kind, instance_id, chain, dict(payload), 1, False))
+            committed.started.append(Job(job_id, kind, instance_id, chain, dict(payload), 1, False))
         else:
             committed.pending_chains.append(chain)
-        return row.id
+        return job_id
 
     def _after_commit(self, session: AsyncSession) -> _Committed:
         """What this transaction enqueued, acted on once it commits (dropped on rollback)."""

@@ -59,3 +59,43 @@ async def test_secrets_are_encrypted_in_the_raw_row(database_url: str, secret_bo
             assert abs(loaded.created_at - dt.datetime.now(dt.timezone.utc)) < dt.timedelta(minutes=1)
     finally:
         await engine.dispose()
+
+
+async def test_fast_insert_writes_the_row_the_orm_writes(database_url: str) -> None:
+    """The hot-path insert (store/fast_insert.py) against the ORM: same stored bytes, same defaults."""
+    from thoth_pbx.store.fast_insert import insert_returning_id
+    from thoth_pbx.store.models import Call, OutboxJob
+
+    engine = db.create_engine(database_url)
+    await db.upgrade(engine)
+    sessions = db.session_factory(engine)
+    at = dt.datetime(2026, 11, 27, 3, 4, 5, 678901, tzinfo=dt.timezone(dt.timedelta(hours=3)))
+    values = {"kind": "k", "chain": "c", "payload": {"PHONE": "+7 999", "n": [1, None]}, "status": "running",
+              "attempts": 1, "maybe_delivered": False, "next_attempt_at": at, "last_attempt_at": at, "created_at": at}
+    try:
+        async with sessions() as s, s.begin():
+            s.add(OutboxJob(**values))
+            fast_id = await insert_returning_id(s, OutboxJob.__table__, values)
+            call_id = await insert_returning_id(s, Call.__table__, {"linkedid": "l1", "channel_id": "c1", "caller": "+1",
+                                                                   "called": "+2", "started_at": at, "detail": {}})
+        async with engine.connect() as conn:
+            rows = (await conn.execute(text("SELECT * FROM outbox_job ORDER BY id"))).mappings().all()
+        assert len(rows) == 2 and fast_id in {r["id"] for r in rows}
+        fast_row, orm_row = ({k: v for k, v in r.items() if k != "id"}
+                             for r in sorted(rows, key=lambda r: r["id"] != fast_id))
+        assert fast_row == orm_row
+        async with sessions() as s:
+            call = await s.get(Call, call_id)
+            assert call is not None and call.direction == "in" and call.started_at == at
+            assert call.created_at.tzinfo is not None and abs(call.created_at - dt.datetime.now(dt.timezone.utc)) < dt.timedelta(minutes=1)
+            job = await s.get(OutboxJob, fast_id)
+            assert job is not None and job.payload == values["payload"] and job.maybe_delivered is False
+        async with sessions() as s, s.begin():
+            try:
+                await insert_returning_id(s, Call.__table__, {"linkedid": "l2", "colour": "red"})
+            except ValueError as exc:
+                assert "colour" in str(exc)
+            else:
+                raise AssertionError("an unknown column must be refused")
+    finally:
+        await engine.dispose()
