@@ -104,3 +104,36 @@ async def test_committed_writes_to_watched_tables_bump_the_change_counter(databa
         await session.execute(update(Setting).values(value={"x": 2}))
     assert changes.generation > after_insert
     await engine.dispose()
+
+
+async def test_a_hot_path_insert_waits_for_a_locked_database_by_awaiting(tmp_path: Path) -> None:
+    from thoth_pbx.store.fast_insert import insert_returning_id
+
+    engine = await _engine(tmp_path)
+    sessions = db.session_factory(engine)
+    holding, release = asyncio.Event(), asyncio.Event()
+
+    async def holder() -> None:
+        async with sessions() as session, session.begin():
+            session.add(Setting(key="holder", value={}))
+            await session.flush()
+            holding.set()
+            await release.wait()
+
+    async def hot() -> int:
+        await holding.wait()
+        async with sessions() as session, session.begin():
+            return await insert_returning_id(session, Setting.__table__, {"key": "hot", "value": {"n": 1}})
+
+    first, second = asyncio.create_task(holder()), asyncio.create_task(hot())
+    await holding.wait()
+    for _ in range(20):  # the loop keeps running while the insert waits for the lock
+        await asyncio.sleep(0.002)
+    assert not second.done()
+    release.set()
+    await asyncio.wait_for(first, 10)
+    new_id = await asyncio.wait_for(second, 10)
+    async with sessions() as session:
+        row = await session.get(Setting, new_id)
+        assert row is not None and row.key == "hot" and row.value == {"n": 1}
+    await engine.dispose()

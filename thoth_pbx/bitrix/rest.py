@@ -282,9 +282,9 @@ class BitrixClient:
             while not self._queue:
                 self._wake.clear()
                 await self._wake.wait()
-            # One turn of the loop: callers made ready by the same event (a batch reply, a
-            # claim of many jobs) enqueue now and share this request. Costs no time.
-            await asyncio.sleep(0)
+            # No extra turn of the loop is needed to gather a burst: callers made ready by the
+            # same event (a batch reply, a claim of many jobs) were scheduled before this
+            # dispatcher, so they have queued by now and share this request.
             await self._inflight.acquire()
             wait = self.bucket.delay()
             if wait > 0:

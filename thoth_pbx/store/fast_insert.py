@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping
 from sqlalchemy import Column, Table, bindparam, insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from thoth_pbx.store import sqlite_inline
 
@@ -38,13 +39,22 @@ async def insert_returning_id(session: AsyncSession, table: Table, values: Mappi
     unknown = set(values) - set(table.c.keys())
     if unknown:
         raise ValueError(f"{table.name} has no column {sorted(unknown)[0]!r}")
-    conn = await session.connection()
-    if conn.dialect.driver != sqlite_inline.DRIVER:
+    dialect = session.bind.dialect if session.bind is not None else None
+    if dialect is None or dialect.driver != sqlite_inline.DRIVER:
         return int((await session.execute(insert(table).values(**values).returning(table.c.id))).scalar_one())
     row = _with_defaults(table, values)
-    statement = _statement(conn.dialect, table, tuple(row))
+    statement = _statement(dialect, table, tuple(row))
     params = [p(row[name]) if p else row[name] for name, p in zip(statement.names, statement.processors)]
-    raw = (await conn.get_raw_connection()).driver_connection
+
+    def insert_now(sync_session: Session) -> int | None:  # one greenlet hop for connection + insert
+        driver: sqlite_inline.Connection = sync_session.connection().connection.driver_connection  # type: ignore[assignment]
+        return driver.insert_now(statement.sql, params)
+
+    new_id = await session.run_sync(insert_now)
+    if new_id is not None:
+        return new_id
+    # locked by another writer: wait for it by awaiting (never by sleeping on the loop)
+    raw = (await (await session.connection()).get_raw_connection()).driver_connection
     cursor = raw.cursor()
     try:
         await cursor.execute(statement.sql, params)

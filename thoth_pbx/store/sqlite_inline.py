@@ -140,6 +140,21 @@ class Connection:
         # aiosqlite returns an awaitable context manager; SQLAlchemy enters it (__aenter__)
         return Cursor(self._live().cursor())
 
+    def insert_now(self, sql: str, parameters: Sequence[Any]) -> int | None:
+        """One `INSERT ... RETURNING id` without leaving the caller's greenlet; None when the
+        database is locked (the caller then takes the awaiting path)."""
+        cursor = self._live().cursor()
+        try:
+            cursor.execute(sql, parameters)
+            row = cursor.fetchone()
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) == SQLITE_BUSY:
+                return None
+            raise
+        finally:
+            cursor.close()
+        return int(row[0])
+
     async def commit(self) -> None:
         await _retry_busy(self._live().commit)
 
