@@ -45,10 +45,11 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
-from sqlalchemy import event, exists, func, select, update
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
+from thoth_pbx.store import db
 from thoth_pbx.store.fast_insert import insert_returning_id
 from thoth_pbx.store.models import OutboxJob
 from thoth_pbx.store.types import utcnow
@@ -236,27 +237,26 @@ class Outbox:
 
     def _after_commit(self, session: AsyncSession) -> _Committed:
         """What this transaction enqueued, acted on once it commits (dropped on rollback)."""
-        sync = session.sync_session
-        committed: _Committed | None = sync.info.get("outbox_commit")
+        info = session.sync_session.info
+        key = ("outbox", id(self))
+        committed: _Committed | None = info.get(key)
         if committed is not None:
             return committed
-        committed = sync.info["outbox_commit"] = _Committed()
+        committed = info[key] = _Committed()
 
-        def on_commit(_session: Any) -> None:
-            sync.info.pop("outbox_commit", None)
-            event.remove(sync, "after_rollback", on_rollback)
+        def on_commit() -> None:
+            info.pop(key, None)
             self._committed(committed)
 
-        def on_rollback(_session: Any) -> None:
-            sync.info.pop("outbox_commit", None)
-            event.remove(sync, "after_commit", on_commit)
+        def on_rollback() -> None:
+            info.pop(key, None)
             for job_id in committed.watched:  # the job never existed
                 waiter = self._watchers.pop(job_id, None)
                 if waiter is not None:
                     waiter.cancel()
 
-        event.listen(sync, "after_commit", on_commit, once=True)
-        event.listen(sync, "after_rollback", on_rollback, once=True)
+        db.after_commit(session, on_commit)
+        db.after_rollback(session, on_rollback)
         return committed
 
     def watch(self, session: AsyncSession, job_id: int) -> asyncio.Future[dict[str, Any] | None]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session
 
 from thoth_pbx.store import sqlite_inline
 
@@ -55,8 +57,45 @@ def _inline_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     _sqlite_pragmas(dbapi_connection, ["PRAGMA busy_timeout=0", "PRAGMA wal_autocheckpoint=0"])
 
 
+class StoreSession(Session):
+    """Our sessions: `after_commit`/`after_rollback` take per-transaction callbacks cheaply.
+
+    (`event.listen` on a session instance inspects the function's signature every time: a
+    third of the CPU of a call's first transaction, measured.)"""
+
+
+def _run_callbacks(key: str, drop: str) -> Callable[[Session], None]:
+    def run(session: Session) -> None:
+        session.info.pop(drop, None)
+        for callback in session.info.pop(key, ()):
+            callback()
+
+    return run
+
+
+event.listen(StoreSession, "after_commit", _run_callbacks("thoth_after_commit", "thoth_after_rollback"))
+event.listen(StoreSession, "after_rollback", _run_callbacks("thoth_after_rollback", "thoth_after_commit"))
+
+
+def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
+    """Run `callback` once the session's current transaction commits (never if it rolls back)."""
+    _callbacks(session, "thoth_after_commit").append(callback)
+
+
+def after_rollback(session: AsyncSession, callback: Callable[[], None]) -> None:
+    """Run `callback` if the session's current transaction rolls back."""
+    _callbacks(session, "thoth_after_rollback").append(callback)
+
+
+def _callbacks(session: AsyncSession, key: str) -> list[Callable[[], None]]:
+    sync = session.sync_session
+    if not isinstance(sync, StoreSession):
+        raise TypeError("sessions must come from store.db.session_factory (StoreSession)")
+    return sync.info.setdefault(key, [])
+
+
 def session_factory(engine: AsyncEngine) -> async_sessionmaker:
-    return async_sessionmaker(engine, expire_on_commit=False)
+    return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=StoreSession)
 
 
 def alembic_config() -> Config:
