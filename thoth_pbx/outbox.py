@@ -10,7 +10,9 @@ How to use it (call flow, Bitrix installer, message bridges)::
         await outbox.enqueue(session, "bitrix.call.register",    # ... and its job, one transaction
                              instance_id, chain=f"bitrix-call:{instance_id}:{linkedid}",
                              payload={...})                      # JSON, never secrets
-    # on commit the worker is woken and runs the job at once: no polling delay
+    # on commit the worker is woken and runs the job at once: no polling delay;
+    # run_now=True (a new chain's first job): the commit itself starts it, no claim at all;
+    # outbox.watch(session, job_id) -> future of its result (call routing needs register's)
 
     async def handler(job: Job) -> dict | None:                  # the return value is stored as the result
         call_id = job.previous("bitrix.call.register")["CALL_ID"]  # results earlier in the chain

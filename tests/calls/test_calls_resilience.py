@@ -195,3 +195,52 @@ async def test_twenty_simultaneous_calls_each_logged_exactly_once(thoth: Thoth, 
     registered_ids = [e.result["CALL_ID"] for e in thoth.sim.recorder.calls(REGISTER, ok=True)
                       if e.params["EXTERNAL_CALL_ID"] in linkedids]
     assert len(set(registered_ids)) == 20
+
+
+async def test_a_call_whose_stasisstart_was_lost_is_picked_up_by_the_resync(thoth: Thoth, lab: CallLab) -> None:
+    """thoth-pbx went away between a call's StasisStart and its row: the next (re)connect adopts it."""
+    await thoth.set_calls(ring_group=["101"], responsible_first_seconds=0, group_ring_seconds=10)
+    ari, calls = thoth.services.ari, thoth.services.calls
+    lost: list[dict] = []
+
+    def lossy(event: dict) -> None:  # the crash window, made exact: this StasisStart is never handled
+        if event.get("type") == "StasisStart" and not lost:
+            lost.append(event)
+            return
+        calls.on_event(event)
+
+    ari.on_event = lossy
+    caller = "+79990000110"
+    placed = lab.whatsapp_call(BUSINESS, caller)
+    await wait_until(lambda: lost, what="the StasisStart")
+    assert await thoth.call_row(caller=caller) is None
+    ari.on_event = calls.on_event
+    await calls.resync()  # what every ARI (re)connect runs
+    call = await thoth.wait_call(caller, "connected")
+    assert call.channel_id == lost[0]["channel"]["id"] and call.wacid == placed["wacid"]
+    lab.hangup_meta(placed["meta_channel"])
+    assert (await thoth.wait_call(caller, "ended")).status_code == "200"
+    await wait_until(lambda: FINISH in _methods(thoth.bitrix_calls(call.linkedid)), what="finish delivered")
+    assert _methods(thoth.bitrix_calls(call.linkedid)).count(REGISTER) == 1
+
+
+async def test_a_call_that_cannot_be_stored_goes_to_the_dialplan_fallback(thoth: Thoth, lab: CallLab) -> None:
+    from sqlalchemy import text
+
+    calls = thoth.services.calls
+    await calls.resync()  # waits for the start-up resync (same lock) so it does not meet the rename
+    async with thoth.services.engine.begin() as conn:  # the database refuses the call row
+        await conn.execute(text("ALTER TABLE call RENAME TO call_away"))
+    try:
+        await calls.resync()  # a resync that cannot read the calls reports it and returns
+        assert thoth.services.ari.connected
+        placed = lab.whatsapp_call(BUSINESS, "+79990000111")
+
+        def answered_by_fallback() -> bool:
+            return any(c["name"].startswith("PJSIP/102-") and c["state"] == "Up" for c in lab.business_channels())
+
+        await wait_until(answered_by_fallback, timeout=20, what="operator 102 answered through the fallback Dial")
+        lab.hangup_meta(placed["meta_channel"])
+    finally:
+        async with thoth.services.engine.begin() as conn:
+            await conn.execute(text("ALTER TABLE call_away RENAME TO call"))

@@ -157,9 +157,12 @@ class AriClient:
             self._connected.set()
             log.info("ARI connected", extra={"ari": str(self.target), "app": self.app})
             if self.on_connect is not None:
-                result = self.on_connect()
-                if asyncio.iscoroutine(result):
-                    await result
+                try:
+                    result = self.on_connect()
+                    if asyncio.iscoroutine(result):
+                        await result
+                except Exception:  # e.g. the database is away: events must still flow
+                    log.exception("ARI on-connect handler failed")
             async for msg in ws:
                 if msg.type == aiohttp.WSMsgType.TEXT:
                     try:

@@ -185,6 +185,34 @@ class StasisCalls:
         linkedid = channel.get("linkedid") or channel_id
         if wacid is None:
             wacid = await self._variable(channel_id, WACID_VARIABLE)
+        try:
+            call, ctx, registration = await self._store_new_call(channel_id, linkedid, caller, called, wacid)
+        except Exception:  # database down or broken: the call must still ring somewhere
+            log.exception("cannot store the call; handing it to the dialplan fallback", extra={"channel": channel_id})
+            await self._to_fallback(channel_id)
+            return
+        # Ringback right after the commit, behind the register the commit started: the dialplan's
+        # Progress() already gave Meta early media (it drops a call with none within 20 s), so
+        # the tone can wait the millisecond the register needs to leave first.
+        ringback = asyncio.create_task(self._early_media(channel_id))
+        log.info("whatsapp call", extra={"call": call.id, "caller": caller, "called": called, "channel": channel_id})
+        state = cf.CallState(call.id, channel_id, linkedid, caller, call.called, call.started_at)
+        try:
+            await ringback
+            await self._route_and_talk(state, ctx, queue, registration)
+        except _CallEnded:
+            pass
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("call flow failed", extra={"call": call.id})
+            await self._hangup(channel_id)
+        await self._finish(state, ctx)
+
+    async def _store_new_call(
+        self, channel_id: str, linkedid: str, caller: str, called: str | None, wacid: str | None
+    ) -> tuple[Call, CallContext, Registration | None]:
+        """The call row and its register job, one transaction; the commit sends the register."""
         phone_id, ctx = await self._context_for(called)
         async with self.sessions() as session, session.begin():
             call = Call(
@@ -205,23 +233,7 @@ class StasisCalls:
                                                     "called", "wacid", "state", "started_at", "detail")
             })
             registration = await self.notifier.registered(session, call, ctx)
-        # Ringback right after the commit, behind the register the commit started: the dialplan's
-        # Progress() already gave Meta early media (it drops a call with none within 20 s), so
-        # the tone can wait the millisecond the register needs to leave first.
-        ringback = asyncio.create_task(self._early_media(channel_id))
-        log.info("whatsapp call", extra={"call": call.id, "caller": caller, "called": called, "channel": channel_id})
-        state = cf.CallState(call.id, channel_id, linkedid, caller, call.called, call.started_at)
-        try:
-            await ringback
-            await self._route_and_talk(state, ctx, queue, registration)
-        except _CallEnded:
-            pass
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("call flow failed", extra={"call": call.id})
-            await self._hangup(channel_id)
-        await self._finish(state, ctx)
+        return call, ctx, registration
 
     async def _route_and_talk(
         self, state: cf.CallState, ctx: CallContext, queue: asyncio.Queue[dict[str, Any]],
@@ -405,6 +417,12 @@ class StasisCalls:
 
     async def resync(self) -> None:
         """After a (re)connect: re-attach to live calls, finish calls that ended meanwhile."""
+        try:
+            await self._resync()
+        except Exception:  # database away: new calls still work; the next (re)connect tries again
+            log.exception("resync failed")
+
+    async def _resync(self) -> None:
         async with self._resync_lock:
             try:
                 live = {c["id"]: c for c in await self.ari.request("GET", "/channels") or []}
@@ -420,6 +438,27 @@ class StasisCalls:
                     self._reattach(call, live)
                 else:
                     await self._finish_orphan(call)
+            await self._adopt_unrecorded(live)
+
+    async def _adopt_unrecorded(self, live: dict[str, Any]) -> None:
+        """WhatsApp channels waiting in our app with no call row: we went away between their
+        StasisStart and the row's commit. They are started as new calls."""
+        waiting = {
+            cid: c for cid, c in live.items()
+            if cid not in self._queues and str(c.get("name", "")).startswith(self.endpoint_prefix)
+            and (c.get("dialplan") or {}).get("app_name") == "Stasis"
+            and str((c.get("dialplan") or {}).get("app_data", "")).split(",")[0] == self.ari.app
+        }
+        if not waiting:
+            return
+        async with self.sessions() as session:
+            known = set((await session.scalars(select(Call.channel_id).where(Call.channel_id.in_(waiting)))).all())
+        for channel_id, channel in waiting.items():
+            if channel_id in known or channel_id in self._queues:
+                continue
+            args = str(channel["dialplan"].get("app_data", "")).split(",")[1:]
+            log.warning("picked up a call left in the Stasis app without a record", extra={"channel": channel_id})
+            self._start_call(channel_id, {"type": "StasisStart", "channel": channel, "args": args})
 
     def _reattach(self, call: Call, live: dict[str, Any]) -> None:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -541,6 +580,13 @@ class StasisCalls:
             await self.ari.request("DELETE", f"/playbacks/thoth-ringback-{channel_id}")
         except AriError:
             pass  # already finished
+
+    async def _to_fallback(self, channel_id: str) -> None:
+        """Leave Stasis for the dialplan's `fallback` label (fallback_dial, as when we are down)."""
+        try:
+            await self.ari.request("POST", f"/channels/{channel_id}/continue", params={"label": "fallback"})
+        except AriError as exc:
+            log.warning("dialplan fallback failed", extra={"channel": channel_id, "error": str(exc)})
 
     async def _variable(self, channel_id: str, name: str) -> str | None:
         try:
