@@ -1,6 +1,6 @@
 """Call logs per second into one Bitrix24 portal limited to 2 requests/s (burst 50).
 
-    python bench/bitrix_throughput.py [--window 10] [--database-url sqlite+aiosqlite:///...]
+    python bench/bitrix_throughput.py [--window 10] [--database-url sqlite+thoth:///...]
 
 Everything real but Bitrix: the outbox (SQLite by default) delivers register + finish
 job pairs through the per-portal REST client to the strict simulator over loopback HTTP.
@@ -119,7 +119,7 @@ async def measure(settings: Any, sessions: Any, sim: BitrixSimulator, *, batched
 async def run(window: float, database_url: str | None) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="thoth-bench-"))
     install_secret_box(SecretBox(Fernet.generate_key()))
-    url = database_url or f"sqlite+aiosqlite:///{tmp / 'bench.sqlite3'}"
+    url = database_url or f"sqlite+thoth:///{tmp / 'bench.sqlite3'}"
     sim = BitrixSimulator()
     await sim.start()
     settings = load_settings(None, environ={

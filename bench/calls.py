@@ -554,7 +554,7 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         pid = server.proc.pid
         cpu = CpuMeter({
             "thoth_pbx": f"/proc/{pid}/stat",
-            # its asyncio thread alone (the rest is aiosqlite's worker threads running SQLite)
+            # its asyncio thread alone (SQLite runs on it too; the rest is the WAL checkpointer and executor threads)
             "thoth_pbx_event_loop": f"/proc/{pid}/task/{pid}/stat",
             "asterisk_business": f"/proc/{call_lab.business.pid}/stat",
             "asterisk_meta": f"/proc/{call_lab.meta.pid}/stat",
