@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from sqlalchemy import text
 
 from thoth_pbx.secrets import SecretBox
@@ -91,11 +92,7 @@ async def test_fast_insert_writes_the_row_the_orm_writes(database_url: str) -> N
             job = await s.get(OutboxJob, fast_id)
             assert job is not None and job.payload == values["payload"] and job.maybe_delivered is False
         async with sessions() as s, s.begin():
-            try:
+            with pytest.raises(ValueError, match="colour"):
                 await insert_returning_id(s, Call.__table__, {"linkedid": "l2", "colour": "red"})
-            except ValueError as exc:
-                assert "colour" in str(exc)
-            else:
-                raise AssertionError("an unknown column must be refused")
     finally:
         await engine.dispose()
