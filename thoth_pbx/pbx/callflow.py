@@ -188,6 +188,7 @@ class CallState:
     caller_hung_up: bool = False
     bridge_id: str | None = None
     recording: str | None = None
+    recorder_channel: str | None = None  # the snoop channel the recording is made on
 
     def dial_results(self) -> list[str]:
         return [leg.result or "NOANSWER" for leg in self.legs.values()]

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 WACID_VARIABLE = "PJSIP_HEADER(read,X-WA-Meta-WACID)"
 LEG_ARG = "thoth-leg"
+SNOOP_ARG = "thoth-recorder"
 CALLS = Call.__table__
 # How long a cached call context (phone, portal settings, user map) may be used when no
 # write of this process invalidated it: writes by other processes (CLI) show up this late.
@@ -134,7 +135,7 @@ class StasisCalls:
             channel_id = (event.get("peer") or {}).get("id")
         if kind == "StasisStart" and channel_id:
             args = event.get("args") or []
-            if args and args[0] == LEG_ARG:
+            if args and args[0] in (LEG_ARG, SNOOP_ARG):
                 ready = self._legs_entering.get(channel_id)
                 if ready is not None and not ready.done():
                     ready.set_result(None)
@@ -359,27 +360,47 @@ class StasisCalls:
             params={"channel": f"{state.channel_id},{leg_id}", "inhibitConnectedLineUpdates": True},
         )
         if ctx.settings.record:
-            state.recording = f"thoth-{state.linkedid}".replace("/", "-")
-            try:
-                await self.ari.request(
-                    "POST", f"/bridges/{state.bridge_id}/record",
-                    params={"name": state.recording, "format": "wav", "ifExists": "overwrite"},
-                )
-            except AriError as exc:
-                log.warning("recording failed to start", extra={"call": state.call_id, "error": str(exc)})
-                state.recording = None
+            await self._start_recording(state)
         await self._wait_for_hangup(state, {state.channel_id, leg_id}, queue)
         await self._end_bridge(state)
         for channel_id in (state.channel_id, leg_id):
             await self._hangup(channel_id)
 
+    async def _start_recording(self, state: cf.CallState) -> None:
+        """Record the WhatsApp leg through a snoop channel (both directions), not the bridge.
+
+        Recording a bridge adds a third channel to it, which turns the two-party bridge from
+        passing Opus through into mixing: every leg decoded and encoded again, about 7x the
+        CPU of the call (docs/benchmarks-calls.md). A snoop only decodes a copy."""
+        name = f"thoth-{state.linkedid}".replace("/", "-")
+        snoop_id = f"{state.channel_id}-rec"
+        entered = asyncio.get_running_loop().create_future()
+        self._legs_entering[snoop_id] = entered
+        try:
+            await self.ari.request(
+                "POST", f"/channels/{state.channel_id}/snoop",
+                params={"spy": "both", "app": self.ari.app, "appArgs": f"{SNOOP_ARG},{state.call_id}", "snoopId": snoop_id},
+            )
+            state.recorder_channel = snoop_id
+            await asyncio.wait_for(entered, 5.0)  # like a created leg: usable after its StasisStart
+            await self.ari.request(
+                "POST", f"/channels/{snoop_id}/record", params={"name": name, "format": "wav", "ifExists": "overwrite"},
+            )
+            state.recording = name
+        except (AriError, asyncio.TimeoutError) as exc:
+            log.warning("recording failed to start", extra={"call": state.call_id, "error": str(exc) or "no StasisStart"})
+        finally:
+            self._legs_entering.pop(snoop_id, None)
+
     async def _end_bridge(self, state: cf.CallState) -> None:
-        """Stop the recording (so the file is complete) and destroy the bridge."""
+        """Stop the recording (so the file is complete), end its snoop, destroy the bridge."""
         if state.recording:
             try:
                 await self.ari.request("POST", f"/recordings/live/{state.recording}/stop")
             except AriError:
-                pass  # already stopped when the bridge emptied
+                pass  # already stopped when the snooped channel went away
+        if state.recorder_channel:
+            await self._hangup(state.recorder_channel)
         if state.bridge_id:
             try:
                 await self.ari.request("DELETE", f"/bridges/{state.bridge_id}")
