@@ -119,7 +119,10 @@ class BitrixCallNotifier:
         search = asyncio.ensure_future(telephony.search_crm(client, caller))
         try:
             if registration is not None:
-                result = await registration
+                await asyncio.wait({registration})  # a cancelled watcher (shutdown) must not cancel us
+                if registration.cancelled():
+                    raise RegisterUnknown(linkedid)
+                result = registration.result()
             else:  # a re-attached call: its register ran before the restart
                 result = await self._stored_register(ctx.app_instance_id, linkedid)
             matches = await search

@@ -123,12 +123,19 @@ class StasisCalls:
         self._resync_lock = asyncio.Lock()
         # operator legs we created, until their StasisStart says they may be dialled
         self._legs_entering: dict[str, asyncio.Future[None]] = {}
+        # live recordings by name, until Asterisk says the file is complete (RecordingFinished)
+        self._recordings: dict[str, asyncio.Future[None]] = {}
 
     # ------------------------------------------------------------------ event intake
 
     def on_event(self, event: dict[str, Any]) -> None:
         """ARI event callback: route, never block."""
         kind = event.get("type")
+        if kind in ("RecordingFinished", "RecordingFailed"):
+            done = self._recordings.get((event.get("recording") or {}).get("name", ""))
+            if done is not None and not done.done():
+                done.set_result(None)
+            return
         channel = event.get("channel") or {}
         channel_id = channel.get("id")
         if kind == "Dial":
@@ -383,12 +390,14 @@ class StasisCalls:
             )
             state.recorder_channel = snoop_id
             await asyncio.wait_for(entered, 5.0)  # like a created leg: usable after its StasisStart
+            self._recordings[name] = asyncio.get_running_loop().create_future()
             await self.ari.request(
                 "POST", f"/channels/{snoop_id}/record", params={"name": name, "format": "wav", "ifExists": "overwrite"},
             )
             state.recording = name
         except (AriError, asyncio.TimeoutError) as exc:
             log.warning("recording failed to start", extra={"call": state.call_id, "error": str(exc) or "no StasisStart"})
+            self._recordings.pop(name, None)
         finally:
             self._legs_entering.pop(snoop_id, None)
 
@@ -399,6 +408,14 @@ class StasisCalls:
                 await self.ari.request("POST", f"/recordings/live/{state.recording}/stop")
             except AriError:
                 pass  # already stopped when the snooped channel went away
+            finished = self._recordings.get(state.recording)
+            if finished is not None:  # the stop is asynchronous: fetched earlier, the file can be empty
+                try:
+                    await asyncio.wait_for(asyncio.shield(finished), 5.0)
+                except asyncio.TimeoutError:
+                    log.warning("recording not finished after 5 s", extra={"call": state.call_id})
+                finally:
+                    self._recordings.pop(state.recording, None)
         if state.recorder_channel:
             await self._hangup(state.recorder_channel)
         if state.bridge_id:
