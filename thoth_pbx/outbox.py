@@ -216,7 +216,7 @@ class Outbox:
         # run_now only heads a chain: with an earlier job of the chain known to be unfinished
         # (this transaction's, or one this process runs or has yet to claim) it waits its turn
         run_now = run_now and delay <= 0 and self.running and (
-            chain is None or not (chain in self._backlog or chain in committed.chains() or self._chain_running(chain))
+            chain is None or not (chain in self._backlog or chain in committed.chains() or chain in self._running_chains)
         )
         if session.new or session.dirty or session.deleted:
             await session.flush()  # rows the job may refer to (its app instance) go first
@@ -286,9 +286,6 @@ class Outbox:
 
     def wake(self) -> None:
         self._wake.set()
-
-    def _chain_running(self, chain: str) -> bool:
-        return chain in self._running_chains
 
     def _start(self, job: Job) -> None:
         if job.chain is not None:

@@ -222,24 +222,15 @@ class StasisCalls:
     ) -> tuple[Call, CallContext, Registration | None]:
         """The call row and its register job, one transaction; the commit sends the register."""
         phone_id, ctx = await self._context_for(called)
+        values = {
+            "linkedid": linkedid, "channel_id": channel_id, "phone_id": phone_id, "app_instance_id": ctx.app_instance_id,
+            "caller": caller, "called": called or "unknown", "wacid": wacid, "state": "ringing", "started_at": utcnow(),
+            "detail": {},
+        }
+        call = Call(**values)
         async with self.sessions() as session, session.begin():
-            call = Call(
-                linkedid=linkedid,
-                channel_id=channel_id,
-                phone_id=phone_id,
-                app_instance_id=ctx.app_instance_id,
-                caller=caller,
-                called=called or "unknown",
-                wacid=wacid,
-                state="ringing",
-                started_at=utcnow(),
-                detail={},
-            )
             # the hot path of every call: a compiled INSERT, not the ORM's flush (fast_insert.py)
-            call.id = await insert_returning_id(session, CALLS, {
-                key: getattr(call, key) for key in ("linkedid", "channel_id", "phone_id", "app_instance_id", "caller",
-                                                    "called", "wacid", "state", "started_at", "detail")
-            })
+            call.id = await insert_returning_id(session, CALLS, values)
             registration = await self.notifier.registered(session, call, ctx)
         return call, ctx, registration
 

@@ -8,7 +8,7 @@ from typing import Callable
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, text
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 
@@ -22,7 +22,7 @@ def create_engine(database_url: str) -> AsyncEngine:
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        inline = url.get_driver_name() == sqlite_inline.DRIVER
+        inline = _is_inline(url)
         # inline: SQLite never sleeps on a lock on the event loop; the driver retries by awaiting
         engine = create_async_engine(url, connect_args={} if inline else {"timeout": 30})
         event.listen(engine.sync_engine, "connect", _inline_pragmas if inline else _threaded_pragmas)
@@ -33,10 +33,13 @@ def create_engine(database_url: str) -> AsyncEngine:
 def checkpointer(engine: AsyncEngine) -> sqlite_inline.Checkpointer | None:
     """The WAL checkpointer an inline SQLite engine needs while the service runs."""
     url = engine.url
-    if url.get_backend_name() == "sqlite" and url.get_driver_name() == sqlite_inline.DRIVER:
-        if url.database and url.database != ":memory:":
-            return sqlite_inline.Checkpointer(url.database)
+    if _is_inline(url) and url.database and url.database != ":memory:":
+        return sqlite_inline.Checkpointer(url.database)
     return None
+
+
+def _is_inline(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite" and url.get_driver_name() == sqlite_inline.DRIVER
 
 
 def _sqlite_pragmas(dbapi_connection, extra: list[str]) -> None:  # type: ignore[no-untyped-def]

@@ -71,9 +71,6 @@ class Cursor:
     async def __aexit__(self, *_exc: Any) -> None:
         self._cursor.close()
 
-    def __await__(self) -> Any:
-        return self.__aenter__().__await__()
-
     async def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> Cursor:
         if parameters is None:
             await _retry_busy(self._cursor.execute, sql)
@@ -137,7 +134,7 @@ class Connection:
         return self._conn
 
     def cursor(self) -> Cursor:
-        # aiosqlite returns an awaitable context manager; SQLAlchemy enters it (__aenter__)
+        # aiosqlite returns an async context manager; SQLAlchemy only enters it (__aenter__)
         return Cursor(self._live().cursor())
 
     def insert_now(self, sql: str, parameters: Sequence[Any]) -> int | None:
@@ -162,9 +159,7 @@ class Connection:
         self._live().rollback()
 
     async def close(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            conn.close()
+        self.stop()
 
     def stop(self) -> None:
         if self._conn is not None:
