@@ -156,13 +156,8 @@ class AriClient:
             self.status = AriStatus("connected", _now())
             self._connected.set()
             log.info("ARI connected", extra={"ari": str(self.target), "app": self.app})
-            if self.on_connect is not None:
-                try:
-                    result = self.on_connect()
-                    if asyncio.iscoroutine(result):
-                        await result
-                except Exception:  # e.g. the database is away: events must still flow
-                    log.exception("ARI on-connect handler failed")
+            if self.on_connect is not None:  # e.g. the database is away: events must still flow
+                await _run_hook("ARI on-connect handler failed", self.on_connect)
             async for msg in ws:
                 if msg.type == aiohttp.WSMsgType.TEXT:
                     try:
@@ -170,20 +165,11 @@ class AriClient:
                     except json.JSONDecodeError:
                         log.warning("ARI sent a non-JSON frame")
                         continue
-                    await self._deliver(event)
+                    if self.on_event is not None:
+                        await _run_hook("ARI event handler failed", self.on_event, event, extra={"event": event.get("type")})
                 elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE):
                     break
         self._set_state("down", "websocket closed by Asterisk")
-
-    async def _deliver(self, event: dict[str, Any]) -> None:
-        if self.on_event is None:
-            return
-        try:
-            result = self.on_event(event)
-            if asyncio.iscoroutine(result):
-                await result
-        except Exception:
-            log.exception("ARI event handler failed", extra={"event": event.get("type")})
 
     def _set_state(self, state: str, error: str | None) -> None:
         if self.status.state != state or self.status.error != error:
@@ -214,6 +200,17 @@ class AriClient:
                 return body
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise AriNotConnected(f"ARI request {method} {path} failed: {exc or type(exc).__name__}") from None
+
+
+async def _run_hook(failure: str, hook: Callable[..., Awaitable[None] | None], *args: Any,
+                    extra: dict[str, Any] | None = None) -> None:
+    """Call a user callback (sync or async); its failure is logged, never ends the connection."""
+    try:
+        result = hook(*args)
+        if asyncio.iscoroutine(result):
+            await result
+    except Exception:
+        log.exception(failure, extra=extra)
 
 
 def basic_auth_header(user: str, password: str) -> str:
