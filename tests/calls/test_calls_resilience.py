@@ -51,6 +51,14 @@ class Served:
             call = (await session.scalars(select(Call).where(Call.caller == caller))).first()
             return call if call is not None and call.state == state else None
 
+    async def connect_then_kill(self, lab: CallLab, caller: str) -> tuple[dict, Call]:
+        """A WhatsApp call answered by an operator, then `serve` SIGKILLed mid-call."""
+        await self.serve.wait_ari()
+        placed = lab.whatsapp_call(BUSINESS, caller)
+        call = await wait_until(lambda: self.row(caller, "connected"), timeout=20, what="call connected")
+        self.serve.kill()
+        return placed, call
+
     async def stop(self) -> None:
         self.serve.stop()
         await self.engine.dispose()
@@ -76,11 +84,8 @@ async def test_killed_service_call_keeps_working_and_is_finished_after_restart(t
     served = await Served.start(tmp_path, lab)
     sim, serve, row = served.sim, served.serve, served.row
     try:
-        await serve.wait_ari()
         caller = "+79990000101"
-        placed = lab.whatsapp_call(BUSINESS, caller)
-        call = await wait_until(lambda: row(caller, "connected"), timeout=20, what="call connected")
-        serve.kill()
+        placed, call = await served.connect_then_kill(lab, caller)
         # Asterisk keeps the bridge: the WhatsApp leg is still up while thoth-pbx is dead
         meta_leg = [c for c in lab.meta_channels() if c["id"] == placed["meta_channel"]]
         assert meta_leg and meta_leg[0]["state"] == "Up"
@@ -111,11 +116,8 @@ async def test_call_that_ended_while_the_service_was_dead_is_finished_on_restart
     served = await Served.start(tmp_path, lab)
     sim, serve, row = served.sim, served.serve, served.row
     try:
-        await serve.wait_ari()
         caller = "+79990000104"
-        placed = lab.whatsapp_call(BUSINESS, caller)
-        call = await wait_until(lambda: row(caller, "connected"), timeout=20, what="call connected")
-        serve.kill()
+        placed, call = await served.connect_then_kill(lab, caller)
         await _talk(1.5)
         lab.hangup_meta(placed["meta_channel"])  # the call ends while nobody watches
         await wait_until(lambda: not any(c["id"] == call.channel_id for c in lab.business_channels()),
