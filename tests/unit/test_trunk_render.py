@@ -153,3 +153,26 @@ def test_override_added_or_removed_later_is_picked_up(tmp_path: Path) -> None:
     third = trunk.render(settings, override_dir=tmp_path)
     contact = lambda r: parse(r.files[trunk.PJSIP_FILE]).find("wa.meta.vc", "aor").get("contact")  # noqa: E731
     assert (contact(first), contact(second), contact(third)) == ("sip:wa.meta.vc", "sip:override.example", "sip:wa.meta.vc")
+
+
+@pytest.mark.parametrize("escape", [
+    "{{ cycler.__init__.__globals__.os.popen('id').read() }}",
+    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+    "{{ t.__class__.__init__.__globals__ }}",
+    "{% set x = [] %}{{ x.append(1) }}",
+])
+def test_override_template_cannot_reach_python_internals(tmp_path: Path, escape: str) -> None:
+    """Admin templates render sandboxed: no way to run OS commands as the service user."""
+    (tmp_path / "aor.conf.j2").write_text("[{{ t.endpoint_name }}]\ntype=aor\ncontact=sip:" + escape + "\n")
+    with pytest.raises(RenderError) as err:
+        trunk.render(trunk.parse_trunk({}), override_dir=tmp_path)
+    assert err.value.field == "template" and "aor.conf.j2" in err.value.message
+
+
+def test_sandboxed_override_keeps_loops_filters_and_includes(tmp_path: Path) -> None:
+    (tmp_path / "extra.j2").write_text("{% for m in identify_match %}; {{ m | lower }}\n{% endfor %}")
+    shipped = (data_dir("asterisk_templates") / "aor.conf.j2").read_text()
+    (tmp_path / "aor.conf.j2").write_text(shipped + "{% include 'extra.j2' %}"
+                                          "{% if t.endpoint_name | length > 2 %}qualify_timeout=7\n{% endif %}")
+    custom = trunk.render(trunk.parse_trunk({}), override_dir=tmp_path)
+    assert parse(custom.files[trunk.PJSIP_FILE]).find("wa.meta.vc", "aor").get("qualify_timeout") == "7"

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import jinja2
+import jinja2.sandbox
 
 from thoth_pbx import validation as v
 from thoth_pbx.pbx.conffile import ConfSyntaxError, escape_value, mask_secrets, parse
@@ -456,9 +457,11 @@ class _ChoiceLoader(jinja2.BaseLoader):
 
 @functools.lru_cache(maxsize=8)
 def _environment(override_dir: str | None) -> jinja2.Environment:
+    """Sandboxed: an admin's override template may loop, branch, filter and include, but never
+    reach Python internals (`__class__`, `__globals__`, ...) to run code as the service user."""
     folders = [Path(override_dir)] if override_dir else []
     folders += [data_dir("asterisk_templates"), data_dir("dialplan")]
-    return jinja2.Environment(
+    return jinja2.sandbox.ImmutableSandboxedEnvironment(
         loader=_ChoiceLoader(folders),
         undefined=jinja2.StrictUndefined,
         finalize=_finalize,
@@ -467,6 +470,19 @@ def _environment(override_dir: str | None) -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+
+
+def _where(exc: BaseException, template_name: str) -> str:
+    """`aor.conf.j2 line 4`: the innermost template frame, so an error inside an included
+    override names the admin's file, not the top-level one that included it."""
+    where = template_name
+    tb = exc.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename.endswith(".j2"):
+            where = f"{Path(filename).name} line {tb.tb_lineno}"
+        tb = tb.tb_next
+    return where
 
 
 def read_ranges(text: str, source: str = RANGES_FILE) -> tuple[str, ...]:
@@ -536,7 +552,7 @@ def render(
         except jinja2.TemplateSyntaxError as exc:
             raise RenderError(f"{exc.name or template_name} line {exc.lineno}: {exc.message}") from None
         except jinja2.TemplateError as exc:
-            raise RenderError(f"{template_name}: {exc}") from None
+            raise RenderError(f"{_where(exc, template_name)}: {exc}") from None
         try:
             parse(text)
         except ConfSyntaxError as exc:
