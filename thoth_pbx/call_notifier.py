@@ -22,6 +22,7 @@ from thoth_pbx.bitrix.telephony import FinishCall, RegisterCall, RegisteredCall
 from thoth_pbx.pbx.callflow import ANSWERED, CallSettings, Operator, talk_seconds
 from thoth_pbx.pbx.calls import CallContext, Registration
 from thoth_pbx.store.models import AppInstance, BitrixUser, Call, OutboxJob, Phone
+from thoth_pbx.validation import is_extension
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class BitrixCallNotifier:
                 BitrixUser.app_instance_id == instance.id, BitrixUser.active.is_(True)
             )
         )).all()
-        by_extension = {ext: uid for uid, ext in rows if ext}
+        by_extension = {ext: uid for uid, ext in rows if is_extension(ext)}  # rows stored before validation too
         overrides = (instance.settings or {}).get("calls", {})
         settings = CallSettings.from_json({**self.global_calls, **overrides}, by_extension)
         first_operator = next((op.user_id for op in settings.ring_group if op.user_id is not None), None)
@@ -134,8 +135,11 @@ class BitrixCallNotifier:
             if match.assigned_by_id is None:
                 continue
             extension = ctx.extensions.get(match.assigned_by_id) or match.assigned_inner_phone
-            if extension:
+            if extension and is_extension(str(extension)):
                 return Operator(str(extension), match.assigned_by_id)
+            if extension:
+                log.warning("CRM owner's inner phone number is not an extension; not dialled",
+                            extra={"user_id": match.assigned_by_id, "field": "USER_PHONE_INNER"})
         return None
 
     async def _stored_register(self, instance_id: int, linkedid: str) -> dict[str, Any] | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any
+from typing import Any, TypeGuard
 
 
 class FieldError(ValueError):
@@ -23,6 +23,14 @@ class FieldError(ValueError):
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# ASCII only: Python's \d and str.isdigit() also accept Arabic-Indic, fullwidth and other
+# digits, which must never reach a dial string, a PJSIP section name or Bitrix24.
+_ASCII_INTEGER = re.compile(r"-?[0-9]+")
+
+
+def ascii_digits(value: str) -> bool:
+    """True for a non-empty run of 0-9 (str.isdigit() would also accept '٣' or '１')."""
+    return value.isascii() and value.isdigit()
 
 
 def text(field: str, value: Any, *, max_len: int = 200, min_len: int = 1) -> str:
@@ -52,7 +60,7 @@ def boolean(field: str, value: Any) -> bool:
 
 def integer(field: str, value: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        if isinstance(value, str) and _ASCII_INTEGER.fullmatch(value.strip()):
             value = int(value.strip())
         else:
             raise FieldError(field, "must be a whole number")
@@ -63,7 +71,7 @@ def integer(field: str, value: Any, *, minimum: int | None = None, maximum: int 
     return value
 
 
-_E164 = re.compile(r"\+[1-9]\d{6,14}")
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 _PHONE_NOISE = re.compile(r"[\s\-().]")
 
 
@@ -85,8 +93,8 @@ def digits_id(field: str, value: Any, *, max_len: int = 32) -> str:
     """Meta's numeric ids (phone_number_id, WABA id): digits only, kept as strings."""
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
-    if not isinstance(value, str) or not value.strip().isdigit():
-        raise FieldError(field, "must be a numeric id (digits only)")
+    if not isinstance(value, str) or not ascii_digits(value.strip()):
+        raise FieldError(field, "must be a numeric id (digits 0-9 only)")
     value = value.strip()
     if len(value) > max_len:
         raise FieldError(field, f"must be at most {max_len} digits")
@@ -106,22 +114,48 @@ def hostname(field: str, value: Any) -> str:
     labels = host.split(".")
     if not all(_HOSTNAME_LABEL.fullmatch(label) for label in labels):
         raise FieldError(field, f"{value!r} is not a valid host name (RFC 1123)")
-    if labels[-1].isdigit():
+    if ascii_digits(labels[-1]):
         raise FieldError(field, f"{value!r} looks like an IP address, not a host name")
     return host
+
+
+_SCOPE_ID = re.compile(r"[A-Za-z0-9_.-]{1,15}")  # an interface name (IFNAMSIZ) or index
 
 
 def ip_address(field: str, value: Any) -> str:
     if not isinstance(value, str):
         raise FieldError(field, "must be an IP address")
+    text = value.strip()
+    address, percent, scope = text.partition("%")
+    if percent and not _SCOPE_ID.fullmatch(scope):
+        # ipaddress accepts any text after '%'; it would reach config files verbatim
+        raise FieldError(field, f"{value!r} has an IPv6 scope id that is not an interface name or number")
+    if not address.isascii():
+        raise FieldError(field, f"{value!r} is not an IP address")
     try:
-        return str(ipaddress.ip_address(value.strip()))
+        return str(ipaddress.ip_address(text))
     except ValueError:
         raise FieldError(field, f"{value!r} is not an IP address") from None
 
 
 def port(field: str, value: Any) -> int:
     return integer(field, value, minimum=1, maximum=65535)
+
+
+_EXTENSION = re.compile(r"[A-Za-z0-9_-]{1,32}")
+
+
+def is_extension(value: object) -> TypeGuard[str]:
+    """An Asterisk extension as admins type it: ASCII letters, digits, _ or -, at most 32."""
+    return isinstance(value, str) and bool(_EXTENSION.fullmatch(value))
+
+
+def extension(field: str, value: Any) -> str:
+    """The one rule for operator extensions, whether typed by an admin or read from Bitrix24."""
+    text = str(value).strip() if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
+    if not is_extension(text):
+        raise FieldError(field, "must be an extension (letters, digits, _ or -, at most 32)")
+    return text
 
 
 def choice(field: str, value: Any, choices: tuple[str, ...]) -> str:

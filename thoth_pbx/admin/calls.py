@@ -8,6 +8,7 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from thoth_pbx.admin.http import object_id
 from thoth_pbx.store.models import Call
 from thoth_pbx.validation import FieldError, choice, integer
 
@@ -39,13 +40,11 @@ def calls_routes(sessions: async_sessionmaker[AsyncSession]) -> list[web.RouteDe
         return web.json_response({"items": [describe(c) for c in rows]})
 
     async def get_call(request: web.Request) -> web.Response:
-        raw = request.match_info["id"]
-        if not raw.isdigit():
-            raise FieldError("id", "must be a positive whole number", 404)
+        call_id = object_id(request)
         async with sessions() as session:
-            call = await session.get(Call, int(raw))
+            call = await session.get(Call, call_id)
         if call is None:
-            raise FieldError("id", f"no call with id {raw}", 404)
+            raise FieldError("id", f"no call with id {call_id}", 404)
         return web.json_response(describe(call))
 
     return [web.get("/api/admin/calls", list_calls), web.get("/api/admin/calls/{id}", get_call)]

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from thoth_pbx.directory import RESOURCES, Directory, Resource
 from thoth_pbx.secrets import constant_time_equal
-from thoth_pbx.validation import FieldError
+from thoth_pbx.validation import FieldError, ascii_digits
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ async def read_json(request: web.Request) -> Any:
 
 def object_id(request: web.Request) -> int:
     raw = request.match_info["id"]
-    if not raw.isdigit():
+    if not ascii_digits(raw):
         raise FieldError("id", "must be a positive whole number", 404)
     return int(raw)
 

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from thoth_pbx.bitrix.telephony import Caller
 from thoth_pbx.store.models import BitrixUser
 from thoth_pbx.store.types import utcnow
+from thoth_pbx.validation import is_extension
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,11 @@ def parse_user(item: dict[str, Any]) -> PortalUser | None:
     except (KeyError, TypeError, ValueError):
         return None
     extension = str(item.get("UF_PHONE_INNER") or "").strip() or None
+    if extension is not None and not is_extension(extension):
+        # the same rule as an extension typed by an admin: this value becomes a dial string
+        log.warning("Bitrix user has an inner phone number that is not an extension; ignored",
+                    extra={"user_id": user_id, "field": "UF_PHONE_INNER", "value": extension[:80]})
+        extension = None
     name = " ".join(p for p in (str(item.get("NAME") or "").strip(), str(item.get("LAST_NAME") or "").strip()) if p)
     active = item.get("ACTIVE") in (True, "Y", "1", 1, "true")
     return PortalUser(user_id, name or f"user {user_id}", extension, active)

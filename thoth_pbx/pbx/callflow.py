@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from thoth_pbx.validation import FieldError, boolean, integer
+from thoth_pbx.validation import FieldError, boolean, extension, integer
 
 # Bitrix24 telephony.externalcall.finish STATUS_CODE values (fact sheet, bitrix24-rest.md)
 ANSWERED = "200"
@@ -64,9 +64,7 @@ class CallSettings:
             raise FieldError(f"{prefix}.ring_group", "must be a list of extensions")
         group = []
         for index, ext in enumerate(raw_group):
-            text = str(ext).strip() if isinstance(ext, (str, int)) and not isinstance(ext, bool) else ""
-            if not _EXTENSION.fullmatch(text):
-                raise FieldError(f"{prefix}.ring_group[{index}]", "must be an extension (letters, digits, _ or -)")
+            text = extension(f"{prefix}.ring_group[{index}]", ext)
             group.append(Operator(text, users.get(text)))
         endpoint = data.get("operator_endpoint", "PJSIP/{extension}")
         if not isinstance(endpoint, str) or not _ENDPOINT.fullmatch(endpoint) or "{extension}" not in endpoint:
@@ -86,7 +84,6 @@ class CallSettings:
 
 
 _CALL_KEYS = {"ring_group", "responsible_first_seconds", "group_ring_seconds", "record", "crm_create", "operator_endpoint", "default_user_id"}
-_EXTENSION = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _ENDPOINT = re.compile(r"(PJSIP|Local|SIP|IAX2)/[A-Za-z0-9_@{}.+-]{1,80}")
 
 
@@ -131,7 +128,7 @@ def finish_status(
     return MISSED
 
 
-_DIGITS = re.compile(r"\d{6,15}")
+_DIGITS = re.compile(r"[0-9]{6,15}")  # ASCII: \d would pass Arabic-Indic digits
 
 
 def normalise_number(raw: str | None) -> str | None:

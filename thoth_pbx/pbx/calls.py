@@ -29,6 +29,7 @@ from thoth_pbx.pbx.callflow import CallSettings, Operator
 from thoth_pbx.store.fast_insert import insert_returning_id
 from thoth_pbx.store.models import Call, Phone
 from thoth_pbx.store.types import utcnow
+from thoth_pbx.validation import is_extension
 
 log = logging.getLogger(__name__)
 
@@ -572,6 +573,9 @@ class StasisCalls:
             return None
 
     async def _originate_leg(self, state: cf.CallState, ctx: CallContext, operator: Operator, seconds: int) -> str | None:
+        if not is_extension(operator.extension):  # defence in depth: every source is validated before
+            log.warning("refused to dial a value that is not an extension", extra={"extension": operator.extension[:80]})
+            return None
         endpoint = ctx.settings.operator_endpoint.format(extension=operator.extension)
         leg_id = f"{state.channel_id}-{operator.extension}-{uuid.uuid4().hex[:8]}"
         # a created channel enters Stasis asynchronously; dialling it before its

@@ -51,7 +51,7 @@ _DIAL_ONE = r"[A-Za-z][A-Za-z0-9_]{0,31}/[A-Za-z0-9_.@+*#:-]{1,120}"
 _DIAL = re.compile(rf"{_DIAL_ONE}(&{_DIAL_ONE}){{0,15}}")
 _SIP_USER = r"[A-Za-z0-9+._~!*'-]{1,64}"
 _SIP_PARAM = r";[A-Za-z0-9_-]{1,32}(=[A-Za-z0-9._-]{1,64})?"
-_SIP_URI = re.compile(rf"sips?:(?:(?P<user>{_SIP_USER})@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::(?P<port>\d{{1,5}}))?(?:{_SIP_PARAM}){{0,8}}")
+_SIP_URI = re.compile(rf"sips?:(?:(?P<user>{_SIP_USER})@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::(?P<port>[0-9]{{1,5}}))?(?:{_SIP_PARAM}){{0,8}}")
 _DSCP = ("cs0", "cs1", "cs2", "cs3", "cs4", "cs5", "cs6", "cs7", "af11", "af12", "af13", "af21", "af22",
          "af23", "af31", "af32", "af33", "af41", "af42", "af43", "ef")
 _RESERVED_CONTEXTS = ("general", "globals")
@@ -91,7 +91,7 @@ def host_or_ip(name: str, value: Any) -> str:
 
 
 def _looks_like_ip(text: str) -> bool:
-    return ":" in text or bool(re.fullmatch(r"[\d.]+", text))
+    return ":" in text or bool(re.fullmatch(r"[0-9.]+", text))
 
 
 def network(name: str, value: Any) -> str:
@@ -135,7 +135,7 @@ def tos(name: str, value: Any) -> str | int:
     if isinstance(value, int) and not isinstance(value, bool):
         return v.integer(name, value, minimum=0, maximum=255)
     text = _string(name, value, 8).lower()
-    if text.isdigit():
+    if v.ascii_digits(text):
         return v.integer(name, text, minimum=0, maximum=255)
     if text not in _DSCP:
         raise FieldError(name, f"must be a DSCP name ({', '.join(_DSCP)}) or a number 0..255")
