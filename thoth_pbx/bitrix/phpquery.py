@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 from urllib.parse import parse_qsl, quote_plus
 
-__all__ = ["encode", "decode", "decode_pairs"]
+__all__ = ["encode", "decode", "decode_pairs", "parse_pairs", "FormLimit"]
 
 
 def encode(params: Mapping[str, Any]) -> str:
@@ -43,24 +43,49 @@ def _encode_value(key: str, value: Any, out: list[str]) -> None:
     out.append(f"{quote_plus(key)}={quote_plus(text)}")
 
 
-def decode(query: str | bytes) -> dict[str, Any]:
-    """Parse `a[b][0]=x&c=1` into `{"a": {"b": ["x"]}, "c": "1"}` (all leaves are strings)."""
+class FormLimit(ValueError):
+    """A body beyond what any Bitrix24 event needs; the message says which limit."""
+
+
+MAX_FIELDS = 2000  # a message event with files has a few hundred
+MAX_DEPTH = 10  # data[MESSAGES][0][message][files][0][name] is 6 deep
+MAX_KEY_LENGTH = 512
+
+
+def parse_pairs(query: str | bytes, *, max_fields: int = MAX_FIELDS) -> list[tuple[str, str]]:
+    """The flat `key=value` pairs, bounded: linear in the body's length, at most `max_fields`."""
     if isinstance(query, bytes):
         query = query.decode("utf-8", errors="replace")
-    return decode_pairs(parse_qsl(query, keep_blank_values=True))
+    try:
+        return parse_qsl(query, keep_blank_values=True, max_num_fields=max_fields)
+    except ValueError:
+        raise FormLimit(f"has more than {max_fields} fields") from None
 
 
-def decode_pairs(pairs: list[tuple[str, str]]) -> dict[str, Any]:
+def decode(query: str | bytes, *, max_fields: int = MAX_FIELDS, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
+    """Parse `a[b][0]=x&c=1` into `{"a": {"b": ["x"]}, "c": "1"}` (all leaves are strings)."""
+    return decode_pairs(parse_pairs(query, max_fields=max_fields), max_depth=max_depth)
+
+
+def decode_pairs(pairs: list[tuple[str, str]], *, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
+    """Linear in the number of pairs: `a[]=x` appends via a per-node counter, not a rescan."""
     root: dict[str, Any] = {}
+    next_index: dict[int, int] = {}  # id(node) -> the index `[]` takes next
     for raw_key, value in pairs:
+        if len(raw_key) > MAX_KEY_LENGTH:
+            raise FormLimit(f"has a key longer than {MAX_KEY_LENGTH} characters")
         path = _split_key(raw_key)
         if not path:
             continue
+        if len(path) > max_depth:
+            raise FormLimit(f"nests keys deeper than {max_depth} levels")
         node: dict[str, Any] = root
         for index, part in enumerate(path):
             last = index == len(path) - 1
             if part == "":  # `a[]=x` appends
-                part = str(_next_index(node))
+                part = str(next_index.get(id(node), 0))
+            if _is_index(part):
+                next_index[id(node)] = max(next_index.get(id(node), 0), int(part) + 1)
             if last:
                 node[part] = value
             else:
@@ -70,6 +95,10 @@ def decode_pairs(pairs: list[tuple[str, str]]) -> dict[str, Any]:
                     node[part] = child
                 node = child
     return _listify(root)
+
+
+def _is_index(key: str) -> bool:
+    return key.isascii() and key.isdigit() and len(key) < 10
 
 
 def _split_key(key: str) -> list[str]:
@@ -88,16 +117,11 @@ def _split_key(key: str) -> list[str]:
     return parts
 
 
-def _next_index(node: dict[str, Any]) -> int:
-    numeric = [int(k) for k in node if k.isdigit()]
-    return max(numeric) + 1 if numeric else 0
-
-
 def _listify(value: Any) -> Any:
     if not isinstance(value, dict):
         return value
     converted = {key: _listify(item) for key, item in value.items()}
-    if converted and all(key.isdigit() for key in converted):
+    if converted and all(_is_index(key) for key in converted):
         indexes = sorted(int(key) for key in converted)
         if indexes == list(range(len(indexes))):
             return [converted[str(i)] for i in indexes]
