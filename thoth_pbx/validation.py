@@ -7,6 +7,7 @@ Each validator takes the field name and a raw value, returns the clean value, or
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from typing import Any, TypeGuard
 
@@ -156,6 +157,17 @@ def extension(field: str, value: Any) -> str:
     if not is_extension(text):
         raise FieldError(field, "must be an extension (letters, digits, _ or -, at most 32)")
     return text
+
+
+def json_body(raw: bytes | str) -> Any:
+    """Parse a JSON body; every malformed one, deeply nested ones included (RecursionError in
+    the parser), is a 400 naming `body`, never a 500."""
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FieldError("body", f"is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise FieldError("body", "is nested too deeply") from None
 
 
 def choice(field: str, value: Any, choices: tuple[str, ...]) -> str:

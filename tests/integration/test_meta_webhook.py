@@ -264,3 +264,12 @@ async def test_failing_handler_is_recorded_and_does_not_stop_others(service, acc
     assert handled == ["call.connect", "message"]
     assert "bitrix is down" in (rows[0].error or "") and rows[0].processed_at is not None
     assert rows[1].error is None and rows[1].processed_at is not None
+
+
+async def test_deeply_nested_signed_body_is_a_400_not_a_500(service, account) -> None:  # type: ignore[no-untyped-def]
+    deep = b"[" * 100_000 + b"]" * 100_000  # json.loads raises RecursionError on this
+    resp = await post(service, account, deep)
+    assert resp.status == 400 and (await resp.json())["error"]["field"] == "body"
+    assert await inbox(service) == []
+    admin = await service.post("/api/admin/wabas", data=deep, headers={**auth(service), "Content-Type": "application/json"})
+    assert admin.status == 400 and (await admin.json())["error"]["field"] == "body"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
 from typing import Any, Awaitable, Callable
 
@@ -12,7 +11,7 @@ from aiohttp import web
 
 from thoth_pbx.directory import RESOURCES, Directory, Resource
 from thoth_pbx.secrets import constant_time_equal
-from thoth_pbx.validation import FieldError, ascii_digits
+from thoth_pbx.validation import FieldError, ascii_digits, json_body
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +64,7 @@ def _authorised(header: str, expected: str) -> bool:
 async def read_json(request: web.Request) -> Any:
     if not request.can_read_body:
         raise FieldError("body", "a JSON object is required")
-    try:
-        return json.loads(await request.read())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise FieldError("body", f"is not valid JSON: {exc}") from None
+    return json_body(await request.read())
 
 
 def object_id(request: web.Request) -> int:

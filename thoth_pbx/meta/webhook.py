@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from thoth_pbx.meta.models import InboxEvent, PayloadError, events_of, unknown_k
 from thoth_pbx.secrets import SecretBox, constant_time_equal
 from thoth_pbx.store.models import Phone, WabaAccount
 from thoth_pbx.store.types import utcnow
-from thoth_pbx.validation import FieldError
+from thoth_pbx.validation import FieldError, json_body
 
 log = logging.getLogger(__name__)
 
@@ -178,10 +177,7 @@ class WebhookReceiver:
         if not signature_ok(body, signature, account.app_secret):
             log.warning("webhook signature rejected", extra={"waba_account_id": account.id, "present": bool(signature)})
             raise FieldError(SIGNATURE_HEADER, "missing or does not match the body" if signature else "is required", 401)
-        try:
-            doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise FieldError("body", f"is not valid JSON: {exc}") from None
+        doc = json_body(body)
         try:
             events = events_of(doc)
         except PayloadError as exc:
