@@ -189,3 +189,31 @@ async def test_a_committed_job_starts_at_once_not_at_the_next_poll(env: ServiceE
         await wait_until(lambda: all_done(env.sessions), timeout=5, what="the job, well before the next poll")
     assert time.monotonic() - started < 2.0
 
+
+
+@pytest.mark.parametrize("code", ["user_access_error", "insufficient_scope", "ACCESS_DENIED"])
+async def test_a_permission_error_with_401_fails_the_job_once_without_a_token_refresh(env: ServiceEnv, code: str) -> None:
+    """Bitrix answers some permission errors with 401: refreshing would spend tokens and retry for ever."""
+    instance_id = await env.install()
+    refreshes = env.sim.oauth_refreshes
+    env.portal.refused["telephony.externalcall.register"] = (code, "Access denied", 401)
+    async with env.sessions() as session, session.begin():
+        await env.services.bitrix.calls.register(session, instance_id, call(8))
+    await wait_until(lambda: jobs(env.sessions, status="failed"), what="the failure")
+    body = await (await env.http.get("/api/admin/outbox", headers=env.admin)).json()
+    failed = [j for j in body["items"] if j["status"] == "failed"]
+    assert [j["kind"] for j in failed] == [KIND_REGISTER] and failed[0]["attempts"] == 1
+    assert code in failed[0]["last_error"] and ("reinstall" in failed[0]["last_error"] or "access" in failed[0]["last_error"])
+    assert env.sim.oauth_refreshes == refreshes  # no refresh token spent
+    assert env.sim.recorder.count("telephony.externalcall.register") == 1
+
+
+async def test_an_expired_token_is_still_refreshed_and_the_job_delivered(env: ServiceEnv) -> None:
+    instance_id = await env.install()
+    refreshes = env.sim.oauth_refreshes
+    env.sim.expire_access_tokens(env.portal)
+    async with env.sessions() as session, session.begin():
+        await env.services.bitrix.calls.register(session, instance_id, call(9))
+    await wait_until(lambda: all_done(env.sessions), what="the register")
+    assert env.sim.oauth_refreshes == refreshes + 1
+    assert len(env.sim.recorder.calls("telephony.externalcall.register", ok=True)) == 1

@@ -13,7 +13,12 @@ from thoth_pbx.bitrix import errors as e
         (400, {"error": "ERROR_CORE", "error_description": "Unknown TYPE"}, e.BitrixLogicError, False, False),
         (400, {"error": "INVALID_ARGUMENT", "error_description": "CALL_ID must be a string"}, e.BitrixLogicError, False, False),
         (404, {"error": "ERROR_METHOD_NOT_FOUND", "error_description": "Method not found!"}, e.BitrixLogicError, False, False),
-        (403, {"error": "insufficient_scope", "error_description": ""}, e.BitrixLogicError, False, False),
+        (403, {"error": "insufficient_scope", "error_description": ""}, e.BitrixPermissionError, False, False),
+        # permission refusals that come with a 401: no token refresh, no endless retry
+        (401, {"error": "insufficient_scope", "error_description": ""}, e.BitrixPermissionError, False, False),
+        (401, {"error": "ACCESS_DENIED", "error_description": "REST API is available only on commercial plans"}, e.BitrixPermissionError, False, False),
+        (401, {"error": "user_access_error", "error_description": ""}, e.BitrixPermissionError, False, False),
+        (401, {"error": "INVALID_CREDENTIALS", "error_description": ""}, e.BitrixPermissionError, False, False),
         (401, {"error": "expired_token", "error_description": "The access token provided has expired."}, e.BitrixAuthError, True, False),
         (401, {"error": "NO_AUTH_FOUND", "error_description": "Wrong authorization data"}, e.BitrixAuthError, True, False),
         (503, {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}, e.QueryLimitExceeded, True, False),
@@ -30,6 +35,11 @@ def test_replies_map_to_typed_errors(status: int, body: object, kind: type, retr
     assert type(error) is kind
     assert error.retryable is retryable and error.maybe_delivered is maybe_delivered
     assert error.status == status and "telephony.externalcall.register" in str(error)
+
+
+def test_permission_errors_tell_the_admin_what_to_do() -> None:
+    error = e.error_from_reply(401, {"error": "insufficient_scope"}, "imconnector.register")
+    assert isinstance(error, e.BitrixLogicError) and "reinstall the app" in str(error) and "imconnector.register" in str(error)
 
 
 def test_finish_after_finish_is_recognisable() -> None:

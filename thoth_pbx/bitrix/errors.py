@@ -15,6 +15,19 @@ from typing import Any
 
 # Codes documented as system errors or method errors that mean "this request is wrong".
 _AUTH_CODES = {"expired_token", "NO_AUTH_FOUND", "invalid_token", "INVALID_TOKEN"}
+# Permission refusals: a new token would be refused the same way, so they are never a reason to
+# refresh (Bitrix answers some of them with 401 as well as the documented 403).
+_PERMISSION_HINTS = {
+    "insufficient_scope": "the app was not granted the scope this method needs: add it to the app's scopes "
+                          "in Bitrix24 and reinstall the app",
+    "ACCESS_DENIED": "the portal refused access (REST is for commercial plans; some methods need an app context "
+                     "or an administrator)",
+    "user_access_error": "the Bitrix24 user the app acts as has no access to this method: install the app as an "
+                         "administrator or give that user access",
+    "INVALID_CREDENTIALS": "the Bitrix24 user the app acts as lacks the rights for this method",
+    "WRONG_AUTH_TYPE": "this method works only in an application's context (OAuth), not through a webhook",
+}
+TOKEN_EXPIRED = "expired_token"
 _LIMIT_CODES = {"QUERY_LIMIT_EXCEEDED", "OVERLOAD_LIMIT"}
 
 
@@ -72,6 +85,19 @@ class BitrixAuthError(BitrixTransientError):
     """
 
 
+class BitrixPermissionError(BitrixLogicError):
+    """The portal refused the app or its user the method. Not retried and never a token refresh:
+    an admin must change scopes or rights; `hint` tells them what."""
+
+    def __init__(self, code: str, description: str = "", *, status: int | None = None, method: str | None = None) -> None:
+        super().__init__(code, description, status=status, method=method)
+        self.hint = _PERMISSION_HINTS.get(code, "the portal refused access")
+        self.args = (f"{self.args[0]} -- {self.hint}",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class NeedsReauth(BitrixAuthError):
     """The refresh token is dead (`invalid_grant`): the portal must reinstall/re-authorise the app."""
 
@@ -93,6 +119,8 @@ def error_from_code(code: str, description: str, *, status: int | None, method: 
         return QueryLimitExceeded(code, description, **kwargs)
     if code == "OPERATION_TIME_LIMIT" or status == 429:
         return OperationTimeLimit(code, description, **kwargs)
+    if code in _PERMISSION_HINTS:
+        return BitrixPermissionError(code, description, **kwargs)
     if code in _AUTH_CODES or status == 401:
         return BitrixAuthError(code, description, **kwargs)
     if code in ("INTERNAL_SERVER_ERROR", "ERROR_UNEXPECTED_ANSWER") or (status is not None and status >= 500):

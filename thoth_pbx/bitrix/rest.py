@@ -39,6 +39,7 @@ from thoth_pbx.bitrix.errors import (
     OperationTimeLimit,
     QueryLimitExceeded,
     error_from_code,
+    TOKEN_EXPIRED,
     error_from_reply,
 )
 from thoth_pbx.logs import register_secret
@@ -399,9 +400,14 @@ class BitrixClient:
                     self._note_time(method, body.get("time"))
                     return Reply(body.get("result"), _int(body.get("total")), _int(body.get("next")), body.get("time"))
                 error = error_from_reply(resp.status, body, method)
-                if isinstance(error, BitrixAuthError) and renewals < MAX_RENEWALS:
+                # only an expired token is renewed: any other refusal would spend a refresh token
+                # and come back the same (permissions), or needs an admin (NO_AUTH_FOUND)
+                if error.code == TOKEN_EXPIRED and renewals < MAX_RENEWALS:
                     renewals += 1
                     await self._renew(token)
+                    continue
+                if isinstance(error, BitrixAuthError) and renewals < MAX_RENEWALS and await self._adopt_stored(token):
+                    renewals += 1  # a reinstall (or another process) stored new tokens meanwhile
                     continue
                 if isinstance(error, QueryLimitExceeded):
                     self.stats.query_limit_errors += 1
@@ -442,6 +448,17 @@ class BitrixClient:
             # Stored before anyone uses it: the old refresh token is now spent.
             await self._store.save_grant(grant)
             log.info("bitrix tokens renewed", extra={"member_id": self.member_id})
+
+    async def _adopt_stored(self, stale_token: str) -> bool:
+        """Take tokens stored since `stale_token` was read (no OAuth call); True if there were any."""
+        async with self._refresh_lock:
+            if self._auth.access_token != stale_token:
+                return True
+            stored = await self._store.load()
+            if stored.access_token and stored.access_token != stale_token:
+                self._adopt(stored)
+                return True
+            return False
 
     def _adopt(self, auth: PortalAuth) -> None:
         register_secret(auth.access_token)

@@ -168,6 +168,9 @@ class Portal:
     connectors: dict[str, dict[str, Any]] = field(default_factory=dict)
     connector_lines: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
     senders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # method -> (code, description, HTTP status): the app's user lacks the right to it. Bitrix
+    # answers user_access_error / ACCESS_DENIED with 403 in the docs and has been seen with 401.
+    refused: dict[str, tuple[str, str, int]] = field(default_factory=dict)
     sms_messages: dict[str, dict[str, Any]] = field(default_factory=dict)
     ids: dict[str, int] = field(default_factory=dict)
     # limits
@@ -540,6 +543,8 @@ class BitrixSimulator:
                 raise SimError("ERROR_METHOD_NOT_FOUND", "Method not found!", 404)
             if spec.scope != "basic" and spec.scope not in portal.scope.replace(" ", ",").split(","):
                 raise SimError("insufficient_scope", "The request requires higher privileges than provided by the access token", 403)
+            if method in portal.refused:
+                raise SimError(*portal.refused[method])
             until = portal.operating_blocked.get(method)
             if until is not None:
                 if until > time.time():
