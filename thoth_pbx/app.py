@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import AsyncIterator
 
 from aiohttp import web
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from thoth_pbx import __version__
@@ -36,10 +37,12 @@ from thoth_pbx.call_notifier import BitrixCallNotifier, store_bitrix_call_id
 from thoth_pbx.pbx.calls import StasisCalls
 from thoth_pbx.pbx.service import PbxService
 from thoth_pbx.pbx.trunk import DEFAULTS as TRUNK_DEFAULTS
-from thoth_pbx.secrets import SecretBox, generate_token, load_or_create_key
-from thoth_pbx.settings import Settings
+from thoth_pbx.secrets import SecretBox, generate_token, open_key
+from thoth_pbx.settings import Settings, SettingsError
 from thoth_pbx.store import db
 from thoth_pbx.store.changes import TableChanges
+from thoth_pbx.store.health import database_health
+from thoth_pbx.store.keycheck import stored_secret_sample
 from thoth_pbx.store.sqlite_inline import Checkpointer
 from thoth_pbx.store.types import install_secret_box
 
@@ -61,6 +64,7 @@ class Services:
     bitrix: BitrixService
     calls: StasisCalls
     pbx: PbxService
+    admin_password_generated: bool = False  # made by this start: the banner shows it once
     checkpointer: Checkpointer | None = None  # inline SQLite only (store/sqlite_inline.py)
 
 
@@ -82,15 +86,37 @@ def resolve_admin_password(settings: Settings) -> tuple[str, bool]:
     return password, True
 
 
+async def open_database(settings: Settings, revision: str = "heads") -> tuple[AsyncEngine, SecretBox]:
+    """The engine and the key, checked against each other before anything is written: a key file
+    that cannot read the stored secrets (lost, replaced) stops here, the database untouched, and a
+    new key is made only for a database with no secret in it. An unreadable database file is one
+    line naming `database_url`, not a traceback."""
+    engine = db.create_engine(settings.database_url)
+    try:
+        try:
+            sample = await stored_secret_sample(engine)
+        except DBAPIError as exc:
+            raise SettingsError("database_url", f"the database cannot be read: {db.describe_error(exc)}"
+                                                f"{db.file_hint(engine)}") from None
+        box = SecretBox(open_key(settings.secret_key_file, sample))
+        install_secret_box(box)
+        try:
+            await db.upgrade(engine, revision)
+        except DBAPIError as exc:
+            raise SettingsError("database_url", f"the database cannot be migrated: {db.describe_error(exc)}"
+                                                f"{db.file_hint(engine)}") from None
+    except BaseException:
+        await engine.dispose()
+        raise
+    return engine, box
+
+
 async def open_services(settings: Settings) -> Services:
-    box = SecretBox(load_or_create_key(settings.secret_key_file))
-    install_secret_box(box)
-    admin_password, _ = resolve_admin_password(settings)
+    engine, box = await open_database(settings)
+    admin_password, generated = resolve_admin_password(settings)
     register_secret(admin_password)
     for value in (settings.bitrix_client_secret,):
         register_secret(value)
-    engine = db.create_engine(settings.database_url)
-    await db.upgrade(engine)
     sessions = db.session_factory(engine)
     meta = MetaService(engine=engine, sessions=sessions, box=box, graph_url=settings.meta_graph_url,
                        api_version=settings.meta_api_version, public_url=settings.public_url)
@@ -124,6 +150,7 @@ async def open_services(settings: Settings) -> Services:
         pbx=PbxService(settings, sessions, ami),
         checkpointer=db.checkpointer(engine),
         admin_password=admin_password,
+        admin_password_generated=generated,
     )
 
 
@@ -156,11 +183,7 @@ async def close_services(services: Services) -> None:
 
 async def healthz(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    try:
-        await db.ping(services.engine)
-        database = {"state": "ok"}
-    except Exception as exc:  # any driver error means "down"; say which
-        database = {"state": "down", "error": f"{type(exc).__name__}: {exc}"[:300]}
+    database = await database_health(services.engine, services.secret_box)
     body = {
         "version": __version__,
         "database": database,

@@ -11,7 +11,7 @@ import sys
 from typing import Any, Callable, Sequence
 
 from thoth_pbx import __version__
-from thoth_pbx.settings import Settings, SettingsError, load_settings
+from thoth_pbx.settings import Settings, SettingsError, load_settings, redact_url
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
@@ -26,9 +26,8 @@ def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 async def _serve(settings: Settings) -> int:
     from aiohttp import web
 
-    from thoth_pbx.app import build_app, open_services, resolve_admin_password
+    from thoth_pbx.app import build_app, open_services
 
-    _, generated = resolve_admin_password(settings)
     services = await open_services(settings)
     runner = web.AppRunner(build_app(services), access_log=None)
     await runner.setup()
@@ -38,18 +37,21 @@ async def _serve(settings: Settings) -> int:
     # the full collections that would scan it (pauses of milliseconds) stay short.
     gc.collect()
     gc.freeze()
+    # before the banner: whoever read it may stop us at once, and that must be a clean stop
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     base = settings.public_url
     # The banner goes to stdout for the person who started the service, never to the logs.
     print(f"thoth-pbx {__version__} listening on http://{settings.listen}", flush=True)
     print(f"  admin API:  {base}/api/admin/  (HTTP Basic)", flush=True)
     print(f"  health:     {base}/healthz", flush=True)
-    if generated or settings.admin_password is None:
+    if services.admin_password_generated:  # shown once, when it was made; later starts say where it is kept
         print(f"  admin user: {settings.admin_user}  password: {services.admin_password}", flush=True)
         print(f"  (generated once, kept in {settings.admin_password_file})", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    elif settings.admin_password is None:
+        print(f"  admin user: {settings.admin_user}  password: in {settings.admin_password_file}", flush=True)
     await stop.wait()
     await runner.cleanup()
     return 0
@@ -57,14 +59,11 @@ async def _serve(settings: Settings) -> int:
 
 def _cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> None:
-        from thoth_pbx.secrets import SecretBox, load_or_create_key
+        from thoth_pbx.app import open_database
         from thoth_pbx.store import db
-        from thoth_pbx.store.types import install_secret_box
 
-        install_secret_box(SecretBox(load_or_create_key(settings.secret_key_file)))
-        engine = db.create_engine(settings.database_url)
+        engine, _ = await open_database(settings, args.revision)
         try:
-            await db.upgrade(engine, args.revision)
             print("database at revision(s):", ", ".join(sorted(await db.current_revisions(engine))))
         finally:
             await engine.dispose()
@@ -94,7 +93,7 @@ def _cmd_config_check(args: argparse.Namespace, settings: Settings) -> int:
         "source": str(settings.source) if settings.source else None,
         "listen": str(settings.listen),
         "public_url": settings.public_url,
-        "database_url": settings.database_url.split("@")[-1] if "@" in settings.database_url else settings.database_url,
+        "database_url": redact_url(settings.database_url),
         "ami": str(settings.ami) if settings.ami else None,
         "ari": str(settings.ari) if settings.ari else None,
         "ari_app": settings.ari_app,

@@ -46,6 +46,31 @@ def load_or_create_key(path: Path) -> bytes:
     return key
 
 
+def open_key(path: Path, stored_sample: str | None) -> bytes:
+    """The key for a database that holds `stored_sample` (one encrypted value, or None when it
+    holds no secret yet). A key is generated only for such an empty database: a missing or
+    replaced key file next to stored secrets would make them unreadable and mix two keys in one
+    database, so the service refuses to start and says how to recover."""
+    path = Path(path)
+    if stored_sample is not None and not path.exists():
+        raise SecretKeyError(
+            "secret_key_file",
+            f"{path} is missing, but the database holds secrets encrypted with a key: restore that key file "
+            "from your backup (a new key could not read them); nothing was changed",
+        )
+    key = load_or_create_key(path)
+    if stored_sample is not None:
+        try:
+            Fernet(key).decrypt(stored_sample.encode("ascii"))
+        except (InvalidToken, UnicodeEncodeError):
+            raise SecretKeyError(
+                "secret_key_file",
+                f"{path} does not decrypt the secrets stored in the database (it is not the key they were "
+                "encrypted with): restore the key file that was in use from your backup; nothing was changed",
+            ) from None
+    return key
+
+
 class SecretBox:
     """Encrypts and decrypts secret fields; one instance per process, built from the key file."""
 

@@ -145,6 +145,26 @@ def _http_url(key: str, value: Any) -> str:
     return text
 
 
+_SECRET_PARAM = re.compile(r"pass|secret|token|key", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """`url` with the password in the user part and in query parameters (`?password=`,
+    asyncpg's and libpq's spelling) replaced by `***`, for output."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{host}" if ":" in userinfo else f"{user}@{host}"
+    query = "&".join(
+        f"{name}=***" if _SECRET_PARAM.search(name) else pair
+        for pair in parts.query.split("&") if pair
+        for name in [pair.split("=", 1)[0]]
+    )
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+
+
 def parse_database_url(key: str, value: Any) -> str:
     text = _text(key, value)
     scheme = text.split(":", 1)[0]
@@ -209,13 +229,15 @@ def _choice(*choices: str) -> Callable[[str, Any], str]:
     return parse
 
 
-def _regex(pattern: str, hint: str) -> Callable[[str, Any], str]:
+def _regex(pattern: str, hint: str, *, secret: bool = False) -> Callable[[str, Any], str]:
+    """A parser for a value matching `pattern`; the error quotes the value unless it is a secret
+    (a rejected password is still someone's password)."""
     compiled = re.compile(pattern)
 
     def parse(key: str, value: Any) -> str:
         text = _text(key, value)
         if not compiled.fullmatch(text):
-            raise SettingsError(key, f"{text!r} {hint}")
+            raise SettingsError(key, f"the value given {hint}" if secret else f"{text!r} {hint}")
         return text
 
     return parse
@@ -232,7 +254,7 @@ _SPEC: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
     "database_url": (parse_database_url, "sqlite:///var/thoth-pbx.sqlite3"),
     "secret_key_file": (_path, "var/secret.key"),
     "admin_user": (_regex(r"[A-Za-z0-9._@-]{1,64}", "may only use letters, digits and ._@-"), "admin"),
-    "admin_password": (_regex(r"\S{8,256}", "must be 8 to 256 characters without spaces"), None),
+    "admin_password": (_regex(r"\S{8,256}", "must be 8 to 256 characters without spaces", secret=True), None),
     "admin_password_file": (_path, "var/admin-password"),
     "ami_url": (parse_ami_url, None),
     "ari_url": (parse_ari_url, None),

@@ -32,6 +32,10 @@ class PostgresServer:
         _psql(self.admin_url, f'CREATE DATABASE "{name}"')
         return name, self.url_for(name)
 
+    def sql(self, statement: str) -> None:
+        """Run one statement as the superuser on the maintenance database."""
+        _psql(self.admin_url, statement)
+
     def drop_database(self, name: str) -> None:
         _psql(self.admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

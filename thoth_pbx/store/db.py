@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+import sqlite3
+import stat
 from pathlib import Path
 from typing import Callable
 
@@ -14,6 +19,8 @@ from sqlalchemy.orm import Session
 
 from thoth_pbx.store import sqlite_inline
 
+log = logging.getLogger(__name__)
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
@@ -21,13 +28,32 @@ def create_engine(database_url: str) -> AsyncEngine:
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+            _private_file(Path(url.database))
         inline = _is_inline(url)
         # inline: SQLite never sleeps on a lock on the event loop; the driver retries by awaiting
         engine = create_async_engine(url, connect_args={} if inline else {"timeout": 30})
         event.listen(engine.sync_engine, "connect", _inline_pragmas if inline else _threaded_pragmas)
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+def _private_file(path: Path) -> None:
+    """The SQLite file holds customers' messages: create it 0600 (its -wal and -shm files take
+    the same mode from SQLite) and take group/other access away from an existing one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        return
+    except FileExistsError:
+        pass
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        log.warning("database file was readable by others; mode set to 0600",
+                    extra={"path": str(path), "mode": f"{mode:04o}"})
+        for suffix in ("", "-wal", "-shm"):
+            sibling = path.with_name(path.name + suffix)
+            if sibling.exists():
+                sibling.chmod(stat.S_IMODE(sibling.stat().st_mode) & 0o600)
 
 
 def checkpointer(engine: AsyncEngine) -> sqlite_inline.Checkpointer | None:
@@ -136,6 +162,60 @@ def head_revisions() -> set[str]:
     return set(ScriptDirectory.from_config(alembic_config()).get_heads())
 
 
-async def ping(engine: AsyncEngine) -> None:
-    async with engine.connect() as conn:
-        await conn.execute(text("SELECT 1"))
+# What an error from the driver says about the database, for /healthz and start-up messages.
+# SQLite reports these as text; PostgreSQL as SQLSTATE (25006 read_only_sql_transaction,
+# 53100 disk_full, XX001 data_corrupted, XX002 index_corrupted).
+_STATES = (
+    ("read-only", ("readonly", "read-only", "read only"), ("25006",)),
+    ("full", ("disk is full", "no space left"), ("53100",)),
+    ("corrupt", ("malformed", "not a database", "corrupt"), ("XX001", "XX002")),
+)
+
+
+def error_state(exc: BaseException) -> str:
+    """`read-only`, `full`, `corrupt` or `down`."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).lower()
+    code = str(getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or "")
+    for state, phrases, codes in _STATES:
+        if code in codes or any(p in text for p in phrases):
+            return state
+    return "down"
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line from the driver's error, without SQLAlchemy's statement dump."""
+    orig = getattr(exc, "orig", None) or exc
+    first = (str(orig).strip().splitlines() or [""])[0]
+    return f"{type(orig).__name__}: {first}"[:300]
+
+
+def file_hint(engine: AsyncEngine) -> str:
+    """For SQLite, what is wrong with the file's place on disk, if anything (a read-only
+    filesystem or directory: SQLite needs to create its -wal and -shm files beside it)."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return ""
+    path = Path(url.database)
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return f" ({path} or its directory is read-only; the service needs to write there)"
+    return ""
+
+
+async def read_file_afresh(engine: AsyncEngine) -> None:
+    """SQLite: read the schema through a new connection. The engine's connections keep pages
+    cached and go on answering from memory after the file under them was damaged or replaced;
+    a new connection reads the header and the schema from disk. No-op on other databases."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return
+    path = url.database
+
+    def read() -> None:
+        conn = sqlite3.connect(path, timeout=5)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            conn.close()
+
+    await asyncio.to_thread(read)

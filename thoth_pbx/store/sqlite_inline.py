@@ -255,7 +255,10 @@ class Checkpointer:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        await asyncio.to_thread(self.checkpoint)
+        try:
+            await asyncio.to_thread(self.checkpoint)
+        except sqlite3.Error as exc:  # a damaged file must not turn a clean stop into a crash
+            log.warning("sqlite checkpoint at stop failed", extra={"error": str(exc)})
 
     async def _loop(self) -> None:
         while True:
