@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from thoth_pbx import __version__
 from thoth_pbx.admin.bitrix import bitrix_routes
 from thoth_pbx.admin.calls import calls_routes
+from thoth_pbx.admin.login_throttle import LoginThrottle
 from thoth_pbx.admin.http import admin_auth, crud_routes, json_errors
 from thoth_pbx.admin.meta import meta_routes
 from thoth_pbx.admin.outbox import outbox_routes
@@ -196,12 +197,12 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if ok else 503)
 
 
-def build_app(services: Services) -> web.Application:
+def build_app(services: Services, login_throttle: LoginThrottle | None = None) -> web.Application:
     """The aiohttp application around already opened services; closes them on cleanup."""
     settings = services.settings
     app = web.Application(
         client_max_size=4 * 1024 * 1024,
-        middlewares=[json_errors, admin_auth(settings.admin_user, services.admin_password)],
+        middlewares=[json_errors, admin_auth(settings.admin_user, services.admin_password, login_throttle)],
     )
     app[SERVICES] = services
     app.router.add_get("/healthz", healthz)

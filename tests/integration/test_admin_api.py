@@ -145,3 +145,25 @@ async def _wait_for_state(services, state: str) -> str:  # type: ignore[no-untyp
         return services.ami.status.error or ""
 
     return await asyncio.wait_for(poll(), 10)
+
+
+async def test_failed_logins_are_throttled_and_logged(settings, aiohttp_client, json_logs) -> None:  # type: ignore[no-untyped-def]
+    from tests.unit.test_login_throttle import Clock
+    from thoth_pbx.admin.login_throttle import LoginThrottle
+    from thoth_pbx.app import build_app, open_services
+
+    clock = Clock()
+    services = await open_services(settings)
+    client = await aiohttp_client(build_app(services, login_throttle=LoginThrottle(max_failures=5, window_s=300, clock=clock)))
+    wrong = {"Authorization": basic_auth_header("admin", "guess-number-x")}
+    right = {"Authorization": basic_auth_header("admin", "correct-horse-battery")}
+    assert (await client.get("/api/admin/wabas")).status == 401  # no credentials: not a failed login
+    for _ in range(5):
+        assert (await client.get("/api/admin/wabas", headers=wrong)).status == 401
+    refused = await client.get("/api/admin/wabas", headers=right)
+    assert refused.status == 429 and refused.headers["Retry-After"] == "300"
+    assert (await refused.json())["error"]["field"] == "authorization"
+    clock.now += 300
+    assert (await client.get("/api/admin/wabas", headers=right)).status == 200
+    assert json_logs.text.count("admin login failed") == 5
+    assert "guess-number-x" not in json_logs.text and '"user_known": true' in json_logs.text

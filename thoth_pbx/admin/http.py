@@ -9,6 +9,7 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
+from thoth_pbx.admin.login_throttle import LoginThrottle
 from thoth_pbx.directory import RESOURCES, Directory, Resource
 from thoth_pbx.secrets import constant_time_equal
 from thoth_pbx.validation import FieldError, ascii_digits, json_body
@@ -35,19 +36,41 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         raise
 
 
-def admin_auth(user: str, password: str) -> Callable[..., Awaitable[web.StreamResponse]]:
+def admin_auth(user: str, password: str, throttle: LoginThrottle | None = None) -> Callable[..., Awaitable[web.StreamResponse]]:
     expected = f"{user}:{password}"
+    limiter = throttle or LoginThrottle()
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith(ADMIN_PREFIX) or request.path == ADMIN_PREFIX.rstrip("/"):
-            if not _authorised(request.headers.get("Authorization", ""), expected):
+            address = request.remote or "unknown"
+            wait = limiter.retry_after(address)
+            if wait is not None:
+                response = error_response("authorization", f"too many failed logins; try again in {wait} s", 429)
+                response.headers["Retry-After"] = str(wait)
+                return response
+            header = request.headers.get("Authorization", "")
+            if not _authorised(header, expected):
+                if header:  # a browser's first, credential-less request is not a failed login
+                    failures = limiter.failed(address)
+                    # never the password, nor the user name typed (it is sometimes the password)
+                    log.warning("admin login failed", extra={"remote": address, "failures": failures,
+                                                             "user_known": _given_user(header) == user})
                 response = error_response("authorization", "admin credentials required (HTTP Basic)", 401)
                 response.headers["WWW-Authenticate"] = 'Basic realm="thoth-pbx admin"'
                 return response
+            limiter.succeeded(address)
         return await handler(request)
 
     return middleware
+
+
+def _given_user(header: str) -> str | None:
+    scheme, _, encoded = header.partition(" ")
+    try:
+        return base64.b64decode(encoded.strip(), validate=True).decode().partition(":")[0]
+    except (binascii.Error, UnicodeDecodeError):
+        return None
 
 
 def _authorised(header: str, expected: str) -> bool:
