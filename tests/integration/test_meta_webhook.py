@@ -162,6 +162,20 @@ async def test_duplicates_and_retries_are_stored_once(service, account) -> None:
     assert sorted(r.dedup_key for r in rows) == ["m:wamid.dup0", "m:wamid.dup1", "m:wamid.dup2"]
 
 
+@pytest.mark.parametrize("field", ["account_settings_update", "account_update"])
+async def test_the_same_setting_at_two_times_is_stored_twice_with_its_time(service, account, field: str) -> None:  # type: ignore[no-untyped-def]
+    """Off at t1, on at t2, off at t3: the third carries the first's value. Each is kept, with
+    the entry's time; Meta's retry of the first (same time) is not."""
+    off = {"field": field, "value": {"phone_number_id": PNID, "calling": {"status": "DISABLED"}}}
+    on = {"field": field, "value": {"phone_number_id": PNID, "calling": {"status": "ENABLED"}}}
+    for change, at in ((off, 1739321024), (on, 1739321060), (off, 1739321090), (off, 1739321024)):
+        assert (await post(service, account, json.dumps(sim.delivery(WABA_ID, [change], time=at)).encode())).status == 200
+    rows = await inbox(service)
+    assert [(r.payload["value"]["calling"]["status"], int(r.entry_time.timestamp())) for r in rows] == [
+        ("DISABLED", 1739321024), ("ENABLED", 1739321060), ("DISABLED", 1739321090)]
+    assert rows[0].entry_time.tzinfo is not None
+
+
 async def test_concurrent_duplicate_deliveries_store_one_row(service, account) -> None:  # type: ignore[no-untyped-def]
     body = message_delivery("same", wamid="wamid.race")
     statuses = [r.status for r in await asyncio.gather(*(post(service, account, body) for _ in range(20)))]

@@ -108,6 +108,26 @@ def test_account_settings_update_and_value_errors() -> None:
     assert first.dedup_key.startswith("h:account_settings_update:")
 
 
+@pytest.mark.parametrize("field", ["account_settings_update", "account_update"])
+def test_a_change_without_items_is_one_event_per_entry_time(field: str) -> None:
+    """The same value at two times is two events (a setting switched off, on, off again);
+    Meta's retry of one delivery keeps its time and stays one event."""
+    change = {"field": field, "value": {"phone_number_id": PNID, "calling": {"status": "DISABLED"}}}
+    at_1, at_2, retry = (events_of(sim.delivery(WABA, [change], time=t))[0] for t in (1739321024, 1739321090, 1739321024))
+    assert at_1.dedup_key != at_2.dedup_key and at_1.dedup_key == retry.dedup_key
+    assert (at_1.entry_time, at_2.entry_time) == (1739321024, 1739321090)
+    assert events_of(sim.delivery(WABA, [change], time="1739321024"))[0].dedup_key == at_1.dedup_key  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "soon", 10**13, [1]])
+def test_a_bad_entry_time_names_the_field(bad: object) -> None:
+    doc = sim.delivery(WABA, [{"field": "account_update", "value": {"event": "ACCOUNT_DELETED"}}])
+    doc["entry"][0]["time"] = bad
+    with pytest.raises(PayloadError) as err:
+        events_of(doc)
+    assert err.value.path == "entry[0].time"
+
+
 def test_batch_of_1000_updates_flattens_to_1000_events() -> None:
     doc = sim.delivery(WABA, [sim.messages_change(PNID, DISPLAY, "1555", 1000)])
     events = events_of(doc)

@@ -241,6 +241,7 @@ class InboxEvent:
     phone_number_id: str | None
     payload: dict[str, Any]
     known: bool = True  # False for unknown fields/events/keys (logged once)
+    entry_time: int | None = None  # the entry's `time` (Unix seconds: when Meta triggered it)
 
     def model(self) -> Model:
         return model_of(self.kind, self.payload)
@@ -249,8 +250,8 @@ class InboxEvent:
 # ------------------------------------------------------------------ envelope
 
 
-def validate_envelope(doc: Any) -> list[tuple[str | None, str, dict[str, Any]]]:
-    """Check the envelope; return (entry id, field, value) for every change, in order."""
+def validate_envelope(doc: Any) -> list[tuple[str | None, int | None, str, dict[str, Any]]]:
+    """Check the envelope; return (entry id, entry time, field, value) for every change, in order."""
     if not isinstance(doc, dict):
         raise PayloadError("body", "must be a JSON object")
     if not isinstance(doc.get("object"), str):
@@ -258,10 +259,11 @@ def validate_envelope(doc: Any) -> list[tuple[str | None, str, dict[str, Any]]]:
     entries = doc.get("entry")
     if not isinstance(entries, list):
         raise PayloadError("entry", "must be a list")
-    changes: list[tuple[str | None, str, dict[str, Any]]] = []
+    changes: list[tuple[str | None, int | None, str, dict[str, Any]]] = []
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict):
             raise PayloadError(f"entry[{i}]", "must be an object")
+        entry_time = _entry_time(entry.get("time"), f"entry[{i}].time")
         entry_changes = entry.get("changes")
         if not isinstance(entry_changes, list):
             raise PayloadError(f"entry[{i}].changes", "must be a list")
@@ -273,8 +275,23 @@ def validate_envelope(doc: Any) -> list[tuple[str | None, str, dict[str, Any]]]:
                 raise PayloadError(f"{path}.field", "must be a non-empty string")
             if not isinstance(change.get("value"), dict):
                 raise PayloadError(f"{path}.value", "must be an object")
-            changes.append((_str(entry.get("id")), change["field"], change["value"]))
+            changes.append((_str(entry.get("id")), entry_time, change["field"], change["value"]))
     return changes
+
+
+MAX_ENTRY_TIME = 253402300799  # 9999-12-31T23:59:59Z: the largest time a datetime holds
+
+
+def _entry_time(value: Any, path: str) -> int | None:
+    """`entry.time`: Unix seconds, an integer in Meta's references (`"time": 1739321024`);
+    a string of digits is taken too. Absent on `messages` and `calls` entries."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_ENTRY_TIME:
+        raise PayloadError(path, "must be a Unix timestamp in seconds")
+    return value
 
 
 def canonical_hash(*parts: Any) -> str:
@@ -297,12 +314,13 @@ _ITEM_KEYS = {"messages": ("messages", "statuses"), "calls": ("calls", "statuses
 def events_of(doc: Any) -> list[InboxEvent]:
     """Flatten a delivery into inbox events (validates the envelope first)."""
     events: list[InboxEvent] = []
-    for waba_id, field_name, value in validate_envelope(doc):
-        events.extend(_change_events(waba_id, field_name, value))
+    for waba_id, entry_time, field_name, value in validate_envelope(doc):
+        events.extend(_change_events(waba_id, entry_time, field_name, value))
     return events
 
 
-def _change_events(waba_id: str | None, field_name: str, value: dict[str, Any]) -> Iterator[InboxEvent]:
+def _change_events(waba_id: str | None, entry_time: int | None, field_name: str,
+                   value: dict[str, Any]) -> Iterator[InboxEvent]:
     metadata = value.get("metadata") if isinstance(value.get("metadata"), dict) else {}
     pnid = _str(metadata.get("phone_number_id"))
     item_keys = _ITEM_KEYS.get(field_name, ())
@@ -312,10 +330,13 @@ def _change_events(waba_id: str | None, field_name: str, value: dict[str, Any]) 
     for list_key in item_keys:
         for item in _dicts(value.get(list_key)):
             produced = True
-            yield _item_event(waba_id, field_name, list_key, item, context, extra, pnid)
+            yield _item_event(waba_id, entry_time, field_name, list_key, item, context, extra, pnid)
     if produced:
         return
     # A change without items we model: account settings, an errors-only value, a new field.
+    # Nothing in it identifies the delivery but its content and the entry's time: the same
+    # setting switched off and on again is the same value twice, at two times (a retry of one
+    # delivery keeps its time).
     if field_name == "account_settings_update":
         kind, known = field_name, True
     elif field_name in _ITEM_KEYS and "errors" in value and set(value) <= set(_CONTEXT_KEYS):
@@ -323,18 +344,19 @@ def _change_events(waba_id: str | None, field_name: str, value: dict[str, Any]) 
     else:
         kind, known = f"unknown.{field_name}", False
     yield InboxEvent(
-        dedup_key=_key("h", field_name, canonical_hash(waba_id, field_name, value)),
+        dedup_key=_key("h", field_name, canonical_hash(waba_id, field_name, value, entry_time)),
         field=field_name,
         kind=kind,
         waba_id=waba_id,
         phone_number_id=pnid,
         payload={"value": value},
         known=known,
+        entry_time=entry_time,
     )
 
 
 def _item_event(
-    waba_id: str | None, field_name: str, list_key: str, item: dict[str, Any],
+    waba_id: str | None, entry_time: int | None, field_name: str, list_key: str, item: dict[str, Any],
     context: dict[str, Any], extra: dict[str, Any], pnid: str | None,
 ) -> InboxEvent:
     item_id = _str(item.get("id"))
@@ -354,13 +376,14 @@ def _item_event(
     if extra:
         payload["value_extra"] = extra
     return InboxEvent(
-        dedup_key=key or _key("h", kind, canonical_hash(waba_id, field_name, item)),
+        dedup_key=key or _key("h", kind, canonical_hash(waba_id, field_name, item, entry_time)),
         field=field_name,
         kind=kind,
         waba_id=waba_id,
         phone_number_id=pnid,
         payload=payload,
         known=known,
+        entry_time=entry_time,
     )
 
 

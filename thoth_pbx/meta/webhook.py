@@ -9,6 +9,7 @@ envelope (400) -> every change written to `webhook_inbox` and committed -> 200.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import hmac
 import logging
@@ -216,4 +217,5 @@ def _row(account_id: int, event: InboxEvent, now: Any) -> dict[str, Any]:
         "kind": event.kind[:64],
         "payload": event.payload,
         "received_at": now,
+        "entry_time": None if event.entry_time is None else dt.datetime.fromtimestamp(event.entry_time, dt.timezone.utc),
     }

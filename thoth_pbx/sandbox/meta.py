@@ -653,9 +653,15 @@ def _metadata(phone_number_id: str, display: str) -> dict[str, Any]:
     return {"display_phone_number": display.lstrip("+"), "phone_number_id": phone_number_id}
 
 
-def delivery(waba_id: str, changes: list[dict[str, Any]]) -> dict[str, Any]:
-    """The envelope Meta posts: one entry (the WABA) with the given changes."""
-    return {"object": "whatsapp_business_account", "entry": [{"id": waba_id, "changes": changes}]}
+def delivery(waba_id: str, changes: list[dict[str, Any]], *, time: int | None = None) -> dict[str, Any]:
+    """The envelope Meta posts: one entry (the WABA) with the given changes. `time` is the
+    entry's trigger timestamp, which Meta's references show on account-level fields
+    (developers.facebook.com/docs/whatsapp/cloud-api/webhooks/reference/account_update)."""
+    entry: dict[str, Any] = {"id": waba_id}
+    if time is not None:
+        entry["time"] = time
+    entry["changes"] = changes
+    return {"object": "whatsapp_business_account", "entry": [entry]}
 
 
 def message_change(phone_number_id: str, display: str, sender: str, text: str, *, name: str = "Sandbox User",

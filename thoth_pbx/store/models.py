@@ -175,6 +175,9 @@ class WebhookInbox(Base):
     received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     processed_at: Mapped[dt.datetime | None]
     error: Mapped[str | None] = mapped_column(Text)
+    # 0004: the entry's `time` (when Meta triggered the change); part of the dedup key of
+    # changes without item ids (account_settings_update, account_update)
+    entry_time: Mapped[dt.datetime | None]
 
 
 class OutboxJob(Base):
