@@ -204,3 +204,77 @@ async def test_control_endpoints_and_webhook_sender(aiohttp_client, aiohttp_serv
     sender = sim.WebhookSender(str(hook_server.make_url("/hook")), "s" * 12)
     await sender.send([b'{"a":1}'], corrupt_signature=True)
     assert received[0][1] != sim.sign(b'{"a":1}', "s" * 12)
+
+
+async def test_read_receipt_and_typing_indicator(graph) -> None:  # type: ignore[no-untyped-def]
+    """developers.facebook.com/docs/whatsapp/cloud-api/guides/mark-message-as-read and
+    developers.facebook.com/docs/whatsapp/cloud-api/typing-indicators: `{"messaging_product",
+    "status": "read", "message_id"[, "typing_indicator": {"type": "text"}]}` -> `{"success": true}`,
+    for a message the number received."""
+    change = sim.message_change(PNID, SEED.display_phone_number, "15551234567", "hi", wamid="wamid.IN1")
+    graph.sim.announce(sim.delivery(SEED.waba_id, [change]))
+    read = {"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.IN1"}
+    assert await graph.post(f"{PNID}/messages", SEED.token, read) == {"success": True}
+    typing = {**read, "typing_indicator": {"type": "text"}}
+    assert await graph.post(f"{PNID}/messages", SEED.token, typing) == {"success": True}
+    assert [r.get("typing_indicator") for r in graph.sim.phones[PNID].read] == [None, {"type": "text"}]
+    for bad, words in (({**read, "message_id": "wamid.NEVER"}, "not a message received"),
+                       ({**read, "status": "delivered"}, "status must be read"),
+                       ({**typing, "typing_indicator": {"type": "audio"}}, "typing_indicator[type]"),
+                       ({**read, "to": "15551234567"}, "[to] is not a valid parameter")):
+        exc = await error_of(graph.post(f"{PNID}/messages", SEED.token, bad))
+        assert exc.code == 100 and words in str(exc.details), (bad, exc.details)
+
+
+async def test_phone_number_node_and_waba_list(graph) -> None:  # type: ignore[no-untyped-def]
+    """developers.facebook.com/docs/whatsapp/business-management-api/manage-phone-numbers:
+    `GET /{phone_number_id}` (fields selectable) and `GET /{waba_id}/phone_numbers` with Graph paging."""
+    node = await graph.get(PNID, SEED.token)
+    assert node["id"] == PNID and node["verified_name"] == "Sandbox Business" and node["quality_rating"] == "GREEN"
+    assert node["display_phone_number"] == "+1 555-010-0001" and node["throughput"] == {"level": "STANDARD"}
+    assert await graph.get(PNID, SEED.token, {"fields": "verified_name"}) == {"verified_name": "Sandbox Business", "id": PNID}
+    exc = await error_of(graph.get(PNID, SEED.token, {"fields": "verified_name,nonsense"}))
+    assert exc.code == 100 and "nonsense" in exc.message
+    graph.sim.add_phone("106540352242999", "+15550100002", SEED.waba_id)
+    listed = await graph.get(f"{SEED.waba_id}/phone_numbers", SEED.token)
+    assert [p["id"] for p in listed["data"]] == [PNID, "106540352242999"] and "cursors" in listed["paging"]
+    assert (await error_of(graph.get("999999999/phone_numbers", SEED.token))).code == 100
+    graph.sim.add_token("EAAGother", SEED.app_id, waba_ids=["555"])
+    assert (await error_of(graph.get(f"{SEED.waba_id}/phone_numbers", "EAAGother"))).code == 100
+    assert (await error_of(graph.get(PNID, "EAAGother"))).code == 100
+
+
+async def test_call_permissions(graph) -> None:  # type: ignore[no-untyped-def]
+    """developers.facebook.com/docs/whatsapp/cloud-api/calling/user-call-permissions:
+    `GET /{phone_number_id}/call_permissions?user_wa_id=` -> permission + actions with limits."""
+    none = await graph.get(f"{PNID}/call_permissions", SEED.token, {"user_wa_id": "15551234567"})
+    assert none["messaging_product"] == "whatsapp" and none["permission"] == {"status": "no_permission"}
+    actions = {a["action_name"]: a for a in none["actions"]}
+    assert actions["start_call"]["can_perform_action"] is False
+    assert actions["send_call_permission_request"]["limits"][0] == {"time_period": "PT24H", "max_allowed": 1, "current_usage": 0}
+    until = int(time.time()) + 7 * 86400
+    graph.sim.phones[PNID].call_permissions["15551234567"] = {"status": "temporary", "expiration_time": until}
+    granted = await graph.get(f"{PNID}/call_permissions", SEED.token, {"user_wa_id": "15551234567"})
+    assert granted["permission"] == {"status": "temporary", "expiration_time": until}
+    assert {a["action_name"]: a["can_perform_action"] for a in granted["actions"]}["start_call"] is True
+    assert (await error_of(graph.get(f"{PNID}/call_permissions", SEED.token))).code == 100
+
+
+async def test_call_actions_only_for_calls_it_announced(graph) -> None:  # type: ignore[no-untyped-def]
+    """developers.facebook.com/docs/whatsapp/cloud-api/calling/user-initiated-calls: pre_accept,
+    accept, reject and terminate name a call_id from a `connect` webhook (or a placed call)."""
+    await settings(graph, status="ENABLED")
+    act = {"messaging_product": "whatsapp", "action": "accept", "call_id": "wacid.NEVER",
+           "session": {"sdp_type": "answer", "sdp": "v=0"}}
+    exc = await error_of(graph.post(f"{PNID}/calls", SEED.token, act))
+    assert exc.code == 100 and "wacid.NEVER" in str(exc.details)
+    connect = sim.call_connect_change(PNID, SEED.display_phone_number, "wacid.ANNOUNCED", "15551234567")
+    graph.sim.announce(sim.delivery(SEED.waba_id, [connect]))
+    assert (await graph.post(f"{PNID}/calls", SEED.token, {**act, "call_id": "wacid.ANNOUNCED"}))["success"] is True
+    end = {"messaging_product": "whatsapp", "action": "terminate", "call_id": "wacid.ANNOUNCED"}
+    assert (await graph.post(f"{PNID}/calls", SEED.token, end))["success"] is True
+    again = await error_of(graph.post(f"{PNID}/calls", SEED.token, end))
+    assert again.code == 100 and "already ended" in str(again.details)
+    placed = await graph.post(f"{PNID}/calls", SEED.token, {"messaging_product": "whatsapp", "to": "15551234567",
+                                                          "action": "connect", "session": {"sdp_type": "offer", "sdp": "v=0"}})
+    assert (await graph.post(f"{PNID}/calls", SEED.token, {**end, "call_id": placed["calls"][0]["id"]}))["success"] is True

@@ -16,11 +16,16 @@ proves nothing. What it enforces (sources: docs/meta.md and the Meta fact sheet)
 - `GET .../settings[?include_sip_credentials=true]`: the stored settings, servers with
   `app_id`, the password (one per number + app) only with credentials and only for the
   caller's app; `srtp_key_exchange_protocol` only when it was set explicitly;
-- `POST /{phone_number_id}/messages`, `POST /{phone_number_id}/calls` (131055 on a SIP
-  number, 138000 when calling is off), `GET /debug_token`;
-- control endpoints under `/_sandbox/` (not Graph): seed apps, tokens and phones, read the
-  state and the request log, make the next call(s) fail with any Graph error, and send
-  signed webhooks (see `WebhookSender`).
+- `POST /{phone_number_id}/messages` (messages; `status: read` receipts with an optional
+  typing indicator, only for message ids a webhook announced), `POST /{phone_number_id}/calls`
+  (131055 on a SIP number, 138000 when calling is off; accept/reject/terminate only for call ids
+  a `connect` webhook announced or `connect` placed, else 100 naming call_id),
+  `GET /{phone_number_id}` and `GET /{waba_id}/phone_numbers` (`fields=`, unknown field 100),
+  `GET /{phone_number_id}/call_permissions?user_wa_id=`, `GET /debug_token`;
+- control endpoints under `/_sandbox/` (not Graph): seed apps, tokens and phones (PATCH sets
+  `call_permissions` per user), read the state and the request log, make the next call(s) fail
+  with any Graph error, and send signed webhooks (see `WebhookSender`); what those webhooks
+  announce (message and call ids) is remembered by `announce()`.
 """
 
 from __future__ import annotations
@@ -135,6 +140,13 @@ class SimPhone:
     passwords: dict[str, str] = field(default_factory=dict)  # app_id -> sip_user_password
     restrictions: list[dict[str, Any]] = field(default_factory=list)
     sent: list[dict[str, Any]] = field(default_factory=list)
+    verified_name: str = "Sandbox Business"
+    quality_rating: str = "GREEN"
+    received: list[str] = field(default_factory=list)  # wamids of messages announced to the business
+    read: list[dict[str, Any]] = field(default_factory=list)  # read receipts / typing indicators sent
+    calls: dict[str, str] = field(default_factory=dict)  # wacid -> "active" | "ended"
+    # user wa_id -> {"status": "temporary"|"permanent", "expiration_time"?: int}
+    call_permissions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -296,14 +308,60 @@ class MetaSimulator:
         if len(parts) == 2 and parts[1] == "messages" and request.method == "POST":
             assert token is not None
             phone = self.phone_for(token, parts[0], "POST", MESSAGING)
+            if isinstance(body, dict) and "status" in body:
+                return web.json_response(mark_read(phone, body))
             return web.json_response(send_message(phone, body))
         if len(parts) == 2 and parts[1] == "calls" and request.method == "POST":
             assert token is not None
             phone = self.phone_for(token, parts[0], "POST", MESSAGING)
             return web.json_response(call_action(phone, body))
+        if len(parts) == 2 and parts[1] == "call_permissions" and request.method == "GET":
+            assert token is not None
+            phone = self.phone_for(token, parts[0], "GET", MESSAGING)
+            return web.json_response(call_permissions_view(phone, request.query.get("user_wa_id")))
+        if len(parts) == 2 and parts[1] == "phone_numbers" and request.method == "GET":
+            assert token is not None
+            return web.json_response(self.waba_phone_numbers(token, parts[0], request.query.get("fields")))
+        if len(parts) == 1 and parts[0] in self.phones and request.method == "GET":
+            assert token is not None
+            phone = self.phone_for(token, parts[0], "GET", MANAGEMENT)
+            return web.json_response(phone_view(phone, request.query.get("fields"), default=_PHONE_DEFAULT_FIELDS))
         raise GraphFail(100, f"Unsupported {request.method.lower()} request. Object with ID '{parts[0]}' does not exist, "
                         "cannot be loaded due to missing permissions, or does not support this operation.",
                         subcode=33, type_="GraphMethodException")
+
+    def waba_phone_numbers(self, token: SimToken, waba_id: str, fields: str | None) -> dict[str, Any]:
+        """`GET /{waba_id}/phone_numbers`: the WABA's numbers, one page, Graph's paging shape."""
+        phones = [p for p in self.phones.values() if p.waba_id == waba_id]
+        if not phones or (token.waba_ids is not None and waba_id not in token.waba_ids):
+            raise GraphFail(100, f"Unsupported get request. Object with ID '{waba_id}' does not exist, cannot be "
+                            "loaded due to missing permissions, or does not support this operation.", subcode=33,
+                            type_="GraphMethodException")
+        if MANAGEMENT not in token.scopes:
+            raise GraphFail(10, details=f"the token lacks the {MANAGEMENT} permission")
+        data = [phone_view(p, fields, default=_PHONE_LIST_FIELDS) for p in phones]
+        cursor = secrets.token_urlsafe(12)
+        return {"data": data, "paging": {"cursors": {"before": cursor, "after": cursor}}}
+
+    def announce(self, doc: Any) -> None:
+        """Remember what a webhook delivery told the business: inbound message ids (which it may
+        then mark as read) and call ids (which it may then accept, reject or terminate)."""
+        for entry in (doc or {}).get("entry", []) if isinstance(doc, dict) else []:
+            for change in entry.get("changes", []) if isinstance(entry, dict) else []:
+                value = change.get("value") if isinstance(change, dict) else None
+                if not isinstance(value, dict):
+                    continue
+                phone = self.phones.get(str((value.get("metadata") or {}).get("phone_number_id")))
+                if phone is None:
+                    continue
+                for message in value.get("messages") or []:
+                    if isinstance(message, dict) and isinstance(message.get("id"), str) \
+                            and message["id"] not in phone.received:
+                        phone.received.append(message["id"])
+                for call in value.get("calls") or []:
+                    if isinstance(call, dict) and isinstance(call.get("id"), str):
+                        ended = call.get("event") == "terminate"
+                        phone.calls[call["id"]] = "ended" if ended else phone.calls.get(call["id"], "active")
 
     def debug_token(self, request: web.Request) -> dict[str, Any]:
         access = self._token(request, None)
@@ -369,7 +427,8 @@ class MetaSimulator:
         phone = self._control_phone(request)
         data = await _control_json(request)
         for key, value in data.items():
-            if key not in ("messaging_limit", "restrictions", "display_phone_number"):
+            if key not in ("messaging_limit", "restrictions", "display_phone_number", "verified_name",
+                           "quality_rating", "call_permissions"):
                 raise _ControlError(f"cannot set {key}")
             setattr(phone, key, value)
         return web.json_response(asdict(phone))
@@ -386,6 +445,8 @@ class MetaSimulator:
     async def _h_send_webhooks(self, request: web.Request) -> web.Response:
         data = await _control_json(request)
         sender = WebhookSender(str(data["url"]), str(data["app_secret"]))
+        for doc in data["deliveries"]:
+            self.announce(doc)
         results = await sender.send([json.dumps(doc).encode() for doc in data["deliveries"]],
                                     duplicate=bool(data.get("duplicate")), reorder=bool(data.get("reorder")),
                                     corrupt_signature=bool(data.get("corrupt_signature")))
@@ -628,6 +689,95 @@ def send_message(phone: SimPhone, body: Any) -> dict[str, Any]:
             "messages": [{"id": wamid}]}
 
 
+def mark_read(phone: SimPhone, body: Any) -> dict[str, Any]:
+    """`POST /{phone_number_id}/messages` with `status: read` (mark as read), optionally with a
+    typing indicator. Sources: developers.facebook.com/docs/whatsapp/cloud-api/guides/mark-message-as-read,
+    developers.facebook.com/docs/whatsapp/cloud-api/typing-indicators."""
+    body = _expect_keys("body", body, {"messaging_product", "status", "message_id", "typing_indicator"})
+    if body.get("messaging_product") != "whatsapp":
+        raise invalid("Param messaging_product must be whatsapp")
+    if body.get("status") != "read":
+        raise invalid("Param status must be read")
+    message_id = body.get("message_id")
+    if not isinstance(message_id, str) or not message_id:
+        raise invalid("Param message_id is required")
+    if message_id not in phone.received:
+        raise invalid(f"Param message_id {message_id} is not a message received on this phone number")
+    if "typing_indicator" in body:
+        typing = _expect_keys("typing_indicator", body["typing_indicator"], {"type"})
+        if typing.get("type") != "text":
+            raise invalid("Param typing_indicator[type] must be text")
+    phone.read.append(dict(body))
+    return {"success": True}
+
+
+# `GET /{phone_number_id}` without `fields` answers these; the WABA's list answers more.
+# Source: developers.facebook.com/docs/graph-api/reference/whats-app-business-account-to-number-current-status
+# and .../whatsapp/business-management-api/manage-phone-numbers (example responses).
+_PHONE_DEFAULT_FIELDS = ("verified_name", "code_verification_status", "display_phone_number", "quality_rating",
+                         "platform_type", "throughput", "id")
+_PHONE_LIST_FIELDS = _PHONE_DEFAULT_FIELDS
+_PHONE_FIELDS = {*_PHONE_DEFAULT_FIELDS, "name_status", "messaging_limit_tier", "webhook_configuration",
+                 "is_official_business_account", "account_mode"}
+
+
+def phone_view(phone: SimPhone, fields: str | None, *, default: tuple[str, ...]) -> dict[str, Any]:
+    """A phone number node; `fields=a,b` picks fields, an unknown one is error 100 as on Graph."""
+    wanted = [f.strip() for f in fields.split(",") if f.strip()] if fields else list(default)
+    unknown = [f for f in wanted if f not in _PHONE_FIELDS]
+    if unknown:
+        raise GraphFail(100, f"(#100) Tried accessing nonexisting field ({unknown[0]}) on node type "
+                        "(WhatsAppBusinessPhoneNumber)")
+    tier = next((t for limit, t in ((100_000, "TIER_100K"), (10_000, "TIER_10K"), (2_000, "TIER_2K"),
+                                    (1_000, "TIER_1K"), (250, "TIER_250")) if phone.messaging_limit >= limit), "TIER_50")
+    digits = phone.display_phone_number.lstrip("+")
+    node = {
+        "verified_name": phone.verified_name,
+        "code_verification_status": "VERIFIED",
+        "display_phone_number": f"+{digits[:1]} {digits[1:4]}-{digits[4:7]}-{digits[7:]}" if len(digits) == 11 else phone.display_phone_number,
+        "quality_rating": phone.quality_rating,
+        "platform_type": "CLOUD_API",
+        "throughput": {"level": "STANDARD"},
+        "id": phone.phone_number_id,
+        "name_status": "APPROVED",
+        "messaging_limit_tier": tier,
+        "webhook_configuration": {"application": "https://example.invalid/webhook"},
+        "is_official_business_account": False,
+        "account_mode": "LIVE",
+    }
+    return {k: node[k] for k in wanted if k != "id"} | {"id": phone.phone_number_id}
+
+
+def call_permissions_view(phone: SimPhone, user_wa_id: str | None) -> dict[str, Any]:
+    """`GET /{phone_number_id}/call_permissions?user_wa_id=`. Source:
+    developers.facebook.com/docs/whatsapp/cloud-api/calling/user-call-permissions (response shape,
+    limits: 1 request per 24 h and 2 per 7 days, 100 connected calls per 24 h)."""
+    if not user_wa_id:
+        raise invalid("The parameter user_wa_id is required")
+    if not re.fullmatch(r"\d{5,15}", user_wa_id):
+        raise invalid("Param user_wa_id must be a WhatsApp user id (digits)")
+    granted = phone.call_permissions.get(user_wa_id)
+    now = int(time.time())
+    if granted and granted.get("status") == "temporary" and int(granted.get("expiration_time", 0)) <= now:
+        granted = None
+    permission: dict[str, Any] = {"status": "no_permission"}
+    if granted:
+        permission = {"status": granted["status"]}
+        if granted["status"] == "temporary":
+            permission["expiration_time"] = int(granted["expiration_time"])
+    return {
+        "messaging_product": "whatsapp",
+        "permission": permission,
+        "actions": [
+            {"action_name": "send_call_permission_request", "can_perform_action": granted is None,
+             "limits": [{"time_period": "PT24H", "max_allowed": 1, "current_usage": 0},
+                        {"time_period": "P7D", "max_allowed": 2, "current_usage": 0}]},
+            {"action_name": "start_call", "can_perform_action": granted is not None,
+             "limits": [{"time_period": "PT24H", "max_allowed": 100, "current_usage": 0}]},
+        ],
+    }
+
+
 def call_action(phone: SimPhone, body: Any) -> dict[str, Any]:
     if phone.sip_status == "ENABLED":
         raise GraphFail(131055)
@@ -640,9 +790,21 @@ def call_action(phone: SimPhone, body: Any) -> dict[str, Any]:
     if action not in ("connect", "pre_accept", "accept", "reject", "terminate"):
         raise invalid("Param action must be connect, pre_accept, accept, reject or terminate")
     if action == "connect":
-        return {"messaging_product": "whatsapp", "calls": [{"id": "wacid." + secrets.token_urlsafe(24)}]}
-    if not body.get("call_id"):
+        call_id = "wacid." + secrets.token_urlsafe(24)
+        phone.calls[call_id] = "active"
+        return {"messaging_product": "whatsapp", "calls": [{"id": call_id}]}
+    call_id = body.get("call_id")
+    if not isinstance(call_id, str) or not call_id:
         raise invalid("Param call_id is required")
+    # Only calls Meta announced (a connect webhook) or placed (action connect) can be acted on;
+    # the calling troubleshooting page lists no dedicated code, so it is 100 naming call_id.
+    state = phone.calls.get(call_id)
+    if state is None:
+        raise invalid(f"Param call_id {call_id} is not a call on this phone number")
+    if state == "ended":
+        raise invalid(f"Param call_id {call_id} refers to a call that has already ended")
+    if action in ("reject", "terminate"):
+        phone.calls[call_id] = "ended"
     return {"messaging_product": "whatsapp", "success": True}
 
 
