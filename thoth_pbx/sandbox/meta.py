@@ -318,7 +318,8 @@ class MetaSimulator:
         if len(parts) == 2 and parts[1] == "call_permissions" and request.method == "GET":
             assert token is not None
             phone = self.phone_for(token, parts[0], "GET", MESSAGING)
-            return web.json_response(call_permissions_view(phone, request.query.get("user_wa_id")))
+            return web.json_response(call_permissions_view(phone, request.query.get("user_wa_id"),
+                                                           request.query.get("recipient")))
         if len(parts) == 2 and parts[1] == "phone_numbers" and request.method == "GET":
             assert token is not None
             return web.json_response(self.waba_phone_numbers(token, parts[0], request.query.get("fields")))
@@ -717,8 +718,14 @@ def mark_read(phone: SimPhone, body: Any) -> dict[str, Any]:
 _PHONE_DEFAULT_FIELDS = ("verified_name", "code_verification_status", "display_phone_number", "quality_rating",
                          "platform_type", "throughput", "id")
 _PHONE_LIST_FIELDS = _PHONE_DEFAULT_FIELDS
-_PHONE_FIELDS = {*_PHONE_DEFAULT_FIELDS, "name_status", "messaging_limit_tier", "webhook_configuration",
-                 "is_official_business_account", "account_mode"}
+# Every field of the node in Graph's reference (whats-app-business-account-to-number-current-status);
+# fields the simulator has no value for are left out of the answer, as Graph leaves out unset ones.
+_PHONE_FIELDS = {*_PHONE_DEFAULT_FIELDS, "name_status", "new_name_status", "messaging_limit_tier",
+                 "webhook_configuration", "is_official_business_account", "account_mode", "status",
+                 "conversational_automation", "quality_score", "is_on_biz_app", "is_pin_enabled",
+                 "is_preverified_number", "search_visibility", "eligibility_for_api_business_global_search",
+                 "health_status", "certificate", "new_certificate", "last_onboarded_time", "country_code",
+                 "country_dial_code", "whatsapp_business_manager_messaging_limit"}
 
 
 def phone_view(phone: SimPhone, fields: str | None, *, default: tuple[str, ...]) -> dict[str, Any]:
@@ -744,19 +751,32 @@ def phone_view(phone: SimPhone, fields: str | None, *, default: tuple[str, ...])
         "webhook_configuration": {"application": "https://example.invalid/webhook"},
         "is_official_business_account": False,
         "account_mode": "LIVE",
+        "status": "CONNECTED",
+        "is_on_biz_app": False,
+        "is_pin_enabled": False,
+        "is_preverified_number": False,
     }
-    return {k: node[k] for k in wanted if k != "id"} | {"id": phone.phone_number_id}
+    return {k: node[k] for k in wanted if k != "id" and k in node} | {"id": phone.phone_number_id}
 
 
-def call_permissions_view(phone: SimPhone, user_wa_id: str | None) -> dict[str, Any]:
-    """`GET /{phone_number_id}/call_permissions?user_wa_id=`. Source:
+_BSUID = re.compile(r"[A-Z]{2}(\.ENT)?\.[A-Za-z0-9]{1,128}")
+
+
+def call_permissions_view(phone: SimPhone, user_wa_id: str | None, recipient: str | None = None) -> dict[str, Any]:
+    """`GET /{phone_number_id}/call_permissions?user_wa_id=` (or `recipient=<BSUID>` for a user
+    known only by a business-scoped id). Source:
     developers.facebook.com/docs/whatsapp/cloud-api/calling/user-call-permissions (response shape,
-    limits: 1 request per 24 h and 2 per 7 days, 100 connected calls per 24 h)."""
-    if not user_wa_id:
-        raise invalid("The parameter user_wa_id is required")
-    if not re.fullmatch(r"\d{5,15}", user_wa_id):
+    limits: 1 request per 24 h and 2 per 7 days, 100 connected calls per 24 h) and
+    developers.facebook.com/documentation/business-messaging/whatsapp/business-scoped-user-ids/."""
+    if not user_wa_id and not recipient:
+        raise invalid("The parameter user_wa_id or recipient is required")
+    if user_wa_id and not re.fullmatch(r"\d{5,15}", user_wa_id):
         raise invalid("Param user_wa_id must be a WhatsApp user id (digits)")
-    granted = phone.call_permissions.get(user_wa_id)
+    if recipient and not _BSUID.fullmatch(recipient):
+        raise invalid("Param recipient must be a business-scoped user id (e.g. US.13491208655302741918)")
+    user = user_wa_id or recipient
+    assert user is not None
+    granted = phone.call_permissions.get(user)
     now = int(time.time())
     if granted and granted.get("status") == "temporary" and int(granted.get("expiration_time", 0)) <= now:
         granted = None
