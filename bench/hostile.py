@@ -87,13 +87,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="thoth-bench-") as tmp:
         port = webhook.free_port()
         password = "bench-password-123"
-        env = {**os.environ,
-               "THOTH_LISTEN": f"127.0.0.1:{port}", "THOTH_DATABASE_URL": f"sqlite:///{tmp}/thoth.sqlite3",
-               "THOTH_SECRET_KEY_FILE": f"{tmp}/secret.key", "THOTH_ADMIN_PASSWORD": password,
-               "THOTH_ADMIN_PASSWORD_FILE": f"{tmp}/admin-password", "THOTH_ASTERISK_CONFIG_DIR": f"{tmp}/asterisk",
-               "THOTH_LOG_LEVEL": "error", "THOTH_CONFIG": ""}
-        server = subprocess.Popen([sys.executable, "-m", "thoth_pbx.cli", "serve"], env=env, stdout=subprocess.DEVNULL,
-                                  stderr=open(Path(tmp) / "serve.log", "w"))
+        server = webhook.serve(tmp, port, password, "error")
         base = f"http://127.0.0.1:{port}"
         quiet, loud, attacks = [], [], []
         try:

@@ -130,6 +130,17 @@ def bare(port: int) -> None:
 # ------------------------------------------------------------------ orchestration
 
 
+def serve(tmp: str, port: int, password: str, log_level: str) -> subprocess.Popen[bytes]:
+    """`thoth-pbx serve` on SQLite in `tmp`, its log in tmp/serve.log."""
+    env = {**os.environ,
+           "THOTH_LISTEN": f"127.0.0.1:{port}", "THOTH_DATABASE_URL": f"sqlite:///{Path(tmp) / 'thoth.sqlite3'}",
+           "THOTH_SECRET_KEY_FILE": f"{tmp}/secret.key", "THOTH_ADMIN_PASSWORD": password,
+           "THOTH_ADMIN_PASSWORD_FILE": f"{tmp}/admin-password", "THOTH_ASTERISK_CONFIG_DIR": f"{tmp}/asterisk",
+           "THOTH_LOG_LEVEL": log_level, "THOTH_CONFIG": ""}
+    return subprocess.Popen([sys.executable, "-m", "thoth_pbx.cli", "serve"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=open(Path(tmp) / "serve.log", "w"))
+
+
 async def wait_http(url: str, timeout: float = 60) -> None:
     import aiohttp
 
@@ -185,13 +196,7 @@ def main() -> None:
         port, bare_port = free_port(), free_port()
         password = "bench-password-123"
         database = Path(tmp) / "thoth.sqlite3"
-        env = {**os.environ,
-               "THOTH_LISTEN": f"127.0.0.1:{port}", "THOTH_DATABASE_URL": f"sqlite:///{database}",
-               "THOTH_SECRET_KEY_FILE": f"{tmp}/secret.key", "THOTH_ADMIN_PASSWORD": password,
-               "THOTH_ADMIN_PASSWORD_FILE": f"{tmp}/admin-password", "THOTH_ASTERISK_CONFIG_DIR": f"{tmp}/asterisk",
-               "THOTH_LOG_LEVEL": "warning", "THOTH_CONFIG": ""}
-        server = subprocess.Popen([sys.executable, "-m", "thoth_pbx.cli", "serve"], env=env, stdout=subprocess.DEVNULL,
-                                  stderr=open(Path(tmp) / "serve.log", "w"))
+        server = serve(tmp, port, password, "warning")
         bare_server = subprocess.Popen([sys.executable, __file__, "--bare", str(bare_port)])
         try:
             base = f"http://127.0.0.1:{port}"

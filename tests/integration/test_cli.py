@@ -5,15 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import urllib.request
 import zipfile
 from pathlib import Path
 
-import pytest
 
+from tests.support.cli import serve_env
 from thoth_pbx.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,22 +49,9 @@ def test_bad_setting_is_one_line_naming_the_key(tmp_path: Path) -> None:
     assert len(lines) == 1 and "THOTH_AMI_URL" in lines[0] and "ami_url" in lines[0]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_serve_starts_migrates_answers_and_stops_cleanly(tmp_path: Path) -> None:
-    port = _free_port()
-    env = {
-        **os.environ,
-        "THOTH_LISTEN": f"127.0.0.1:{port}",
-        "THOTH_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
-        "THOTH_SECRET_KEY_FILE": str(tmp_path / "secret.key"),
-        "THOTH_ADMIN_PASSWORD_FILE": str(tmp_path / "admin-password"),
-    }
-    env.pop("THOTH_ADMIN_PASSWORD", None)
+    env = serve_env(tmp_path)
+    port = int(env["THOTH_LISTEN"].rsplit(":", 1)[1])
     proc = subprocess.Popen([*CLI, "serve"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
     try:
         banner = [proc.stdout.readline() for _ in range(4)]  # blocks until the service printed it

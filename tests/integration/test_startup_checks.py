@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
 
 from tests.conftest import make_settings
+from tests.support.cli import CLI, serve_env
 from thoth_pbx.app import build_app, close_services, open_services
 from thoth_pbx.pbx.ari import basic_auth_header
 from thoth_pbx.secrets import SecretKeyError
 from thoth_pbx.settings import SettingsError
 
-CLI = [sys.executable, "-m", "thoth_pbx.cli"]
 WABA = {"name": "Main", "access_token": "EAAG" + "k" * 24, "app_secret": "0123456789abcdef"}
 
 
@@ -79,22 +77,6 @@ async def test_a_key_is_made_for_a_database_without_secrets(tmp_path: Path, data
     assert settings.secret_key_file.exists()
 
 
-def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {
-        **os.environ,
-        "THOTH_LISTEN": f"127.0.0.1:{port}",
-        "THOTH_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
-        "THOTH_SECRET_KEY_FILE": str(tmp_path / "secret.key"),
-        "THOTH_ADMIN_PASSWORD_FILE": str(tmp_path / "admin-password"),
-    }
-    env.pop("THOTH_ADMIN_PASSWORD", None)
-    env.update(extra)
-    return env
-
-
 def _one_line_exit_2(out: subprocess.CompletedProcess[str]) -> str:
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
@@ -106,7 +88,7 @@ async def test_serve_and_db_upgrade_refuse_a_replaced_key_in_one_line(tmp_path: 
     settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite3'}")
     await _store_an_account(settings, aiohttp_client)
     settings.secret_key_file.write_bytes(Fernet.generate_key() + b"\n")
-    env = _env(tmp_path)
+    env = serve_env(tmp_path)
     for command in (["serve"], ["db", "upgrade"]):
         line = _one_line_exit_2(subprocess.run([*CLI, *command], capture_output=True, text=True, env=env, timeout=60))
         assert "THOTH_SECRET_KEY_FILE" in line and "restore" in line, line
@@ -116,14 +98,14 @@ async def test_serve_and_db_upgrade_refuse_a_replaced_key_in_one_line(tmp_path: 
 def test_a_corrupt_database_file_is_one_line_naming_database_url(tmp_path: Path, content: bytes) -> None:
     (tmp_path / "db.sqlite3").write_bytes(content)
     (tmp_path / "db.sqlite3").chmod(0o600)
-    env = _env(tmp_path)
+    env = serve_env(tmp_path)
     line = _one_line_exit_2(subprocess.run([*CLI, "serve"], capture_output=True, text=True, env=env, timeout=60))
     assert "THOTH_DATABASE_URL" in line and "cannot be read" in line, line
     assert (tmp_path / "db.sqlite3").read_bytes() == content
 
 
 def test_the_generated_password_is_printed_once(tmp_path: Path) -> None:
-    env = _env(tmp_path)
+    env = serve_env(tmp_path)
     banners = []
     for _ in range(2):
         proc = subprocess.Popen([*CLI, "serve"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
@@ -140,7 +122,7 @@ def test_the_generated_password_is_printed_once(tmp_path: Path) -> None:
 
 def test_config_check_hides_a_password_given_as_a_query_parameter(tmp_path: Path) -> None:
     url = "postgresql://thoth:user-part-pw@db.example:5432/thoth?password=query-part-pw&sslmode=require"
-    out = subprocess.run([*CLI, "config", "check"], capture_output=True, text=True, env=_env(tmp_path, THOTH_DATABASE_URL=url))
+    out = subprocess.run([*CLI, "config", "check"], capture_output=True, text=True, env=serve_env(tmp_path, THOTH_DATABASE_URL=url))
     assert out.returncode == 0, out.stderr
     assert "user-part-pw" not in out.stdout and "query-part-pw" not in out.stdout
     assert "thoth:***@db.example:5432/thoth?password=***&sslmode=require" in out.stdout
@@ -150,7 +132,7 @@ def test_a_rejected_admin_password_is_not_echoed(tmp_path: Path) -> None:
     with pytest.raises(SettingsError) as err:
         make_settings(tmp_path, THOTH_ADMIN_PASSWORD="short7!")
     assert "admin_password" in str(err.value) and "short7!" not in str(err.value)
-    out = subprocess.run([*CLI, "config", "check"], capture_output=True, text=True, env=_env(tmp_path, THOTH_ADMIN_PASSWORD="has space in it"))
+    out = subprocess.run([*CLI, "config", "check"], capture_output=True, text=True, env=serve_env(tmp_path, THOTH_ADMIN_PASSWORD="has space in it"))
     line = _one_line_exit_2(out)
     assert "THOTH_ADMIN_PASSWORD" in line and "has space" not in line
 
