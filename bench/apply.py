@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.harness import asterisk as ah  # noqa: E402
 from tests.support.tls import make_ca_and_certs  # noqa: E402
-from thoth_pbx.pbx.ami import AmiClient  # noqa: E402
-from thoth_pbx.pbx.apply import Applier  # noqa: E402
-from thoth_pbx.pbx.trunk import PJSIP_FILE, TrunkPhone, parse_trunk, render  # noqa: E402
-from thoth_pbx.settings import AmiTarget  # noqa: E402
+from thoth_pbx.clients.asterisk.ami import AmiClient  # noqa: E402
+from thoth_pbx.features.trunk.apply import Applier  # noqa: E402
+from thoth_pbx.features.trunk.render import PJSIP_FILE, TrunkPhone, parse_trunk, render  # noqa: E402
+from thoth_pbx.core.settings import AmiTarget  # noqa: E402
 
 
 def free_port() -> int:

@@ -31,13 +31,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cryptography.fernet import Fernet  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
-from thoth_pbx.bitrix.jobs import KIND_FINISH, KIND_REGISTER  # noqa: E402
-from thoth_pbx.bitrix.service import BitrixService  # noqa: E402
-from thoth_pbx.bitrix.telephony import INCOMING, FinishCall, RegisterCall  # noqa: E402
-from thoth_pbx.outbox import Outbox  # noqa: E402
+from thoth_pbx.features.portal.jobs import KIND_FINISH, KIND_REGISTER  # noqa: E402
+from thoth_pbx.features.portal.service import BitrixService  # noqa: E402
+from thoth_pbx.clients.bitrix.telephony import INCOMING, FinishCall, RegisterCall  # noqa: E402
+from thoth_pbx.outbox.queue import Outbox  # noqa: E402
 from thoth_pbx.sandbox.bitrix import BitrixSimulator, Portal, SimUser  # noqa: E402
-from thoth_pbx.secrets import SecretBox  # noqa: E402
-from thoth_pbx.settings import load_settings  # noqa: E402
+from thoth_pbx.core.secrets import SecretBox  # noqa: E402
+from thoth_pbx.core.settings import load_settings  # noqa: E402
 from thoth_pbx.store import db  # noqa: E402
 from thoth_pbx.store.models import AppInstance, OutboxJob  # noqa: E402
 from thoth_pbx.store.types import install_secret_box  # noqa: E402

@@ -55,9 +55,9 @@ from tests.calls.lab import CallLab, start_lab, stop_lab  # noqa: E402
 from tests.calls.service import ServeProcess, new_simulator, seed, thoth_environ  # noqa: E402
 from tests.support.bitrix import chain_order, free_port  # noqa: E402
 from thoth_pbx.app import close_services, open_services  # noqa: E402
-from thoth_pbx.pbx.ari import AriClient, AriError  # noqa: E402
+from thoth_pbx.clients.asterisk.ari import AriClient, AriError  # noqa: E402
 from thoth_pbx.sandbox.bitrix import BitrixSimulator, Recorded  # noqa: E402
-from thoth_pbx.settings import AriTarget, load_settings  # noqa: E402
+from thoth_pbx.core.settings import AriTarget, load_settings  # noqa: E402
 from thoth_pbx.store.models import AppInstance  # noqa: E402
 
 REGISTER = "telephony.externalcall.register"

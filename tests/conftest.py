@@ -11,8 +11,8 @@ from cryptography.fernet import Fernet
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
-from thoth_pbx.secrets import SecretBox
-from thoth_pbx.settings import Settings, load_settings
+from thoth_pbx.core.secrets import SecretBox
+from thoth_pbx.core.settings import Settings, load_settings
 from thoth_pbx.store.types import install_secret_box
 from tests.support.postgres import PostgresServer, start_postgres
 
@@ -84,7 +84,7 @@ class LogCapture(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
-        from thoth_pbx.logs import JsonFormatter
+        from thoth_pbx.core.logs import JsonFormatter
 
         self.setFormatter(JsonFormatter())
         self.lines: list[str] = []

@@ -19,27 +19,27 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from thoth_pbx import __version__
-from thoth_pbx.admin.bitrix import bitrix_routes
-from thoth_pbx.admin.calls import calls_routes
-from thoth_pbx.admin.login_throttle import LoginThrottle
-from thoth_pbx.admin.http import admin_auth, crud_routes, json_errors
-from thoth_pbx.admin.meta import meta_routes
-from thoth_pbx.admin.outbox import outbox_routes
-from thoth_pbx.admin.pbx import pbx_routes
-from thoth_pbx.bitrix.jobs import KIND_REGISTER
-from thoth_pbx.bitrix.service import BitrixService
-from thoth_pbx.directory import Directory
-from thoth_pbx.logs import register_secret
-from thoth_pbx.meta.service import MetaService
-from thoth_pbx.outbox import Outbox
-from thoth_pbx.pbx.ami import AmiClient
-from thoth_pbx.pbx.ari import AriClient
-from thoth_pbx.call_notifier import BitrixCallNotifier, store_bitrix_call_id
-from thoth_pbx.pbx.calls import StasisCalls
-from thoth_pbx.pbx.service import PbxService
-from thoth_pbx.pbx.trunk import DEFAULTS as TRUNK_DEFAULTS
-from thoth_pbx.secrets import SecretBox, generate_token, open_key
-from thoth_pbx.settings import Settings, SettingsError
+from thoth_pbx.features.portal.http import bitrix_routes
+from thoth_pbx.features.calls.http import calls_routes
+from thoth_pbx.web.login_throttle import LoginThrottle
+from thoth_pbx.web.http import admin_auth, crud_routes, json_errors
+from thoth_pbx.features.directory.http_meta import meta_routes
+from thoth_pbx.outbox.http import outbox_routes
+from thoth_pbx.features.trunk.http import pbx_routes
+from thoth_pbx.features.portal.jobs import KIND_REGISTER
+from thoth_pbx.features.portal.service import BitrixService
+from thoth_pbx.features.directory.service import Directory
+from thoth_pbx.core.logs import register_secret
+from thoth_pbx.features.directory.whatsapp import MetaService
+from thoth_pbx.outbox.queue import Outbox
+from thoth_pbx.clients.asterisk.ami import AmiClient
+from thoth_pbx.clients.asterisk.ari import AriClient
+from thoth_pbx.features.calls.notifier import BitrixCallNotifier, store_bitrix_call_id
+from thoth_pbx.features.calls.stasis import StasisCalls
+from thoth_pbx.features.trunk.service import PbxService
+from thoth_pbx.features.trunk.render import DEFAULTS as TRUNK_DEFAULTS
+from thoth_pbx.core.secrets import SecretBox, generate_token, open_key
+from thoth_pbx.core.settings import Settings, SettingsError
 from thoth_pbx.store import db
 from thoth_pbx.store.changes import TableChanges
 from thoth_pbx.store.health import database_health

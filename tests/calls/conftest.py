@@ -16,10 +16,10 @@ BUSINESS_NO_PORTAL_PASSWORD = "SipSecret-0124-abcdef"
 
 
 async def apply_trunk(lab: CallLab) -> None:
-    from thoth_pbx.pbx.ami import AmiClient
-    from thoth_pbx.pbx.apply import Applier
-    from thoth_pbx.pbx.trunk import TrunkPhone, parse_trunk, render
-    from thoth_pbx.settings import AmiTarget
+    from thoth_pbx.clients.asterisk.ami import AmiClient
+    from thoth_pbx.features.trunk.apply import Applier
+    from thoth_pbx.features.trunk.render import TrunkPhone, parse_trunk, render
+    from thoth_pbx.core.settings import AmiTarget
 
     b = lab.business
     ami = AmiClient(AmiTarget(b.host, b.ami_port, b.ami_user, b.ami_secret))

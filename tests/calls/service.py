@@ -20,8 +20,8 @@ from tests.calls.conftest import BUSINESS, BUSINESS_NO_PORTAL
 from tests.calls.lab import CallLab
 from tests.support.bitrix import bitrix_env, free_port, seed_instance, wait_until
 from thoth_pbx.app import Services, build_app, open_services
-from thoth_pbx.settings import load_settings
-from thoth_pbx.bitrix.users import fetch_users, store_users
+from thoth_pbx.core.settings import load_settings
+from thoth_pbx.features.portal.users import fetch_users, store_users
 from thoth_pbx.sandbox.bitrix import BitrixSimulator, Portal, SimUser
 from thoth_pbx.store.models import AppInstance, Call, Phone, WabaAccount
 

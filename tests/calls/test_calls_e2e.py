@@ -36,7 +36,7 @@ async def _call_bridge(ari, linkedid: str) -> dict | None:  # type: ignore[no-un
 
 
 async def _live_recording(ari, name: str) -> bool:  # type: ignore[no-untyped-def]
-    from thoth_pbx.pbx.ari import AriError
+    from thoth_pbx.clients.asterisk.ari import AriError
 
     try:
         return (await ari.request("GET", f"/recordings/live/{name}"))["state"] == "recording"
@@ -91,7 +91,7 @@ async def test_answered_call_is_announced_bridged_srtp_opus_and_logged(thoth: Th
     assert record["FILENAME"].endswith(".wav") and len(record["FILE_CONTENT"]) > 1000
     with wave.open(io.BytesIO(base64.b64decode(record["FILE_CONTENT"]))) as wav:  # the whole talk, not a stub
         assert wav.getnframes() / wav.getframerate() >= 1.0
-    from thoth_pbx.pbx.ari import basic_auth_header
+    from thoth_pbx.clients.asterisk.ari import basic_auth_header
 
     admin = {"Authorization": basic_auth_header("admin", "correct-horse-battery")}
     listed = await (await thoth.client.get("/api/admin/calls?state=ended", headers=admin)).json()

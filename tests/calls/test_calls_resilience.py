@@ -19,7 +19,7 @@ from tests.calls.service import ServeProcess, Thoth, new_simulator, seed, start_
 from tests.support.bitrix import wait_until
 from thoth_pbx.app import close_services, open_services
 from thoth_pbx.sandbox.bitrix import BitrixSimulator
-from thoth_pbx.settings import load_settings
+from thoth_pbx.core.settings import load_settings
 from thoth_pbx.store import db
 from thoth_pbx.store.models import Call
 

@@ -18,8 +18,8 @@ import pytest
 from tests.harness import asterisk as ah
 from tests.harness.asterisk import AsteriskInstance
 from tests.support.tls import make_ca_and_certs
-from thoth_pbx.pbx.ami import AmiClient
-from thoth_pbx.settings import AmiTarget
+from thoth_pbx.clients.asterisk.ami import AmiClient
+from thoth_pbx.core.settings import AmiTarget
 
 
 def in_asterisk(inst: AsteriskInstance, host_path: Path) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from thoth_pbx.pbx.ari import basic_auth_header
+from thoth_pbx.clients.asterisk.ari import basic_auth_header
 
 WABA = {"name": "Main account", "waba_id": "102290129340398", "access_token": "EAAGm0PX4ZCpsBAKZBxyz9xQ", "app_secret": "0123456789abcdef"}
 
@@ -149,7 +149,7 @@ async def _wait_for_state(services, state: str) -> str:  # type: ignore[no-untyp
 
 async def test_failed_logins_are_throttled_and_logged(settings, aiohttp_client, json_logs) -> None:  # type: ignore[no-untyped-def]
     from tests.unit.test_login_throttle import Clock
-    from thoth_pbx.admin.login_throttle import LoginThrottle
+    from thoth_pbx.web.login_throttle import LoginThrottle
     from thoth_pbx.app import build_app, open_services
 
     clock = Clock()

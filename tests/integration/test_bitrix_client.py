@@ -9,14 +9,14 @@ from typing import AsyncIterator
 import pytest
 
 from tests.support.bitrix import USERS, MemoryTokenStore, wait_until
-from thoth_pbx.bitrix.errors import (
+from thoth_pbx.clients.bitrix.errors import (
     BitrixLogicError,
     BitrixUnavailable,
     NeedsReauth,
     OperationTimeLimit,
 )
-from thoth_pbx.bitrix.rest import BitrixClient, OAuthApp, PortalAuth
-from thoth_pbx.bitrix.transport import PortalHttp
+from thoth_pbx.clients.bitrix.rest import BitrixClient, OAuthApp, PortalAuth
+from thoth_pbx.clients.bitrix.transport import PortalHttp
 from thoth_pbx.sandbox.bitrix import BitrixSimulator, Portal
 
 REGISTER = "telephony.externalcall.register"

@@ -6,8 +6,8 @@ from typing import Any, AsyncIterator
 
 import pytest
 
-from thoth_pbx.admin.bitrix import MAX_FORM
-from thoth_pbx.bitrix import phpquery
+from thoth_pbx.features.portal.http import MAX_FORM
+from thoth_pbx.clients.bitrix import phpquery
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 ROUTES = ["/api/bitrix/events", "/api/bitrix/install"]

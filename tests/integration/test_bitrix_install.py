@@ -8,11 +8,11 @@ import pytest
 from sqlalchemy import func, select, text
 
 from tests.support.bitrix import ServiceEnv, jobs, service_env, wait_until
-from thoth_pbx.bitrix import phpquery
-from thoth_pbx.bitrix.install import DEFAULT_EVENTS, BitrixEvent
-from thoth_pbx.bitrix.jobs import KIND_REGISTER
-from thoth_pbx.bitrix.telephony import INCOMING, RegisterCall
-from thoth_pbx.bitrix.users import extension_for_user, user_for_extension
+from thoth_pbx.clients.bitrix import phpquery
+from thoth_pbx.features.portal.install import DEFAULT_EVENTS, BitrixEvent
+from thoth_pbx.features.portal.jobs import KIND_REGISTER
+from thoth_pbx.clients.bitrix.telephony import INCOMING, RegisterCall
+from thoth_pbx.features.portal.users import extension_for_user, user_for_extension
 from thoth_pbx.store.models import AppInstance, OutboxJob
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}

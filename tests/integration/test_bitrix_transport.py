@@ -8,7 +8,7 @@ import pytest
 from aiohttp import web
 
 from tests.support.bitrix import free_port
-from thoth_pbx.bitrix.transport import PortalHttp, SendFailed
+from thoth_pbx.clients.bitrix.transport import PortalHttp, SendFailed
 
 
 async def test_a_refused_connection_was_certainly_not_delivered() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 
 from tests.support.cli import serve_env
-from thoth_pbx.cli import build_parser
+from thoth_pbx.cli.main import build_parser
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "thoth_pbx.cli"]
@@ -83,6 +83,6 @@ def test_wheel_carries_templates_and_finds_them_installed(tmp_path: Path) -> Non
         assert shipped and shipped <= in_wheel, folder
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)], check=True, capture_output=True)
-    code = "from thoth_pbx.resources import data_dir; print(data_dir('dialplan'))"
+    code = "from thoth_pbx.core.resources import data_dir; print(data_dir('dialplan'))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(target)}, cwd=tmp_path, check=True)
     assert out.stdout.strip().startswith(str(target))

@@ -14,8 +14,8 @@ import pytest
 
 from tests.conftest import make_settings
 from thoth_pbx.app import build_app, close_services, open_services
-from thoth_pbx.pbx.ari import basic_auth_header
-from thoth_pbx.settings import SettingsError
+from thoth_pbx.clients.asterisk.ari import basic_auth_header
+from thoth_pbx.core.settings import SettingsError
 
 
 @pytest.fixture

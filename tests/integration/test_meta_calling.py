@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
-from thoth_pbx.pbx.ari import basic_auth_header
+from thoth_pbx.clients.asterisk.ari import basic_auth_header
 from thoth_pbx.sandbox import meta as sim
 from thoth_pbx.store.models import Phone
 from tests.conftest import make_settings

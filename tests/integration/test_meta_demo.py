@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 from sqlalchemy import select
 
-from thoth_pbx.pbx.ari import basic_auth_header
+from thoth_pbx.clients.asterisk.ari import basic_auth_header
 from thoth_pbx.store.models import WebhookInbox
 
 CLI = [sys.executable, "-m", "thoth_pbx.cli"]

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from thoth_pbx.meta.graph import GraphAuthError, GraphClient, GraphError, GraphRateLimited, GraphUnavailable, RetryPolicy
+from thoth_pbx.clients.meta.graph import GraphAuthError, GraphClient, GraphError, GraphRateLimited, GraphUnavailable, RetryPolicy
 from thoth_pbx.sandbox import meta as sim
 
 SEED = sim.Seed()
@@ -163,7 +163,7 @@ async def test_network_failure_is_unavailable() -> None:
 
 
 async def test_debug_token(graph) -> None:  # type: ignore[no-untyped-def]
-    from thoth_pbx.meta.tokens import debug_token
+    from thoth_pbx.features.directory.tokens import debug_token
 
     graph.sim.add_token("EAAGtemp", SEED.app_id, type="USER", expires_in=3600)
     info = await debug_token(graph, "EAAGtemp", SEED.app_id, SEED.app_secret)

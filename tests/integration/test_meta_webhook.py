@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, text
 
-from thoth_pbx.meta.inbox import InboxItem
-from thoth_pbx.meta.models import CallEvent, fold_call
-from thoth_pbx.pbx.ari import basic_auth_header
+from thoth_pbx.clients.meta.inbox import InboxItem
+from thoth_pbx.clients.meta.payloads import CallEvent, fold_call
+from thoth_pbx.clients.asterisk.ari import basic_auth_header
 from thoth_pbx.sandbox import meta as sim
 from thoth_pbx.store.models import WebhookInbox
 
@@ -100,7 +100,7 @@ async def test_signed_message_is_stored_before_200_and_typed(service, account) -
     rows = await inbox(service)  # already committed when the 200 came back
     assert [(r.kind, r.dedup_key, r.phone_number_id, r.waba_account_id) for r in rows] == [
         ("message", "m:wamid.ABC", PNID, account["id"])]
-    from thoth_pbx.meta.models import Message, model_of
+    from thoth_pbx.clients.meta.payloads import Message, model_of
 
     message = model_of(rows[0].kind, rows[0].payload)
     assert isinstance(message, Message) and message.text == "hello" and message.from_ == "15551234567"

@@ -21,9 +21,9 @@ from sqlalchemy import func, select
 
 from tests.support.bitrix import USERS, all_done, bitrix_env, enqueue_call_logs, free_port, jobs, seed_instance, wait_until
 from thoth_pbx.app import close_services, open_services
-from thoth_pbx.bitrix.jobs import KIND_FINISH
+from thoth_pbx.features.portal.jobs import KIND_FINISH
 from thoth_pbx.sandbox.bitrix import BitrixSimulator, Recorded
-from thoth_pbx.settings import load_settings
+from thoth_pbx.core.settings import load_settings
 from thoth_pbx.store import db
 from thoth_pbx.store.models import OutboxJob
 

@@ -9,9 +9,9 @@ from typing import AsyncIterator
 import pytest
 
 from tests.support.bitrix import ServiceEnv, all_done, call, chain_order, enqueue_call_logs, jobs, service_env, wait_until
-from thoth_pbx.bitrix.jobs import KIND_FINISH, KIND_REGISTER
-from thoth_pbx.bitrix.telephony import FinishCall
-from thoth_pbx.outbox import Job, Outbox
+from thoth_pbx.features.portal.jobs import KIND_FINISH, KIND_REGISTER
+from thoth_pbx.clients.bitrix.telephony import FinishCall
+from thoth_pbx.outbox.queue import Job, Outbox
 from thoth_pbx.store.models import Call
 
 

@@ -7,7 +7,7 @@ from typing import AsyncIterator
 import pytest
 
 from tests.support.bitrix import ServiceEnv, service_env
-from thoth_pbx.bitrix.users import extension_for_user, user_for_extension
+from thoth_pbx.features.portal.users import extension_for_user, user_for_extension
 from thoth_pbx.sandbox.bitrix import SimUser
 
 HOSTILE = "100/sip:+19005550100@attacker.example"
@@ -38,8 +38,8 @@ async def test_a_crm_owner_whose_inner_number_is_no_extension_is_not_dialled(env
     like the synced one before it becomes the operator to ring."""
     import asyncio
 
-    from thoth_pbx.pbx.callflow import CallSettings, Operator
-    from thoth_pbx.pbx.calls import CallContext
+    from thoth_pbx.features.calls.callflow import CallSettings, Operator
+    from thoth_pbx.features.calls.stasis import CallContext
 
     env.portal.users[9] = SimUser(9, "Mallory", "Outside", HOSTILE)
     instance_id = await env.install()
@@ -59,8 +59,8 @@ async def test_a_crm_owner_whose_inner_number_is_no_extension_is_not_dialled(env
 async def test_the_dial_string_is_checked_again_when_dialling(env: ServiceEnv, json_logs) -> None:  # type: ignore[no-untyped-def]
     import datetime as dt
 
-    from thoth_pbx.pbx.callflow import CallSettings, CallState, Operator
-    from thoth_pbx.pbx.calls import CallContext
+    from thoth_pbx.features.calls.callflow import CallSettings, CallState, Operator
+    from thoth_pbx.features.calls.stasis import CallContext
 
     state = CallState(1, "chan-1", "1710000000.3", "+79990000042", "+15550100001", dt.datetime.now(dt.timezone.utc))
     ctx = CallContext(None, "15550100001", CallSettings.from_json({}), 1, {})

@@ -12,8 +12,8 @@ from tests.conftest import make_settings
 from tests.harness.asterisk import AsteriskInstance
 from tests.integration.conftest import TlsFiles
 from tests.integration.test_pbx_apply import cli_fields, free_port
-from thoth_pbx.pbx.ari import basic_auth_header
-from thoth_pbx.pbx.trunk import PJSIP_FILE
+from thoth_pbx.clients.asterisk.ari import basic_auth_header
+from thoth_pbx.features.trunk.render import PJSIP_FILE
 from thoth_pbx.store.models import PbxRevision, Phone
 
 PASSWORD = "Meta-Sip;Secret-42"

@@ -14,10 +14,10 @@ from typing import Any
 
 from tests.harness.asterisk import AsteriskInstance
 from tests.integration.conftest import TlsFiles
-from thoth_pbx.pbx.ami import AmiClient
-from thoth_pbx.pbx.apply import Applier
-from thoth_pbx.pbx.trunk import DIALPLAN_FILE, PJSIP_FILE, TrunkPhone, parse_trunk, render
-from thoth_pbx.resources import data_dir
+from thoth_pbx.clients.asterisk.ami import AmiClient
+from thoth_pbx.features.trunk.apply import Applier
+from thoth_pbx.features.trunk.render import DIALPLAN_FILE, PJSIP_FILE, TrunkPhone, parse_trunk, render
+from thoth_pbx.core.resources import data_dir
 
 PHONE = TrunkPhone("+15551230000", "pa;ss>word", "pbx.example.com", 1)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from tests.harness.asterisk import AsteriskInstance
-from thoth_pbx.pbx.ari import AriClient
-from thoth_pbx.settings import AriTarget
+from thoth_pbx.clients.asterisk.ari import AriClient
+from thoth_pbx.core.settings import AriTarget
 
 
 def _established_to(port: int) -> int:

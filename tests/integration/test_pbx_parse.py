@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from tests.harness import asterisk as ah
 from tests.harness.asterisk import AsteriskInstance
 from tests.support import trunk_fuzz
-from thoth_pbx.pbx import trunk
-from thoth_pbx.pbx.conffile import ConfFile
-from thoth_pbx.validation import FieldError
+from thoth_pbx.features.trunk import render as trunk
+from thoth_pbx.features.trunk.conffile import ConfFile
+from thoth_pbx.core.validation import FieldError
 
 Parsed = list[tuple[str, list[tuple[str, str]]]]
 

@@ -12,9 +12,9 @@ from cryptography.fernet import Fernet
 from tests.conftest import make_settings
 from tests.support.cli import CLI, serve_env
 from thoth_pbx.app import build_app, close_services, open_services
-from thoth_pbx.pbx.ari import basic_auth_header
-from thoth_pbx.secrets import SecretKeyError
-from thoth_pbx.settings import SettingsError
+from thoth_pbx.clients.asterisk.ari import basic_auth_header
+from thoth_pbx.core.secrets import SecretKeyError
+from thoth_pbx.core.settings import SettingsError
 
 WABA = {"name": "Main", "access_token": "EAAG" + "k" * 24, "app_secret": "0123456789abcdef"}
 

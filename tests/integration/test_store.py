@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 from sqlalchemy import text
 
-from thoth_pbx.secrets import SecretBox
+from thoth_pbx.core.secrets import SecretBox
 from thoth_pbx.store import db
 from thoth_pbx.store.models import AppInstance, Phone, WabaAccount
 

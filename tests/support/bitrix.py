@@ -13,9 +13,9 @@ from typing import Any, AsyncIterator, Callable
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from thoth_pbx.bitrix.jobs import CallJobs
-from thoth_pbx.bitrix.rest import Grant, PortalAuth
-from thoth_pbx.bitrix.telephony import INCOMING, FinishCall, RegisterCall
+from thoth_pbx.features.portal.jobs import CallJobs
+from thoth_pbx.clients.bitrix.rest import Grant, PortalAuth
+from thoth_pbx.clients.bitrix.telephony import INCOMING, FinishCall, RegisterCall
 from thoth_pbx.sandbox.bitrix import BitrixSimulator, Portal, SimUser
 from thoth_pbx.store.models import AppInstance, OutboxJob
 
@@ -159,7 +159,7 @@ class ServiceEnv:
 
     @property
     def admin(self) -> dict[str, str]:
-        from thoth_pbx.pbx.ari import basic_auth_header
+        from thoth_pbx.clients.asterisk.ari import basic_auth_header
 
         return {"Authorization": basic_auth_header("admin", "correct-horse-battery")}
 

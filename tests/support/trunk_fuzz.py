@@ -14,9 +14,9 @@ from typing import Any, Callable
 
 from hypothesis import strategies as st
 
-from thoth_pbx.pbx import trunk
-from thoth_pbx.pbx.conffile import ConfFile, parse
-from thoth_pbx.pbx.trunk import TrunkPhone
+from thoth_pbx.features.trunk import render as trunk
+from thoth_pbx.features.trunk.conffile import ConfFile, parse
+from thoth_pbx.features.trunk.render import TrunkPhone
 
 NASTY = ["\n", "\r\n", "\n[evil]\n", "[evil]", "\n#include /etc/passwd\n", "#include x", "#exec x", ";", ";--",
          "--;", "\\", "\\;", "=", "=>", ">", "+=", " ", "\t", "\x00", "\x7f", "ü", "(!)", ",", ")", "$", "{", "}"]

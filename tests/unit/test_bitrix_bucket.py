@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from thoth_pbx.bitrix.bucket import LeakyBucket, default_headroom
-from thoth_pbx.bitrix.portals import inherited_level
+from thoth_pbx.clients.bitrix.bucket import LeakyBucket, default_headroom
+from thoth_pbx.features.portal.portals import inherited_level
 
 
 class Clock:

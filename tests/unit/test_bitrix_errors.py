@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from thoth_pbx.bitrix import errors as e
+from thoth_pbx.clients.bitrix import errors as e
 
 
 @pytest.mark.parametrize(

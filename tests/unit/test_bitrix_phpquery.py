@@ -7,7 +7,7 @@ from urllib.parse import unquote_plus
 from hypothesis import given
 from hypothesis import strategies as st
 
-from thoth_pbx.bitrix import phpquery
+from thoth_pbx.clients.bitrix import phpquery
 
 
 def test_encode_writes_what_http_build_query_writes() -> None:

@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from thoth_pbx.bitrix.telephony import INCOMING, FinishCall, RegisterCall, RegisteredCall, line_number_for
-from thoth_pbx.bitrix.users import PortalUser, extension_map, parse_user
+from thoth_pbx.clients.bitrix.telephony import INCOMING, FinishCall, RegisterCall, RegisteredCall, line_number_for
+from thoth_pbx.features.portal.users import PortalUser, extension_map, parse_user
 
 
 def test_register_params_use_bitrix_names_and_leave_out_what_is_unset() -> None:
@@ -61,7 +61,7 @@ def test_user_map_keeps_active_users_with_an_extension_and_the_lower_id_on_a_cla
 
 
 def test_an_owner_found_on_the_lead_the_register_created_is_not_the_callers_manager() -> None:
-    from thoth_pbx.bitrix.telephony import CrmMatch, RegisteredCall, known_before
+    from thoth_pbx.clients.bitrix.telephony import CrmMatch, RegisteredCall, known_before
 
     registered = RegisteredCall.from_result({
         "CALL_ID": "externalCall.1", "CRM_CREATED_LEAD": 1041,

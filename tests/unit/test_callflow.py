@@ -4,8 +4,8 @@ import datetime as dt
 
 import pytest
 
-from thoth_pbx.pbx import callflow as cf
-from thoth_pbx.pbx.callflow import CallSettings, Operator, RingStage
+from thoth_pbx.features.calls import callflow as cf
+from thoth_pbx.features.calls.callflow import CallSettings, Operator, RingStage
 
 
 def test_route_rings_responsible_first_then_group() -> None:
@@ -74,7 +74,7 @@ def test_talk_seconds() -> None:
     ],
 )
 def test_call_settings_errors_name_the_key(data: dict, field: str) -> None:
-    from thoth_pbx.validation import FieldError
+    from thoth_pbx.core.validation import FieldError
 
     with pytest.raises(FieldError) as err:
         CallSettings.from_json(data)

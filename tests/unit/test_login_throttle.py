@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from thoth_pbx.admin import login_throttle
-from thoth_pbx.admin.login_throttle import LoginThrottle
+from thoth_pbx.web import login_throttle
+from thoth_pbx.web.login_throttle import LoginThrottle
 
 
 class Clock:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from thoth_pbx.meta.models import (
+from thoth_pbx.clients.meta.payloads import (
     AccountSettingsUpdate,
     CallEvent,
     Message,

@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from thoth_pbx.meta.calling import enable_body, hint_for, read_back
-from thoth_pbx.meta.graph import (
+from thoth_pbx.features.trunk.calling import enable_body, hint_for, read_back
+from thoth_pbx.clients.meta.graph import (
     GraphAuthError,
     GraphError,
     GraphRateLimited,
@@ -15,10 +15,10 @@ from thoth_pbx.meta.graph import (
     error_from_response,
     should_retry,
 )
-from thoth_pbx.meta.tokens import parse_debug_token, token_warning
-from thoth_pbx.meta.webhook import handshake_reply, signature_ok
+from thoth_pbx.features.directory.tokens import parse_debug_token, token_warning
+from thoth_pbx.clients.meta.webhook import handshake_reply, signature_ok
 from thoth_pbx.sandbox.meta import sign
-from thoth_pbx.validation import FieldError
+from thoth_pbx.core.validation import FieldError
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.timezone.utc)
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from thoth_pbx.secrets import SecretBox, SecretKeyError, load_or_create_key, mask
+from thoth_pbx.core.secrets import SecretBox, SecretKeyError, load_or_create_key, mask
 
 
 def test_key_file_created_with_0600_and_reused(tmp_path: Path) -> None:

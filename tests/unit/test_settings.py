@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from thoth_pbx.settings import SettingsError, load_settings, setting_keys
+from thoth_pbx.core.settings import SettingsError, load_settings, setting_keys
 
 
 def test_defaults_without_any_file_or_env() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from thoth_pbx.pbx import verify
-from thoth_pbx.pbx.conffile import ConfSyntaxError, escape_value, mask_secrets, parse
+from thoth_pbx.features.trunk import verify
+from thoth_pbx.features.trunk.conffile import ConfSyntaxError, escape_value, mask_secrets, parse
 
 
 def test_comments_escapes_and_block_comments() -> None:

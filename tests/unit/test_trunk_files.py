@@ -6,7 +6,7 @@ import os
 import stat
 from pathlib import Path
 
-from thoth_pbx.pbx import files as fs
+from thoth_pbx.features.trunk import files as fs
 
 OURS = {"pjsip_thoth.conf": "[a]\ntype=aor\npassword=s3cret\n", "extensions_thoth.conf": "[from-meta]\n"}
 ADMIN_PJSIP = b"; admin's own\r\n[transport-udp]\ntype = transport\n;no newline at end"

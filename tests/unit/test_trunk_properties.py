@@ -1,6 +1,6 @@
 """Property: no accepted trunk setting can add a section, an option or a directive.
 
-The check parses the rendered files with thoth_pbx.pbx.conffile (which follows Asterisk's
+The check parses the rendered files with thoth_pbx.features.trunk.conffile (which follows Asterisk's
 config.c); tests/integration/test_pbx_parse.py runs the same strategies through the real
 Asterisk's own parser (AMI GetConfig).
 """
@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support import trunk_fuzz
-from thoth_pbx.pbx import trunk
-from thoth_pbx.validation import FieldError
+from thoth_pbx.features.trunk import render as trunk
+from thoth_pbx.core.validation import FieldError
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])

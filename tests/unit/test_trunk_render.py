@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from thoth_pbx.pbx import trunk
-from thoth_pbx.pbx.conffile import parse
-from thoth_pbx.pbx.trunk import RenderError, TrunkPhone
-from thoth_pbx.resources import data_dir
-from thoth_pbx.validation import FieldError
+from thoth_pbx.features.trunk import render as trunk
+from thoth_pbx.features.trunk.conffile import parse
+from thoth_pbx.features.trunk.render import RenderError, TrunkPhone
+from thoth_pbx.core.resources import data_dir
+from thoth_pbx.core.validation import FieldError
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from thoth_pbx.pbx import trunk
-from thoth_pbx.validation import FieldError
+from thoth_pbx.features.trunk import render as trunk
+from thoth_pbx.core.validation import FieldError
 
 
 @pytest.mark.parametrize(

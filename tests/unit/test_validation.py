@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from thoth_pbx import validation as v
-from thoth_pbx.validation import FieldError
+from thoth_pbx.core import validation as v
+from thoth_pbx.core.validation import FieldError
 
 
 @pytest.mark.parametrize(

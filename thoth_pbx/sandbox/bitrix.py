@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from thoth_pbx.bitrix import phpquery
+from thoth_pbx.clients.bitrix import phpquery
 
 log = logging.getLogger(__name__)
 

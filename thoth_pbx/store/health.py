@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from thoth_pbx.secrets import SecretBox, SecretKeyError
+from thoth_pbx.core.secrets import SecretBox, SecretKeyError
 from thoth_pbx.store.db import describe_error, error_state, read_file_afresh
 from thoth_pbx.store.keycheck import stored_secret_sample
 from thoth_pbx.store.models import Setting

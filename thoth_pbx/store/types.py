@@ -13,8 +13,8 @@ from sqlalchemy import DateTime, Text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
-from thoth_pbx.logs import register_secret
-from thoth_pbx.secrets import SecretBox
+from thoth_pbx.core.logs import register_secret
+from thoth_pbx.core.secrets import SecretBox
 
 _box: SecretBox | None = None
 

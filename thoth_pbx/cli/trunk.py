@@ -1,0 +1,115 @@
+"""`thoth-pbx pbx render|apply|status|restart` (registered from cli.py).
+
+Exit codes of `apply`: 0 applied/unchanged, 3 restart required, 1 rolled back or failed,
+2 bad settings (the field is named on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import sys
+from typing import Any, Awaitable, Callable
+
+from thoth_pbx.core.settings import Settings
+from thoth_pbx.core.validation import FieldError
+
+EXIT_BY_RESULT = {"applied": 0, "unchanged": 0, "restart_required": 3, "rolled_back": 1, "failed": 1}
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    pbx = sub.add_parser("pbx", help="the WhatsApp SIP trunk on Asterisk (render, apply, status, restart)")
+    actions = pbx.add_subparsers(dest="pbx_action", required=True, metavar="ACTION")
+
+    render = actions.add_parser("render", help="print the rendered files (passwords masked); writes nothing")
+    render.add_argument("--file", choices=("pjsip_thoth.conf", "extensions_thoth.conf"), help="only this file")
+    render.set_defaults(func=_cmd_render)
+
+    apply = actions.add_parser("apply", help="write, reload over AMI, verify; roll back if Asterisk refuses")
+    apply.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for AMI (default 10)")
+    apply.set_defaults(func=_cmd_apply)
+
+    status = actions.add_parser("status", help="AMI, live trunk objects, reachability, last revision, drift (JSON)")
+    status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for AMI (default 5)")
+    status.set_defaults(func=_cmd_status)
+
+    restart = actions.add_parser("restart", help="restart Asterisk to load transport changes")
+    restart.add_argument("--when-convenient", action="store_true", required=True,
+                         help="`core restart when convenient`: only once no call is up")
+    restart.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for AMI (default 10)")
+    restart.set_defaults(func=_cmd_restart)
+
+
+def _run(settings: Settings, body: Callable[[Any], Awaitable[int]], *, ami_timeout: float | None) -> int:
+    async def main() -> int:
+        from thoth_pbx.app import close_services, open_services
+        from thoth_pbx.clients.asterisk.ami import AmiError, AmiNotConnected
+        from thoth_pbx.features.trunk.service import PbxService
+
+        services = await open_services(settings)
+        try:
+            if ami_timeout is not None and settings.ami is not None:
+                services.ami.start()
+                try:
+                    await services.ami.wait_connected(ami_timeout)
+                except AmiNotConnected as exc:
+                    if ami_timeout > 0:
+                        print(f"thoth-pbx: {exc}", file=sys.stderr)
+            return await body(PbxService(settings, services.sessions, services.ami))
+        except FieldError as exc:
+            print(f"thoth-pbx: {exc.field}: {exc.message}", file=sys.stderr)
+            return 2
+        except AmiError as exc:
+            print(f"thoth-pbx: AMI: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            await close_services(services)
+
+    return asyncio.run(main())
+
+
+def _cmd_render(args: argparse.Namespace, settings: Settings) -> int:
+    async def body(pbx: Any) -> int:
+        rendered = await pbx.render()
+        for name, text in rendered.masked().items():
+            if args.file in (None, name):
+                if args.file is None:
+                    print(f"; ===== {name}")
+                sys.stdout.write(text)
+        for warning in rendered.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        return 0
+
+    return _run(settings, body, ami_timeout=None)
+
+
+def _cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
+    async def body(pbx: Any) -> int:
+        outcome, revision = await pbx.apply(f"cli:{getpass.getuser()}")
+        out = {"revision": revision, **outcome.as_json()}
+        diff = out.pop("diff")
+        if diff:
+            sys.stderr.write(diff)
+        print(json.dumps(out, indent=2))
+        return EXIT_BY_RESULT.get(outcome.result, 1)
+
+    return _run(settings, body, ami_timeout=args.timeout)
+
+
+def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    async def body(pbx: Any) -> int:
+        print(json.dumps(await pbx.status(), indent=2))
+        return 0
+
+    return _run(settings, body, ami_timeout=args.timeout)
+
+
+def _cmd_restart(args: argparse.Namespace, settings: Settings) -> int:
+    async def body(pbx: Any) -> int:
+        output = await pbx.restart_when_convenient()
+        print(output.strip() or "Asterisk will restart once no call is up")
+        return 0
+
+    return _run(settings, body, ami_timeout=args.timeout)

@@ -1,0 +1,1 @@
+"""Asterisk: AMI and ARI clients with reconnect."""

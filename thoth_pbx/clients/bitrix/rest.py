@@ -1,0 +1,563 @@
+"""The one Bitrix24 HTTP client: per portal, rate limited, batching, self-renewing.
+
+Callers just `await client.call("telephony.externalcall.register", {...})`. Behind that:
+
+- Calls go into a queue. A dispatcher sends them as soon as the portal's leaky bucket
+  (bucket.py) has room; whatever has queued up meanwhile (up to 50) leaves as one `batch`
+  request, so bursts cost few requests and an idle portal sees no added latency.
+- `expired_token` (any 401) renews the tokens once, single-flight per portal: concurrent
+  callers wait for the one renewal and retry with the new token. The rotated refresh
+  token is stored (TokenStore) before it is used. `invalid_grant` marks the portal as
+  needing re-authorisation; later calls fail fast with `NeedsReauth`.
+- 503s and connection failures are retried a few times with backoff when the request
+  certainly did not run; QUERY_LIMIT_EXCEEDED also fills our bucket. 429
+  OPERATION_TIME_LIMIT blocks that method until `operating_reset_at`. A 302 to a new
+  domain moves the portal's endpoint (stored). Logic errors are raised at once.
+- Errors come out typed (errors.py); results as plain JSON values (or `Reply` with the
+  paging fields). Higher layers (telephony.py, users.py) wrap them in dataclasses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Protocol
+from urllib.parse import urlsplit
+
+from thoth_pbx.clients.bitrix import phpquery
+from thoth_pbx.clients.bitrix.bucket import LeakyBucket
+from thoth_pbx.clients.bitrix.transport import PortalHttp, SendFailed
+from thoth_pbx.clients.bitrix.errors import (
+    BitrixAuthError,
+    BitrixError,
+    BitrixTransientError,
+    BitrixUnavailable,
+    NeedsReauth,
+    OperationTimeLimit,
+    QueryLimitExceeded,
+    error_from_code,
+    TOKEN_EXPIRED,
+    error_from_reply,
+)
+from thoth_pbx.core.logs import register_secret
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 50  # documented limit of commands in one batch
+BATCH_BYTES = 16_000  # larger sub-commands (e.g. base64 records) travel alone as JSON
+OPERATING_FALLBACK_S = 60.0
+MAX_RENEWALS = 3  # per call  # when a 429 comes with no operating_reset_at seen before
+
+
+@dataclass(frozen=True)
+class OAuthApp:
+    """Our application's credentials at the OAuth server (settings.bitrix_*)."""
+
+    client_id: str
+    client_secret: str = field(repr=False)
+    token_url: str = "https://oauth.bitrix.info/oauth/token"
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A token pair from the OAuth server, with the portal facts it vouches for."""
+
+    access_token: str = field(repr=False)
+    refresh_token: str = field(repr=False)
+    expires_at: dt.datetime | None
+    member_id: str
+    client_endpoint: str | None
+    server_endpoint: str | None
+    domain: str | None
+    scope: str | None
+    status: str | None
+
+
+@dataclass
+class PortalAuth:
+    member_id: str
+    client_endpoint: str  # "https://portal.bitrix24.com/rest/"
+    access_token: str = field(repr=False)
+    refresh_token: str = field(repr=False)
+
+
+class TokenStore(Protocol):
+    """Where a portal's tokens live (the app_instance row); see portals.DbTokenStore."""
+
+    async def load(self) -> PortalAuth: ...
+
+    async def save_grant(self, grant: Grant) -> None: ...
+
+    async def save_endpoint(self, client_endpoint: str) -> None: ...
+
+    async def mark_needs_reauth(self, detail: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Reply:
+    result: Any
+    total: int | None = None
+    next: int | None = None
+    time: Mapping[str, Any] | None = None
+
+
+@dataclass
+class ClientStats:
+    requests: int = 0  # HTTP requests to the portal (what the bucket counts)
+    batches: int = 0
+    commands: int = 0  # method calls delivered, batched or not
+    refreshes: int = 0
+    query_limit_errors: int = 0
+
+
+async def refresh_tokens(http: PortalHttp, app: OAuthApp, refresh_token: str) -> Grant:
+    """Exchange a refresh token at the OAuth server (settings/oauth/auto-renewal.md)."""
+    params = {
+        "grant_type": "refresh_token",
+        "client_id": app.client_id,
+        "client_secret": app.client_secret,
+        "refresh_token": refresh_token,
+    }
+    try:
+        resp = await http.get(app.token_url.rstrip("/") + "/", params=params)
+    except SendFailed as exc:
+        raise BitrixUnavailable("OAUTH_UNREACHABLE", str(exc), method="oauth/token") from None
+    body = resp.body
+    if resp.status == 200 and isinstance(body, dict) and body.get("access_token") and not body.get("error"):
+        return _grant(body)
+    code = str(body.get("error")) if isinstance(body, dict) and body.get("error") else f"HTTP_{resp.status}"
+    description = str(body.get("error_description", "")) if isinstance(body, dict) else str(body)[:200]
+    if code == "invalid_grant":
+        raise NeedsReauth(code, description or "refresh token expired or revoked", status=resp.status, method="oauth/token")
+    if resp.status >= 500 and not isinstance(body, dict):
+        raise BitrixUnavailable(code, description, status=resp.status, method="oauth/token")
+    # invalid_client, PAYMENT_REQUIRED, invalid_request...: the app itself is refused
+    raise BitrixAuthError(code, description, status=resp.status, method="oauth/token")
+
+
+def _grant(body: Mapping[str, Any]) -> Grant:
+    access, refresh = str(body["access_token"]), str(body.get("refresh_token") or "")
+    register_secret(access)
+    register_secret(refresh)
+    expires_at = None
+    if body.get("expires"):
+        expires_at = dt.datetime.fromtimestamp(float(body["expires"]), dt.timezone.utc)
+    elif body.get("expires_in"):
+        expires_at = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=float(body["expires_in"]))
+    return Grant(
+        access_token=access,
+        refresh_token=refresh,
+        expires_at=expires_at,
+        member_id=str(body.get("member_id") or ""),
+        client_endpoint=body.get("client_endpoint"),
+        server_endpoint=body.get("server_endpoint"),
+        domain=body.get("domain"),
+        scope=body.get("scope"),
+        status=body.get("status"),
+    )
+
+
+@dataclass
+class _Call:
+    method: str
+    params: Mapping[str, Any]
+    future: asyncio.Future[Reply]
+    batchable: bool
+
+    def resolve(self, outcome: Reply | BaseException) -> None:
+        if self.future.done():
+            return  # the caller gave up (cancelled)
+        if isinstance(outcome, BaseException):
+            self.future.set_exception(outcome)
+        else:
+            self.future.set_result(outcome)
+
+
+class BitrixClient:
+    """REST client of one portal. Create through `Portals`; share it for the portal's lifetime."""
+
+    def __init__(
+        self,
+        auth: PortalAuth,
+        store: TokenStore,
+        oauth: OAuthApp | None,
+        http: PortalHttp,
+        *,
+        rate_per_s: float = 2.0,
+        burst: int = 50,
+        max_batch: int = MAX_BATCH,
+        max_inflight: int = 8,
+        retries: int = 2,
+        retry_base_s: float = 0.5,
+        bucket: LeakyBucket | None = None,
+    ) -> None:
+        register_secret(auth.access_token)
+        register_secret(auth.refresh_token)
+        self._auth = auth
+        self._store = store
+        self._oauth = oauth
+        self._http = http
+        # A replacement client (after a reinstall) inherits the bucket: the portal counts on.
+        self.bucket = bucket or LeakyBucket(rate_per_s, burst)
+        self.max_batch = max(1, min(max_batch, MAX_BATCH))
+        self._inflight = asyncio.Semaphore(max_inflight)
+        self._retries = retries
+        self._retry_base = retry_base_s
+        self._queue: list[_Call] = []
+        self._wake = asyncio.Event()
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._senders: set[asyncio.Task[None]] = set()
+        self._refresh_lock = asyncio.Lock()
+        self._reauth: str | None = None
+        self._operating_reset: dict[str, float] = {}  # method -> epoch of operating_reset_at
+        self._blocked_until: dict[str, float] = {}  # method -> epoch (OPERATION_TIME_LIMIT)
+        self._closing = False  # no new calls; queued ones still go out
+        self._closed = False
+        self.stats = ClientStats()
+
+    @property
+    def member_id(self) -> str:
+        return self._auth.member_id
+
+    @property
+    def client_endpoint(self) -> str:
+        return self._auth.client_endpoint
+
+    # ------------------------------------------------------------------ public API
+
+    async def call(self, method: str, params: Mapping[str, Any] | None = None, *, batchable: bool = True) -> Any:
+        """Run one method; returns its `result`. Raises a `BitrixError` subclass."""
+        return (await self.call_reply(method, params, batchable=batchable)).result
+
+    async def call_reply(self, method: str, params: Mapping[str, Any] | None = None, *, batchable: bool = True) -> Reply:
+        """Like `call` but with `total`/`next` for list methods."""
+        if self._closing or self._closed:
+            raise BitrixUnavailable("CLIENT_CLOSED", "the Bitrix client was closed", method=method)
+        if self._reauth is not None:
+            raise NeedsReauth("invalid_grant", self._reauth, method=method)
+        self._check_blocked(method)
+        clean = {k: v for k, v in (params or {}).items() if v is not None}
+        if batchable and (method.lower() == "batch" or len(phpquery.encode(clean)) > BATCH_BYTES):
+            batchable = False
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Call(method, clean, future, batchable))
+        self._wake.set()
+        if self._dispatcher is None or self._dispatcher.done():
+            self._dispatcher = asyncio.create_task(self._dispatch_loop(), name=f"bitrix-dispatch-{self.member_id}")
+        return await future
+
+    async def batch(self, commands: Mapping[str, tuple[str, Mapping[str, Any]]], *, halt: bool = False) -> dict[str, Reply | BitrixError]:
+        """An explicit batch; parameters may reference earlier results as `$result[key][FIELD]`.
+
+        Returns per key a `Reply` or the command's error; a key missing from the answer (not
+        run because `halt` stopped the batch) maps to a transient `NOT_EXECUTED` error.
+        """
+        if not 0 < len(commands) <= MAX_BATCH:
+            raise ValueError(f"a batch holds 1..{MAX_BATCH} commands, got {len(commands)}")
+        cmd = {key: _command(method, params) for key, (method, params) in commands.items()}
+        reply = await self.call_reply("batch", {"halt": 1 if halt else 0, "cmd": cmd}, batchable=False)
+        return _split_batch(reply.result, [(key, method) for key, (method, _) in commands.items()], self._note_time_for)
+
+    async def aclose(self, grace: float = 0.0) -> None:
+        """Stop; with `grace`, calls already queued or on the wire get that long to finish first."""
+        self._closing = True
+        deadline = time.monotonic() + grace
+        while (self._queue or self._senders) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        self._closed = True
+        tasks = [t for t in (self._dispatcher, *self._senders) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for call in self._queue:
+            call.resolve(BitrixUnavailable("CLIENT_CLOSED", "the Bitrix client was closed", method=call.method))
+        self._queue.clear()
+
+    # ------------------------------------------------------------------ dispatching
+
+    async def _dispatch_loop(self) -> None:
+        while not self._closed:
+            while not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+            # No extra turn of the loop is needed to gather a burst: callers made ready by the
+            # same event (a batch reply, a claim of many jobs) were scheduled before this
+            # dispatcher, so they have queued by now and share this request.
+            await self._inflight.acquire()
+            wait = self.bucket.delay()
+            if wait > 0:
+                # Waiting here is what makes batches: calls keep queueing meanwhile.
+                self._inflight.release()
+                await asyncio.sleep(wait)
+                continue
+            calls = self._take()
+            if not calls:
+                self._inflight.release()
+                continue
+            self.bucket.take()
+            task = asyncio.create_task(self._send(calls))
+            self._senders.add(task)
+            task.add_done_callback(self._sender_done)
+
+    def _sender_done(self, task: asyncio.Task[None]) -> None:
+        self._senders.discard(task)
+        self._inflight.release()
+
+    def _take(self) -> list[_Call]:
+        """The next request's calls: one unbatchable call, or up to max_batch batchable ones."""
+        live: list[_Call] = []
+        for call in self._queue:
+            if call.future.done():
+                continue
+            try:
+                self._check_blocked(call.method)
+            except BitrixError as exc:
+                call.resolve(exc)
+                continue
+            live.append(call)
+        self._queue = live
+        if not live:
+            return []
+        first = live[0]
+        if not first.batchable or self.max_batch == 1:
+            self._queue = live[1:]
+            return [first]
+        chosen = [c for c in live if c.batchable][: self.max_batch]
+        picked = {id(c) for c in chosen}
+        self._queue = [c for c in live if id(c) not in picked]
+        return chosen
+
+    async def _send(self, calls: list[_Call]) -> None:
+        try:
+            if len(calls) == 1:
+                call = calls[0]
+                try:
+                    reply = await self._request(call.method, call.params, slot_taken=True)
+                except BitrixError as exc:
+                    call.resolve(exc)
+                else:
+                    self.stats.commands += 1
+                    call.resolve(reply)
+                return
+            keys = [f"c{i}" for i in range(len(calls))]
+            cmd = {key: _command(call.method, call.params) for key, call in zip(keys, calls)}
+            try:
+                reply = await self._request("batch", {"halt": 0, "cmd": cmd}, slot_taken=True)
+            except BitrixError as exc:
+                for call in calls:
+                    call.resolve(exc)
+                return
+            self.stats.batches += 1
+            outcomes = _split_batch(reply.result, [(k, c.method) for k, c in zip(keys, calls)], self._note_time_for)
+            for key, call in zip(keys, calls):
+                outcome = outcomes[key]
+                if isinstance(outcome, OperationTimeLimit):
+                    outcome.retry_at = self._block(call.method)
+                if isinstance(outcome, Reply):
+                    self.stats.commands += 1
+                call.resolve(outcome)
+        except asyncio.CancelledError:
+            for call in calls:
+                call.resolve(BitrixUnavailable("CLIENT_CLOSED", "the Bitrix client was closed", method=call.method,
+                                               maybe_delivered=True))
+            raise
+        except Exception as exc:  # a bug must not leave callers waiting forever
+            log.exception("bitrix send failed", extra={"member_id": self.member_id})
+            for call in calls:
+                call.resolve(BitrixUnavailable("CLIENT_BUG", f"{type(exc).__name__}: {exc}", method=call.method,
+                                               maybe_delivered=True))
+
+    # ------------------------------------------------------------------ one HTTP request
+
+    async def _request(self, method: str, params: Mapping[str, Any], *, slot_taken: bool) -> Reply:
+        attempt = 0
+        renewals = 0  # a storm may expire the fresh token too; a few renewals, never a loop
+        redirects = 0
+        while True:
+            if not slot_taken:
+                await self.bucket.acquire()
+            slot_taken = False
+            token = self._auth.access_token
+            url = self._auth.client_endpoint + method
+            self.stats.requests += 1
+            try:
+                resp = await self._http.post_json(url, {**params, "auth": token})
+            except SendFailed as exc:  # maybe_delivered: sent, reply lost; the portal may have run it
+                code = "NETWORK_ERROR" if exc.maybe_delivered else "CONNECT_ERROR"
+                error: BitrixError = BitrixUnavailable(code, str(exc), method=method, maybe_delivered=exc.maybe_delivered)
+            else:
+                if resp.is_redirect and resp.headers.get("location"):
+                    redirects += 1
+                    if redirects > 3:
+                        raise BitrixUnavailable("TOO_MANY_REDIRECTS", str(resp.headers["location"]), method=method)
+                    await self._move(resp.headers["location"])
+                    continue
+                body = resp.body
+                if resp.status == 200 and isinstance(body, dict) and "error" not in body:
+                    self._note_time(method, body.get("time"))
+                    return Reply(body.get("result"), _int(body.get("total")), _int(body.get("next")), body.get("time"))
+                error = error_from_reply(resp.status, body, method)
+                # only an expired token is renewed: any other refusal would spend a refresh token
+                # and come back the same (permissions), or needs an admin (NO_AUTH_FOUND)
+                if error.code == TOKEN_EXPIRED and renewals < MAX_RENEWALS:
+                    renewals += 1
+                    await self._renew(token)
+                    continue
+                if isinstance(error, BitrixAuthError) and renewals < MAX_RENEWALS and await self._adopt_stored(token):
+                    renewals += 1  # a reinstall (or another process) stored new tokens meanwhile
+                    continue
+                if isinstance(error, QueryLimitExceeded):
+                    self.stats.query_limit_errors += 1
+                    self.bucket.saturate()
+                if isinstance(error, OperationTimeLimit):
+                    error.retry_at = self._block(method, body)
+                    raise error
+            if isinstance(error, BitrixTransientError) and not error.maybe_delivered and \
+                    not isinstance(error, BitrixAuthError) and attempt < self._retries:
+                attempt += 1
+                await asyncio.sleep(self._retry_base * (2 ** (attempt - 1)))
+                continue
+            raise error
+
+    async def _renew(self, stale_token: str) -> None:
+        """Single-flight token renewal; whoever comes second finds fresh tokens and returns."""
+        async with self._refresh_lock:
+            if self._auth.access_token != stale_token:
+                return
+            if self._reauth is not None:
+                raise NeedsReauth("invalid_grant", self._reauth)
+            stored = await self._store.load()
+            if stored.access_token != stale_token:  # a reinstall stored new tokens meanwhile
+                self._adopt(stored)
+                return
+            if self._oauth is None:
+                raise BitrixAuthError("NO_OAUTH_APP", "THOTH_BITRIX_CLIENT_ID / THOTH_BITRIX_CLIENT_SECRET are not set")
+            try:
+                grant = await refresh_tokens(self._http, self._oauth, stored.refresh_token)
+            except NeedsReauth as exc:
+                self._reauth = f"{exc.code}: {exc.description}"
+                await self._store.mark_needs_reauth(self._reauth)
+                log.warning("bitrix portal needs re-authorisation", extra={"member_id": self.member_id, "error": exc.code})
+                raise
+            self.stats.refreshes += 1
+            endpoint = grant.client_endpoint or stored.client_endpoint
+            self._adopt(PortalAuth(stored.member_id, endpoint, grant.access_token, grant.refresh_token or stored.refresh_token))
+            # Stored before anyone uses it: the old refresh token is now spent.
+            await self._store.save_grant(grant)
+            log.info("bitrix tokens renewed", extra={"member_id": self.member_id})
+
+    async def _adopt_stored(self, stale_token: str) -> bool:
+        """Take tokens stored since `stale_token` was read (no OAuth call); True if there were any."""
+        async with self._refresh_lock:
+            if self._auth.access_token != stale_token:
+                return True
+            stored = await self._store.load()
+            if stored.access_token and stored.access_token != stale_token:
+                self._adopt(stored)
+                return True
+            return False
+
+    def _adopt(self, auth: PortalAuth) -> None:
+        register_secret(auth.access_token)
+        register_secret(auth.refresh_token)
+        self._auth = auth
+
+    async def _move(self, location: str) -> None:
+        """The portal changed domain (302): keep the path, take the new scheme and host."""
+        new = urlsplit(location)
+        old = urlsplit(self._auth.client_endpoint)
+        if not new.netloc or new.scheme not in ("http", "https"):
+            raise BitrixUnavailable("BAD_REDIRECT", location)
+        endpoint = f"{new.scheme}://{new.netloc}{old.path or '/rest/'}"
+        if endpoint == self._auth.client_endpoint:
+            raise BitrixUnavailable("REDIRECT_LOOP", location)
+        log.info("bitrix portal moved", extra={"member_id": self.member_id, "from": old.netloc, "to": new.netloc})
+        self._auth.client_endpoint = endpoint
+        await self._store.save_endpoint(endpoint)
+
+    # ------------------------------------------------------------------ operating time (429)
+
+    def _note_time(self, method: str, timing: Any) -> None:
+        if isinstance(timing, dict) and timing.get("operating_reset_at"):
+            try:
+                self._operating_reset[method.lower()] = float(timing["operating_reset_at"])
+            except (TypeError, ValueError):
+                pass
+
+    def _note_time_for(self, method: str, timing: Any) -> None:
+        self._note_time(method, timing)
+
+    def _block(self, method: str, body: Any = None) -> float:
+        """Block `method` until its operating budget resets; the time comes from the last answer."""
+        until = None
+        if isinstance(body, dict) and isinstance(body.get("time"), dict):
+            until = _float(body["time"].get("operating_reset_at"))
+        until = until or self._operating_reset.get(method.lower())
+        now = time.time()
+        if until is None or until <= now:
+            until = now + OPERATING_FALLBACK_S
+        self._blocked_until[method.lower()] = until
+        return until
+
+    def _check_blocked(self, method: str) -> None:
+        until = self._blocked_until.get(method.lower())
+        if until is None:
+            return
+        if until <= time.time():
+            del self._blocked_until[method.lower()]
+            return
+        raise OperationTimeLimit("OPERATION_TIME_LIMIT", "method blocked until its operating time resets",
+                                 method=method, retry_at=until)
+
+
+def _command(method: str, params: Mapping[str, Any]) -> str:
+    query = phpquery.encode({k: v for k, v in params.items() if v is not None})
+    return f"{method}?{query}" if query else method
+
+
+def _split_batch(result: Any, keys: list[tuple[str, str]], note_time: Any) -> dict[str, Reply | BitrixError]:
+    """Per-command outcome of a batch answer (PHP turns empty objects into [])."""
+    body = result if isinstance(result, dict) else {}
+    results = _obj(body.get("result"))
+    errors = _obj(body.get("result_error"))
+    totals = _obj(body.get("result_total"))
+    nexts = _obj(body.get("result_next"))
+    times = _obj(body.get("result_time"))
+    out: dict[str, Reply | BitrixError] = {}
+    for key, method in keys:
+        if key in errors:
+            err = errors[key] if isinstance(errors[key], dict) else {}
+            out[key] = error_from_code(str(err.get("error") or "ERROR"), str(err.get("error_description") or ""),
+                                       status=None, method=method)
+        elif key in results:
+            note_time(method, times.get(key))
+            out[key] = Reply(results[key], _int(totals.get(key)), _int(nexts.get(key)), times.get(key))
+        else:
+            out[key] = BitrixUnavailable("NOT_EXECUTED", "batch stopped before this command (halt)", method=method)
+    return out
+
+
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def http_client() -> PortalHttp:
+    """The shared connection pool for all portals (Bitrix allows 60 s per request)."""
+    return PortalHttp()

@@ -1,0 +1,320 @@
+"""The durable webhook inbox: a group-commit writer and a dispatcher that routes stored events.
+
+`InboxWriter.store(rows)` returns only after the rows are committed, so the webhook never
+answers 200 for something that could still be lost. Deliveries arriving while a commit runs
+wait together and go into the next single transaction (group commit): one fsync for many
+deliveries, yet every delivery (even one with 1000 updates) is stored whole or not at all.
+Duplicates are skipped by the unique `dedup_key` (INSERT ... ON CONFLICT DO NOTHING on both
+PostgreSQL and SQLite).
+
+`InboxDispatcher` hands each stored event, in arrival order, to the handlers subscribed to
+its kind, together with the phone it belongs to (routing by `metadata.phone_number_id`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+
+from thoth_pbx.clients.meta.payloads import Model, model_of
+from thoth_pbx.store.models import Phone, WebhookInbox
+from thoth_pbx.store.types import utcnow
+
+log = logging.getLogger(__name__)
+
+
+def insert_ignoring_duplicates(dialect_name: str) -> Any:
+    """`INSERT ... ON CONFLICT (dedup_key) DO NOTHING` in the engine's dialect."""
+    table = WebhookInbox.__table__
+    if dialect_name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=["dedup_key"])
+    if dialect_name == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=["dedup_key"])
+    raise ValueError(f"webhook inbox: unsupported database {dialect_name!r}")
+
+
+CHECKPOINT_EVERY_ROWS = 2000  # SQLite: WAL checkpoint beside the writer after this many rows
+WAL_RESTART_FRAMES = 16384  # ~64 MB of 4 KiB pages: then rewind the WAL even if it stalls a commit
+
+
+async def cancel_task(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a background task and wait until it has really stopped."""
+    if task is None:
+        return
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+
+
+@dataclass
+class _Pending:
+    rows: list[dict[str, Any]]
+    done: asyncio.Future[None]
+
+
+class InboxWriter:
+    """Group-commit writer; `store()` resolves after COMMIT (or raises, nothing stored)."""
+
+    def __init__(self, engine: AsyncEngine, *, max_rows: int = 5000, on_commit: Callable[[], None] | None = None) -> None:
+        self._engine = engine
+        self._insert = insert_ignoring_duplicates(engine.dialect.name)
+        self._max_rows = max_rows
+        self._on_commit = on_commit
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._conn: AsyncConnection | None = None  # kept open: no pool round trip per batch
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._checkpoint: asyncio.Task[None] | None = None
+        self._since_checkpoint = 0
+        self._wal_frames = 0  # WAL size (pages) seen by the last checkpoint
+        self.commits = 0
+        self.rows_written = 0
+
+    async def store(self, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="webhook-inbox-writer")
+        pending = _Pending(rows, asyncio.get_running_loop().create_future())
+        self._queue.put_nowait(pending)
+        await pending.done
+
+    async def stop(self) -> None:
+        await cancel_task(self._task)
+        self._task = None
+        if self._checkpoint is not None:
+            await asyncio.gather(self._checkpoint, return_exceptions=True)
+            self._checkpoint = None
+        await self._discard_connection()
+        while not self._queue.empty():  # nobody may be left waiting forever
+            item = self._queue.get_nowait()
+            if not item.done.done():
+                item.done.set_exception(RuntimeError("webhook inbox writer stopped"))
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            count = len(batch[0].rows)
+            while not self._queue.empty() and count < self._max_rows:
+                item = self._queue.get_nowait()
+                batch.append(item)
+                count += len(item.rows)
+            await self._commit_batch(batch)
+
+    async def _commit_batch(self, batch: list[_Pending]) -> None:
+        try:
+            await self._write([row for item in batch for row in item.rows])
+        except asyncio.CancelledError:
+            for item in batch:
+                if not item.done.done():
+                    item.done.set_exception(RuntimeError("webhook inbox writer stopped"))
+            raise
+        except Exception as exc:
+            if len(batch) == 1:
+                log.error("webhook inbox write failed", extra={"error": f"{type(exc).__name__}: {exc}"[:500]})
+                _settle(batch[0], exc)
+                return
+            # One bad delivery must not fail the others: retry each on its own.
+            for item in batch:
+                await self._commit_batch([item])
+            return
+        for item in batch:
+            _settle(item, None)
+        if self._on_commit is not None:
+            self._on_commit()
+
+    async def _write(self, rows: list[dict[str, Any]]) -> None:
+        if self._conn is None:
+            self._conn = await self._engine.connect()
+            if self._sqlite:
+                # SQLite would checkpoint inside whichever commit crosses the WAL limit, and a
+                # checkpoint waits for the disk: tail latency. This connection never does;
+                # `_checkpoint_soon` runs them beside it on another connection.
+                await self._conn.exec_driver_sql("PRAGMA wal_autocheckpoint=0")
+                await self._conn.commit()
+        try:
+            async with self._conn.begin():
+                await self._conn.execute(self._insert, rows)
+        except Exception:
+            await self._discard_connection()  # a broken connection is not reused
+            raise
+        self.commits += 1
+        self.rows_written += len(rows)
+        if self._sqlite:
+            self._checkpoint_soon(len(rows))
+
+    def _checkpoint_soon(self, rows: int) -> None:
+        self._since_checkpoint += rows
+        if self._since_checkpoint < CHECKPOINT_EVERY_ROWS or (self._checkpoint and not self._checkpoint.done()):
+            return
+        self._since_checkpoint = 0
+        self._checkpoint = asyncio.get_running_loop().create_task(self._run_checkpoint(), name="webhook-inbox-checkpoint")
+
+    async def _run_checkpoint(self) -> None:
+        # PASSIVE never blocks the writer. Under sustained load the WAL cannot rewind while
+        # frames keep arriving, so past a bound one RESTART waits for a gap and rewinds it.
+        mode = "RESTART" if self._wal_frames > WAL_RESTART_FRAMES else "PASSIVE"
+        try:
+            async with self._engine.connect() as conn:
+                row = (await conn.exec_driver_sql(f"PRAGMA wal_checkpoint({mode})")).first()
+                await conn.commit()
+            self._wal_frames = int(row[1]) if row is not None and row[1] is not None else 0
+        except Exception:  # the next one retries; SQLite's own limit still applies to other connections
+            log.warning("webhook inbox WAL checkpoint failed", exc_info=True)
+
+    async def _discard_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await conn.close()
+            except Exception:  # already broken; the pool drops it
+                log.debug("closing the inbox writer connection failed", exc_info=True)
+
+
+def _settle(item: _Pending, exc: BaseException | None) -> None:
+    if item.done.done():
+        return
+    if exc is None:
+        item.done.set_result(None)
+    else:
+        item.done.set_exception(exc)
+
+
+# ------------------------------------------------------------------ dispatch
+
+
+@dataclass(frozen=True)
+class RoutedPhone:
+    id: int
+    number: str
+    phone_number_id: str
+    waba_account_id: int
+    app_instance_id: int | None
+
+
+@dataclass(frozen=True)
+class InboxItem:
+    """One stored event as handlers see it: typed model plus the phone it was routed to."""
+
+    id: int
+    kind: str
+    field: str
+    model: Model
+    payload: dict[str, Any]
+    phone: RoutedPhone | None  # None: the phone number id is not configured (yet)
+    waba_account_id: int | None
+    received_at: dt.datetime
+
+
+Handler = Callable[[InboxItem], Awaitable[None]]
+
+
+class InboxDispatcher:
+    """Delivers pending inbox rows to subscribers in id order; marks each row processed.
+
+    A handler that raises gets its error recorded on the row (`error`), the row counts as
+    processed and the others go on; handlers should only write to the database/outbox.
+    With no subscriber at all the dispatcher leaves rows pending for a consumer to come.
+    """
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, batch: int = 200) -> None:
+        self._sessions = sessions
+        self._batch = batch
+        self._handlers: list[tuple[str, Handler]] = []
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()  # set when a pass found nothing more to do
+        self._task: asyncio.Task[None] | None = None
+        self._unhandled: set[str] = set()
+
+    def subscribe(self, kind_prefix: str, handler: Handler) -> None:
+        """`kind_prefix` "call." gets call.connect, call.terminate, ...; "" gets everything."""
+        self._handlers.append((kind_prefix, handler))
+        self.notify()
+
+    def notify(self) -> None:
+        self._idle.clear()
+        self._wake.set()
+
+    async def wait_idle(self) -> None:
+        """Until every row stored so far has been dispatched (for tests and shutdown)."""
+        await self._idle.wait()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="webhook-inbox-dispatcher")
+
+    async def stop(self) -> None:
+        await cancel_task(self._task)
+        self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                while await self.run_once() == self._batch:
+                    pass
+            except Exception:
+                log.exception("webhook inbox dispatch failed; retrying on the next delivery")
+                await asyncio.sleep(1)  # back off a failing database, not a synchronisation
+                self._wake.set()
+            if not self._wake.is_set():
+                self._idle.set()
+
+    async def run_once(self) -> int:
+        """Dispatch up to one batch of pending rows; returns how many were handled."""
+        if not self._handlers:
+            return 0
+        async with self._sessions() as session:
+            rows = (await session.scalars(
+                select(WebhookInbox).where(WebhookInbox.processed_at.is_(None)).order_by(WebhookInbox.id).limit(self._batch)
+            )).all()
+            if not rows:
+                return 0
+            phones = await _phones(session, {r.phone_number_id for r in rows if r.phone_number_id})
+        results = []
+        for row in rows:
+            item = InboxItem(row.id, row.kind, row.field, model_of(row.kind, row.payload), row.payload,
+                             phones.get(row.phone_number_id or ""), row.waba_account_id, row.received_at)
+            results.append({"_id": row.id, "_at": utcnow(), "_error": await self._deliver(item)})
+        async with self._sessions() as session, session.begin():
+            conn = await session.connection()
+            await conn.execute(
+                update(WebhookInbox).where(WebhookInbox.id == bindparam("_id"))
+                .values(processed_at=bindparam("_at"), error=bindparam("_error")),
+                results,
+            )
+        return len(rows)
+
+    async def _deliver(self, item: InboxItem) -> str | None:
+        handlers = [h for prefix, h in self._handlers if item.kind.startswith(prefix)]
+        if not handlers and item.kind not in self._unhandled:
+            self._unhandled.add(item.kind)
+            log.info("webhook events of this kind have no handler", extra={"kind": item.kind})
+        errors = []
+        for handler in handlers:
+            try:
+                await handler(item)
+            except Exception as exc:
+                log.exception("webhook handler failed", extra={"kind": item.kind, "inbox_id": item.id})
+                errors.append(f"{getattr(handler, '__qualname__', handler)}: {type(exc).__name__}: {exc}"[:1000])
+        return "\n".join(errors) or None
+
+
+async def _phones(session: AsyncSession, pnids: set[str]) -> dict[str, RoutedPhone]:
+    if not pnids:
+        return {}
+    rows = (await session.execute(
+        select(Phone.id, Phone.number, Phone.phone_number_id, Phone.waba_account_id, Phone.app_instance_id)
+        .where(Phone.phone_number_id.in_(pnids))
+    )).all()
+    return {r.phone_number_id: RoutedPhone(r.id, r.number, r.phone_number_id, r.waba_account_id, r.app_instance_id) for r in rows}

@@ -1,0 +1,1 @@
+"""One folder per feature, each wired by app.py through its wire(deps)."""

@@ -1,0 +1,171 @@
+"""Where the call flow meets Bitrix24: the `CallNotifier` the Stasis app is handed.
+
+pbx/ and bitrix/ do not import each other; this adapter (wired only by app.py) turns call
+facts into outbox jobs (bitrix/jobs.py `CallJobs`), in the transaction that stores the
+fact, and answers the two read-only questions the call flow asks: the portal settings of
+a business number, and the CRM owner of a caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Mapping
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from thoth_pbx.clients.bitrix import telephony
+from thoth_pbx.features.portal.jobs import KIND_REGISTER, CallJobs, call_chain
+from thoth_pbx.features.portal.portals import Portals
+from thoth_pbx.clients.bitrix.telephony import FinishCall, RegisterCall, RegisteredCall
+from thoth_pbx.features.calls.callflow import ANSWERED, CallSettings, Operator, talk_seconds
+from thoth_pbx.features.calls.stasis import CallContext, Registration
+from thoth_pbx.store.models import AppInstance, BitrixUser, Call, OutboxJob, Phone
+from thoth_pbx.core.validation import is_extension
+
+log = logging.getLogger(__name__)
+
+# Bitrix24 requires a user on register/finish; user 1 is the portal's first administrator.
+FALLBACK_USER_ID = 1
+TYPE_INCOMING = 2
+
+
+class BitrixCallNotifier:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        jobs: CallJobs,
+        portals: Portals,
+        global_calls: Mapping[str, Any],
+    ) -> None:
+        self.sessions = sessions
+        self.jobs = jobs
+        self.portals = portals
+        self.global_calls = dict(global_calls)
+        CallSettings.from_json(self.global_calls)  # fail at start on a bad [calls] table
+
+    async def context(self, session: AsyncSession, phone: Phone | None) -> CallContext:
+        line = telephony.line_number_for(phone.number) if phone else ""
+        instance = await session.get(AppInstance, phone.app_instance_id) if phone and phone.app_instance_id else None
+        if instance is None or instance.status == "uninstalled":
+            return CallContext(None, line, CallSettings.from_json(self.global_calls))
+        rows = (await session.execute(
+            select(BitrixUser.user_id, BitrixUser.extension).where(
+                BitrixUser.app_instance_id == instance.id, BitrixUser.active.is_(True)
+            )
+        )).all()
+        by_extension = {ext: uid for uid, ext in rows if is_extension(ext)}  # rows stored before validation too
+        overrides = (instance.settings or {}).get("calls", {})
+        settings = CallSettings.from_json({**self.global_calls, **overrides}, by_extension)
+        first_operator = next((op.user_id for op in settings.ring_group if op.user_id is not None), None)
+        register_user = settings.default_user_id or first_operator or FALLBACK_USER_ID
+        return CallContext(instance.id, line, settings, int(register_user), {uid: ext for ext, uid in by_extension.items()})
+
+    async def registered(self, session: AsyncSession, call: Call, ctx: CallContext) -> Registration | None:
+        if ctx.app_instance_id is None:
+            return None
+        job_id = await self.jobs.register(session, ctx.app_instance_id, RegisterCall(
+            phone_number=call.caller,
+            type=TYPE_INCOMING,
+            external_call_id=call.linkedid,
+            user_id=ctx.register_user_id,
+            line_number=ctx.line_number,
+            call_start_date=call.started_at,
+            crm_create=ctx.settings.crm_create,
+            show=False,  # cards are shown explicitly to the operators being rung
+            add_to_chat=True,
+        ))
+        return self.jobs.result_of(session, job_id)
+
+    async def ringing(self, session: AsyncSession, call: Call, ctx: CallContext, operators: list[Operator]) -> None:
+        users = [op.user_id for op in operators if op.user_id is not None]
+        if ctx.app_instance_id is not None and users:
+            await self.jobs.show(session, ctx.app_instance_id, call.linkedid, users)
+
+    async def answered(
+        self, session: AsyncSession, call: Call, ctx: CallContext, operator: Operator, others: list[Operator]
+    ) -> None:
+        users = [op.user_id for op in others if op.user_id is not None and op.user_id != operator.user_id]
+        if ctx.app_instance_id is not None and users:
+            await self.jobs.hide(session, ctx.app_instance_id, call.linkedid, users)
+
+    async def finished(self, session: AsyncSession, call: Call, ctx: CallContext) -> None:
+        if ctx.app_instance_id is None:
+            return
+        assert call.ended_at is not None
+        await self.jobs.finish(session, ctx.app_instance_id, call.linkedid, FinishCall(
+            # who answered; else the caller's CRM owner; else the portal's default user
+            user_id=call.answered_by_user_id or (call.detail or {}).get("responsible_user_id") or ctx.register_user_id,
+            duration=talk_seconds(call.answered_at, call.ended_at),
+            status_code=call.status_code,
+            add_to_chat=True,
+        ))
+        if call.recording_path and call.status_code == ANSWERED:
+            await self.jobs.attach_record(session, ctx.app_instance_id, call.linkedid, path=call.recording_path)
+
+    async def responsible(
+        self, ctx: CallContext, caller: str, linkedid: str, registration: Registration | None
+    ) -> Operator | None:
+        """The CRM owner of the caller, if they have an extension (searchCrmEntities).
+
+        The search runs while the register is under way; a lead that register auto-created
+        (CRM_CREATE) is owned by the register's USER_ID, not by the caller's manager, so the
+        entities the register reports as created are left out. While the register's result
+        is unknown, nobody is the owner (the ring group takes the call).
+        """
+        if ctx.app_instance_id is None:
+            return None
+        client = await self.portals.client(ctx.app_instance_id)
+        search = asyncio.ensure_future(telephony.search_crm(client, caller))
+        try:
+            if registration is not None:
+                await asyncio.wait({registration})  # a cancelled watcher (shutdown) must not cancel us
+                if registration.cancelled():
+                    raise RegisterUnknown(linkedid)
+                result = registration.result()
+            else:  # a re-attached call: its register ran before the restart
+                result = await self._stored_register(ctx.app_instance_id, linkedid)
+            matches = await search
+        finally:
+            search.cancel()
+        if result is not None:
+            matches = telephony.known_before(matches, RegisteredCall.from_result(result))
+        for match in matches:
+            if match.assigned_by_id is None:
+                continue
+            extension = ctx.extensions.get(match.assigned_by_id) or match.assigned_inner_phone
+            if extension and is_extension(str(extension)):
+                return Operator(str(extension), match.assigned_by_id)
+            if extension:
+                log.warning("CRM owner's inner phone number is not an extension; not dialled",
+                            extra={"user_id": match.assigned_by_id, "field": "USER_PHONE_INNER"})
+        return None
+
+    async def _stored_register(self, instance_id: int, linkedid: str) -> dict[str, Any] | None:
+        """The done register result of a call's chain; `RegisterUnknown` while it is not done."""
+        async with self.sessions() as session:
+            row = await session.scalar(select(OutboxJob).where(
+                OutboxJob.chain == call_chain(instance_id, linkedid), OutboxJob.kind == KIND_REGISTER
+            ).order_by(OutboxJob.id))
+        if row is None or row.status == "failed":
+            return None  # never registered: it created nothing
+        if row.status != "done":
+            raise RegisterUnknown(linkedid)
+        return dict(row.result or {})
+
+
+class RegisterUnknown(Exception):
+    """The register may still create a lead: an owner found now could be its USER_ID."""
+
+    def __str__(self) -> str:
+        return f"register of {self.args[0]} not done yet; routing to the ring group"
+
+
+async def store_bitrix_call_id(session: AsyncSession, job: OutboxJob, result: dict[str, Any] | None) -> None:
+    """Outbox done-hook of register: keep Bitrix's CALL_ID on the call row (shown to admins)."""
+    external_call_id = (job.payload or {}).get("EXTERNAL_CALL_ID")
+    if result and result.get("CALL_ID") and external_call_id:
+        await session.execute(
+            update(Call).where(Call.linkedid == external_call_id).values(bitrix_call_id=str(result["CALL_ID"]))
+        )

@@ -1,0 +1,649 @@
+"""The Stasis application: every incoming WhatsApp call, from StasisStart to finish.
+
+Event handling never blocks: the ARI event callback only routes each event into the
+queue of the call it belongs to, and every call runs in its own task. A slow Bitrix24 or
+a slow call therefore delays nobody else. Facts go to the database first (the `call` row
+plus the notifier's outbox jobs in the same transaction), so a restart loses nothing:
+on every (re)connect `resync()` re-attaches to live channels and finishes calls whose
+channel disappeared while we were away.
+
+Bitrix24 is reached only through the `CallNotifier` interface handed in by app.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from thoth_pbx.features.calls import callflow as cf
+from thoth_pbx.clients.asterisk.ari import AriClient, AriError
+from thoth_pbx.features.calls.callflow import CallSettings, Operator
+from thoth_pbx.store.fast_insert import insert_returning_id
+from thoth_pbx.store.models import Call, Phone
+from thoth_pbx.store.types import utcnow
+from thoth_pbx.core.validation import is_extension
+
+log = logging.getLogger(__name__)
+
+WACID_VARIABLE = "PJSIP_HEADER(read,X-WA-Meta-WACID)"
+LEG_ARG = "thoth-leg"
+SNOOP_ARG = "thoth-recorder"
+CALLS = Call.__table__
+# How long a cached call context (phone, portal settings, user map) may be used when no
+# write of this process invalidated it: writes by other processes (CLI) show up this late.
+CONTEXT_MAX_AGE_S = 10.0
+CONTEXT_CACHE_SIZE = 1000
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """What the notifier needs to know about the portal side of a call."""
+
+    app_instance_id: int | None
+    line_number: str  # the WhatsApp business number (Bitrix LINE_NUMBER)
+    settings: CallSettings
+    register_user_id: int | None = None  # USER_ID for register/finish when nobody answered
+    extensions: Mapping[int, str] = field(default_factory=dict)  # Bitrix user id -> extension
+
+
+# The register's result once delivered (None if it failed for good): routing needs to know
+# which CRM entities the register itself created.
+Registration = asyncio.Future  # [dict[str, Any] | None]
+
+
+class CallNotifier(Protocol):
+    """Bitrix24 side of a call. The `session` methods add durable jobs to the caller's
+    transaction; the lookups are best-effort reads with their own short timeouts."""
+
+    async def context(self, session: AsyncSession, phone: Phone | None) -> CallContext: ...
+
+    async def registered(self, session: AsyncSession, call: Call, ctx: CallContext) -> Registration | None: ...
+
+    async def ringing(self, session: AsyncSession, call: Call, ctx: CallContext, operators: list[Operator]) -> None: ...
+
+    async def answered(
+        self, session: AsyncSession, call: Call, ctx: CallContext, operator: Operator, others: list[Operator]
+    ) -> None: ...
+
+    async def finished(self, session: AsyncSession, call: Call, ctx: CallContext) -> None: ...
+
+    async def responsible(
+        self, ctx: CallContext, caller: str, linkedid: str, registration: Registration | None
+    ) -> Operator | None: ...
+
+
+class _CallEnded(Exception):
+    pass
+
+
+class ChangeCounter(Protocol):
+    """Bumped by every committed write to the rows a call context is made of (store/changes.py)."""
+
+    generation: int
+
+
+@dataclass(frozen=True)
+class _CachedContext:
+    generation: int
+    loaded_at: float
+    phone_id: int | None
+    ctx: CallContext
+
+
+class StasisCalls:
+    """Runs the calls of our ARI application."""
+
+    def __init__(
+        self,
+        ari: AriClient,
+        sessions: async_sessionmaker[AsyncSession],
+        notifier: CallNotifier,
+        *,
+        endpoint_prefix: str = "PJSIP/wa.meta.vc",
+        recordings_dir: Path | None = None,
+        changes: ChangeCounter | None = None,
+    ) -> None:
+        self.ari = ari
+        self.sessions = sessions
+        self.notifier = notifier
+        self.endpoint_prefix = endpoint_prefix
+        self.recordings_dir = recordings_dir
+        # Without a change counter every call reads its context from the database.
+        self.changes = changes
+        self._contexts: dict[str | None, _CachedContext] = {}
+        self._queues: dict[str, asyncio.Queue[dict[str, Any]]] = {}  # channel id -> call queue
+        self._tasks: dict[str, asyncio.Task[None]] = {}  # WA channel id -> call task
+        self._resync_lock = asyncio.Lock()
+        # operator legs we created, until their StasisStart says they may be dialled
+        self._legs_entering: dict[str, asyncio.Future[None]] = {}
+        # live recordings by name, until Asterisk says the file is complete (RecordingFinished)
+        self._recordings: dict[str, asyncio.Future[None]] = {}
+
+    # ------------------------------------------------------------------ event intake
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        """ARI event callback: route, never block."""
+        kind = event.get("type")
+        if kind in ("RecordingFinished", "RecordingFailed"):
+            done = self._recordings.get((event.get("recording") or {}).get("name", ""))
+            if done is not None and not done.done():
+                done.set_result(None)
+            return
+        channel = event.get("channel") or {}
+        channel_id = channel.get("id")
+        if kind == "Dial":
+            channel_id = (event.get("peer") or {}).get("id")
+        if kind == "StasisStart" and channel_id:
+            args = event.get("args") or []
+            if args and args[0] in (LEG_ARG, SNOOP_ARG):
+                ready = self._legs_entering.get(channel_id)
+                if ready is not None and not ready.done():
+                    ready.set_result(None)
+                return
+            if channel_id in self._queues:
+                return  # re-attached call: already ours
+            if not str(channel.get("name", "")).startswith(self.endpoint_prefix):
+                log.warning("call from an unexpected endpoint", extra={"channel": channel.get("name")})
+            self._start_call(channel_id, event)
+            return
+        queue = self._queues.get(channel_id or "")
+        if queue is not None:
+            queue.put_nowait(event)
+
+    def _start_call(self, channel_id: str, event: dict[str, Any]) -> None:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._queues[channel_id] = queue
+        task = asyncio.create_task(self._run_new_call(channel_id, event, queue), name=f"call-{channel_id}")
+        self._tasks[channel_id] = task
+        task.add_done_callback(lambda _t, cid=channel_id: self._forget(cid))
+
+    def _forget(self, channel_id: str) -> None:
+        self._tasks.pop(channel_id, None)
+        queue = self._queues.get(channel_id)
+        for key in [k for k, q in self._queues.items() if q is queue]:
+            self._queues.pop(key, None)
+
+    async def stop(self) -> None:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    @property
+    def active_calls(self) -> int:
+        return len(self._tasks)
+
+    # ------------------------------------------------------------------ one call
+
+    async def _run_new_call(self, channel_id: str, event: dict[str, Any], queue: asyncio.Queue[dict[str, Any]]) -> None:
+        channel = event["channel"]
+        args = event.get("args") or []
+        called = cf.normalise_number(args[0] if args else None) or cf.normalise_number(
+            (channel.get("dialplan") or {}).get("exten")
+        )
+        caller = cf.normalise_number((channel.get("caller") or {}).get("number")) or (channel.get("caller") or {}).get("number") or "unknown"
+        wacid = args[1] if len(args) > 1 and args[1] else None
+        linkedid = channel.get("linkedid") or channel_id
+        if wacid is None:
+            wacid = await self._variable(channel_id, WACID_VARIABLE)
+        try:
+            call, ctx, registration = await self._store_new_call(channel_id, linkedid, caller, called, wacid)
+        except Exception:  # database down or broken: the call must still ring somewhere
+            log.exception("cannot store the call; handing it to the dialplan fallback", extra={"channel": channel_id})
+            await self._to_fallback(channel_id)
+            return
+        # Ringback right after the commit, behind the register the commit started: the dialplan's
+        # Progress() already gave Meta early media (it drops a call with none within 20 s), so
+        # the tone can wait the millisecond the register needs to leave first.
+        ringback = asyncio.create_task(self._early_media(channel_id))
+        log.info("whatsapp call", extra={"call": call.id, "caller": caller, "called": called, "channel": channel_id})
+        state = cf.CallState(call.id, channel_id, linkedid, caller, call.called, call.started_at)
+        try:
+            await ringback
+            await self._route_and_talk(state, ctx, queue, registration)
+        except _CallEnded:
+            pass
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("call flow failed", extra={"call": call.id})
+            await self._hangup(channel_id)
+        await self._finish(state, ctx)
+
+    async def _store_new_call(
+        self, channel_id: str, linkedid: str, caller: str, called: str | None, wacid: str | None
+    ) -> tuple[Call, CallContext, Registration | None]:
+        """The call row and its register job, one transaction; the commit sends the register."""
+        phone_id, ctx = await self._context_for(called)
+        values = {
+            "linkedid": linkedid, "channel_id": channel_id, "phone_id": phone_id, "app_instance_id": ctx.app_instance_id,
+            "caller": caller, "called": called or "unknown", "wacid": wacid, "state": "ringing", "started_at": utcnow(),
+            "detail": {},
+        }
+        call = Call(**values)
+        async with self.sessions() as session, session.begin():
+            # the hot path of every call: a compiled INSERT, not the ORM's flush (fast_insert.py)
+            call.id = await insert_returning_id(session, CALLS, values)
+            registration = await self.notifier.registered(session, call, ctx)
+        return call, ctx, registration
+
+    async def _route_and_talk(
+        self, state: cf.CallState, ctx: CallContext, queue: asyncio.Queue[dict[str, Any]],
+        registration: Registration | None = None,
+    ) -> None:
+        responsible = await self._safe_responsible(ctx, state, registration)
+        if responsible is not None and responsible.user_id is not None:
+            # a missed call is logged on the caller's CRM owner (finish USER_ID)
+            async with self.sessions() as session, session.begin():
+                call = await session.get(Call, state.call_id)
+                assert call is not None
+                call.detail = {**call.detail, "responsible_user_id": responsible.user_id}
+        for stage in cf.plan_route(responsible, ctx.settings):
+            operator = await self._ring_stage(state, ctx, stage, queue)
+            if operator is not None:
+                await self._talk(state, ctx, operator, queue)
+                return
+        # nobody answered: end the WhatsApp leg ourselves
+        await self._hangup(state.channel_id)
+
+    async def _ring_stage(
+        self, state: cf.CallState, ctx: CallContext, stage: cf.RingStage, queue: asyncio.Queue[dict[str, Any]]
+    ) -> Operator | None:
+        legs: dict[str, cf.Leg] = {}
+        for operator in stage.operators:
+            leg_id = await self._originate_leg(state, ctx, operator, stage.seconds)
+            if leg_id is None:
+                state.legs[f"failed-{operator.extension}-{len(state.legs)}"] = cf.Leg(operator, "", "CHANUNAVAIL")
+                continue
+            leg = cf.Leg(operator, leg_id)
+            legs[leg_id] = leg
+            state.legs[leg_id] = leg
+            self._queues[leg_id] = queue
+        if not legs:
+            return None
+        async with self.sessions() as session, session.begin():
+            call = await session.get(Call, state.call_id)
+            assert call is not None
+            await self.notifier.ringing(session, call, ctx, [leg.operator for leg in legs.values()])
+        deadline = asyncio.get_running_loop().time() + stage.seconds
+        winner: cf.Leg | None = None
+        try:
+            while winner is None and any(leg.result is None for leg in legs.values()):
+                timeout = deadline - asyncio.get_running_loop().time()
+                if timeout <= 0:
+                    break
+                try:
+                    event = await asyncio.wait_for(queue.get(), timeout)
+                except asyncio.TimeoutError:
+                    break
+                winner = self._leg_event(state, legs, event)
+        finally:
+            # also when the caller hung up (_CallEnded): no operator phone may keep ringing
+            for leg in legs.values():
+                if leg is winner:
+                    continue
+                if leg.result is None:
+                    leg.result = "NOANSWER"
+                await self._hangup(leg.channel_id)  # a leg that already ended answers 404: ignored
+                self._queues.pop(leg.channel_id, None)
+        if winner is None:
+            return None
+        state.answered_by = winner.operator
+        state.answered_at = utcnow()
+        others = [leg.operator for leg in legs.values() if leg is not winner]
+        async with self.sessions() as session, session.begin():
+            call = await session.get(Call, state.call_id)
+            assert call is not None
+            call.state = "connected"
+            call.answered_at = state.answered_at
+            call.answered_by_extension = winner.operator.extension
+            call.answered_by_user_id = winner.operator.user_id
+            call.detail = {**call.detail, "operator_channel": winner.channel_id}
+            await self.notifier.answered(session, call, ctx, winner.operator, others)
+        return winner.operator
+
+    def _leg_event(self, state: cf.CallState, legs: dict[str, cf.Leg], event: dict[str, Any]) -> cf.Leg | None:
+        """Apply one event during ringing; returns the leg that answered, if any."""
+        kind = event.get("type")
+        channel_id = (event.get("channel") or {}).get("id")
+        if channel_id == state.channel_id and kind in ("StasisEnd", "ChannelDestroyed", "ChannelHangupRequest"):
+            state.caller_hung_up = True
+            for leg in legs.values():
+                if leg.result is None:
+                    leg.result = "CANCEL"
+            raise _CallEnded
+        if kind == "Dial":
+            peer_id = (event.get("peer") or {}).get("id")
+            leg = legs.get(peer_id or "")
+            status = (event.get("dialstatus") or "").upper()
+            if leg is not None and leg.result is None and status in ("ANSWER", "BUSY", "NOANSWER", "CHANUNAVAIL", "CONGESTION", "CANCEL"):
+                leg.result = status
+                if status == "ANSWER":
+                    return leg
+            return None
+        leg = legs.get(channel_id or "")
+        if leg is None:
+            return None
+        if kind == "ChannelStateChange" and (event.get("channel") or {}).get("state") == "Up" and leg.result is None:
+            leg.result = "ANSWER"
+            return leg
+        if kind == "ChannelHangupRequest" and event.get("cause") is not None:
+            leg.cause = int(event["cause"])  # StasisEnd that follows carries no cause
+        if kind in ("ChannelDestroyed", "StasisEnd") and leg.result is None:
+            leg.result = cf.dial_result_from_cause(event.get("cause") or leg.cause)
+        return None
+
+    async def _talk(self, state: cf.CallState, ctx: CallContext, operator: Operator, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        assert state.answered_by is not None
+        leg_id = next(cid for cid, leg in state.legs.items() if leg.result == "ANSWER")
+        await self._stop_early_media(state.channel_id)
+        try:
+            await self.ari.request("POST", f"/channels/{state.channel_id}/answer")
+        except AriError as exc:  # the caller hung up just as the operator answered: a normal race
+            log.info("caller left as the operator answered", extra={"call": state.call_id, "error": str(exc)})
+            await self._hangup(leg_id)
+            return
+        bridge = await self.ari.request("POST", "/bridges", params={"type": "mixing", "name": f"thoth-{state.linkedid}"})
+        state.bridge_id = bridge["id"]
+        await self.ari.request(
+            "POST",
+            f"/bridges/{state.bridge_id}/addChannel",
+            params={"channel": f"{state.channel_id},{leg_id}", "inhibitConnectedLineUpdates": True},
+        )
+        if ctx.settings.record:
+            await self._start_recording(state)
+        await self._wait_for_hangup(state, {state.channel_id, leg_id}, queue)
+        await self._end_bridge(state)
+        for channel_id in (state.channel_id, leg_id):
+            await self._hangup(channel_id)
+
+    async def _start_recording(self, state: cf.CallState) -> None:
+        """Record the WhatsApp leg through a snoop channel (both directions), not the bridge.
+
+        Recording a bridge adds a third channel to it, which turns the two-party bridge from
+        passing Opus through into mixing: every leg decoded and encoded again, about 7x the
+        CPU of the call (docs/benchmarks-calls.md). A snoop only decodes a copy."""
+        name = f"thoth-{state.linkedid}".replace("/", "-")
+        snoop_id = f"{state.channel_id}-rec"
+        entered = asyncio.get_running_loop().create_future()
+        self._legs_entering[snoop_id] = entered
+        try:
+            await self.ari.request(
+                "POST", f"/channels/{state.channel_id}/snoop",
+                params={"spy": "both", "app": self.ari.app, "appArgs": f"{SNOOP_ARG},{state.call_id}", "snoopId": snoop_id},
+            )
+            state.recorder_channel = snoop_id
+            await asyncio.wait_for(entered, 5.0)  # like a created leg: usable after its StasisStart
+            self._recordings[name] = asyncio.get_running_loop().create_future()
+            await self.ari.request(
+                "POST", f"/channels/{snoop_id}/record", params={"name": name, "format": "wav", "ifExists": "overwrite"},
+            )
+            state.recording = name
+        except (AriError, asyncio.TimeoutError) as exc:
+            log.warning("recording failed to start", extra={"call": state.call_id, "error": str(exc) or "no StasisStart"})
+            self._recordings.pop(name, None)
+        finally:
+            self._legs_entering.pop(snoop_id, None)
+
+    async def _end_bridge(self, state: cf.CallState) -> None:
+        """Stop the recording (so the file is complete), end its snoop, destroy the bridge."""
+        if state.recording:
+            try:
+                await self.ari.request("POST", f"/recordings/live/{state.recording}/stop")
+            except AriError:
+                pass  # already stopped when the snooped channel went away
+            finished = self._recordings.get(state.recording)
+            if finished is not None:  # the stop is asynchronous: fetched earlier, the file can be empty
+                try:
+                    await asyncio.wait_for(asyncio.shield(finished), 5.0)
+                except asyncio.TimeoutError:
+                    log.warning("recording not finished after 5 s", extra={"call": state.call_id})
+                finally:
+                    self._recordings.pop(state.recording, None)
+        if state.recorder_channel:
+            await self._hangup(state.recorder_channel)
+        if state.bridge_id:
+            try:
+                await self.ari.request("DELETE", f"/bridges/{state.bridge_id}")
+            except AriError:
+                pass
+
+    async def _wait_for_hangup(self, state: cf.CallState, channels: set[str], queue: asyncio.Queue[dict[str, Any]]) -> None:
+        while True:
+            event = await queue.get()
+            channel_id = (event.get("channel") or {}).get("id")
+            if channel_id in channels and event.get("type") in ("StasisEnd", "ChannelDestroyed"):
+                return
+
+    async def _finish(self, state: cf.CallState, ctx: CallContext) -> None:
+        ended = utcnow()
+        recording_path = await self._fetch_recording(state) if state.recording else None
+        async with self.sessions() as session, session.begin():
+            call = await session.get(Call, state.call_id)
+            assert call is not None
+            if call.state == "ended":
+                return
+            call.state = "ended"
+            call.ended_at = ended
+            call.status_code = cf.finish_status(
+                answered=state.answered_at is not None,
+                caller_hung_up_first=state.caller_hung_up,
+                dial_results=state.dial_results(),
+            )
+            call.recording_path = str(recording_path) if recording_path else None
+            call.detail = {**call.detail, "dial_results": state.dial_results(), "duration": cf.talk_seconds(state.answered_at, ended)}
+            await self.notifier.finished(session, call, ctx)
+        log.info("whatsapp call ended", extra={"call": state.call_id, "status_code": call.status_code})
+
+    # ------------------------------------------------------------------ restart recovery
+
+    async def resync(self) -> None:
+        """After a (re)connect: re-attach to live calls, finish calls that ended meanwhile."""
+        try:
+            await self._resync()
+        except Exception:  # database away: new calls still work; the next (re)connect tries again
+            log.exception("resync failed")
+
+    async def _resync(self) -> None:
+        async with self._resync_lock:
+            try:
+                live = {c["id"]: c for c in await self.ari.request("GET", "/channels") or []}
+            except AriError as exc:
+                log.warning("resync: cannot list channels", extra={"error": str(exc)})
+                return
+            async with self.sessions() as session:
+                open_calls = (await session.scalars(select(Call).where(Call.state != "ended"))).all()
+            for call in open_calls:
+                if call.channel_id in self._tasks:
+                    continue
+                if call.channel_id in live:
+                    self._reattach(call, live)
+                else:
+                    await self._finish_orphan(call)
+            await self._adopt_unrecorded(live)
+
+    async def _adopt_unrecorded(self, live: dict[str, Any]) -> None:
+        """WhatsApp channels waiting in our app with no call row: we went away between their
+        StasisStart and the row's commit. They are started as new calls."""
+        waiting = {
+            cid: c for cid, c in live.items()
+            if cid not in self._queues and str(c.get("name", "")).startswith(self.endpoint_prefix)
+            and (c.get("dialplan") or {}).get("app_name") == "Stasis"
+            and str((c.get("dialplan") or {}).get("app_data", "")).split(",")[0] == self.ari.app
+        }
+        if not waiting:
+            return
+        async with self.sessions() as session:
+            known = set((await session.scalars(select(Call.channel_id).where(Call.channel_id.in_(waiting)))).all())
+        for channel_id, channel in waiting.items():
+            if channel_id in known or channel_id in self._queues:
+                continue
+            args = str(channel["dialplan"].get("app_data", "")).split(",")[1:]
+            log.warning("picked up a call left in the Stasis app without a record", extra={"channel": channel_id})
+            self._start_call(channel_id, {"type": "StasisStart", "channel": channel, "args": args})
+
+    def _reattach(self, call: Call, live: dict[str, Any]) -> None:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._queues[call.channel_id] = queue
+        operator_channel = (call.detail or {}).get("operator_channel")
+        if operator_channel:
+            self._queues[operator_channel] = queue
+        task = asyncio.create_task(self._run_reattached(call, operator_channel, live, queue), name=f"call-{call.channel_id}")
+        self._tasks[call.channel_id] = task
+        task.add_done_callback(lambda _t, cid=call.channel_id: self._forget(cid))
+        log.info("re-attached to live call", extra={"call": call.id, "state": call.state})
+
+    async def _run_reattached(self, call: Call, operator_channel: str | None, live: dict[str, Any], queue: asyncio.Queue[dict[str, Any]]) -> None:
+        async with self.sessions() as session:
+            phone = await session.get(Phone, call.phone_id) if call.phone_id else None
+            ctx = await self.notifier.context(session, phone)
+        state = cf.CallState(call.id, call.channel_id, call.linkedid, call.caller, call.called, call.started_at)
+        if call.state == "connected" and call.answered_at is not None:
+            state.answered_at = call.answered_at
+            state.answered_by = Operator(call.answered_by_extension or "", call.answered_by_user_id)
+            if operator_channel:
+                state.legs[operator_channel] = cf.Leg(state.answered_by, operator_channel, "ANSWER")
+            watch = {call.channel_id} | ({operator_channel} if operator_channel in live else set())
+            if operator_channel not in live:
+                await self._hangup(call.channel_id)  # operator already gone: end the call
+            else:
+                await self._wait_for_hangup(state, watch, queue)
+            for channel_id in watch:
+                await self._hangup(channel_id)
+        else:
+            try:
+                await self._route_and_talk(state, ctx, queue)
+            except _CallEnded:
+                pass
+        await self._finish(state, ctx)
+
+    async def _finish_orphan(self, call: Call) -> None:
+        """The channel ended while we were away: finish with what we know."""
+        async with self.sessions() as session:
+            phone = await session.get(Phone, call.phone_id) if call.phone_id else None
+            ctx = await self.notifier.context(session, phone)
+        state = cf.CallState(call.id, call.channel_id, call.linkedid, call.caller, call.called, call.started_at)
+        state.answered_at = call.answered_at
+        if call.answered_at is None:
+            state.legs["unknown"] = cf.Leg(Operator(""), "", "NOANSWER")
+        operator_channel = (call.detail or {}).get("operator_channel")
+        if operator_channel:
+            await self._hangup(operator_channel)  # left alone in Stasis when the caller went
+        # the real end time is unknown: the talk time counts up to now (documented in docs/calls.md)
+        await self._finish(state, ctx)
+        log.warning("finished a call that ended while thoth-pbx was down", extra={"call": call.id})
+
+    # ------------------------------------------------------------------ ARI helpers
+
+    async def _context_for(self, called: str | None) -> tuple[int | None, CallContext]:
+        """Phone id and portal context of a business number; cached (the hot path of every call)."""
+        now = asyncio.get_running_loop().time()
+        generation = self.changes.generation if self.changes is not None else -1
+        cached = self._contexts.get(called)
+        if cached is not None and cached.generation == generation and now - cached.loaded_at < CONTEXT_MAX_AGE_S:
+            return cached.phone_id, cached.ctx
+        async with self.sessions() as session:
+            phone = await self._phone_for(session, called)
+            ctx = await self.notifier.context(session, phone)
+        phone_id = phone.id if phone else None
+        if self.changes is not None and self.changes.generation == generation:  # nothing changed meanwhile
+            if len(self._contexts) >= CONTEXT_CACHE_SIZE:
+                self._contexts.clear()
+            self._contexts[called] = _CachedContext(generation, now, phone_id, ctx)
+        return phone_id, ctx
+
+    async def _phone_for(self, session: AsyncSession, number: str | None) -> Phone | None:
+        if number is None:
+            return None
+        return await session.scalar(select(Phone).where(Phone.number == number))
+
+    async def _safe_responsible(self, ctx: CallContext, state: cf.CallState, registration: Registration | None) -> Operator | None:
+        try:
+            return await asyncio.wait_for(self.notifier.responsible(ctx, state.caller, state.linkedid, registration), 3.0)
+        except Exception as exc:  # Bitrix down or slow: route to the group
+            log.warning("responsible lookup failed", extra={"error": str(exc) or type(exc).__name__})
+            return None
+
+    async def _originate_leg(self, state: cf.CallState, ctx: CallContext, operator: Operator, seconds: int) -> str | None:
+        if not is_extension(operator.extension):  # defence in depth: every source is validated before
+            log.warning("refused to dial a value that is not an extension", extra={"extension": operator.extension[:80]})
+            return None
+        endpoint = ctx.settings.operator_endpoint.format(extension=operator.extension)
+        leg_id = f"{state.channel_id}-{operator.extension}-{uuid.uuid4().hex[:8]}"
+        # a created channel enters Stasis asynchronously; dialling it before its
+        # StasisStart fails with 409 "Channel not in Stasis application"
+        entered = asyncio.get_running_loop().create_future()
+        self._legs_entering[leg_id] = entered
+        self._queues[leg_id] = self._queues[state.channel_id]
+        try:
+            await self.ari.request(
+                "POST", "/channels/create",
+                params={"endpoint": endpoint, "app": self.ari.app, "appArgs": f"{LEG_ARG},{state.call_id}",
+                        "originator": state.channel_id, "channelId": leg_id},
+            )
+            await asyncio.wait_for(entered, 5.0)
+            await self.ari.request(
+                "POST", f"/channels/{leg_id}/dial", params={"caller": state.channel_id, "timeout": seconds + 1}
+            )
+            return leg_id
+        except (AriError, asyncio.TimeoutError) as exc:
+            log.warning("cannot ring operator", extra={"extension": operator.extension, "error": str(exc) or "no StasisStart"})
+            self._queues.pop(leg_id, None)
+            await self._hangup(leg_id)
+            return None
+        finally:
+            self._legs_entering.pop(leg_id, None)
+
+    async def _early_media(self, channel_id: str) -> None:
+        try:
+            await self.ari.request("POST", f"/channels/{channel_id}/play/thoth-ringback-{channel_id}", params={"media": "tone:ring"})
+        except AriError as exc:
+            log.warning("ringback failed", extra={"channel": channel_id, "error": str(exc)})
+
+    async def _stop_early_media(self, channel_id: str) -> None:
+        try:
+            await self.ari.request("DELETE", f"/playbacks/thoth-ringback-{channel_id}")
+        except AriError:
+            pass  # already finished
+
+    async def _to_fallback(self, channel_id: str) -> None:
+        """Leave Stasis for the dialplan's `fallback` label (fallback_dial, as when we are down)."""
+        try:
+            await self.ari.request("POST", f"/channels/{channel_id}/continue", params={"label": "fallback"})
+        except AriError as exc:
+            log.warning("dialplan fallback failed", extra={"channel": channel_id, "error": str(exc)})
+
+    async def _variable(self, channel_id: str, name: str) -> str | None:
+        try:
+            reply = await self.ari.request("GET", f"/channels/{channel_id}/variable", params={"variable": name})
+        except AriError:
+            return None
+        value = (reply or {}).get("value")
+        return value or None
+
+    async def _hangup(self, channel_id: str) -> None:
+        try:
+            await self.ari.request("DELETE", f"/channels/{channel_id}")
+        except AriError:
+            pass  # already gone
+
+    async def _fetch_recording(self, state: cf.CallState) -> Path | None:
+        if self.recordings_dir is None or state.recording is None:
+            return None
+        try:
+            data = await self.ari.request_bytes("GET", f"/recordings/stored/{state.recording}/file")
+        except AriError as exc:
+            log.warning("recording not available", extra={"call": state.call_id, "error": str(exc)})
+            return None
+        self.recordings_dir.mkdir(parents=True, exist_ok=True)
+        path = self.recordings_dir / f"{state.recording}.wav"
+        path.write_bytes(data)
+        return path

@@ -1,0 +1,1 @@
+"""WhatsApp messages <-> Bitrix24 Open Lines (next issue); see README.md."""

@@ -1,0 +1,55 @@
+"""Admin routes for the WhatsApp trunk on Asterisk (docs/pbx.md).
+
+- `GET /api/admin/pbx/trunk`: effective settings, their source, the defaults.
+- `PUT /api/admin/pbx/trunk`: merge the given settings (null = leave the option out);
+  400 naming the field for any bad value, nothing stored then.
+- `GET /api/admin/pbx/render`: preview of the files (passwords masked), nothing written.
+- `POST /api/admin/pbx/apply`: write, reload, verify, roll back; 200 applied/unchanged/
+  restart_required, 409 rolled_back, 502 failed (AMI); the body says which object/option.
+- `GET /api/admin/pbx/status`: AMI, live objects, reachability, last revision, drift.
+- `GET /api/admin/pbx/revisions`: the last applies with their masked diffs.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from thoth_pbx.web.http import read_json
+from thoth_pbx.features.trunk.service import PbxService
+
+STATUS_BY_RESULT = {"applied": 200, "unchanged": 200, "restart_required": 200, "rolled_back": 409, "failed": 502}
+
+
+def pbx_routes(pbx: PbxService, admin_user: str) -> list[web.RouteDef]:
+    actor = f"api:{admin_user}"
+
+    async def get_trunk(request: web.Request) -> web.Response:
+        return web.json_response(await pbx.trunk_view())
+
+    async def put_trunk(request: web.Request) -> web.Response:
+        return web.json_response(await pbx.update_trunk(await read_json(request), actor))
+
+    async def render(request: web.Request) -> web.Response:
+        rendered = await pbx.render()
+        return web.json_response({"files": rendered.masked(), "warnings": list(rendered.warnings),
+                                  "phones": list(rendered.phone_ids)})
+
+    async def apply(request: web.Request) -> web.Response:
+        outcome, revision = await pbx.apply(actor)
+        body = {"revision": revision, **outcome.as_json()}
+        return web.json_response(body, status=STATUS_BY_RESULT.get(outcome.result, 500))
+
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response(await pbx.status())
+
+    async def revisions(request: web.Request) -> web.Response:
+        return web.json_response({"items": await pbx.revisions()})
+
+    return [
+        web.get("/api/admin/pbx/trunk", get_trunk),
+        web.put("/api/admin/pbx/trunk", put_trunk),
+        web.get("/api/admin/pbx/render", render),
+        web.post("/api/admin/pbx/apply", apply),
+        web.get("/api/admin/pbx/status", status),
+        web.get("/api/admin/pbx/revisions", revisions),
+    ]

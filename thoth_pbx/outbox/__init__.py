@@ -1,0 +1,1 @@
+"""The durable outbox: producer API, worker, admin view."""

@@ -1,0 +1,650 @@
+"""Durable jobs: every remote call that records a fact is stored with the fact and delivered once.
+
+How to use it (call flow, Bitrix installer, message bridges)::
+
+    outbox = Outbox(sessions)                                    # app.py, once
+    outbox.register("bitrix.call.register", handler)             # kind -> coroutine
+
+    async with sessions() as session, session.begin():
+        session.add(call)                                        # the fact ...
+        await outbox.enqueue(session, "bitrix.call.register",    # ... and its job, one transaction
+                             instance_id, chain=f"bitrix-call:{instance_id}:{linkedid}",
+                             payload={...})                      # JSON, never secrets
+    # on commit the worker is woken and runs the job at once: no polling delay;
+    # run_now=True (a new chain's first job): the commit itself starts it, no claim at all;
+    # outbox.watch(session, job_id) -> future of its result (call routing needs register's)
+
+    async def handler(job: Job) -> dict | None:                  # the return value is stored as the result
+        call_id = job.previous("bitrix.call.register")["CALL_ID"]  # results earlier in the chain
+        ...
+        raise Retry("portal down", after=30, maybe_delivered=False)  # try again later
+        raise Fail("ERROR_CORE: Unknown TYPE")                       # give up; admin sees it, may retry
+
+`register(kind, handler, on_done=...)` also takes a hook `on_done(session, row, result)` run
+in the transaction that marks the job done (e.g. to copy a CALL_ID onto the call row).
+
+Guarantees:
+- Nothing is lost: a job exists iff its fact was committed; it stays until done or failed
+  (failed jobs are listed by `GET /api/admin/outbox` and retried by an admin).
+- Order: jobs sharing a `chain` run one at a time in `id` order; a job waits while an
+  earlier one of its chain is pending, running or failed. Jobs without a chain run in parallel.
+- Retries: `Retry` and unexpected errors come back with exponential backoff (capped);
+  unexpected errors give up after `max_bug_attempts`. Transient remote failures never give up.
+- Once: a job marked done is never run again. The window between the remote reply and
+  the "done" commit (a crash, a kill -9) is closed by the handlers: after such a crash
+  the job runs again with `job.maybe_delivered` set, and each handler knows how its remote
+  side answers a repeat (docs/bitrix.md: register is de-duplicated by Bitrix, finish
+  answers "Call is not found", attachRecord replaces). One worker per database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+from sqlalchemy import exists, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
+
+from thoth_pbx.store import db
+from thoth_pbx.store.fast_insert import insert_returning_id
+from thoth_pbx.store.models import OutboxJob
+from thoth_pbx.store.types import utcnow
+from thoth_pbx.core.validation import FieldError
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("pending", "running", "done", "failed")
+JOBS = OutboxJob.__table__
+
+
+class Retry(Exception):
+    """Try the job again later (`after` seconds, else the backoff)."""
+
+    def __init__(self, message: str, *, after: float | None = None, maybe_delivered: bool = False) -> None:
+        super().__init__(message)
+        self.after = after
+        self.maybe_delivered = maybe_delivered
+
+
+class Fail(Exception):
+    """Stop retrying: the job is marked failed with this message (an admin can retry it)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a handler gets: the stored job plus the results of earlier jobs of its chain."""
+
+    id: int
+    kind: str
+    instance_id: int | None
+    chain: str | None
+    payload: dict[str, Any]
+    attempt: int  # 1 on the first run
+    maybe_delivered: bool
+    earlier: tuple[tuple[str, dict[str, Any] | None], ...] = ()
+
+    def previous(self, kind: str) -> dict[str, Any] | None:
+        """The result of the latest done job of `kind` earlier in this chain."""
+        for earlier_kind, result in reversed(self.earlier):
+            if earlier_kind == kind:
+                return result
+        return None
+
+
+Handler = Callable[[Job], Awaitable[dict[str, Any] | None]]
+OnDone = Callable[[AsyncSession, OutboxJob, dict[str, Any] | None], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class JobKind:
+    handler: Handler
+    on_done: OnDone | None = None
+
+
+@dataclass
+class OutboxStats:
+    done: int = 0
+    retried: int = 0
+    failed: int = 0
+    claims: int = 0  # claim transactions
+    empty_claims: int = 0  # ... that found nothing to run
+
+
+@dataclass
+class _Committed:
+    """Jobs one transaction enqueued: started by its commit, or left for the worker to claim."""
+
+    started: list[Job] = field(default_factory=list)
+    pending_chains: list[str | None] = field(default_factory=list)
+    watched: list[int] = field(default_factory=list)
+
+    def chains(self) -> set[str | None]:
+        return {job.chain for job in self.started} | set(self.pending_chains)
+
+
+@dataclass
+class _Outcome:
+    status: str  # done | retry | failed
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    after: float | None = None
+    maybe_delivered: bool = False
+
+
+class Outbox:
+    """The job table's API (enqueue, admin views) and its worker (start/stop)."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        max_inflight: int = 1000,
+        poll_interval: float = 1.0,
+        backoff_base: float = 1.0,
+        backoff_cap: float = 300.0,
+        max_bug_attempts: int = 5,
+        stop_grace: float = 5.0,
+    ) -> None:
+        self._sessions = sessions
+        self.max_inflight = max_inflight
+        self.poll_interval = poll_interval
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.max_bug_attempts = max_bug_attempts
+        self.stop_grace = stop_grace
+        self._kinds: dict[str, JobKind] = {}
+        self._inflight: dict[int, asyncio.Task[None]] = {}
+        # chain -> jobs this process committed there and has not claimed yet: when a job of
+        # the chain finishes, only these make a new claim worthwhile (no empty claims)
+        self._backlog: dict[str, int] = {}
+        self._foreign: set[str] = set()
+        self._running_chains: dict[str, int] = {}
+        self._watchers: dict[int, asyncio.Future[dict[str, Any] | None]] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._outcomes: list[tuple[Job, _Outcome, asyncio.Future[None]]] = []
+        self._settle_wake = asyncio.Event()
+        self._settler: asyncio.Task[None] | None = None
+        self._settler_stopping = False
+        self.stats = OutboxStats()
+
+    # ------------------------------------------------------------------ API for producers
+
+    def register(self, kind: str, handler: Handler, *, on_done: OnDone | None = None) -> None:
+        if kind in self._kinds:
+            raise ValueError(f"outbox job kind {kind!r} is already registered")
+        self._kinds[kind] = JobKind(handler, on_done)
+
+    def set_on_done(self, kind: str, on_done: OnDone) -> None:
+        """Attach the done-hook of an already registered kind (wiring done in two places)."""
+        self._kinds[kind] = JobKind(self._kinds[kind].handler, on_done)
+
+    @property
+    def kinds(self) -> list[str]:
+        return sorted(self._kinds)
+
+    async def enqueue(
+        self,
+        session: AsyncSession,
+        kind: str,
+        instance_id: int | None,
+        chain: str | None,
+        payload: dict[str, Any],
+        *,
+        delay: float = 0.0,
+        run_now: bool = False,
+    ) -> int:
+        """Add a job to the caller's transaction; it runs as soon as that transaction commits.
+
+        `run_now` is for the first job of a new chain (a call's register): the row is stored
+        already claimed (`running`, attempt 1) and the commit itself starts it, skipping the
+        worker's claim transaction. Crash safety is the same as for a claimed job: a
+        `running` row left by a crash is run again with `maybe_delivered` set.
+        """
+        if kind not in self._kinds:
+            raise ValueError(f"unknown outbox job kind {kind!r}; registered: {', '.join(self.kinds)}")
+        json.dumps(payload)  # fail here, in the caller's transaction, not later in the worker
+        now = utcnow()
+        committed = self._after_commit(session)
+        # run_now only heads a chain: with an earlier job of the chain known to be unfinished
+        # (this transaction's, or one this process runs or has yet to claim) it waits its turn
+        run_now = run_now and delay <= 0 and self.running and (
+            chain is None or not (chain in self._backlog or chain in committed.chains() or chain in self._running_chains)
+        )
+        if session.new or session.dirty or session.deleted:
+            await session.flush()  # rows the job may refer to (its app instance) go first
+        job_id = await insert_returning_id(session, JOBS, {
+            "kind": kind,
+            "app_instance_id": instance_id,
+            "chain": chain,
+            "payload": payload,
+            "status": "running" if run_now else "pending",
+            "attempts": 1 if run_now else 0,
+            "maybe_delivered": False,
+            "next_attempt_at": now + dt.timedelta(seconds=delay),
+            "last_attempt_at": now if run_now else None,
+        })
+        if run_now:
+            committed.started.append(Job(job_id, kind, instance_id, chain, dict(payload), 1, False))
+        else:
+            committed.pending_chains.append(chain)
+        return job_id
+
+    def _after_commit(self, session: AsyncSession) -> _Committed:
+        """What this transaction enqueued, acted on once it commits (dropped on rollback)."""
+        info = session.sync_session.info
+        key = ("outbox", id(self))
+        committed: _Committed | None = info.get(key)
+        if committed is not None:
+            return committed
+        committed = info[key] = _Committed()
+
+        def on_commit() -> None:
+            info.pop(key, None)
+            self._committed(committed)
+
+        def on_rollback() -> None:
+            info.pop(key, None)
+            for job_id in committed.watched:  # the job never existed
+                waiter = self._watchers.pop(job_id, None)
+                if waiter is not None:
+                    waiter.cancel()
+
+        db.after_commit(session, on_commit)
+        db.after_rollback(session, on_rollback)
+        return committed
+
+    def watch(self, session: AsyncSession, job_id: int) -> asyncio.Future[dict[str, Any] | None]:
+        """The result of a job enqueued in `session`'s open transaction, once this process has
+        stored it done (None if it failed for good). Retries keep it waiting; cancel it to stop
+        waiting. Cancelled when the transaction rolls back."""
+        waiter: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
+        self._watchers[job_id] = waiter
+        waiter.add_done_callback(lambda _f: self._watchers.pop(job_id, None))
+        self._after_commit(session).watched.append(job_id)
+        return waiter
+
+    def _committed(self, committed: _Committed) -> None:
+        for job in committed.started:
+            if self._stopping or self._task is None:
+                continue  # left `running`: recovered (run again, flagged) on the next start
+            self._start(job)
+        if committed.pending_chains:
+            for chain in committed.pending_chains:
+                if chain is not None:
+                    self._backlog[chain] = self._backlog.get(chain, 0) + 1
+            # behind a job running here, a successor is claimed when that job finishes
+            if any(chain is None or chain not in self._running_chains for chain in committed.pending_chains):
+                self.wake()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _start(self, job: Job) -> None:
+        if job.chain is not None:
+            self._running_chains[job.chain] = self._running_chains.get(job.chain, 0) + 1
+        self._inflight[job.id] = asyncio.get_running_loop().create_task(self._run(job), name=f"outbox-job-{job.id}")
+
+    @property
+    def running(self) -> bool:
+        """The worker is started (jobs enqueued now run in this process)."""
+        return self._task is not None and not self._task.done() and not self._stopping
+
+    # ------------------------------------------------------------------ admin views
+
+    async def list_jobs(
+        self,
+        *,
+        status: str | None = None,
+        kind: str | None = None,
+        instance_id: int | None = None,
+        chain: str | None = None,
+        limit: int = 100,
+    ) -> dict[str, Any]:
+        """Newest first; without `status`, everything not done yet."""
+        if status is not None and status not in STATUSES:
+            raise FieldError("status", f"must be one of {', '.join(STATUSES)}")
+        async with self._sessions() as session:
+            query = select(OutboxJob)
+            if status is None:
+                query = query.where(OutboxJob.status != "done")
+            else:
+                query = query.where(OutboxJob.status == status)
+            if kind:
+                query = query.where(OutboxJob.kind == kind)
+            if instance_id is not None:
+                query = query.where(OutboxJob.app_instance_id == instance_id)
+            if chain:
+                query = query.where(OutboxJob.chain == chain)
+            rows = (await session.scalars(query.order_by(OutboxJob.id.desc()).limit(limit))).all()
+            counts = dict((await session.execute(select(OutboxJob.status, func.count()).group_by(OutboxJob.status))).all())
+        return {"items": [describe(row) for row in rows], "counts": {s: counts.get(s, 0) for s in STATUSES}}
+
+    async def retry(self, job_id: int) -> dict[str, Any]:
+        """A failed (or backing-off) job is due again now; its attempts are kept."""
+        async with self._sessions() as session, session.begin():
+            row = await session.get(OutboxJob, job_id)
+            if row is None:
+                raise FieldError("id", f"no outbox job with id {job_id}", 404)
+            if row.status in ("running", "done"):
+                raise FieldError("status", f"job {job_id} is {row.status}; only pending or failed jobs can be retried", 409)
+            row.status = "pending"
+            row.next_attempt_at = utcnow()
+            self._after_commit(session).pending_chains.append(row.chain)
+        log.info("outbox job retried by admin", extra={"job": job_id, "kind": row.kind})
+        return describe(row)
+
+    # ------------------------------------------------------------------ worker
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._stopping = False
+            self._settler_stopping = False
+            self._task = asyncio.create_task(self._loop(), name="outbox-worker")
+
+    async def stop(self) -> None:
+        """Let running jobs finish for a moment, then interrupt them; they run again next start."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        tasks = list(self._inflight.values())
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.stop_grace)
+        for waiter in list(self._watchers.values()):
+            waiter.cancel()
+        interrupted = [job_id for job_id, task in self._inflight.items() if not task.done()]
+        for job_id in interrupted:
+            self._inflight[job_id].cancel()
+        await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+        if self._settler is not None:  # store what finished; give up after the grace (recovered next start)
+            self._settler_stopping = True
+            self._settle_wake.set()
+            await asyncio.wait([self._settler], timeout=self.stop_grace)
+            self._settler.cancel()
+            await asyncio.gather(self._settler, return_exceptions=True)
+            self._settler, self._settler_stopping = None, False
+        if interrupted:
+            try:
+                async with self._sessions() as session, session.begin():
+                    await session.execute(
+                        update(OutboxJob)
+                        .where(OutboxJob.id.in_(interrupted), OutboxJob.status == "running")
+                        .values(status="pending", maybe_delivered=True)
+                    )
+            except Exception:
+                log.exception("outbox: could not release interrupted jobs; they are recovered on next start")
+
+    async def _loop(self) -> None:
+        while not self._stopping:
+            try:
+                await self._recover()
+                break
+            except Exception:
+                log.exception("outbox: recovery failed (database down?); retrying")
+                await self._sleep(self.poll_interval)
+        while not self._stopping:
+            self._wake.clear()
+            room = self.max_inflight - len(self._inflight)
+            next_due: dt.datetime | None = None
+            jobs: list[Job] = []
+            if room > 0:
+                try:
+                    jobs, next_due = await self._claim(room)
+                except Exception:
+                    log.exception("outbox: claiming jobs failed (database down?)")
+                self.stats.claims += 1
+                self.stats.empty_claims += not jobs
+            for job in jobs:
+                self._start(job)
+            if jobs and len(jobs) == room:
+                await asyncio.sleep(0)
+                continue
+            timeout = self.poll_interval
+            if next_due is not None:
+                timeout = min(timeout, max(0.0, (next_due - utcnow()).total_seconds()))
+            await self._sleep(timeout)
+
+    async def _sleep(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _recover(self) -> None:
+        """Jobs left running by a crash may have been sent: run them again, flagged."""
+        async with self._sessions() as session, session.begin():
+            result = await session.execute(
+                update(OutboxJob)
+                .where(OutboxJob.status == "running")
+                .values(status="pending", maybe_delivered=True)
+            )
+        if result.rowcount:
+            log.warning("outbox: resuming jobs interrupted by a stop or crash", extra={"jobs": result.rowcount})
+
+    async def _claim(self, limit: int) -> tuple[list[Job], dt.datetime | None]:
+        """Mark the due heads of their chains running (one transaction) and return them."""
+        now = utcnow()
+        earlier = aliased(OutboxJob)
+        blocked = (
+            exists()
+            .where(earlier.chain == OutboxJob.chain, earlier.id < OutboxJob.id, earlier.status != "done")
+        )
+        async with self._sessions() as session, session.begin():
+            rows = (
+                await session.scalars(
+                    select(OutboxJob)
+                    .where(OutboxJob.status == "pending", OutboxJob.next_attempt_at <= now, ~blocked)
+                    .order_by(OutboxJob.id)
+                    .limit(limit)
+                )
+            ).all()
+            for row in rows:
+                row.status = "running"
+                row.attempts += 1
+                row.last_attempt_at = now
+                if row.chain in self._backlog:
+                    left = self._backlog[row.chain] - 1
+                    if left > 0:
+                        self._backlog[row.chain] = left
+                    else:
+                        del self._backlog[row.chain]
+                elif row.chain is not None:
+                    self._foreign.add(row.chain)  # recovered or enqueued elsewhere: successors unknown
+            history: dict[str, list[tuple[int, str, dict[str, Any] | None]]] = {}
+            chains = sorted({row.chain for row in rows if row.chain})
+            for start in range(0, len(chains), 500):
+                part = chains[start : start + 500]
+                done = await session.execute(
+                    select(OutboxJob.chain, OutboxJob.id, OutboxJob.kind, OutboxJob.result)
+                    .where(OutboxJob.chain.in_(part), OutboxJob.status == "done")
+                    .order_by(OutboxJob.id)
+                )
+                for chain, job_id, kind, result in done.all():
+                    history.setdefault(chain, []).append((job_id, kind, result))
+            next_due = await session.scalar(
+                select(func.min(OutboxJob.next_attempt_at)).where(
+                    OutboxJob.status == "pending", OutboxJob.next_attempt_at > now
+                )
+            )
+            jobs = [
+                Job(
+                    id=row.id,
+                    kind=row.kind,
+                    instance_id=row.app_instance_id,
+                    chain=row.chain,
+                    payload=dict(row.payload or {}),
+                    attempt=row.attempts,
+                    maybe_delivered=bool(row.maybe_delivered),
+                    earlier=tuple((k, r) for i, k, r in history.get(row.chain or "", []) if i < row.id),
+                )
+                for row in rows
+            ]
+        if next_due is not None and next_due.tzinfo is None:
+            next_due = next_due.replace(tzinfo=dt.timezone.utc)
+        return jobs, next_due
+
+    async def _run(self, job: Job) -> None:
+        try:
+            outcome = await self._attempt(job)
+            await self._settle(job, outcome)
+        finally:
+            full = len(self._inflight) >= self.max_inflight
+            self._inflight.pop(job.id, None)
+            if job.chain is not None:
+                left = self._running_chains.get(job.chain, 1) - 1
+                if left > 0:
+                    self._running_chains[job.chain] = left
+                else:
+                    self._running_chains.pop(job.chain, None)
+            # Claim again only when this job may have held back a successor (one we
+            # committed, or a chain we know nothing about) or freed the last slot. New
+            # commits wake the worker themselves; timers and other processes' jobs are
+            # found through `next_due` and the poll.
+            foreign = job.chain in self._foreign
+            if foreign:
+                self._foreign.discard(job.chain)  # type: ignore[arg-type]
+            if full or foreign or (job.chain is not None and job.chain in self._backlog):
+                self._wake.set()
+
+    async def _attempt(self, job: Job) -> _Outcome:
+        kind = self._kinds.get(job.kind)
+        if kind is None:
+            return _Outcome("retry", error=f"no handler registered for job kind {job.kind!r}")
+        try:
+            result = await kind.handler(job)
+        except Retry as exc:
+            return _Outcome("retry", error=str(exc), after=exc.after, maybe_delivered=exc.maybe_delivered)
+        except Fail as exc:
+            return _Outcome("failed", error=str(exc))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("outbox job handler crashed", extra={"job": job.id, "kind": job.kind})
+            error = f"{type(exc).__name__}: {exc}"
+            if job.attempt >= self.max_bug_attempts:
+                return _Outcome("failed", error=f"{error} (gave up after {job.attempt} attempts)")
+            return _Outcome("retry", error=error, maybe_delivered=True)
+        if result is not None and not isinstance(result, dict):
+            result = {"value": result}
+        return _Outcome("done", result=result)
+
+    async def _settle(self, job: Job, outcome: _Outcome) -> None:
+        """Hand the outcome to the settler and wait until it is stored (group commit)."""
+        stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outcomes.append((job, outcome, stored))
+        self._settle_wake.set()
+        if self._settler is None or self._settler.done():
+            self._settler = asyncio.create_task(self._settle_loop(), name="outbox-settler")
+        await stored
+
+    async def _settle_loop(self) -> None:
+        """Store outcomes in one transaction per group: a batch reply settles its 50 jobs at once,
+        so their successors become due together. While the database is away the outcomes wait
+        in memory (the remote work is done) and are retried."""
+        pause = 0.5
+        while True:
+            if not self._outcomes:
+                if self._settler_stopping:
+                    return
+                self._settle_wake.clear()
+                await self._settle_wake.wait()
+                continue
+            group, self._outcomes = self._outcomes, []
+            try:
+                await self._store_outcomes(group)
+            except Exception:
+                log.exception("outbox: storing job outcomes failed; retrying", extra={"jobs": len(group)})
+                self._outcomes[:0] = group
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 30.0)
+                continue
+            pause = 0.5
+            for job, outcome, stored in group:
+                if not stored.done():
+                    stored.set_result(None)
+                waiter = self._watchers.get(job.id)
+                if waiter is not None and not waiter.done() and outcome.status != "retry":
+                    waiter.set_result(outcome.result if outcome.status == "done" else None)
+
+    async def _store_outcomes(self, group: list[tuple[Job, _Outcome, asyncio.Future[None]]]) -> None:
+        now = utcnow()
+        counts = {"done": 0, "retry": 0, "failed": 0}
+        async with self._sessions() as session, session.begin():
+            ids = [job.id for job, _, _ in group]
+            rows = {row.id: row for row in (await session.scalars(select(OutboxJob).where(OutboxJob.id.in_(ids)))).all()}
+            for job, outcome, _ in group:
+                row = rows.get(job.id)
+                if row is None:  # its portal was deleted meanwhile (ON DELETE CASCADE)
+                    continue
+                counts[outcome.status] += 1
+                if outcome.status == "done":
+                    row.status = "done"
+                    row.result = outcome.result
+                    row.done_at = now
+                    row.last_error = None
+                    kind = self._kinds.get(job.kind)
+                    if kind is not None and kind.on_done is not None:
+                        await self._run_on_done(session, kind.on_done, row, outcome.result)
+                elif outcome.status == "retry":
+                    delay = outcome.after if outcome.after is not None else self.backoff(job.attempt)
+                    row.status = "pending"
+                    row.next_attempt_at = now + dt.timedelta(seconds=max(0.0, delay))
+                    row.last_error = (outcome.error or "")[:2000]
+                    row.maybe_delivered = bool(row.maybe_delivered or outcome.maybe_delivered)
+                else:
+                    row.status = "failed"
+                    row.last_error = (outcome.error or "")[:2000]
+                    log.warning("outbox job failed", extra={"job": job.id, "kind": job.kind, "error": row.last_error})
+        self.stats.done += counts["done"]
+        self.stats.retried += counts["retry"]
+        self.stats.failed += counts["failed"]
+
+    async def _run_on_done(self, session: AsyncSession, hook: OnDone, row: OutboxJob, result: dict[str, Any] | None) -> None:
+        try:
+            async with session.begin_nested():
+                await hook(session, row, result)
+        except Exception as exc:  # the remote side is done; never undo that because a hook broke
+            log.exception("outbox on_done hook failed", extra={"job": row.id, "kind": row.kind})
+            row.last_error = f"on_done hook failed: {type(exc).__name__}: {exc}"[:2000]
+
+    def backoff(self, attempt: int) -> float:
+        """Exponential with +-20 % jitter so a recovering portal is not hit by a wall of retries."""
+        base = min(self.backoff_cap, self.backoff_base * (2 ** max(0, attempt - 1)))
+        return base * random.uniform(0.8, 1.2)
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+
+def describe(row: OutboxJob) -> dict[str, Any]:
+    """Admin view of a job (payloads never hold secrets by contract)."""
+
+    def iso(value: dt.datetime | None) -> str | None:
+        return value.isoformat() if value else None
+
+    return {
+        "id": row.id,
+        "kind": row.kind,
+        "instance_id": row.app_instance_id,
+        "chain": row.chain,
+        "status": row.status,
+        "attempts": row.attempts,
+        "next_attempt_at": iso(row.next_attempt_at) if row.status == "pending" else None,
+        "last_attempt_at": iso(row.last_attempt_at),
+        "last_error": row.last_error,
+        "maybe_delivered": bool(row.maybe_delivered),
+        "payload": row.payload,
+        "result": row.result,
+        "created_at": iso(row.created_at),
+        "done_at": iso(row.done_at),
+    }

@@ -1,0 +1,1 @@
+"""The aiohttp application: middlewares, /healthz, the public webhook routes."""
