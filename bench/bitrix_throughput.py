@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cryptography.fernet import Fernet  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
-from thoth_pbx.features.portal.jobs import KIND_FINISH, KIND_REGISTER  # noqa: E402
+from thoth_pbx.features.calls.jobs import KIND_FINISH, KIND_REGISTER  # noqa: E402
 from thoth_pbx.features.portal.service import BitrixService  # noqa: E402
 from thoth_pbx.clients.bitrix.telephony import INCOMING, FinishCall, RegisterCall  # noqa: E402
 from thoth_pbx.outbox.queue import Outbox  # noqa: E402
@@ -39,7 +39,8 @@ from thoth_pbx.sandbox.bitrix import BitrixSimulator, Portal, SimUser  # noqa: E
 from thoth_pbx.core.secrets import SecretBox  # noqa: E402
 from thoth_pbx.core.settings import load_settings  # noqa: E402
 from thoth_pbx.store import db  # noqa: E402
-from thoth_pbx.store.models import AppInstance, OutboxJob  # noqa: E402
+from thoth_pbx.features.directory.models import AppInstance  # noqa: E402
+from thoth_pbx.outbox.models import OutboxJob  # noqa: E402
 from thoth_pbx.store.types import install_secret_box  # noqa: E402
 
 RATE, BURST = 2.0, 50

@@ -58,7 +58,7 @@ from thoth_pbx.app import close_services, open_services  # noqa: E402
 from thoth_pbx.clients.asterisk.ari import AriClient, AriError  # noqa: E402
 from thoth_pbx.sandbox.bitrix import BitrixSimulator, Recorded  # noqa: E402
 from thoth_pbx.core.settings import AriTarget, load_settings  # noqa: E402
-from thoth_pbx.store.models import AppInstance  # noqa: E402
+from thoth_pbx.features.directory.models import AppInstance  # noqa: E402
 
 REGISTER = "telephony.externalcall.register"
 OPERATOR = "200"  # an always-answering phone of the lab's pool; it takes any number of calls

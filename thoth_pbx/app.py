@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -18,34 +18,43 @@ from aiohttp import web
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from thoth_pbx import __version__
-from thoth_pbx.features.portal.http import bitrix_routes
-from thoth_pbx.features.calls.http import calls_routes
-from thoth_pbx.web.login_throttle import LoginThrottle
-from thoth_pbx.web.http import admin_auth, crud_routes, json_errors
-from thoth_pbx.features.directory.http_meta import meta_routes
-from thoth_pbx.outbox.http import outbox_routes
-from thoth_pbx.features.trunk.http import pbx_routes
-from thoth_pbx.features.portal.jobs import KIND_REGISTER
-from thoth_pbx.features.portal.service import BitrixService
-from thoth_pbx.features.directory.service import Directory
-from thoth_pbx.core.logs import register_secret
-from thoth_pbx.features.directory.whatsapp import MetaService
-from thoth_pbx.outbox.queue import Outbox
 from thoth_pbx.clients.asterisk.ami import AmiClient
 from thoth_pbx.clients.asterisk.ari import AriClient
-from thoth_pbx.features.calls.notifier import BitrixCallNotifier, store_bitrix_call_id
-from thoth_pbx.features.calls.stasis import StasisCalls
-from thoth_pbx.features.trunk.service import PbxService
-from thoth_pbx.features.trunk.render import DEFAULTS as TRUNK_DEFAULTS
+from thoth_pbx.core.logs import register_secret
 from thoth_pbx.core.secrets import SecretBox, generate_token, open_key
 from thoth_pbx.core.settings import Settings, SettingsError
+from thoth_pbx.features.calls import wire as calls_feature
+from thoth_pbx.features.calls.jobs import CallJobs
+from thoth_pbx.features.calls.stasis import StasisCalls
+from thoth_pbx.features.deps import Deps, Wired
+from thoth_pbx.features.directory import wire as directory_feature
+from thoth_pbx.features.directory.service import PHONES, Directory
+from thoth_pbx.features.directory.whatsapp import MetaService
+from thoth_pbx.features.portal import wire as portal_feature
+from thoth_pbx.features.portal.service import BitrixService
+from thoth_pbx.features.trunk import wire as trunk_feature
+from thoth_pbx.features.trunk.calling import CallingService
+from thoth_pbx.features.trunk.service import PbxService
+from thoth_pbx.outbox.http import outbox_routes
+from thoth_pbx.outbox.queue import Outbox
 from thoth_pbx.store import db
-from thoth_pbx.store.changes import TableChanges
-from thoth_pbx.store.health import database_health
 from thoth_pbx.store.keycheck import stored_secret_sample
 from thoth_pbx.store.sqlite_inline import Checkpointer
 from thoth_pbx.store.types import install_secret_box
+from thoth_pbx.web.health import health_routes
+from thoth_pbx.web.http import admin_auth, json_errors
+from thoth_pbx.web.login_throttle import LoginThrottle
+from thoth_pbx.web.meta_webhook import meta_webhook_routes
+
+# Every table, so `Base.metadata` is whole before the key check and the service start (the
+# tables live with their owners; store/ knows none of them).
+from thoth_pbx.clients.meta import tables as _inbox_tables  # noqa: E402,F401
+from thoth_pbx.features.calls import models as _calls_models  # noqa: E402,F401
+from thoth_pbx.features.directory import models as _directory_models  # noqa: E402,F401
+from thoth_pbx.features.portal import models as _portal_models  # noqa: E402,F401
+from thoth_pbx.features.trunk import models as _trunk_models  # noqa: E402,F401
+from thoth_pbx.outbox import models as _outbox_models  # noqa: E402,F401
+from thoth_pbx.store import setting as _setting  # noqa: E402,F401
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +73,12 @@ class Services:
     outbox: Outbox
     bitrix: BitrixService
     calls: StasisCalls
+    call_jobs: CallJobs
+    calling: CallingService  # Calling + SIP on Meta (features/trunk)
     pbx: PbxService
     admin_password_generated: bool = False  # made by this start: the banner shows it once
     checkpointer: Checkpointer | None = None  # inline SQLite only (store/sqlite_inline.py)
+    parts: list[Wired] = field(default_factory=list)  # started in order, stopped in reverse
 
 
 SERVICES = web.AppKey("services", Services)
@@ -119,82 +131,49 @@ async def open_services(settings: Settings) -> Services:
     for value in (settings.bitrix_client_secret,):
         register_secret(value)
     sessions = db.session_factory(engine)
-    meta = MetaService(engine=engine, sessions=sessions, box=box, graph_url=settings.meta_graph_url,
-                       api_version=settings.meta_api_version, public_url=settings.public_url)
-    directory = Directory(sessions, presenters=meta.presenters())
-    directory.listeners.append(meta.accounts.invalidate)
-    outbox = Outbox(sessions)
-    bitrix = BitrixService(sessions, outbox, settings)
-    directory.listeners.append(bitrix.directory_changed)
-    ami = AmiClient(settings.ami)
-    ari = AriClient(settings.ari, settings.ari_app)
-    notifier = BitrixCallNotifier(sessions, bitrix.calls, bitrix.portals, settings.calls)
-    outbox.set_on_done(KIND_REGISTER, store_bitrix_call_id)
-    # what a call context is copied from: phone, portal (settings, status), user map
-    context_changes = TableChanges(engine, ("phone", "app_instance", "bitrix_user"))
-    calls = StasisCalls(ari, sessions, notifier, recordings_dir=settings.recordings_dir, changes=context_changes,
-                        endpoint_prefix=f"PJSIP/{settings.trunk.get('endpoint_name', TRUNK_DEFAULTS.endpoint_name)}")
-    ari.on_event = calls.on_event
-    ari.on_connect = calls.resync
+    deps = Deps(settings=settings, engine=engine, sessions=sessions, box=box, outbox=Outbox(sessions),
+                ami=AmiClient(settings.ami), ari=AriClient(settings.ari, settings.ari_app))
+    directory, meta, directory_part = directory_feature.wire(deps)
+    bitrix, portal_part = portal_feature.wire(deps, directory)
+    pbx, calling, trunk_part = trunk_feature.wire(
+        deps, meta.graph, lambda phone_id: directory.get(PHONES, phone_id))
+    calls, call_jobs, calls_part = calls_feature.wire(deps, bitrix.portals, trunk_feature.endpoint_prefix(deps))
+    checkpointer = db.checkpointer(engine)
+    outbox, ami, ari = deps.outbox, deps.ami, deps.ari
+    # Started in this order, stopped in reverse: the outbox stops before the portal clients it
+    # uses close, and the calls stop (their tasks cancelled; the calls live on in Asterisk and
+    # are re-attached at the next start) before ARI does.
+    lifecycle = [
+        Wired(start=checkpointer.start, stop=checkpointer.stop) if checkpointer else Wired(),
+        Wired(start=ami.start, stop=ami.stop),
+        directory_part,
+        portal_part,
+        Wired(start=outbox.start, stop=outbox.stop),
+        trunk_part,
+        Wired(start=ari.start, stop=ari.stop),
+        calls_part,
+    ]
     return Services(
-        settings=settings,
-        engine=engine,
-        sessions=sessions,
-        secret_box=box,
-        directory=directory,
-        meta=meta,
-        outbox=outbox,
-        bitrix=bitrix,
-        ami=ami,
-        ari=ari,
-        calls=calls,
-        pbx=PbxService(settings, sessions, ami),
-        checkpointer=db.checkpointer(engine),
-        admin_password=admin_password,
-        admin_password_generated=generated,
+        settings=settings, engine=engine, sessions=sessions, secret_box=box, directory=directory, meta=meta,
+        outbox=outbox, bitrix=bitrix, ami=ami, ari=ari, calls=calls, call_jobs=call_jobs, calling=calling, pbx=pbx,
+        checkpointer=checkpointer, admin_password=admin_password, admin_password_generated=generated,
+        parts=lifecycle,
     )
 
 
 async def start_background(services: Services) -> None:
-    if services.checkpointer is not None:
-        services.checkpointer.start()
-    services.ami.start()
-    services.ari.start()
-    services.meta.start()
-    services.outbox.start()
-    services.bitrix.start()
+    for part in services.parts:
+        part.start()
 
 
 async def stop_background(services: Services) -> None:
-    """Stop in reverse order; calls live on in Asterisk and are re-attached at the next start."""
-    await services.calls.stop()
-    await services.ari.stop()
-    await services.outbox.stop()
-    await services.bitrix.stop()
-    await services.meta.stop()
-    await services.ami.stop()
-    if services.checkpointer is not None:
-        await services.checkpointer.stop()
+    for part in reversed(services.parts):
+        await part.stop()
 
 
 async def close_services(services: Services) -> None:
     await stop_background(services)
     await services.engine.dispose()
-
-
-async def healthz(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    database = await database_health(services.engine, services.secret_box)
-    body = {
-        "version": __version__,
-        "database": database,
-        "ami": services.ami.status.as_json(),
-        "ari": services.ari.status.as_json(),
-    }
-    ok = database["state"] == "ok"
-    ready = ok and all(body[k]["state"] in ("connected", "disabled") for k in ("ami", "ari"))
-    body["status"] = "ok" if ready else ("degraded" if ok else "down")
-    return web.json_response(body, status=200 if ok else 503)
 
 
 def build_app(services: Services, login_throttle: LoginThrottle | None = None) -> web.Application:
@@ -205,12 +184,11 @@ def build_app(services: Services, login_throttle: LoginThrottle | None = None) -
         middlewares=[json_errors, admin_auth(settings.admin_user, services.admin_password, login_throttle)],
     )
     app[SERVICES] = services
-    app.router.add_get("/healthz", healthz)
-    app.router.add_routes(crud_routes(services.directory))
-    app.router.add_routes(pbx_routes(services.pbx, settings.admin_user))
-    app.router.add_routes(meta_routes(services.meta, services.directory))
-    app.router.add_routes(outbox_routes(services.outbox) + bitrix_routes(services.bitrix, services.sessions))
-    app.router.add_routes(calls_routes(services.sessions))
+    app.router.add_routes(health_routes(services.engine, services.secret_box, services.ami, services.ari))
+    app.router.add_routes(meta_webhook_routes(services.meta.webhook))
+    app.router.add_routes(outbox_routes(services.outbox))
+    for part in services.parts:
+        app.router.add_routes(part.routes)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await start_background(services)

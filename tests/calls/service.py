@@ -23,7 +23,8 @@ from thoth_pbx.app import Services, build_app, open_services
 from thoth_pbx.core.settings import load_settings
 from thoth_pbx.features.portal.users import fetch_users, store_users
 from thoth_pbx.sandbox.bitrix import BitrixSimulator, Portal, SimUser
-from thoth_pbx.store.models import AppInstance, Call, Phone, WabaAccount
+from thoth_pbx.features.directory.models import AppInstance, Phone, WabaAccount
+from thoth_pbx.features.calls.models import Call
 
 OPERATORS = [
     SimUser(1, "Anna", "Admin", "100"),

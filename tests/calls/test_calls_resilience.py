@@ -21,7 +21,7 @@ from thoth_pbx.app import close_services, open_services
 from thoth_pbx.sandbox.bitrix import BitrixSimulator
 from thoth_pbx.core.settings import load_settings
 from thoth_pbx.store import db
-from thoth_pbx.store.models import Call
+from thoth_pbx.features.calls.models import Call
 
 REGISTER, SHOW, FINISH = "telephony.externalcall.register", "telephony.externalcall.show", "telephony.externalcall.finish"
 

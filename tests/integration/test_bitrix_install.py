@@ -10,10 +10,11 @@ from sqlalchemy import func, select, text
 from tests.support.bitrix import ServiceEnv, jobs, service_env, wait_until
 from thoth_pbx.clients.bitrix import phpquery
 from thoth_pbx.features.portal.install import DEFAULT_EVENTS, BitrixEvent
-from thoth_pbx.features.portal.jobs import KIND_REGISTER
+from thoth_pbx.features.calls.jobs import KIND_REGISTER
 from thoth_pbx.clients.bitrix.telephony import INCOMING, RegisterCall
 from thoth_pbx.features.portal.users import extension_for_user, user_for_extension
-from thoth_pbx.store.models import AppInstance, OutboxJob
+from thoth_pbx.features.directory.models import AppInstance
+from thoth_pbx.outbox.models import OutboxJob
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 

@@ -13,7 +13,7 @@ from sqlalchemy import select, text
 
 from thoth_pbx.clients.asterisk.ari import basic_auth_header
 from thoth_pbx.sandbox import meta as sim
-from thoth_pbx.store.models import Phone
+from thoth_pbx.features.directory.models import Phone
 from tests.conftest import make_settings
 
 SEED = sim.Seed()

@@ -13,7 +13,7 @@ import aiohttp
 from sqlalchemy import select
 
 from thoth_pbx.clients.asterisk.ari import basic_auth_header
-from thoth_pbx.store.models import WebhookInbox
+from thoth_pbx.clients.meta.tables import WebhookInbox
 
 CLI = [sys.executable, "-m", "thoth_pbx.cli"]
 

@@ -17,7 +17,7 @@ from thoth_pbx.clients.meta.inbox import InboxItem
 from thoth_pbx.clients.meta.payloads import CallEvent, fold_call
 from thoth_pbx.clients.asterisk.ari import basic_auth_header
 from thoth_pbx.sandbox import meta as sim
-from thoth_pbx.store.models import WebhookInbox
+from thoth_pbx.clients.meta.tables import WebhookInbox
 
 APP_SECRET = "app-secret-0123456789abcdef"
 WABA_ID = "102290129340398"

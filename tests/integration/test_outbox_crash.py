@@ -21,11 +21,11 @@ from sqlalchemy import func, select
 
 from tests.support.bitrix import USERS, all_done, bitrix_env, enqueue_call_logs, free_port, jobs, seed_instance, wait_until
 from thoth_pbx.app import close_services, open_services
-from thoth_pbx.features.portal.jobs import KIND_FINISH
+from thoth_pbx.features.calls.jobs import KIND_FINISH
 from thoth_pbx.sandbox.bitrix import BitrixSimulator, Recorded
 from thoth_pbx.core.settings import load_settings
 from thoth_pbx.store import db
-from thoth_pbx.store.models import OutboxJob
+from thoth_pbx.outbox.models import OutboxJob
 
 CALLS = 120
 REGISTER, FINISH = "telephony.externalcall.register", "telephony.externalcall.finish"
@@ -60,7 +60,7 @@ async def test_sigkill_mid_delivery_loses_nothing_and_duplicates_nothing(tmp_pat
     services = await open_services(load_settings(None, environ=environ))
     try:
         instance_id = await seed_instance(services.sessions, sim, portal)
-        await enqueue_call_logs(services.bitrix.calls, services.sessions, instance_id, CALLS)
+        await enqueue_call_logs(services.call_jobs, services.sessions, instance_id, CALLS)
     finally:
         await close_services(services)
     engine = db.create_engine(database_url)

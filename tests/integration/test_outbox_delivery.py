@@ -9,10 +9,10 @@ from typing import AsyncIterator
 import pytest
 
 from tests.support.bitrix import ServiceEnv, all_done, call, chain_order, enqueue_call_logs, jobs, service_env, wait_until
-from thoth_pbx.features.portal.jobs import KIND_FINISH, KIND_REGISTER
+from thoth_pbx.features.calls.jobs import KIND_FINISH, KIND_REGISTER
 from thoth_pbx.clients.bitrix.telephony import FinishCall
 from thoth_pbx.outbox.queue import Job, Outbox
-from thoth_pbx.store.models import Call
+from thoth_pbx.features.calls.models import Call
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ async def test_a_calls_jobs_run_in_order_and_share_its_call_id(env: ServiceEnv, 
     instance_id = await env.install()
     record = tmp_path / "call.mp3"
     record.write_bytes(b"ID3" + bytes(range(256)) * 8)
-    calls = env.services.bitrix.calls
+    calls = env.services.call_jobs
     async with env.sessions() as session, session.begin():
         for i in range(5):
             session.add(Call(linkedid=call(i).external_call_id, channel_id=f"ch{i}", caller=call(i).phone_number,
@@ -52,10 +52,10 @@ async def test_jobs_of_a_rolled_back_transaction_are_never_sent(env: ServiceEnv)
     seen = len(env.sim.recorder.entries)
     async with env.sessions() as session:
         async with session.begin():
-            await env.services.bitrix.calls.register(session, instance_id, call(1))
+            await env.services.call_jobs.register(session, instance_id, call(1))
             await session.rollback()
     async with env.sessions() as session, session.begin():  # a later job proves the worker was awake
-        await env.services.bitrix.calls.register(session, instance_id, call(2))
+        await env.services.call_jobs.register(session, instance_id, call(2))
     await wait_until(lambda: env.sim.recorder.count("telephony.externalcall.register"), what="the committed job")
     assert [e.params["EXTERNAL_CALL_ID"] for e in env.sim.recorder.entries[seen:]] == ["1710140185.2"]
 
@@ -64,7 +64,7 @@ async def test_portal_down_then_back_delivers_every_job_once_and_in_order(env: S
     instance_id = await env.install()
     env.sim.recorder.clear()
     env.sim.outage = True
-    await enqueue_call_logs(env.services.bitrix.calls, env.sessions, instance_id, 25)
+    await enqueue_call_logs(env.services.call_jobs, env.sessions, instance_id, 25)
 
     async def all_attempted_and_failed() -> bool:
         rows = await jobs(env.sessions, kind=KIND_REGISTER)
@@ -93,7 +93,7 @@ async def test_a_burst_of_500_jobs_never_exceeds_the_portals_rate_limit(env: Ser
     started = time.monotonic()
     async with env.sessions() as session, session.begin():
         for i in range(500):
-            await env.services.bitrix.calls.register(session, instance_id, call(i))
+            await env.services.call_jobs.register(session, instance_id, call(i))
     await wait_until(lambda: all_done(env.sessions), timeout=30, what="500 jobs")
     assert env.sim.recorder.errors("QUERY_LIMIT_EXCEEDED") == 0
     assert env.sim.recorder.count("telephony.externalcall.register", ok=True) == 500
@@ -108,8 +108,8 @@ async def test_a_failed_job_is_visible_with_its_error_blocks_its_chain_and_can_b
     instance_id = await env.install()
     inactive = call(7, user_id=4)  # user 4 has left the company: Bitrix refuses the register
     async with env.sessions() as session, session.begin():
-        await env.services.bitrix.calls.register(session, instance_id, inactive)
-        await env.services.bitrix.calls.finish(session, instance_id, inactive.external_call_id, FinishCall(user_id=2))
+        await env.services.call_jobs.register(session, instance_id, inactive)
+        await env.services.call_jobs.finish(session, instance_id, inactive.external_call_id, FinishCall(user_id=2))
     await wait_until(lambda: jobs(env.sessions, status="failed"), what="the failure")
     body = await (await env.http.get("/api/admin/outbox", headers=env.admin)).json()
     failed = [j for j in body["items"] if j["status"] == "failed"]
@@ -133,11 +133,11 @@ async def test_a_failed_job_is_visible_with_its_error_blocks_its_chain_and_can_b
 async def test_operation_time_limit_holds_the_job_until_operating_reset_at(env: ServiceEnv) -> None:
     instance_id = await env.install()
     async with env.sessions() as session, session.begin():
-        await env.services.bitrix.calls.register(session, instance_id, call(1))
+        await env.services.call_jobs.register(session, instance_id, call(1))
     await wait_until(lambda: all_done(env.sessions), what="a first register (learns operating_reset_at)")
     until = env.sim.exhaust_operating(env.portal, "telephony.externalcall.register")
     async with env.sessions() as session, session.begin():
-        await env.services.bitrix.calls.register(session, instance_id, call(2))
+        await env.services.call_jobs.register(session, instance_id, call(2))
 
     async def held() -> bool:
         rows = await jobs(env.sessions, kind=KIND_REGISTER)
@@ -184,7 +184,7 @@ async def test_a_committed_job_starts_at_once_not_at_the_next_poll(env: ServiceE
     env.services.outbox.poll_interval = 60.0  # only the commit hook can wake the worker in time
     for i in range(2):  # the second enqueue finds the worker asleep on the 60 s timer
         async with env.sessions() as session, session.begin():
-            await env.services.bitrix.calls.register(session, instance_id, call(i))
+            await env.services.call_jobs.register(session, instance_id, call(i))
         started = time.monotonic()
         await wait_until(lambda: all_done(env.sessions), timeout=5, what="the job, well before the next poll")
     assert time.monotonic() - started < 2.0
@@ -198,7 +198,7 @@ async def test_a_permission_error_with_401_fails_the_job_once_without_a_token_re
     refreshes = env.sim.oauth_refreshes
     env.portal.refused["telephony.externalcall.register"] = (code, "Access denied", 401)
     async with env.sessions() as session, session.begin():
-        await env.services.bitrix.calls.register(session, instance_id, call(8))
+        await env.services.call_jobs.register(session, instance_id, call(8))
     await wait_until(lambda: jobs(env.sessions, status="failed"), what="the failure")
     body = await (await env.http.get("/api/admin/outbox", headers=env.admin)).json()
     failed = [j for j in body["items"] if j["status"] == "failed"]
@@ -213,7 +213,7 @@ async def test_an_expired_token_is_still_refreshed_and_the_job_delivered(env: Se
     refreshes = env.sim.oauth_refreshes
     env.sim.expire_access_tokens(env.portal)
     async with env.sessions() as session, session.begin():
-        await env.services.bitrix.calls.register(session, instance_id, call(9))
+        await env.services.call_jobs.register(session, instance_id, call(9))
     await wait_until(lambda: all_done(env.sessions), what="the register")
     assert env.sim.oauth_refreshes == refreshes + 1
     assert len(env.sim.recorder.calls("telephony.externalcall.register", ok=True)) == 1

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tests.support.bitrix import wait_until
 from thoth_pbx.outbox.queue import Fail, Job, Outbox
 from thoth_pbx.store import db
-from thoth_pbx.store.models import OutboxJob
+from thoth_pbx.outbox.models import OutboxJob
 
 
 class Recorder:

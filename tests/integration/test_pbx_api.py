@@ -14,7 +14,8 @@ from tests.integration.conftest import TlsFiles
 from tests.integration.test_pbx_apply import cli_fields, free_port
 from thoth_pbx.clients.asterisk.ari import basic_auth_header
 from thoth_pbx.features.trunk.render import PJSIP_FILE
-from thoth_pbx.store.models import PbxRevision, Phone
+from thoth_pbx.features.trunk.models import PbxRevision
+from thoth_pbx.features.directory.models import Phone
 
 PASSWORD = "Meta-Sip;Secret-42"
 

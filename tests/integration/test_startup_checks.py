@@ -33,7 +33,7 @@ async def _store_an_account(settings, aiohttp_client) -> int:  # type: ignore[no
 async def _account_token(settings, aiohttp_client, account_id: int) -> str:  # type: ignore[no-untyped-def]
     services = await open_services(settings)
     try:
-        from thoth_pbx.store.models import WabaAccount
+        from thoth_pbx.features.directory.models import WabaAccount
 
         async with services.sessions() as session:
             account = await session.get(WabaAccount, account_id)

@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 from thoth_pbx.core.secrets import SecretBox
 from thoth_pbx.store import db
-from thoth_pbx.store.models import AppInstance, Phone, WabaAccount
+from thoth_pbx.features.directory.models import AppInstance, Phone, WabaAccount
 
 
 async def test_migrate_empty_to_head_and_idempotent(database_url: str) -> None:
@@ -65,7 +65,8 @@ async def test_secrets_are_encrypted_in_the_raw_row(database_url: str, secret_bo
 async def test_fast_insert_writes_the_row_the_orm_writes(database_url: str) -> None:
     """The hot-path insert (store/fast_insert.py) against the ORM: same stored bytes, same defaults."""
     from thoth_pbx.store.fast_insert import insert_returning_id
-    from thoth_pbx.store.models import Call, OutboxJob
+    from thoth_pbx.features.calls.models import Call
+    from thoth_pbx.outbox.models import OutboxJob
 
     engine = db.create_engine(database_url)
     await db.upgrade(engine)

@@ -11,7 +11,7 @@ from sqlalchemy import select, text, update
 
 from thoth_pbx.store import db
 from thoth_pbx.store.changes import TableChanges
-from thoth_pbx.store.models import Setting
+from thoth_pbx.store.setting import Setting
 
 
 async def _engine(tmp_path: Path):  # type: ignore[no-untyped-def]

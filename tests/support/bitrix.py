@@ -13,11 +13,12 @@ from typing import Any, AsyncIterator, Callable
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from thoth_pbx.features.portal.jobs import CallJobs
+from thoth_pbx.features.calls.jobs import CallJobs
 from thoth_pbx.clients.bitrix.rest import Grant, PortalAuth
 from thoth_pbx.clients.bitrix.telephony import INCOMING, FinishCall, RegisterCall
 from thoth_pbx.sandbox.bitrix import BitrixSimulator, Portal, SimUser
-from thoth_pbx.store.models import AppInstance, OutboxJob
+from thoth_pbx.features.directory.models import AppInstance
+from thoth_pbx.outbox.models import OutboxJob
 
 USERS = [SimUser(1, "Anna", "Admin", "100"), SimUser(2, "Boris", "Agent", "101"), SimUser(3, "Vera", "Agent", "102"),
          SimUser(4, "Gone", "Former", "103", active=False)]

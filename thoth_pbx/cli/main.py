@@ -130,15 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     check = cfgsub.add_parser("check", help="validate the settings and print them (secrets hidden)")
     check.set_defaults(func=_cmd_config_check)
 
-    from thoth_pbx.cli import meta as meta_cli
+    from thoth_pbx.cli import sandbox, trunk
 
-    meta_cli.register(sub)  # calling enable|disable|show, sandbox meta|meta-webhook
-    from thoth_pbx.cli import trunk as pbx_cli
-
-    pbx_cli.register(sub)  # pbx render|apply|status|restart --when-convenient
-    from thoth_pbx.cli import bitrix as bitrix_cli
-
-    bitrix_cli.register(sub)  # sandbox bitrix
+    trunk.register(sub)  # pbx render|apply|status|restart, calling enable|disable|show|reset-password
+    sandbox.register(sub)  # sandbox meta|meta-webhook|bitrix
     return parser
 
 

@@ -1,4 +1,5 @@
-"""`thoth-pbx pbx render|apply|status|restart` (registered from cli.py).
+"""`thoth-pbx pbx render|apply|status|restart` and `thoth-pbx calling enable|disable|show|reset-password`:
+the WhatsApp trunk on Asterisk and Calling + SIP on Meta (registered from cli/main.py).
 
 Exit codes of `apply`: 0 applied/unchanged, 3 restart required, 1 rolled back or failed,
 2 bad settings (the field is named on stderr).
@@ -20,6 +21,7 @@ EXIT_BY_RESULT = {"applied": 0, "unchanged": 0, "restart_required": 3, "rolled_b
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    _register_calling(sub)
     pbx = sub.add_parser("pbx", help="the WhatsApp SIP trunk on Asterisk (render, apply, status, restart)")
     actions = pbx.add_subparsers(dest="pbx_action", required=True, metavar="ACTION")
 
@@ -113,3 +115,54 @@ def _cmd_restart(args: argparse.Namespace, settings: Settings) -> int:
         return 0
 
     return _run(settings, body, ami_timeout=args.timeout)
+
+
+def _register_calling(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    calling = sub.add_parser("calling", help="WhatsApp Calling + SIP of a phone on Meta")
+    actions = calling.add_subparsers(dest="calling_action", required=True, metavar="ACTION")
+    for name, text in (
+        ("enable", "enable Calling + SIP (our hostname/port, SDES), read back, store the SIP password"),
+        ("disable", "disable Calling and SIP on Meta (Meta keeps the SIP server and password)"),
+        ("show", "read Meta's settings, compare with ours, store the SIP password if it changed"),
+        ("reset-password", "make Meta issue a new SIP password (clear servers, enable again)"),
+    ):
+        p = actions.add_parser(name, help=text, description=text)
+        p.add_argument("phone", metavar="PHONE", help="E.164 number, Meta phone_number_id or phone id")
+        p.set_defaults(func=_cmd_calling)
+
+
+def _cmd_calling(args: argparse.Namespace, settings: Settings) -> int:
+    from thoth_pbx.core.logs import setup_logging
+
+    setup_logging(settings.log_level)  # JSON log lines on stderr, like `serve`; results on stdout
+    return asyncio.run(_calling(settings, args.calling_action, args.phone))
+
+
+async def _calling(settings: Settings, action: str, phone: str) -> int:
+    from thoth_pbx.app import close_services, open_services
+    from thoth_pbx.features.directory.service import PHONES
+    from thoth_pbx.features.trunk.calling import CallingFailed
+    from thoth_pbx.core.validation import FieldError
+
+    services = await open_services(settings)
+    try:
+        try:
+            result = await services.calling.run(phone, action)
+        except CallingFailed as failed:
+            error = failed.result.error or {}
+            _print({"ok": False, "error": error, "phone": await services.directory.get(PHONES, failed.result.phone_id, reveal=False)})
+            print(f"thoth-pbx: Meta refused: {error.get('message')}\n  hint: {error.get('hint')}", file=sys.stderr)
+            return 1
+        except FieldError as exc:
+            print(f"thoth-pbx: {exc.field}: {exc.message}", file=sys.stderr)
+            return 2
+        _print({"ok": result.ok, "action": action, "meta_settings": result.state, "problems": result.problems,
+                "phone": await services.directory.get(PHONES, result.phone_id, reveal=False)})
+        return 0 if result.ok else 1
+    finally:
+        await services.meta.stop()
+        await close_services(services)
+
+
+def _print(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from thoth_pbx.core import validation as v
-from thoth_pbx.web.http import object_id
+from thoth_pbx.core.http import object_id
 from thoth_pbx.outbox.queue import Outbox
 
 

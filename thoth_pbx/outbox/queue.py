@@ -53,7 +53,7 @@ from sqlalchemy.orm import aliased
 
 from thoth_pbx.store import db
 from thoth_pbx.store.fast_insert import insert_returning_id
-from thoth_pbx.store.models import OutboxJob
+from thoth_pbx.outbox.models import OutboxJob
 from thoth_pbx.store.types import utcnow
 from thoth_pbx.core.validation import FieldError
 

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from thoth_pbx.core.secrets import SecretBox, SecretKeyError
 from thoth_pbx.store.db import describe_error, error_state, read_file_afresh
 from thoth_pbx.store.keycheck import stored_secret_sample
-from thoth_pbx.store.models import Setting
+from thoth_pbx.store.setting import Setting
 from thoth_pbx.store.types import utcnow
 
 PROBE_KEY = "health.probe"

@@ -6,7 +6,7 @@ from sqlalchemy import Text, column, select, table
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from thoth_pbx.store.models import Base
+from thoth_pbx.store.base import Base
 from thoth_pbx.store.types import EncryptedText
 
 

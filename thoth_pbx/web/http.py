@@ -1,4 +1,4 @@
-"""Admin API plumbing: HTTP Basic auth, JSON errors that name the field, generic CRUD routes."""
+"""Middlewares of the aiohttp app: JSON errors that name the field, admin HTTP Basic auth with throttling."""
 
 from __future__ import annotations
 
@@ -10,18 +10,13 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 
 from thoth_pbx.web.login_throttle import LoginThrottle
-from thoth_pbx.features.directory.service import RESOURCES, Directory, Resource
 from thoth_pbx.core.secrets import constant_time_equal
-from thoth_pbx.core.validation import FieldError, ascii_digits, json_body
+from thoth_pbx.core.http import ADMIN_PREFIX, error_response
+from thoth_pbx.core.validation import FieldError
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-ADMIN_PREFIX = "/api/admin/"
-
-
-def error_response(field: str, message: str, status: int) -> web.Response:
-    return web.json_response({"error": {"field": field, "message": message}}, status=status)
 
 
 @web.middleware
@@ -82,64 +77,3 @@ def _authorised(header: str, expected: str) -> bool:
     except (binascii.Error, UnicodeDecodeError):
         return False
     return constant_time_equal(given, expected)
-
-
-async def read_json(request: web.Request) -> Any:
-    if not request.can_read_body:
-        raise FieldError("body", "a JSON object is required")
-    return json_body(await request.read())
-
-
-def object_id(request: web.Request) -> int:
-    raw = request.match_info["id"]
-    if not ascii_digits(raw):
-        raise FieldError("id", "must be a positive whole number", 404)
-    return int(raw)
-
-
-def crud_routes(directory: Directory) -> list[web.RouteDef]:
-    routes: list[web.RouteDef] = []
-    for resource in RESOURCES.values():
-        routes.extend(_resource_routes(directory, resource))
-
-    async def rotate(request: web.Request) -> web.Response:
-        body = await read_json(request)
-        which = body.get("secret") if isinstance(body, dict) else None
-        return web.json_response(await directory.rotate_waba_secret(object_id(request), which))
-
-    routes.append(web.post("/api/admin/wabas/{id}/rotate", rotate))
-    return routes
-
-
-def _resource_routes(directory: Directory, resource: Resource) -> list[web.RouteDef]:
-    base = f"{ADMIN_PREFIX}{resource.name}"
-
-    async def list_(request: web.Request) -> web.Response:
-        return web.json_response({"items": await directory.list(resource)})
-
-    async def create(request: web.Request) -> web.Response:
-        created = await directory.create(resource, await read_json(request))
-        log.info("admin created", extra={"resource": resource.name, "id": created["id"]})
-        return web.json_response(created, status=201)
-
-    async def get(request: web.Request) -> web.Response:
-        return web.json_response(await directory.get(resource, object_id(request)))
-
-    async def patch(request: web.Request) -> web.Response:
-        updated = await directory.update(resource, object_id(request), await read_json(request))
-        log.info("admin updated", extra={"resource": resource.name, "id": updated["id"]})
-        return web.json_response(updated)
-
-    async def delete(request: web.Request) -> web.Response:
-        obj_id = object_id(request)
-        await directory.delete(resource, obj_id)
-        log.info("admin deleted", extra={"resource": resource.name, "id": obj_id})
-        return web.Response(status=204)
-
-    return [
-        web.get(base, list_),
-        web.post(base, create),
-        web.get(base + "/{id}", get),
-        web.patch(base + "/{id}", patch),
-        web.delete(base + "/{id}", delete),
-    ]

@@ -24,7 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from thoth_pbx.clients.meta.payloads import Model, model_of
-from thoth_pbx.store.models import Phone, WebhookInbox
+from thoth_pbx.clients.meta.tables import WebhookInbox
 from thoth_pbx.store.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -216,6 +216,8 @@ class InboxItem:
 
 
 Handler = Callable[[InboxItem], Awaitable[None]]
+# phone number ids -> the phones configured for them (the directory answers; this module knows no tables but its own)
+Router = Callable[[AsyncSession, set[str]], Awaitable[dict[str, RoutedPhone]]]
 
 
 class InboxDispatcher:
@@ -226,8 +228,9 @@ class InboxDispatcher:
     With no subscriber at all the dispatcher leaves rows pending for a consumer to come.
     """
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, batch: int = 200) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], route: Router, *, batch: int = 200) -> None:
         self._sessions = sessions
+        self._route = route
         self._batch = batch
         self._handlers: list[tuple[str, Handler]] = []
         self._wake = asyncio.Event()
@@ -280,7 +283,7 @@ class InboxDispatcher:
             )).all()
             if not rows:
                 return 0
-            phones = await _phones(session, {r.phone_number_id for r in rows if r.phone_number_id})
+            phones = await self._route(session, {r.phone_number_id for r in rows if r.phone_number_id})
         results = []
         for row in rows:
             item = InboxItem(row.id, row.kind, row.field, model_of(row.kind, row.payload), row.payload,
@@ -308,13 +311,3 @@ class InboxDispatcher:
                 log.exception("webhook handler failed", extra={"kind": item.kind, "inbox_id": item.id})
                 errors.append(f"{getattr(handler, '__qualname__', handler)}: {type(exc).__name__}: {exc}"[:1000])
         return "\n".join(errors) or None
-
-
-async def _phones(session: AsyncSession, pnids: set[str]) -> dict[str, RoutedPhone]:
-    if not pnids:
-        return {}
-    rows = (await session.execute(
-        select(Phone.id, Phone.number, Phone.phone_number_id, Phone.waba_account_id, Phone.app_instance_id)
-        .where(Phone.phone_number_id.in_(pnids))
-    )).all()
-    return {r.phone_number_id: RoutedPhone(r.id, r.number, r.phone_number_id, r.waba_account_id, r.app_instance_id) for r in rows}

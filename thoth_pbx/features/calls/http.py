@@ -8,8 +8,8 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from thoth_pbx.web.http import object_id
-from thoth_pbx.store.models import Call
+from thoth_pbx.core.http import object_id
+from thoth_pbx.features.calls.models import Call
 from thoth_pbx.core.validation import FieldError, choice, integer
 
 STATES = ("ringing", "connected", "ended")

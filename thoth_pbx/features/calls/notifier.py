@@ -16,12 +16,14 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from thoth_pbx.clients.bitrix import telephony
-from thoth_pbx.features.portal.jobs import KIND_REGISTER, CallJobs, call_chain
-from thoth_pbx.features.portal.portals import Portals
+from thoth_pbx.features.calls.jobs import KIND_REGISTER, CallJobs, call_chain
 from thoth_pbx.clients.bitrix.telephony import FinishCall, RegisterCall, RegisteredCall
 from thoth_pbx.features.calls.callflow import ANSWERED, CallSettings, Operator, talk_seconds
 from thoth_pbx.features.calls.stasis import CallContext, Registration
-from thoth_pbx.store.models import AppInstance, BitrixUser, Call, OutboxJob, Phone
+from thoth_pbx.features.directory import AppInstance, Phone
+from thoth_pbx.features.portal import BitrixUser, Portals
+from thoth_pbx.features.calls.models import Call
+from thoth_pbx.outbox.models import OutboxJob
 from thoth_pbx.core.validation import is_extension
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,8 @@ from thoth_pbx.features.calls import callflow as cf
 from thoth_pbx.clients.asterisk.ari import AriClient, AriError
 from thoth_pbx.features.calls.callflow import CallSettings, Operator
 from thoth_pbx.store.fast_insert import insert_returning_id
-from thoth_pbx.store.models import Call, Phone
+from thoth_pbx.features.calls.models import Call
+from thoth_pbx.features.directory import Phone
 from thoth_pbx.store.types import utcnow
 from thoth_pbx.core.validation import is_extension
 

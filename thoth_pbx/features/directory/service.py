@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from thoth_pbx.core import validation as v
 from thoth_pbx.core.secrets import generate_token, mask
-from thoth_pbx.store.models import AppInstance, Base, Phone, WabaAccount
+from thoth_pbx.features.directory.models import AppInstance, Phone, WabaAccount
+from thoth_pbx.store.base import Base
 from thoth_pbx.store.types import secret_box
 from thoth_pbx.core.validation import FieldError
 

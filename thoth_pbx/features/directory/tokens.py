@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from thoth_pbx.clients.meta.graph import GraphAuthError, GraphClient, GraphError
-from thoth_pbx.store.models import WabaAccount
+from thoth_pbx.features.directory.models import WabaAccount
 from thoth_pbx.store.types import utcnow
 from thoth_pbx.core.validation import FieldError
 

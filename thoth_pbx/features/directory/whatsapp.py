@@ -1,4 +1,4 @@
-"""The Meta side as one object for the composition root: Graph client, webhook, calling, tokens.
+"""The Meta side as one object for the composition root: Graph client, webhook, inbox, tokens.
 
 Built from settings and the store in `app.py`; started/stopped with the web application.
 Other services reach webhook events through `meta.dispatcher.subscribe(kind_prefix, handler)`.
@@ -12,11 +12,11 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from thoth_pbx.features.trunk.calling import CallingService
 from thoth_pbx.clients.meta.graph import GraphClient
 from thoth_pbx.clients.meta.inbox import InboxDispatcher, InboxWriter, cancel_task
 from thoth_pbx.features.directory.tokens import TokenChecker, token_warning
-from thoth_pbx.clients.meta.webhook import AccountCache, WebhookReceiver
+from thoth_pbx.clients.meta.webhook import WebhookReceiver
+from thoth_pbx.features.directory.accounts import AccountCache, phones_by_pnid
 from thoth_pbx.core.secrets import SecretBox, mask
 from thoth_pbx.store.types import utcnow
 
@@ -47,10 +47,9 @@ class MetaService:
         self.public_url = public_url
         self.graph = graph or GraphClient(graph_url, api_version)
         self.accounts = AccountCache(sessions, box)
-        self.dispatcher = InboxDispatcher(sessions)
+        self.dispatcher = InboxDispatcher(sessions, phones_by_pnid)
         self.writer = InboxWriter(engine, on_commit=self.dispatcher.notify)
         self.webhook = WebhookReceiver(self.accounts, self.writer)
-        self.calling = CallingService(sessions, self.graph)
         self.tokens = TokenChecker(sessions, self.graph)
         self._check_tokens = check_tokens
         self._token_task: asyncio.Task[None] | None = None

@@ -36,7 +36,8 @@ from thoth_pbx.features.portal.users import fetch_users, store_users
 from thoth_pbx.core.logs import register_secret
 from thoth_pbx.outbox.queue import Job, Outbox
 from thoth_pbx.core.secrets import constant_time_equal
-from thoth_pbx.store.models import AppInstance, OutboxJob, Phone
+from thoth_pbx.features.directory import AppInstance, Phone
+from thoth_pbx.outbox.models import OutboxJob
 from thoth_pbx.store.types import utcnow
 from thoth_pbx.core.validation import FieldError
 

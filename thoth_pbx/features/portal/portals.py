@@ -15,7 +15,8 @@ from thoth_pbx.clients.bitrix.bucket import LeakyBucket
 from thoth_pbx.clients.bitrix.errors import NeedsReauth
 from thoth_pbx.clients.bitrix.rest import BitrixClient, Grant, OAuthApp, PortalAuth, http_client
 from thoth_pbx.clients.bitrix.transport import PortalHttp
-from thoth_pbx.store.models import AppInstance, OutboxJob
+from thoth_pbx.features.directory import AppInstance
+from thoth_pbx.outbox.models import OutboxJob
 from thoth_pbx.store.types import utcnow
 
 log = logging.getLogger(__name__)

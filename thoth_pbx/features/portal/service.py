@@ -10,13 +10,14 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from thoth_pbx.features.portal.install import KIND_USERS, BitrixApp
-from thoth_pbx.features.portal.jobs import CallJobs, register_jobs
+from thoth_pbx.features.portal.jobs import register_portal_jobs
 from thoth_pbx.features.portal.portals import Portals
 from thoth_pbx.clients.bitrix.rest import OAuthApp
 from thoth_pbx.clients.bitrix.transport import PortalHttp
 from thoth_pbx.outbox.queue import Outbox
 from thoth_pbx.core.settings import Settings
-from thoth_pbx.store.models import AppInstance, OutboxJob, Phone
+from thoth_pbx.features.directory import AppInstance, Phone
+from thoth_pbx.outbox.models import OutboxJob
 from thoth_pbx.core.validation import FieldError
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ def oauth_app(settings: Settings) -> OAuthApp | None:
 
 
 class BitrixService:
-    """Owns the per-portal clients and the periodic user-map refresh; `calls` enqueues call logs."""
+    """Owns the per-portal clients and the periodic user-map refresh."""
 
     def __init__(
         self,
@@ -47,11 +48,10 @@ class BitrixService:
         self._outbox = outbox
         self.portals = Portals(sessions, oauth_app(settings), http=http, client_options=client_options)
         self.app = BitrixApp(sessions, outbox, self.portals, public_url=settings.public_url)
-        self.calls = CallJobs(outbox)
         self.users_refresh_s = users_refresh_s
         self._task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
-        register_jobs(outbox, self.portals, self.app)
+        register_portal_jobs(outbox, self.app)
 
     def directory_changed(self, collection: str, obj_id: int) -> None:
         """Directory listener: new limits/tokens typed by an admin, or a phone linked to a portal."""

@@ -16,7 +16,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from thoth_pbx.clients.bitrix.telephony import Caller
-from thoth_pbx.store.models import BitrixUser
+from thoth_pbx.features.portal.models import BitrixUser
 from thoth_pbx.store.types import utcnow
 from thoth_pbx.core.validation import is_extension
 

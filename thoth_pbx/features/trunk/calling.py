@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from thoth_pbx.core.logs import register_secret
 from thoth_pbx.clients.meta.graph import GraphClient, GraphError
-from thoth_pbx.store.models import Phone, WabaAccount
+from thoth_pbx.features.directory import Phone, WabaAccount
 from thoth_pbx.store.types import utcnow
 from thoth_pbx.core.validation import FieldError
 

@@ -8,14 +8,23 @@
   restart_required, 409 rolled_back, 502 failed (AMI); the body says which object/option.
 - `GET /api/admin/pbx/status`: AMI, live objects, reachability, last revision, drift.
 - `GET /api/admin/pbx/revisions`: the last applies with their masked diffs.
+- `POST /api/admin/phones/{id}/calling` `{"action": "enable|disable|show|reset-password"}`:
+  Calling + SIP of the phone on Meta (docs/meta.md).
 """
 
 from __future__ import annotations
 
+from typing import Any, Awaitable, Callable
+
 from aiohttp import web
 
-from thoth_pbx.web.http import read_json
+from thoth_pbx.core.http import object_id, read_json
+from thoth_pbx.core.validation import FieldError
+from thoth_pbx.features.trunk.calling import CallingFailed, CallingResult, CallingService
 from thoth_pbx.features.trunk.service import PbxService
+
+# phone id -> the phone as the admin API shows it (the directory answers; 404 when unknown)
+ShowPhone = Callable[[int], Awaitable[dict[str, Any]]]
 
 STATUS_BY_RESULT = {"applied": 200, "unchanged": 200, "restart_required": 200, "rolled_back": 409, "failed": 502}
 
@@ -53,3 +62,28 @@ def pbx_routes(pbx: PbxService, admin_user: str) -> list[web.RouteDef]:
         web.get("/api/admin/pbx/status", status),
         web.get("/api/admin/pbx/revisions", revisions),
     ]
+
+
+def calling_routes(calling: CallingService, show_phone: ShowPhone) -> list[web.RouteDef]:
+    async def run(request: web.Request) -> web.Response:
+        phone_id = object_id(request)
+        body = await read_json(request)
+        if not isinstance(body, dict) or set(body) - {"action"}:
+            raise FieldError("body", 'must be {"action": "enable|disable|show|reset-password"}')
+        await show_phone(phone_id)  # 404 for an unknown id, before talking to Meta
+        try:
+            result = await calling.run(phone_id, body.get("action"))
+        except CallingFailed as failed:
+            error = failed.result.error or {}
+            return web.json_response(
+                {"error": {"field": "meta", "message": error.get("hint"), "meta": error},
+                 "phone": await show_phone(phone_id)},
+                status=502,
+            )
+        return web.json_response({"result": _result(result), "phone": await show_phone(phone_id)})
+
+    return [web.post("/api/admin/phones/{id}/calling", run)]
+
+
+def _result(result: CallingResult) -> dict[str, Any]:
+    return {"action": result.action, "ok": result.ok, "meta_settings": result.state, "problems": result.problems}

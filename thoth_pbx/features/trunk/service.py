@@ -23,7 +23,9 @@ from thoth_pbx.clients.asterisk.ami import AmiClient
 from thoth_pbx.features.trunk.apply import Applier, ApplyOutcome
 from thoth_pbx.features.trunk.render import Rendered, TrunkPhone, TrunkSettings
 from thoth_pbx.core.settings import Settings
-from thoth_pbx.store.models import PbxRevision, Phone, Setting
+from thoth_pbx.features.trunk.models import PbxRevision
+from thoth_pbx.features.directory import Phone
+from thoth_pbx.store.setting import Setting
 from thoth_pbx.core.validation import FieldError
 
 log = logging.getLogger(__name__)

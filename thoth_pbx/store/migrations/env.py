@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from thoth_pbx.store.models import Base
+from thoth_pbx.store.base import Base
 
 connection = context.config.attributes.get("connection")
 if connection is None:

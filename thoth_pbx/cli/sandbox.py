@@ -1,30 +1,21 @@
-"""`thoth-pbx calling ...` and `thoth-pbx sandbox meta|meta-webhook` (registered from cli.py)."""
+"""`thoth-pbx sandbox meta|meta-webhook|bitrix`: the Meta and Bitrix24 simulators as processes.
+
+The only product module that imports `thoth_pbx.sandbox` (the import rules allow it here alone).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
-import sys
 from typing import Any
 
-from thoth_pbx.core.settings import Settings, parse_listen
+from thoth_pbx.core.settings import Settings, SettingsError, parse_listen
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    calling = sub.add_parser("calling", help="WhatsApp Calling + SIP of a phone on Meta")
-    actions = calling.add_subparsers(dest="calling_action", required=True, metavar="ACTION")
-    for name, text in (
-        ("enable", "enable Calling + SIP (our hostname/port, SDES), read back, store the SIP password"),
-        ("disable", "disable Calling and SIP on Meta (Meta keeps the SIP server and password)"),
-        ("show", "read Meta's settings, compare with ours, store the SIP password if it changed"),
-        ("reset-password", "make Meta issue a new SIP password (clear servers, enable again)"),
-    ):
-        p = actions.add_parser(name, help=text, description=text)
-        p.add_argument("phone", metavar="PHONE", help="E.164 number, Meta phone_number_id or phone id")
-        p.set_defaults(func=_cmd_calling)
-
-    sandbox = _sandbox_group(sub)
+    parser = sub.add_parser("sandbox", help="simulators of Meta and Bitrix24 for tests and demos")
+    sandbox = parser.add_subparsers(dest="sandbox_command", required=True, metavar="SIMULATOR")
     meta = sandbox.add_parser("meta", help="run the strict Meta Graph API simulator",
                               description="Serve the Meta simulator; point the service at it with "
                                           "THOTH_META_GRAPH_URL=http://HOST:PORT")
@@ -49,49 +40,25 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     hook.set_defaults(func=_cmd_sandbox_webhook)
 
 
-def _sandbox_group(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:  # type: ignore[type-arg]
-    """The `sandbox` group, shared with other simulators (whoever registers first creates it)."""
-    parser = sub.choices.get("sandbox")
-    if parser is None:
-        parser = sub.add_parser("sandbox", help="simulators of Meta and Bitrix24 for tests and demos")
-        return parser.add_subparsers(dest="sandbox_command", required=True, metavar="SIMULATOR")
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return parser.add_subparsers(dest="sandbox_command", required=True, metavar="SIMULATOR")
+    bitrix = sandbox.add_parser(
+        "bitrix",
+        help="run the strict Bitrix24 REST + OAuth simulator",
+        description="Serve one simulated portal with its OAuth server; point the service at it with "
+                    "THOTH_BITRIX_OAUTH_URL=http://HOST:PORT/oauth/token and the printed client id/secret.",
+    )
+    bitrix.add_argument("--listen", default="127.0.0.1:8480", help="host:port (default 127.0.0.1:8480)")
+    bitrix.add_argument("--client-id", help="OAuth client id (default: THOTH_BITRIX_CLIENT_ID or a sandbox id)")
+    bitrix.add_argument("--client-secret", help="OAuth client secret (default: THOTH_BITRIX_CLIENT_SECRET or a sandbox secret)")
+    bitrix.add_argument("--rate", type=float, default=2.0, help="leaky bucket drain per second (Enterprise: 5)")
+    bitrix.add_argument("--burst", type=int, default=50, help="leaky bucket limit (Enterprise: 250)")
+    bitrix.add_argument("--users", default="1:Anna Admin:100,2:Boris Agent:101,3:Vera Agent:102",
+                        help="ID:Name:extension,... (UF_PHONE_INNER)")
+    bitrix.add_argument("--install-to", metavar="URL",
+                        help="after start, install the app like a portal: POST ONAPPINSTALL to this URL "
+                             "(e.g. http://127.0.0.1:8080/api/bitrix/install)")
+    bitrix.set_defaults(func=_cmd_sandbox_bitrix)
 
 
-def _cmd_calling(args: argparse.Namespace, settings: Settings) -> int:
-    from thoth_pbx.core.logs import setup_logging
-
-    setup_logging(settings.log_level)  # JSON log lines on stderr, like `serve`; results on stdout
-    return asyncio.run(_calling(settings, args.calling_action, args.phone))
-
-
-async def _calling(settings: Settings, action: str, phone: str) -> int:
-    from thoth_pbx.app import close_services, open_services
-    from thoth_pbx.features.directory.service import PHONES
-    from thoth_pbx.features.trunk.calling import CallingFailed
-    from thoth_pbx.core.validation import FieldError
-
-    services = await open_services(settings)
-    try:
-        try:
-            result = await services.meta.calling.run(phone, action)
-        except CallingFailed as failed:
-            error = failed.result.error or {}
-            _print({"ok": False, "error": error, "phone": await services.directory.get(PHONES, failed.result.phone_id, reveal=False)})
-            print(f"thoth-pbx: Meta refused: {error.get('message')}\n  hint: {error.get('hint')}", file=sys.stderr)
-            return 1
-        except FieldError as exc:
-            print(f"thoth-pbx: {exc.field}: {exc.message}", file=sys.stderr)
-            return 2
-        _print({"ok": result.ok, "action": action, "meta_settings": result.state, "problems": result.problems,
-                "phone": await services.directory.get(PHONES, result.phone_id, reveal=False)})
-        return 0 if result.ok else 1
-    finally:
-        await services.meta.stop()
-        await close_services(services)
 
 
 def _cmd_sandbox_meta(args: argparse.Namespace, settings: Settings) -> int:
@@ -138,6 +105,58 @@ def _cmd_sandbox_webhook(args: argparse.Namespace, settings: Settings) -> int:
                                         reorder=args.reorder, corrupt_signature=args.corrupt_signature))
     _print({"sent": len(statuses), "statuses": statuses})
     return 0 if all(s == 200 for s in statuses) else 1
+
+
+def parse_users(text: str) -> list[tuple[int, str, str | None]]:
+    users = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        fields = item.split(":")
+        if len(fields) < 2 or not fields[0].isdigit():
+            raise SettingsError("users", f"{item!r} must look like ID:Name[:extension]")
+        users.append((int(fields[0]), fields[1], fields[2] if len(fields) > 2 and fields[2] else None))
+    return users
+
+
+def _cmd_sandbox_bitrix(args: argparse.Namespace, settings: Settings) -> int:
+    listen = parse_listen("listen", args.listen)
+    users = parse_users(args.users)
+    try:
+        asyncio.run(_serve(args, settings, listen.host, listen.port, users))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+async def _serve(args: argparse.Namespace, settings: Settings, host: str, port: int,
+                 users: list[tuple[int, str, str | None]]) -> None:
+    from thoth_pbx.sandbox.bitrix import BitrixSimulator, SimUser
+
+    options = {}
+    client_id = args.client_id or settings.bitrix_client_id
+    client_secret = args.client_secret or settings.bitrix_client_secret
+    if client_id:
+        options["client_id"] = client_id
+    if client_secret:
+        options["client_secret"] = client_secret
+    sim = BitrixSimulator(**options)
+    await sim.start(host, port)
+    people = []
+    for uid, name, extension in users:
+        first, _, last = name.partition(" ")
+        people.append(SimUser(uid, first, last, extension))
+    portal = sim.add_portal(rate=args.rate, burst=args.burst, users=people)
+    print(f"Bitrix24 simulator on {sim.base_url}  (control: {sim.base_url}/_sandbox/state)", flush=True)
+    print(f"  THOTH_BITRIX_OAUTH_URL={sim.oauth_url}", flush=True)
+    print(f"  THOTH_BITRIX_CLIENT_ID={sim.client_id}", flush=True)
+    print(f"  THOTH_BITRIX_CLIENT_SECRET={sim.client_secret}", flush=True)
+    print(f"  portal {portal.domain} member_id {portal.member_id}, limit {portal.rate}/s burst {portal.burst}", flush=True)
+    if args.install_to:
+        status, answer = await sim.install(portal, args.install_to)
+        print(f"  install -> {args.install_to}: HTTP {status} {answer}", flush=True)
+    try:
+        await asyncio.Event().wait()  # until Ctrl-C
+    finally:
+        await sim.stop()
 
 
 def _print(data: Any) -> None:

@@ -1,0 +1,26 @@
+"""WhatsApp calls as app.py wires them: the Stasis app, the call log jobs in Bitrix24, the calls API."""
+
+from __future__ import annotations
+
+from thoth_pbx.features.calls.http import calls_routes
+from thoth_pbx.features.calls.jobs import CallJobs, register_call_jobs
+from thoth_pbx.features.calls.notifier import BitrixCallNotifier, store_bitrix_call_id
+from thoth_pbx.features.calls.stasis import StasisCalls
+from thoth_pbx.features.deps import Deps, Wired
+from thoth_pbx.features.portal import Portals
+from thoth_pbx.store.changes import TableChanges
+
+
+def wire(deps: Deps, portals: Portals, endpoint_prefix: str) -> tuple[StasisCalls, CallJobs, Wired]:
+    """`endpoint_prefix`: how operators are dialled, `PJSIP/<trunk endpoint>` (from the trunk)."""
+    settings = deps.settings
+    jobs = CallJobs(deps.outbox)
+    register_call_jobs(deps.outbox, portals, on_registered=store_bitrix_call_id)
+    notifier = BitrixCallNotifier(deps.sessions, jobs, portals, settings.calls)
+    # what a call context is copied from: phone, portal (settings, status), user map
+    context_changes = TableChanges(deps.engine, ("phone", "app_instance", "bitrix_user"))
+    calls = StasisCalls(deps.ari, deps.sessions, notifier, recordings_dir=settings.recordings_dir,
+                        changes=context_changes, endpoint_prefix=endpoint_prefix)
+    deps.ari.on_event = calls.on_event
+    deps.ari.on_connect = calls.resync
+    return calls, jobs, Wired(routes=calls_routes(deps.sessions), stop=calls.stop)

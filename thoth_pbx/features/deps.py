@@ -1,0 +1,47 @@
+"""What app.py hands every feature's `wire()`: the shared parts, and how a part starts and stops.
+
+Features get their dependencies here and from the parts app.py passes explicitly (the way
+wazo-calld hands its plugins their dependencies), never by importing each other's internals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from thoth_pbx.clients.asterisk.ami import AmiClient
+from thoth_pbx.clients.asterisk.ari import AriClient
+from thoth_pbx.core.secrets import SecretBox
+from thoth_pbx.core.settings import Settings
+from thoth_pbx.outbox.queue import Outbox
+
+
+@dataclass(frozen=True)
+class Deps:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    box: SecretBox
+    outbox: Outbox
+    ami: AmiClient
+    ari: AriClient
+
+
+async def _nothing() -> None:
+    return None
+
+
+def _nothing_sync() -> None:
+    return None
+
+
+@dataclass
+class Wired:
+    """A feature as app.py sees it: its routes and its place in start/stop (stopped in reverse)."""
+
+    routes: list[web.RouteDef] = field(default_factory=list)
+    start: Callable[[], None] = _nothing_sync
+    stop: Callable[[], Awaitable[None]] = _nothing

@@ -1,0 +1,14 @@
+"""The Bitrix24 portal as app.py wires it: install, events, users, per-portal clients."""
+
+from __future__ import annotations
+
+from thoth_pbx.features.deps import Deps, Wired
+from thoth_pbx.features.directory import Directory
+from thoth_pbx.features.portal.http import bitrix_routes
+from thoth_pbx.features.portal.service import BitrixService
+
+
+def wire(deps: Deps, directory: Directory) -> tuple[BitrixService, Wired]:
+    bitrix = BitrixService(deps.sessions, deps.outbox, deps.settings)
+    directory.listeners.append(bitrix.directory_changed)
+    return bitrix, Wired(routes=bitrix_routes(bitrix, deps.sessions), start=bitrix.start, stop=bitrix.stop)

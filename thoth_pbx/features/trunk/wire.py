@@ -1,0 +1,24 @@
+"""The WhatsApp trunk as app.py wires it: render/apply/status on Asterisk, Calling + SIP on Meta."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from thoth_pbx.clients.meta.graph import GraphClient
+from thoth_pbx.features.deps import Deps, Wired
+from thoth_pbx.features.trunk.calling import CallingService
+from thoth_pbx.features.trunk.render import DEFAULTS
+from thoth_pbx.features.trunk.http import ShowPhone, calling_routes, pbx_routes
+from thoth_pbx.features.trunk.service import PbxService
+
+
+def wire(deps: Deps, graph: GraphClient, show_phone: ShowPhone) -> tuple[PbxService, CallingService, Wired]:
+    pbx = PbxService(deps.settings, deps.sessions, deps.ami)
+    calling = CallingService(deps.sessions, graph)
+    routes: list[Any] = [*pbx_routes(pbx, deps.settings.admin_user), *calling_routes(calling, show_phone)]
+    return pbx, calling, Wired(routes=routes)
+
+
+def endpoint_prefix(deps: Deps) -> str:
+    """The dial prefix of operators' phones on this PBX: `PJSIP/<trunk endpoint name>`."""
+    return f"PJSIP/{deps.settings.trunk.get('endpoint_name', DEFAULTS.endpoint_name)}"
