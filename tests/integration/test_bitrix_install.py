@@ -146,7 +146,7 @@ async def test_uninstall_deactivates_the_instance_and_its_jobs_fail_visibly(env:
     row = await instance_row(env)
     assert row.status == "uninstalled" and row.access_token is None and row.refresh_token is None
     async with env.sessions() as session, session.begin():
-        await env.services.bitrix.calls.register(session, instance_id, RegisterCall("+14155550100", INCOMING, "late-1", user_id=2))
+        await env.services.call_jobs.register(session, instance_id, RegisterCall("+14155550100", INCOMING, "late-1", user_id=2))
     await wait_until(lambda: jobs(env.sessions, status="failed"), what="the failed job")
     failed = (await (await env.http.get("/api/admin/outbox?status=failed", headers=env.admin)).json())["items"]
     assert failed[0]["kind"] == KIND_REGISTER and "not installed" in failed[0]["last_error"]
@@ -157,7 +157,7 @@ async def test_needs_reauth_is_shown_to_admins_and_a_reinstall_resumes_waiting_j
     env.sim.revoke_refresh_tokens(env.portal)  # 180 days without a renewal
     env.sim.expire_access_tokens(env.portal)
     async with env.sessions() as session, session.begin():
-        await env.services.bitrix.calls.register(session, instance_id, RegisterCall("+14155550100", INCOMING, "wait-1", user_id=2))
+        await env.services.call_jobs.register(session, instance_id, RegisterCall("+14155550100", INCOMING, "wait-1", user_id=2))
 
     async def waiting() -> OutboxJob | None:
         found = await jobs(env.sessions, kind=KIND_REGISTER)
