@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cryptography.fernet import Fernet  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
-from thoth_pbx.features.calls.jobs import KIND_FINISH, KIND_REGISTER  # noqa: E402
+from thoth_pbx.features.calls.jobs import KIND_FINISH, KIND_REGISTER, CallJobs, register_call_jobs  # noqa: E402
 from thoth_pbx.features.portal.service import BitrixService  # noqa: E402
 from thoth_pbx.clients.bitrix.telephony import INCOMING, FinishCall, RegisterCall  # noqa: E402
 from thoth_pbx.outbox.queue import Outbox  # noqa: E402
@@ -59,12 +59,12 @@ async def seed(sessions: Any, sim: BitrixSimulator, portal: Portal) -> int:
         return row.id
 
 
-async def enqueue(bitrix: BitrixService, sessions: Any, instance_id: int, start: int, count: int) -> None:
+async def enqueue(jobs: CallJobs, sessions: Any, instance_id: int, start: int, count: int) -> None:
     async with sessions() as session, session.begin():
         for i in range(start, start + count):
             request = RegisterCall(f"+1415{i:07d}", INCOMING, f"bench-{instance_id}-{i}", user_id=1, line_number="14155550123")
-            await bitrix.calls.register(session, instance_id, request)
-            await bitrix.calls.finish(session, instance_id, request.external_call_id,
+            await jobs.register(session, instance_id, request)
+            await jobs.finish(session, instance_id, request.external_call_id,
                                       FinishCall(user_id=1, duration=30, status_code="200"))
 
 
@@ -75,8 +75,10 @@ async def measure(settings: Any, sessions: Any, sim: BitrixSimulator, *, batched
     instance_id = await seed(sessions, sim, portal)
     outbox = Outbox(sessions, stop_grace=0.5)
     bitrix = BitrixService(sessions, outbox, settings, client_options={"max_batch": 50 if batched else 1})
+    jobs = CallJobs(outbox)
+    register_call_jobs(outbox, bitrix.portals)
     started = time.monotonic()
-    await enqueue(bitrix, sessions, instance_id, 0, backlog)
+    await enqueue(jobs, sessions, instance_id, 0, backlog)
     outbox.start()
     try:
         client = await bitrix.portals.client(instance_id)
