@@ -135,3 +135,165 @@ async def test_oauth_server_rotates_and_refuses(portal) -> None:  # type: ignore
         assert ok["member_id"] == p.member_id and ok["refresh_token"] != refresh and ok["client_endpoint"] == p.client_endpoint
         reused = await http.get(sim.oauth_url + "/", params=params)
         assert reused.json()["error"] == "invalid_grant"  # a refresh token works once
+
+
+async def test_incoming_webhook_is_authorised_by_its_path_within_its_scopes(portal) -> None:  # type: ignore[no-untyped-def]
+    """`/rest/<user_id>/<code>/<method>[.json]` needs no `auth`; a wrong id or code is 401 INVALID_CREDENTIALS.
+
+    https://apidocs.bitrix24.com/local-integrations/local-webhooks.html (URL structure, scopes),
+    https://apidocs.bitrix24.com/api-reference/crm/universal/import/crm-item-import.html (401 for a wrong
+    ID or code in the path), https://apidocs.bitrix24.com/api-reference/common/system/app-info.html,
+    https://apidocs.bitrix24.com/settings/how-to-call-rest-api/batch.html
+    """
+    sim, p, _, _ = portal
+    hook = sim.add_webhook(p, user_id=1, scope="user", code="abc123")
+    assert sim.webhook_url(p, hook) == f"{p.client_endpoint}1/abc123/"
+    async with httpx.AsyncClient(base_url=sim.webhook_url(p, hook)) as http:
+        for path in ("user.get.json", "user.get", "user.get/"):
+            resp = await http.post(path, json={"FILTER": {"ID": 2}})
+            assert resp.status_code == 200 and [u["ID"] for u in resp.json()["result"]] == ["2"]
+        resp = await http.get("user.get.json", params={"FILTER[ID]": "3"})
+        assert [u["ID"] for u in resp.json()["result"]] == ["3"]
+        resp = await http.post("telephony.externalLine.get.json", json={})
+        assert (resp.status_code, resp.json()) == (403, {
+            "error": "insufficient_scope",
+            "error_description": "The request requires higher privileges than provided by the webhook token"})
+        resp = await http.post("app.info", json={})  # needs an application's context
+        assert (resp.status_code, resp.json()) == (400, {
+            "error": "ACCESS_DENIED", "error_description": "Access denied! Application context required"})
+        cmd = {"u": "user.get?FILTER[ID]=2", "t": "telephony.externalLine.get"}
+        resp = await http.post("batch.json", json={"halt": 0, "cmd": cmd})
+        body = resp.json()["result"]
+        assert resp.status_code == 200 and body["result"]["u"][0]["ID"] == "2"
+        assert body["result_error"]["t"]["error"] == "insufficient_scope"
+    async with httpx.AsyncClient(base_url=p.client_endpoint) as http:
+        for path in ("1/nope/user.get.json", "2/abc123/user.get", "1/abc123x/batch"):
+            resp = await http.post(path, json={"auth": sim.issue_tokens(p)["access_token"]})  # a token does not help
+            assert (resp.status_code, resp.json()) == (401, {
+                "error": "INVALID_CREDENTIALS", "error_description": "Invalid request credentials"})
+    sms = sim.add_webhook(p, scope="messageservice")
+    async with httpx.AsyncClient(base_url=sim.webhook_url(p, sms)) as http:
+        resp = await http.post("messageservice.sender.list", json={})  # messageservice-sender-list.md
+        assert (resp.status_code, resp.json()) == (400, {
+            "error": "ACCESS_DENIED", "error_description": "Application context required"})
+    assert {e.caller for e in sim.recorder.calls("user.get")} == {hook.caller}
+
+
+async def test_user_get_filter_prefixes_and_top_level_fields(portal) -> None:  # type: ignore[no-untyped-def]
+    """FILTER keys carry the documented prefixes; without FILTER the top-level keys filter.
+
+    https://apidocs.bitrix24.com/api-reference/user/user-get.html (FILTER prefixes `>=`, `>`, `<=`,
+    `<`, `@`, `!@`, `%`, `=%`, `%=`, `!%`, `!=%`, `!%=`, `=`, `!=`, `!`; `{"NAME": "Iv%"}` finds names
+    starting with Iv; the cURL examples pass filter fields at the top level)
+    """
+    _, _, token, http = portal
+
+    async def ids(**params: Any) -> list[str]:
+        status, body = await rest(http, token, "user.get", **params)
+        assert status == 200, body
+        return [u["ID"] for u in body["result"]]
+
+    # Anna Admin 1, Boris Agent 2, Vera Agent 3, Gone Former 4 (inactive)
+    cases: list[tuple[dict[str, Any], list[str]]] = [
+        ({">ID": 2}, ["3", "4"]), ({">=ID": "2"}, ["2", "3", "4"]), ({"<ID": 2}, ["1"]), ({"<=ID": 2}, ["1", "2"]),
+        ({"!ID": 1}, ["2", "3", "4"]), ({"!=ID": [1, 2]}, ["3", "4"]), ({"@ID": [1, 3]}, ["1", "3"]),
+        ({"!@ID": [1, 3]}, ["2", "4"]), ({"=ID": 2}, ["2"]),
+        ({"%NAME": "ann"}, ["1"]), ({"%LAST_NAME": "gen"}, ["2", "3"]), ({"!%LAST_NAME": "gen"}, ["1", "4"]),
+        ({"NAME": "Bo%"}, ["2"]), ({"=NAME": "Bo%"}, []), ({"=NAME": "boris"}, ["2"]),
+        ({"=%NAME": "%ra"}, ["3"]), ({"%=NAME": "V%"}, ["3"]), ({"!=%NAME": "%a"}, ["2", "4"]),
+        ({"!%=NAME": "%a"}, ["2", "4"]),
+        ({"USER_TYPE": "employee", "ACTIVE": True, ">ID": 1}, ["2", "3"]), ({"ACTIVE": False}, ["4"]),
+        ({"UF_PHONE_INNER": "101"}, ["2"]), ({"<UF_PHONE_INNER": "102"}, ["1", "2"]),
+        ({"EMAIL": "user3@example.com"}, ["3"]),
+        ({"NO_SUCH_FIELD": 1, "ID": 2}, ["2"]),  # Bitrix drops keys outside its user fields
+    ]
+    for flt, expected in cases:
+        assert await ids(FILTER=flt) == expected, flt
+    assert await ids(ID=3) == ["3"]  # legacy: no FILTER, so the top-level keys filter
+    assert await ids(**{">ID": 2, "filter": {"ID": 1}}) == ["1"]  # with FILTER the top level is ignored
+    status, body = await rest(http, token, "user.get", FILTER={"~ID": 1})
+    assert (status, body) == (400, {"error": "ERROR_CORE", "error_description": "Unknown filter operation '~' for field ID"})
+    status, body = await rest(http, token, "batch", cmd={"a": "user.get?FILTER[>ID]=2", "b": "user.get?FILTER[%25NAME]=ver"})
+    assert [[u["ID"] for u in body["result"]["result"][k]] for k in ("a", "b")] == [["3", "4"], ["3"]]
+
+
+async def test_start_minus_one_skips_the_count(portal) -> None:  # type: ignore[no-untyped-def]
+    """`start=-1`: the first 50 rows, no `next`, and `total` 0 as the page's example answer shows.
+
+    https://apidocs.bitrix24.com/settings/performance/huge-data.html (select pages by `>ID` with
+    `start = -1`; the answer without the count shows `[total] => 0` and no `next`)
+    """
+    _, p, token, http = portal
+    for uid in range(10, 130):
+        p.users[uid] = SimUser(uid, f"U{uid}", extension=str(1000 + uid))
+    status, body = await rest(http, token, "user.get", FILTER={"ACTIVE": True}, start=-1)
+    assert status == 200 and body["total"] == 0 and "next" not in body
+    assert [u["ID"] for u in body["result"]] == [str(i) for i in (1, 2, 3, *range(10, 57))]
+    seen, last = [], 0
+    while True:  # the loop the page recommends
+        page = (await rest(http, token, "user.get", FILTER={"ACTIVE": True, ">ID": last}, start=-1))[1]["result"]
+        seen += [u["ID"] for u in page]
+        if len(page) < 50:
+            break
+        last = int(page[-1]["ID"])
+    assert len(seen) == 123 and len(set(seen)) == 123
+    batch = (await rest(http, token, "batch", cmd={"a": "user.get?start=-1", "b": "user.get?start=50"}))[1]["result"]
+    assert batch["result_total"] == {"a": 0, "b": 124} and batch["result_next"] == {"b": 100}
+
+
+async def test_operating_is_the_methods_time_in_ten_minute_baskets() -> None:
+    """`time.operating` sums the method's execution time per app or webhook over ten one-minute
+    baskets; `operating_reset_at` is when the oldest drops out; over the limit the next call is 429.
+
+    https://apidocs.bitrix24.com/settings/performance/limits.html (Resource Intensity Limits),
+    https://apidocs.bitrix24.com/api-reference/data-types.html (time.operating)
+    """
+    now = [1_800_000_005.0]  # 5 s into a minute
+    sim = BitrixSimulator(clock=lambda: now[0], operating_limit=10.0)
+    sim.method_cost["user.get"] = 4.0  # every user.get takes 4 s of the portal's time
+    await sim.start()
+    try:
+        p = sim.add_portal(users=USERS)
+        token = sim.issue_tokens(p)["access_token"]
+        hook = sim.add_webhook(p, scope="user")
+        async with httpx.AsyncClient(base_url=p.client_endpoint) as http:
+            async def timing(method: str, path: str = "", auth: str | None = token) -> tuple[int, Any]:
+                status, body = await rest(http, auth, path + method)
+                return status, body.get("time", body)
+
+            t0 = now[0]
+            status, first = await timing("user.get")
+            assert (status, first["operating"], first["operating_reset_at"]) == (200, 4.0, t0 + 600)
+            now[0] += 60
+            assert (await timing("user.get"))[1]["operating"] == 8.0
+            assert (await timing("telephony.externalLine.get"))[1]["operating"] == 0  # per method
+            assert (await timing("user.get", f"{hook.user_id}/{hook.code}/", None))[1]["operating"] == 4.0  # per webhook
+            now[0] += 60
+            _, third = await timing("user.get")  # 8 s used before it ran: under the limit
+            assert (third["operating"], third["operating_reset_at"]) == (12.0, t0 + 600)
+            status, body = await timing("user.get")
+            assert (status, body["error"]) == (429, "OPERATION_TIME_LIMIT")
+            now[0] = t0 + 600  # the first basket (4 s) drops out: 8 s, under the limit again
+            _, after = await timing("user.get")
+            assert (after["operating"], after["operating_reset_at"]) == (12.0, t0 + 660)
+            assert sim.operating(p, "user.get") == 12.0
+            batch = (await rest(http, token, "batch", cmd={"u": "telephony.externalLine.get"}))[1]
+            assert batch["time"]["operating"] == 0  # the outer batch is not accounted
+    finally:
+        await sim.stop()
+
+
+async def test_app_info_answers_the_documented_fields(portal) -> None:  # type: ignore[no-untyped-def]
+    """app.info (scope basic) returns every field of its page, whatever scopes the app has.
+
+    https://apidocs.bitrix24.com/api-reference/common/system/app-info.html
+    """
+    sim, p, token, http = portal
+    p.scope = "telephony"
+    status, body = await rest(http, token, "app.info")
+    assert status == 200
+    info = body["result"]
+    assert set(info) == {"ID", "CODE", "VERSION", "STATUS", "INSTALLED", "PAYMENT_EXPIRED", "DAYS", "LANGUAGE_ID",
+                         "LICENSE", "LICENSE_TYPE", "LICENSE_FAMILY"}
+    assert (info["CODE"], info["STATUS"], info["INSTALLED"], info["PAYMENT_EXPIRED"]) == (sim.client_id, "L", True, "N")
+    assert info["LICENSE"] == f"{info['LANGUAGE_ID']}_{info['LICENSE_TYPE']}"

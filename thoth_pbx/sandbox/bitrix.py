@@ -6,6 +6,10 @@ portal checks: OAuth access tokens that expire (401 `expired_token`) and rotate,
 leaky bucket (503 `QUERY_LIMIT_EXCEEDED`), `batch` with `$result[...]` references,
 `ERROR_METHOD_NOT_FOUND`, required parameters and the documented method errors
 (bitrix_methods.py), register de-duplication for 30 minutes, and 302 after a domain move.
+Incoming webhooks (`add_webhook()`) answer at `/rest/<user_id>/<code>/<method>[.json]`
+within their own scopes. `time.operating` is each method's execution time over the last
+ten one-minute baskets, per app or webhook (limits.md); `clock` and `method_cost` make it
+observable without sleeping.
 
 Switches for bad days: `outage` (every request 503 with an HTML page), `latency` (slow
 answers), `storm_every` (every n-th request finds all access tokens expired),
@@ -95,6 +99,7 @@ class Recorded:
     error: str | None
     result: Any
     batch: int | None  # seq of the HTTP request when it ran inside `batch`
+    caller: str = "app"  # "app" (OAuth) or "webhook:<id>"
 
 
 @dataclass
@@ -142,6 +147,29 @@ class Recorder:
 
 
 @dataclass
+class Webhook:
+    """An incoming webhook: calls run as `user_id` within `scope` (local-webhooks.md)."""
+
+    id: int
+    user_id: int
+    code: str
+    scope: str
+
+    @property
+    def caller(self) -> str:
+        return f"webhook:{self.id}"
+
+
+@dataclass
+class _Basket:
+    """One minute of a method's operating time: reset `window` after its first call (limits.md)."""
+
+    slot: int
+    first: float
+    used: float
+
+
+@dataclass
 class Portal:
     """One Bitrix24 account with our app installed (or not yet)."""
 
@@ -176,8 +204,10 @@ class Portal:
     # limits
     level: float = 0.0
     stamp: float = field(default_factory=time.monotonic)
-    operating_first: dict[str, float] = field(default_factory=dict)  # method -> first call of window
-    operating_blocked: dict[str, float] = field(default_factory=dict)  # method -> epoch unblock
+    webhooks: dict[tuple[int, str], Webhook] = field(default_factory=dict)  # (user id, code) -> hook
+    # (caller, method) -> minute baskets of execution time; caller is "app" or Webhook.caller
+    operating: dict[tuple[str, str], list[_Basket]] = field(default_factory=dict)
+    operating_blocked: dict[tuple[str, str], float] = field(default_factory=dict)  # -> epoch unblock
 
     @property
     def client_endpoint(self) -> str:
@@ -207,6 +237,15 @@ class _Token:
     expires_at: float
 
 
+@dataclass(frozen=True)
+class _Caller:
+    """Who is calling: the installed app (OAuth token) or one incoming webhook."""
+
+    key: str
+    scope: str
+    webhook: Webhook | None = None
+
+
 Hook = Callable[[Portal, Recorded], Any]
 
 
@@ -220,11 +259,20 @@ class BitrixSimulator:
         client_secret: str = "sandbox-client-secret-0123456789",
         token_ttl: float = 3600.0,
         operating_window_s: float = 600.0,
+        operating_limit: float | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
         self.token_ttl = token_ttl
         self.operating_window_s = operating_window_s
+        # seconds of accumulated execution per method above which the next call gets 429
+        # (limits.md; the cloud sets it by configuration, so it is off unless a test sets it)
+        self.operating_limit = operating_limit
+        # method -> seconds each execution costs on top of its real run time, so tests can
+        # watch `time.operating` grow without sleeping
+        self.method_cost: dict[str, float] = {}
+        self.clock = clock  # epoch seconds: tokens, `time`, operating baskets, register dedup
         self.portals: dict[str, Portal] = {}
         self.recorder = Recorder()
         self.outage = False
@@ -257,6 +305,9 @@ class BitrixSimulator:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/rest/{method}", self._rest)
         app.router.add_route("*", "/p/{portal}/rest/{method}", self._rest)
+        for prefix in ("", "/p/{portal}"):  # incoming webhooks, also with a trailing slash
+            app.router.add_route("*", prefix + r"/rest/{user_id:\d+}/{code}/{method}", self._rest)
+            app.router.add_route("*", prefix + r"/rest/{user_id:\d+}/{code}/{method}/", self._rest)
         app.router.add_route("GET", "/oauth/token/", self._oauth)
         app.router.add_route("GET", "/oauth/token", self._oauth)
         app.router.add_get("/_sandbox/state", self._state)
@@ -304,16 +355,29 @@ class BitrixSimulator:
         self.portals[portal.member_id] = portal
         return portal
 
+    def add_webhook(self, portal: Portal, *, user_id: int = 1, scope: str = DEFAULT_SCOPE,
+                    code: str | None = None) -> Webhook:
+        """An incoming webhook of `user_id` (who must exist) granting `scope` (comma-separated)."""
+        if user_id not in portal.users:
+            raise ValueError(f"no user {user_id} on this portal")
+        hook = Webhook(portal.next_id("webhook"), user_id, code or secrets.token_hex(8), scope)
+        portal.webhooks[(user_id, hook.code)] = hook
+        return hook
+
+    def webhook_url(self, portal: Portal, hook: Webhook) -> str:
+        """The base URL a client is given: `https://<portal>/rest/<user_id>/<code>/`."""
+        return f"{portal.client_endpoint}{hook.user_id}/{hook.code}/"
+
     # ------------------------------------------------------------------ tokens
 
     def issue_tokens(self, portal: Portal) -> dict[str, Any]:
         access, refresh = secrets.token_hex(16), secrets.token_hex(16)
-        self._access[access] = _Token(portal.member_id, time.time() + self.token_ttl)
+        self._access[access] = _Token(portal.member_id, self.clock() + self.token_ttl)
         self._refresh[refresh] = portal.member_id
         return {
             "access_token": access,
             "refresh_token": refresh,
-            "expires": int(time.time() + self.token_ttl),
+            "expires": int(self.clock() + self.token_ttl),
             "expires_in": int(self.token_ttl),
             "scope": portal.scope,
             "domain": portal.domain.split(":")[0],
@@ -339,13 +403,16 @@ class BitrixSimulator:
         portal.old_domains.add(portal.domain)
         portal.domain = new_domain
 
-    def exhaust_operating(self, portal: Portal, method: str) -> float:
+    def exhaust_operating(self, portal: Portal, method: str, caller: str = "app") -> float:
         """The method used up its operating time: 429 until the oldest minute basket resets."""
-        method = method.lower()
-        first = portal.operating_first.get(method, time.time())
-        until = float(math.ceil(first + self.operating_window_s))  # whole seconds, as answers show it
-        portal.operating_blocked[method] = until
+        key = (caller, method.lower())
+        until = float(self._operating_reset_at(portal, key, self.clock()))
+        portal.operating_blocked[key] = until
         return until
+
+    def operating(self, portal: Portal, method: str, caller: str = "app") -> float:
+        """Seconds `method` used in the current window, as the next answer's `time.operating` shows."""
+        return self._operating_used(portal, (caller, method.lower()), self.clock())
 
     # ------------------------------------------------------------------ the portal as a sender
 
@@ -361,7 +428,7 @@ class BitrixSimulator:
         form = {
             "event": "ONAPPINSTALL",
             "data": {"VERSION": "1", "ACTIVE": "Y", "INSTALLED": "Y", "LANGUAGE_ID": "en"},
-            "ts": str(int(time.time())),
+            "ts": str(int(self.clock())),
             "auth": auth,
         }
         return await self._post_form(handler_url, form)
@@ -406,7 +473,7 @@ class BitrixSimulator:
                 "event": event.upper(),
                 "event_handler_id": str(binding["id"]),
                 "data": data,
-                "ts": str(int(time.time())),
+                "ts": str(int(self.clock())),
                 "auth": auth,
             }
             status, _ = await self._post_form(binding["handler"], form)
@@ -483,26 +550,31 @@ class BitrixSimulator:
         except SimError as exc:
             self._http(seq, request, exc.status, exc.code)
             return _error(exc)
-        token = params.pop("auth", None)
+        token = params.pop("auth", None)  # a webhook call is authorised by its path alone
         try:
-            self._authenticate(portal, token)
+            if "code" in request.match_info:
+                caller = self._webhook(portal, request.match_info["user_id"], request.match_info["code"])
+            else:
+                caller = self._authenticate(portal, token)
         except SimError as exc:
             self._http(seq, request, exc.status, exc.code)
             return _error(exc)
-        started = time.time()
+        started = self.clock()
         if method == "batch":
-            result = self._batch(portal, params, seq)
+            result = self._batch(portal, params, seq, caller)
             self._http(seq, request, 200, None)
             return web.json_response({"result": result, "time": self._time(portal, None, started)})
         try:
-            result = self._execute(portal, method, params, batch=None)
+            result = self._execute(portal, method, params, batch=None, caller=caller)
         except SimError as exc:
             self._http(seq, request, exc.status, exc.code)
             return _error(exc)
         self._http(seq, request, 200, None)
-        body: dict[str, Any] = {"time": self._time(portal, method, started)}
+        body: dict[str, Any] = {"time": self._time(portal, (caller.key, method), started)}
         if isinstance(result, _Paged):
-            body.update(result=result.items, total=result.total)
+            body.update(result=result.items)
+            if result.total is not None:
+                body["total"] = result.total
             if result.next is not None:
                 body["next"] = result.next
         else:
@@ -522,7 +594,14 @@ class BitrixSimulator:
         portal.level += 1
         return True
 
-    def _authenticate(self, portal: Portal, token: Any) -> None:
+    def _webhook(self, portal: Portal, user_id: str, code: str) -> _Caller:
+        """A wrong user id or code is 401 INVALID_CREDENTIALS (crm-item-import.md, im-chat-get.md)."""
+        hook = portal.webhooks.get((int(user_id), code))
+        if hook is None or portal.user(hook.user_id) is None:
+            raise SimError("INVALID_CREDENTIALS", "Invalid request credentials", 401)
+        return _Caller(hook.caller, hook.scope, hook)
+
+    def _authenticate(self, portal: Portal, token: Any) -> _Caller:
         if self.storm_every:
             self._storm_count += 1
             if self._storm_count % self.storm_every == 0:
@@ -532,42 +611,95 @@ class BitrixSimulator:
         known = self._access.get(token)
         if known is None or known.member_id != portal.member_id:
             raise SimError("NO_AUTH_FOUND", "Wrong authorization data", 401)
-        if known.expires_at <= time.time():
+        if known.expires_at <= self.clock():
             raise SimError("expired_token", "The access token provided has expired.", 401)
+        return _Caller("app", portal.scope)
 
-    def _execute(self, portal: Portal, method: str, params: dict[str, Any], *, batch: int | None) -> Any:
+    def _execute(self, portal: Portal, method: str, params: dict[str, Any], *, batch: int | None,
+                 caller: _Caller) -> Any:
         seq = self.recorder.next_seq()
         spec = self._methods.get(method)
+        key = (caller.key, method)
+
+        def record(ok: bool, error: str | None, result: Any) -> None:
+            self._record(Recorded(seq, time.monotonic(), portal.member_id, method, params, ok, error, result, batch,
+                                  caller.key), portal)
+
         try:
             if spec is None:
                 raise SimError("ERROR_METHOD_NOT_FOUND", "Method not found!", 404)
-            if spec.scope != "basic" and spec.scope not in portal.scope.replace(" ", ",").split(","):
-                raise SimError("insufficient_scope", "The request requires higher privileges than provided by the access token", 403)
+            if spec.scope != "basic" and spec.scope not in caller.scope.replace(" ", ",").split(","):
+                holder = "webhook token" if caller.webhook else "access token"
+                raise SimError("insufficient_scope", f"The request requires higher privileges than provided by the {holder}", 403)
+            if caller.webhook is not None and spec.app_only is not None:
+                raise SimError(*spec.app_only)
             if method in portal.refused:
                 raise SimError(*portal.refused[method])
-            until = portal.operating_blocked.get(method)
-            if until is not None:
-                if until > time.time():
-                    raise SimError("OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit.", 429)
-                del portal.operating_blocked[method]
-                portal.operating_first.pop(method, None)
-            portal.operating_first.setdefault(method, time.time())
+            self._check_operating(portal, key)
+        except SimError as exc:
+            record(False, exc.code, exc.description)
+            raise
+        began = self.clock()
+        try:
             result = spec.run(self, portal, params)
         except SimError as exc:
-            self._record(Recorded(seq, time.monotonic(), portal.member_id, method, params, False, exc.code, exc.description, batch), portal)
+            self._account(portal, key, began)
+            record(False, exc.code, exc.description)
             raise
-        self._record(Recorded(seq, time.monotonic(), portal.member_id, method, params, True, None, result, batch), portal)
+        self._account(portal, key, began)
+        record(True, None, result)
         return result
+
+    # ------------------------------------------------------------------ operating time (limits.md)
+
+    def _slot_s(self) -> float:
+        return self.operating_window_s / 10  # ten one-minute baskets in the ten-minute window
+
+    def _baskets(self, portal: Portal, key: tuple[str, str], now: float) -> list[_Basket]:
+        """The baskets still counted at `now` (a basket drops out `window` after its first call)."""
+        baskets = [b for b in portal.operating.get(key, []) if b.first + self.operating_window_s > now]
+        portal.operating[key] = baskets
+        return baskets
+
+    def _operating_used(self, portal: Portal, key: tuple[str, str], now: float) -> float:
+        return sum(b.used for b in self._baskets(portal, key, now))
+
+    def _operating_reset_at(self, portal: Portal, key: tuple[str, str], now: float) -> int:
+        baskets = self._baskets(portal, key, now)
+        first = baskets[0].first if baskets else now
+        return math.ceil(first + self.operating_window_s)  # whole seconds, as answers show it
+
+    def _check_operating(self, portal: Portal, key: tuple[str, str]) -> None:
+        """Checked before each call: blocked by `exhaust_operating` or over `operating_limit` -> 429."""
+        now = self.clock()
+        until = portal.operating_blocked.get(key)
+        if until is not None:
+            if until > now:
+                raise SimError("OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit.", 429)
+            del portal.operating_blocked[key]
+        if self.operating_limit is not None and self._operating_used(portal, key, now) > self.operating_limit:
+            raise SimError("OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit.", 429)
+
+    def _account(self, portal: Portal, key: tuple[str, str], began: float) -> None:
+        """Add this execution (run time plus `method_cost`) to the basket of the minute it began in."""
+        used = max(0.0, self.clock() - began) + self.method_cost.get(key[1], 0.0)
+        baskets = self._baskets(portal, key, began)
+        slot = int(began // self._slot_s())
+        if baskets and baskets[-1].slot == slot:
+            baskets[-1].used += used
+        else:
+            baskets.append(_Basket(slot, began, used))
 
     def _record(self, entry: Recorded, portal: Portal) -> None:
         self.recorder.entries.append(entry)
         if self.on_processed is not None:
             self.on_processed(portal, entry)
 
-    def _time(self, portal: Portal, method: str | None, started: float) -> dict[str, Any]:
-        now = time.time()
-        first = portal.operating_first.get(method or "", now)
-        blocked = portal.operating_blocked.get(method or "")
+    def _time(self, portal: Portal, key: tuple[str, str] | None, started: float) -> dict[str, Any]:
+        """The answer's `time`; `operating` is the method's use in its window (none for `batch` itself)."""
+        now = self.clock()
+        blocked = portal.operating_blocked.get(key) if key else None
+        reset_at = self._operating_reset_at(portal, key, now) if key else math.ceil(now + self.operating_window_s)
         return {
             "start": started,
             "finish": now,
@@ -575,13 +707,13 @@ class BitrixSimulator:
             "processing": now - started,
             "date_start": _iso(started),
             "date_finish": _iso(now),
-            "operating_reset_at": math.ceil(blocked or first + self.operating_window_s),
-            "operating": 0,
+            "operating_reset_at": math.ceil(blocked) if blocked else reset_at,
+            "operating": self._operating_used(portal, key, now) if key else 0,
         }
 
     # ------------------------------------------------------------------ batch
 
-    def _batch(self, portal: Portal, params: dict[str, Any], seq: int) -> dict[str, Any]:
+    def _batch(self, portal: Portal, params: dict[str, Any], seq: int, caller: _Caller) -> dict[str, Any]:
         cmd = params.get("cmd")
         halt = str(params.get("halt", "0")).lower() in ("1", "true", "y")
         if isinstance(cmd, list):
@@ -594,7 +726,7 @@ class BitrixSimulator:
         nexts: dict[str, Any] = {}
         times: dict[str, Any] = {}
         for index, (key, command) in enumerate(cmd.items()):
-            started = time.time()
+            started = self.clock()
             if index >= MAX_BATCH:
                 errors[key] = SimError("ERROR_BATCH_LENGTH_EXCEEDED", "Max batch length exceeded").body()
                 continue
@@ -607,7 +739,7 @@ class BitrixSimulator:
                 continue
             sub = _substitute(phpquery.decode(query), results)
             try:
-                result = self._execute(portal, method, sub, batch=seq)
+                result = self._execute(portal, method, sub, batch=seq, caller=caller)
             except SimError as exc:
                 errors[key] = exc.body()
                 if halt:
@@ -615,12 +747,13 @@ class BitrixSimulator:
                 continue
             if isinstance(result, _Paged):
                 results[key] = result.items
-                totals[key] = result.total
+                if result.total is not None:
+                    totals[key] = result.total
                 if result.next is not None:
                     nexts[key] = result.next
             else:
                 results[key] = result
-            times[key] = self._time(portal, method, started)
+            times[key] = self._time(portal, (caller.key, method), started)
         # PHP's json_encode turns an empty array into [] (the docs' examples show it)
         return {
             "result": results or [],
@@ -681,16 +814,23 @@ class BitrixSimulator:
 @dataclass
 class _Paged:
     items: list[Any]
-    total: int
+    total: int | None
     next: int | None
 
 
 def paged(items: list[Any], start: Any) -> _Paged:
-    """List methods: 50 per page, `start` offset, `next` when more remain (user.get docs)."""
+    """List methods: 50 per page, `start` offset, `next` when more remain (user.get docs).
+
+    `start=-1` skips the count (performance/huge-data.md): the first page, `total` 0 as that
+    page's example answer shows, and no `next`; the caller pages by filtering on the last ID.
+    """
     try:
-        offset = max(0, int(start or 0))
+        offset = int(start or 0)
     except (TypeError, ValueError):
         offset = 0
+    if offset == -1:
+        return _Paged(items[:PAGE], 0, None)
+    offset = max(0, offset)
     page = items[offset : offset + PAGE]
     more = offset + PAGE < len(items)
     return _Paged(page, len(items), offset + PAGE if more else None)
@@ -758,7 +898,7 @@ def _iso(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def call_id_for(portal: Portal) -> str:
+def call_id_for(portal: Portal, now: float | None = None) -> str:
     """CALL_IDs look like `externalCall.<32 hex>.<unix time>` (register docs)."""
     digest = hashlib.md5(f"{portal.member_id}{secrets.token_hex(8)}".encode()).hexdigest()
-    return f"externalCall.{digest}.{int(time.time())}"
+    return f"externalCall.{digest}.{int(time.time() if now is None else now)}"

@@ -11,8 +11,8 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import operator
 import re
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -28,14 +28,19 @@ Run = Callable[["BitrixSimulator", Portal, dict[str, Any]], Any]
 class MethodSpec:
     scope: str
     run: Run
+    # (code, description, status) answered to an incoming webhook: the method needs an app
+    app_only: tuple[str, str, int] | None = None
 
 
 METHODS: dict[str, MethodSpec] = {}
 
+# messageservice-*.md: "ACCESS_DENIED: Application context required"
+_APP_CONTEXT = ("ACCESS_DENIED", "Application context required", 400)
 
-def method(name: str, scope: str) -> Callable[[Run], Run]:
+
+def method(name: str, scope: str, *, app_only: tuple[str, str, int] | None = None) -> Callable[[Run], Run]:
     def register(fn: Run) -> Run:
-        METHODS[name.lower()] = MethodSpec(scope, fn)
+        METHODS[name.lower()] = MethodSpec(scope, fn, app_only)
         return fn
 
     return register
@@ -116,7 +121,7 @@ def register(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> 
     line = _text(params, "LINE_NUMBER")
     external = _text(params, "EXTERNAL_CALL_ID")
     key = (_digits(phone), call_type, user_id, line, external)
-    now = time.time()
+    now = sim.clock()
     for call in portal.active_calls.values():  # re-registration within 30 minutes (register docs)
         if call["dedup_key"] == key and now - call["registered_at"] < REGISTER_DEDUP_S:
             return dict(call["response"])
@@ -133,7 +138,7 @@ def register(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> 
             created.append({"ENTITY_TYPE": "LEAD", "ENTITY_ID": created_lead})
             portal.crm[_digits(phone)] = [{"CRM_ENTITY_TYPE": "LEAD", "CRM_ENTITY_ID": created_lead, "NAME": phone,
                                            "ASSIGNED_BY_ID": user_id}]
-    call_id = call_id_for(portal)
+    call_id = call_id_for(portal, now)
     response = {
         "CALL_ID": call_id,
         "CRM_CREATED_LEAD": created_lead,
@@ -150,7 +155,7 @@ def register(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> 
         "type": call_type,
         "line": line,
         "external_call_id": external or None,
-        "start": start or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "start": start or dt.datetime.fromtimestamp(now, dt.timezone.utc).isoformat(timespec="seconds"),
     }
     if _flag(params.get("SHOW"), True):
         portal.cards[call_id] = {user_id}
@@ -338,25 +343,110 @@ def line_delete(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) 
 
 # ---------------------------------------------------------------------------- user.get
 
+# user-get.md lists these prefixes; longest first so `!=%` is not read as `!=` + `%NAME`
+_PREFIXES = ("!=%", "!%=", ">=", "<=", "!@", "=%", "%=", "!%", "!=", ">", "<", "@", "%", "=", "!")
+_SPLIT_PREFIX = re.compile(r"^([^A-Z0-9_]{1,3})([A-Z0-9_].*)$")
+# the fields our SimUser carries, with how they compare; Bitrix drops filter keys outside its
+# allowed user fields without an error (rest/lib/api/user.php, prepareUserFilter)
+_USER_FIELDS: dict[str, Callable[[Any], Any]] = {
+    "ID": lambda u: u.id,
+    "ACTIVE": lambda u: "Y" if u.active else "N",
+    "NAME": lambda u: u.name,
+    "LAST_NAME": lambda u: u.last_name,
+    "EMAIL": lambda u: f"user{u.id}@example.com",
+    "UF_PHONE_INNER": lambda u: u.extension or "",
+    "USER_TYPE": lambda u: u.user_type,
+}
+_KNOWN_USER_FIELDS = {
+    "SECOND_NAME", "PERSONAL_GENDER", "PERSONAL_PROFESSION", "PERSONAL_WWW", "PERSONAL_BIRTHDAY", "PERSONAL_PHOTO",
+    "PERSONAL_ICQ", "PERSONAL_PHONE", "PERSONAL_FAX", "PERSONAL_MOBILE", "PERSONAL_PAGER", "PERSONAL_STREET",
+    "PERSONAL_CITY", "PERSONAL_STATE", "PERSONAL_ZIP", "PERSONAL_COUNTRY", "WORK_COMPANY", "WORK_POSITION",
+    "WORK_PHONE", "UF_DEPARTMENT", "IS_ONLINE", "NAME_SEARCH",
+}
+
+
+def _php_truthy(value: Any) -> bool:
+    return value not in (None, False, 0, 0.0, "", "0", [], {})
+
+
+def _filter_value(field: str, value: Any) -> Any:
+    """As prepareUserValue: ID to int, ACTIVE to Y/N (anything truthy but 'N' is Y)."""
+    if field == "ID":
+        return _as_int(value) if _as_int(value) is not None else 0
+    if field == "ACTIVE":
+        return "Y" if _php_truthy(value) and value != "N" else "N"
+    return "" if value is None else str(value)
+
+
+def _like(pattern: str, value: str) -> bool:
+    """LIKE with the `%` wildcard the docs describe, case-insensitive like the portal's MySQL collation."""
+    regex = "".join(".*" if c == "%" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, value, re.IGNORECASE | re.DOTALL) is not None
+
+
+def _eq(have: Any, want: Any) -> bool:
+    if isinstance(have, int):
+        return have == want
+    return str(have).lower() == str(want).lower()
+
+
+def _order_key(have: Any, want: Any) -> tuple[Any, Any]:
+    if isinstance(have, int):
+        return have, want
+    return str(have).lower(), str(want).lower()
+
+
+def _user_condition(prefix: str, field: str, wanted: Any) -> Callable[[Any], bool]:
+    """One FILTER entry as a predicate on a SimUser (user-get.md, FILTER prefixes)."""
+    get = _USER_FIELDS[field]
+    values = [_filter_value(field, v) for v in (wanted if isinstance(wanted, list) else [wanted])]
+    if prefix in ("", "=", "@", "!", "!=", "!@"):
+        negate = prefix in ("!", "!=", "!@")
+        if prefix == "" and field not in ("ID", "ACTIVE", "USER_TYPE"):
+            # no prefix on a string field is LIKE: `NAME: "Iv%"` finds names starting with Iv
+            match = lambda u: any(_like(str(v), str(get(u))) for v in values)
+        else:
+            match = lambda u: any(_eq(get(u), v) for v in values)
+        return (lambda u: not match(u)) if negate else match
+    if prefix in (">", ">=", "<", "<="):
+        op = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}[prefix]
+        return lambda u: any(op(*_order_key(get(u), v)) for v in values)
+    if prefix in ("%", "!%"):  # substring, the % is not passed
+        hit = lambda u: any(str(v).lower() in str(get(u)).lower() for v in values)
+        return (lambda u: not hit(u)) if prefix == "!%" else hit
+    # "=%", "%=", "!=%", "!%=": LIKE with the % in the value
+    like = lambda u: any(_like(str(v), str(get(u))) for v in values)
+    return (lambda u: not like(u)) if prefix.startswith("!") else like
+
+
 @method("user.get", "user")
 def user_get(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> Any:
-    flt = params.get("FILTER") or params.get("filter") or {}
-    if not isinstance(flt, dict):
-        flt = {}
+    """user-get.md: FILTER (or, when there is none, the top-level keys) with the documented prefixes."""
+    query = {str(k).upper(): v for k, v in params.items()}
+    flt = query.get("FILTER")
+    # rest/lib/api/user.php: without a FILTER array the top-level keys are the filter (legacy,
+    # kept "to save backward compatibility"; the docs' cURL examples pass UF_DEPARTMENT that way)
+    source = flt if isinstance(flt, dict) else query
     users = sorted(portal.users.values(), key=lambda u: u.id)
-    for key, wanted in flt.items():
-        key = str(key).upper()
-        if key == "ACTIVE":
-            want = _flag(wanted, True)
-            users = [u for u in users if u.active == want]
-        elif key == "UF_PHONE_INNER":
-            users = [u for u in users if (u.extension or "") == str(wanted)]
-        elif key == "ID":
-            ids = {_as_int(x) for x in (wanted if isinstance(wanted, list) else [wanted])}
-            users = [u for u in users if u.id in ids]
-        elif key == "USER_TYPE":
-            users = [u for u in users if u.user_type == str(wanted)]
-    if str(params.get("order") or params.get("ORDER") or "ASC").upper() == "DESC":
+    for raw_key, wanted in source.items():
+        key = str(raw_key).upper()
+        split = _SPLIT_PREFIX.match(key)
+        prefix, field = (split.group(1), split.group(2)) if split else ("", key)
+        if prefix and prefix not in _PREFIXES:
+            if field in _USER_FIELDS or field in _KNOWN_USER_FIELDS:
+                # an operator user-get.md does not list: what Bitrix does is undocumented, so the
+                # simulator refuses rather than guess (docs/bitrix.md)
+                raise _core(f"Unknown filter operation '{prefix}' for field {field}")
+            continue
+        if field in _KNOWN_USER_FIELDS:
+            raise _core(f"Filtering by {field} is not simulated")  # never a silently wrong answer
+        if field not in _USER_FIELDS:
+            continue  # Bitrix drops keys outside its user fields without an error
+        if isinstance(wanted, dict):
+            wanted = list(wanted.values())  # a PHP array either way
+        condition = _user_condition(prefix, field, wanted)
+        users = [u for u in users if condition(u)]
+    if str(query.get("ORDER") or "ASC").upper() == "DESC":
         users.reverse()
     return paged([u.as_json() for u in users], params.get("start"))
 
@@ -371,7 +461,7 @@ KNOWN_EVENTS = {
 }
 
 
-@method("event.bind", "basic")
+@method("event.bind", "basic", app_only=_APP_CONTEXT)
 def event_bind(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> bool:
     event = _text(params, "event") or _text(params, "EVENT")
     handler = _text(params, "handler") or _text(params, "HANDLER")
@@ -392,13 +482,13 @@ def event_bind(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -
     return True
 
 
-@method("event.get", "basic")
+@method("event.get", "basic", app_only=_APP_CONTEXT)
 def event_get(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"event": b["event"], "handler": b["handler"], "auth_type": b["auth_type"], "offline": b["offline"]}
             for b in portal.bindings]
 
 
-@method("event.unbind", "basic")
+@method("event.unbind", "basic", app_only=_APP_CONTEXT)
 def event_unbind(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> dict[str, int]:
     event = (_text(params, "event") or _text(params, "EVENT")).upper()
     handler = _text(params, "handler") or _text(params, "HANDLER")
@@ -527,7 +617,7 @@ def _sender_error(description: str, code: str = "ERROR_SENDER_VALIDATION_FAILURE
     return SimError(code, description, 400)
 
 
-@method("messageservice.sender.add", "messageservice")
+@method("messageservice.sender.add", "messageservice", app_only=_APP_CONTEXT)
 def sender_add(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> bool:
     if not params:
         raise _sender_error("Empty data!")
@@ -551,7 +641,7 @@ def sender_add(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -
     return True
 
 
-@method("messageservice.sender.update", "messageservice")
+@method("messageservice.sender.update", "messageservice", app_only=_APP_CONTEXT)
 def sender_update(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> bool:
     code = _text(params, "CODE")
     if not code:
@@ -565,12 +655,12 @@ def sender_update(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]
     return True
 
 
-@method("messageservice.sender.list", "messageservice")
+@method("messageservice.sender.list", "messageservice", app_only=_APP_CONTEXT)
 def sender_list(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> list[str]:
     return list(portal.senders)
 
 
-@method("messageservice.sender.delete", "messageservice")
+@method("messageservice.sender.delete", "messageservice", app_only=_APP_CONTEXT)
 def sender_delete(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> bool:
     if portal.senders.pop(_text(params, "CODE"), None) is None:
         raise SimError("ERROR_SENDER_NOT_FOUND", "Sender not found!", 400)
@@ -580,7 +670,7 @@ def sender_delete(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]
 _SMS_STATUSES = {"queued", "sent", "delivered", "undelivered", "failed"}
 
 
-@method("messageservice.message.status.update", "messageservice")
+@method("messageservice.message.status.update", "messageservice", app_only=_APP_CONTEXT)
 def sms_status(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> bool:
     code, message_id, status = _text(params, "CODE"), _text(params, "MESSAGE_ID"), _text(params, "STATUS")
     if not code:
@@ -597,7 +687,20 @@ def sms_status(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -
 
 # ---------------------------------------------------------------------------- app.info
 
-@method("app.info", "basic")
+@method("app.info", "basic", app_only=("ACCESS_DENIED", "Access denied! Application context required", 400))
 def app_info(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
-    return {"ID": 1, "CODE": sim.client_id, "VERSION": 1, "STATUS": "L", "INSTALLED": portal.installed,
-            "PAYMENT_EXPIRED": "N", "DAYS": None, "LANGUAGE_ID": "en", "LICENSE": "en_project"}
+    """app-info.md: every documented field; a local app ("L") on a Project plan with no paid period."""
+    language, plan = "en", "project"
+    return {
+        "ID": 1,
+        "CODE": sim.client_id,
+        "VERSION": 1,
+        "STATUS": "L",
+        "INSTALLED": portal.installed,
+        "PAYMENT_EXPIRED": "N",
+        "DAYS": None,
+        "LANGUAGE_ID": language,
+        "LICENSE": f"{language}_{plan}",
+        "LICENSE_TYPE": plan,
+        "LICENSE_FAMILY": plan,
+    }
