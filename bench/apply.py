@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.harness import asterisk as ah  # noqa: E402
 from tests.support.tls import make_ca_and_certs  # noqa: E402
 from thoth_pbx.clients.asterisk.ami import AmiClient  # noqa: E402
+from thoth_pbx.core.settings import AmiTarget  # noqa: E402
 from thoth_pbx.features.trunk.apply import Applier  # noqa: E402
 from thoth_pbx.features.trunk.render import PJSIP_FILE, TrunkPhone, parse_trunk, render  # noqa: E402
-from thoth_pbx.core.settings import AmiTarget  # noqa: E402
 
 
 def free_port() -> int:
@@ -50,9 +50,15 @@ async def bench(inst: ah.AsteriskInstance, runs: int) -> dict[str, object]:
     assert inst.config_dir is not None
     tls = make_ca_and_certs(inst.config_dir / "bench-tls", {"pbx": ["127.0.0.1"]})["pbx"]
     inside = lambda p: "/" + str(p.relative_to(ah.sandbox.root_dir()))  # noqa: E731
-    base = {"bind_address": "127.0.0.1", "bind_port": free_port(), "cert_file": inside(tls.cert),
-            "priv_key_file": inside(tls.key), "ca_list_file": inside(tls.ca), "fallback_dial": "PJSIP/100",
-            "contact": "sip:127.0.0.2:5061"}
+    base = {
+        "bind_address": "127.0.0.1",
+        "bind_port": free_port(),
+        "cert_file": inside(tls.cert),
+        "priv_key_file": inside(tls.key),
+        "ca_list_file": inside(tls.ca),
+        "fallback_dial": "PJSIP/100",
+        "contact": "sip:127.0.0.2:5061",
+    }
     phones = [TrunkPhone("+15551230000", "bench-secret", "pbx.example.com", 1)]
     ami = AmiClient(AmiTarget(inst.host, inst.ami_port, inst.ami_user, inst.ami_secret))
     ami.start()
@@ -71,7 +77,7 @@ async def bench(inst: ah.AsteriskInstance, runs: int) -> dict[str, object]:
         reload_ms: list[float] = []
         noop_ms: list[float] = []
         path = inst.config_dir / PJSIP_FILE
-        for i in range(runs):
+        for _ in range(runs):
             os.utime(path, ns=(time.time_ns(), time.time_ns()))
             t0 = time.perf_counter()
             await ami.action_ok({"Action": "Reload", "Module": "res_pjsip.so"})

@@ -31,16 +31,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cryptography.fernet import Fernet  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
-from thoth_pbx.features.calls.jobs import KIND_FINISH, KIND_REGISTER, CallJobs, register_call_jobs  # noqa: E402
-from thoth_pbx.features.portal.service import BitrixService  # noqa: E402
 from thoth_pbx.clients.bitrix.telephony import INCOMING, FinishCall, RegisterCall  # noqa: E402
-from thoth_pbx.outbox.queue import Outbox  # noqa: E402
-from thoth_pbx.sandbox.bitrix import BitrixSimulator, Portal, SimUser  # noqa: E402
 from thoth_pbx.core.secrets import SecretBox  # noqa: E402
 from thoth_pbx.core.settings import load_settings  # noqa: E402
-from thoth_pbx.store import db  # noqa: E402
+from thoth_pbx.features.calls.jobs import KIND_FINISH, KIND_REGISTER, CallJobs, register_call_jobs  # noqa: E402
 from thoth_pbx.features.directory.models import AppInstance  # noqa: E402
+from thoth_pbx.features.portal.service import BitrixService  # noqa: E402
 from thoth_pbx.outbox.models import OutboxJob  # noqa: E402
+from thoth_pbx.outbox.queue import Outbox  # noqa: E402
+from thoth_pbx.sandbox.bitrix import BitrixSimulator, Portal, SimUser  # noqa: E402
+from thoth_pbx.store import db  # noqa: E402
 from thoth_pbx.store.types import install_secret_box  # noqa: E402
 
 RATE, BURST = 2.0, 50
@@ -51,9 +51,17 @@ async def seed(sessions: Any, sim: BitrixSimulator, portal: Portal) -> int:
     portal.installed = True
     tokens = sim.issue_tokens(portal)
     async with sessions() as session, session.begin():
-        row = AppInstance(member_id=portal.member_id, domain="127.0.0.1", client_endpoint=portal.client_endpoint,
-                          access_token=tokens["access_token"], refresh_token=tokens["refresh_token"],
-                          application_token="bench", rate_per_s=RATE, rate_burst=BURST, settings={})
+        row = AppInstance(
+            member_id=portal.member_id,
+            domain="127.0.0.1",
+            client_endpoint=portal.client_endpoint,
+            access_token=tokens["access_token"],
+            refresh_token=tokens["refresh_token"],
+            application_token="bench",
+            rate_per_s=RATE,
+            rate_burst=BURST,
+            settings={},
+        )
         session.add(row)
         await session.flush()
         return row.id
@@ -62,14 +70,18 @@ async def seed(sessions: Any, sim: BitrixSimulator, portal: Portal) -> int:
 async def enqueue(jobs: CallJobs, sessions: Any, instance_id: int, start: int, count: int) -> None:
     async with sessions() as session, session.begin():
         for i in range(start, start + count):
-            request = RegisterCall(f"+1415{i:07d}", INCOMING, f"bench-{instance_id}-{i}", user_id=1, line_number="14155550123")
+            request = RegisterCall(
+                f"+1415{i:07d}", INCOMING, f"bench-{instance_id}-{i}", user_id=1, line_number="14155550123"
+            )
             await jobs.register(session, instance_id, request)
-            await jobs.finish(session, instance_id, request.external_call_id,
-                                      FinishCall(user_id=1, duration=30, status_code="200"))
+            await jobs.finish(
+                session, instance_id, request.external_call_id, FinishCall(user_id=1, duration=30, status_code="200")
+            )
 
 
-async def measure(settings: Any, sessions: Any, sim: BitrixSimulator, *, batched: bool, window: float,
-                  backlog: int) -> dict[str, Any]:
+async def measure(
+    settings: Any, sessions: Any, sim: BitrixSimulator, *, batched: bool, window: float, backlog: int
+) -> dict[str, Any]:
     """One mode on its own portal, outbox and client; stopped and cleaned up afterwards."""
     portal = sim.add_portal(users=[SimUser(1, "Bench", "Agent", "101")], rate=RATE, burst=BURST)
     instance_id = await seed(sessions, sim, portal)
@@ -86,23 +98,34 @@ async def measure(settings: Any, sessions: Any, sim: BitrixSimulator, *, batched
             await asyncio.sleep(0.05)
         burst_phase = time.monotonic() - started
         await asyncio.sleep(SETTLE_S)  # replies to the burst's requests land before the window opens
-        t0 = dt.datetime.now(dt.timezone.utc)
+        t0 = dt.datetime.now(dt.UTC)
         requests_before = client.stats.requests
         await asyncio.sleep(window)
-        t1 = dt.datetime.now(dt.timezone.utc)
+        t1 = dt.datetime.now(dt.UTC)
         requests = client.stats.requests - requests_before
     finally:
         await outbox.stop()
         await bitrix.stop()
     async with sessions() as session, session.begin():
-        done = dict((await session.execute(
-            select(OutboxJob.kind, func.count()).where(
-                OutboxJob.app_instance_id == instance_id, OutboxJob.status == "done",
-                OutboxJob.done_at >= t0, OutboxJob.done_at < t1,
-            ).group_by(OutboxJob.kind)
-        )).all())
-        left = await session.scalar(select(func.count()).select_from(OutboxJob).where(
-            OutboxJob.app_instance_id == instance_id, OutboxJob.status != "done"))
+        done = dict(
+            (
+                await session.execute(
+                    select(OutboxJob.kind, func.count())
+                    .where(
+                        OutboxJob.app_instance_id == instance_id,
+                        OutboxJob.status == "done",
+                        OutboxJob.done_at >= t0,
+                        OutboxJob.done_at < t1,
+                    )
+                    .group_by(OutboxJob.kind)
+                )
+            ).all()
+        )
+        left = await session.scalar(
+            select(func.count())
+            .select_from(OutboxJob)
+            .where(OutboxJob.app_instance_id == instance_id, OutboxJob.status != "done")
+        )
         await session.execute(OutboxJob.__table__.delete().where(OutboxJob.app_instance_id == instance_id))
     if not left:
         raise SystemExit("the backlog ran out inside the window; it must outlast the measurement")
@@ -125,11 +148,17 @@ async def run(window: float, database_url: str | None) -> dict[str, Any]:
     url = database_url or f"sqlite+thoth:///{tmp / 'bench.sqlite3'}"
     sim = BitrixSimulator()
     await sim.start()
-    settings = load_settings(None, environ={
-        "THOTH_DATABASE_URL": url, "THOTH_SECRET_KEY_FILE": str(tmp / "key"), "THOTH_ADMIN_PASSWORD": "bench-password",
-        "THOTH_BITRIX_CLIENT_ID": sim.client_id, "THOTH_BITRIX_CLIENT_SECRET": sim.client_secret,
-        "THOTH_BITRIX_OAUTH_URL": sim.oauth_url,
-    })
+    settings = load_settings(
+        None,
+        environ={
+            "THOTH_DATABASE_URL": url,
+            "THOTH_SECRET_KEY_FILE": str(tmp / "key"),
+            "THOTH_ADMIN_PASSWORD": "bench-password",
+            "THOTH_BITRIX_CLIENT_ID": sim.client_id,
+            "THOTH_BITRIX_CLIENT_SECRET": sim.client_secret,
+            "THOTH_BITRIX_OAUTH_URL": sim.oauth_url,
+        },
+    )
     engine = db.create_engine(settings.database_url)
     await db.upgrade(engine)
     sessions = db.session_factory(engine)

@@ -42,23 +42,28 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.calls.conftest import (  # noqa: E402
-    BUSINESS, BUSINESS_NO_PORTAL, BUSINESS_NO_PORTAL_PASSWORD, BUSINESS_PASSWORD, apply_trunk,
+    BUSINESS,
+    BUSINESS_NO_PORTAL,
+    BUSINESS_NO_PORTAL_PASSWORD,
+    BUSINESS_PASSWORD,
+    apply_trunk,
 )
 from tests.calls.lab import CallLab, start_lab, stop_lab  # noqa: E402
 from tests.calls.service import ServeProcess, new_simulator, seed, thoth_environ  # noqa: E402
 from tests.support.bitrix import chain_order, free_port  # noqa: E402
 from thoth_pbx.app import close_services, open_services  # noqa: E402
 from thoth_pbx.clients.asterisk.ari import AriClient, AriError  # noqa: E402
-from thoth_pbx.sandbox.bitrix import BitrixSimulator, Recorded  # noqa: E402
 from thoth_pbx.core.settings import AriTarget, load_settings  # noqa: E402
 from thoth_pbx.features.directory.models import AppInstance  # noqa: E402
+from thoth_pbx.sandbox.bitrix import BitrixSimulator, Recorded  # noqa: E402
 
 REGISTER = "telephony.externalcall.register"
 OPERATOR = "200"  # an always-answering phone of the lab's pool; it takes any number of calls
@@ -106,8 +111,11 @@ class CpuMeter:
         self.stats = stats  # name -> /proc stat file
 
     def snapshot(self) -> dict[str, float]:
-        return {"wall": time.monotonic(), "machine_total": machine_busy_seconds(),
-                **{name: cpu_seconds(stat) for name, stat in self.stats.items()}}
+        return {
+            "wall": time.monotonic(),
+            "machine_total": machine_busy_seconds(),
+            **{name: cpu_seconds(stat) for name, stat in self.stats.items()},
+        }
 
     @staticmethod
     def between(a: dict[str, float], b: dict[str, float]) -> dict[str, Any]:
@@ -196,9 +204,16 @@ class Lab:
         else:  # lab.whatsapp_call with the talking caller context instead of `caller`
             wacid = f"wacid.bench{self._serial:07d}"
             channel = self.lab._meta_ari(
-                "POST", "/channels",
-                params={"endpoint": f"PJSIP/{BUSINESS}@biz{BUSINESS.lstrip('+')}", "context": "bench-caller",
-                        "extension": "s", "priority": "1", "callerId": caller, "timeout": "60"},
+                "POST",
+                "/channels",
+                params={
+                    "endpoint": f"PJSIP/{BUSINESS}@biz{BUSINESS.lstrip('+')}",
+                    "context": "bench-caller",
+                    "extension": "s",
+                    "priority": "1",
+                    "callerId": caller,
+                    "timeout": "60",
+                },
                 body={"variables": {"PJSIP_HEADER(add,X-WA-Meta-WACID)": wacid}},
             )
             placed = {"meta_channel": channel["id"], "wacid": wacid}
@@ -206,8 +221,9 @@ class Lab:
 
     async def hang_up(self, calls: list[Placed]) -> int:
         """Meta ends these calls; returns how many hangup requests failed (Meta's ARI too slow)."""
-        results = await asyncio.gather(*(asyncio.to_thread(self.lab.hangup_meta, c.meta_channel) for c in calls),
-                                       return_exceptions=True)
+        results = await asyncio.gather(
+            *(asyncio.to_thread(self.lab.hangup_meta, c.meta_channel) for c in calls), return_exceptions=True
+        )
         return sum(isinstance(r, Exception) for r in results)
 
     async def bridged(self) -> int:
@@ -254,8 +270,9 @@ class Lab:
 
     async def secure(self, wacid: str, observed: Observed) -> bool:
         """SRTP really negotiated on the WhatsApp leg of this call."""
-        reply = await self.ari.request("GET", f"/channels/{observed.channel[wacid]}/variable",
-                                       params={"variable": "CHANNEL(rtp,secure)"})
+        reply = await self.ari.request(
+            "GET", f"/channels/{observed.channel[wacid]}/variable", params={"variable": "CHANNEL(rtp,secure)"}
+        )
         return (reply or {}).get("value") == "1"
 
 
@@ -277,8 +294,10 @@ def announce_stages(calls: list[Placed], observed: Observed, database: Path, ser
     """Where the announce time goes: Stasis -> the call row's started_at (the service took the
     event and read phone + portal) -> the `whatsapp call` log line (row and register job
     committed) -> the register at the simulator (outbox claim + Bitrix24 client + HTTP)."""
-    started = {lid: dt.datetime.fromisoformat(at).replace(tzinfo=dt.timezone.utc).timestamp()
-               for lid, at in db_rows(database, "SELECT linkedid, started_at FROM call")}
+    started = {
+        lid: dt.datetime.fromisoformat(at).replace(tzinfo=dt.UTC).timestamp()
+        for lid, at in db_rows(database, "SELECT linkedid, started_at FROM call")
+    }
     committed = {}
     for line in serve_log.read_text(errors="replace").splitlines():
         if '"whatsapp call"' in line:
@@ -332,8 +351,16 @@ def db_rows(database: Path, query: str) -> list[tuple[Any, ...]]:
 # ------------------------------------------------------------------ one level
 
 
-async def run_level(n: int, args: argparse.Namespace, lab: Lab, observed: Observed, sim: BitrixSimulator,
-                    cpu: CpuMeter, database: Path, logs: dict[str, list[Any]]) -> dict[str, Any]:
+async def run_level(
+    n: int,
+    args: argparse.Namespace,
+    lab: Lab,
+    observed: Observed,
+    sim: BitrixSimulator,
+    cpu: CpuMeter,
+    database: Path,
+    logs: dict[str, list[Any]],
+) -> dict[str, Any]:
     problems: list[str] = []
     lab_warnings: list[str] = []  # the Meta side (our load generator) struggled; judged by the calls' outcome
     before = cpu.snapshot()
@@ -431,7 +458,7 @@ async def run_level(n: int, args: argparse.Namespace, lab: Lab, observed: Observ
     probe_ms = [ms for p in placed if p.probe and (ms := observed.announce_ms(p.wacid)) is not None]
     stages = announce_stages([p for p in placed if p.probe], observed, database, logs["thoth_pbx"][0])
     errors = {name: log_counts(path, offset, patterns) for name, (path, offset, patterns) in logs.items()}
-    for name, (counts, offset) in errors.items():
+    for name, (_counts, offset) in errors.items():
         logs[name][1] = offset
     return {
         "calls": n,
@@ -439,8 +466,10 @@ async def run_level(n: int, args: argparse.Namespace, lab: Lab, observed: Observ
         "problems": problems,
         "lab_warnings": lab_warnings,
         "peak_bridged": peak,
-        "phases_s": {name: round(end - begin, 2)
-                     for (name, end), begin in zip(phases.items(), [started, *phases.values()])},
+        "phases_s": {
+            name: round(end - begin, 2)
+            for (name, end), begin in zip(phases.items(), [started, *phases.values()], strict=False)
+        },
         "probes": len(probe_ms),
         "announce_ms_probe_p50": pct(probe_ms, 0.5),
         "announce_ms_probe_p99": pct(probe_ms, 0.99),
@@ -449,8 +478,10 @@ async def run_level(n: int, args: argparse.Namespace, lab: Lab, observed: Observ
         "announce_stages_ms_probe_p50": stages,
         "lost_logs": lost,
         "duplicate_logs": dup,
-        "channels_left_up": {"count": len(leftover),
-                             "names": sorted({re.sub(r"-[0-9a-f]+$", "-*", name) for name in leftover})},
+        "channels_left_up": {
+            "count": len(leftover),
+            "names": sorted({re.sub(r"-[0-9a-f]+$", "-*", name) for name in leftover}),
+        },
         "finish_status": statuses,
         "srtp_on_whatsapp_leg": srtp,
         "media": {"after_ramp": media_before, "after_talk": media},
@@ -463,15 +494,20 @@ async def run_level(n: int, args: argparse.Namespace, lab: Lab, observed: Observ
     }
 
 
-def judge_logs(placed: list[Placed], observed: Observed, sim: BitrixSimulator,
-               record: bool) -> tuple[int, int, dict[str, int], int]:
+def judge_logs(
+    placed: list[Placed], observed: Observed, sim: BitrixSimulator, record: bool
+) -> tuple[int, int, dict[str, int], int]:
     """Exactly one register and one finish per call that reached us (and one attachRecord per
     answered call when recording): (lost, duplicated, finish statuses, unexpected statuses)."""
     order = chain_order(sim)
-    finishes = {str(e.params.get("CALL_ID")): e.params.get("STATUS_CODE")
-                for e in sim.recorder.calls("telephony.externalcall.finish", ok=True)}
-    call_ids = {str(e.params.get("EXTERNAL_CALL_ID")): str((e.result or {}).get("CALL_ID"))
-                for e in sim.recorder.calls(REGISTER, ok=True)}
+    finishes = {
+        str(e.params.get("CALL_ID")): e.params.get("STATUS_CODE")
+        for e in sim.recorder.calls("telephony.externalcall.finish", ok=True)
+    }
+    call_ids = {
+        str(e.params.get("EXTERNAL_CALL_ID")): str((e.result or {}).get("CALL_ID"))
+        for e in sim.recorder.calls(REGISTER, ok=True)
+    }
     lost = dup = wrong_status = 0
     statuses: dict[str, int] = {}
     for p in placed:
@@ -496,8 +532,14 @@ def limit_of(failed: dict[str, Any] | None, last: dict[str, Any] | None, stopped
     if run is None or "cpu_while_talking" not in run:
         return f"{'; '.join(failed['problems'])} at {failed['calls']} calls" if failed else stopped_by
     cpu = run["cpu_while_talking"]
-    busiest = sorted(((v["percent_of_one_core"] or 0, k) for k, v in cpu.items()
-                      if isinstance(v, dict) and k not in ("thoth_pbx_event_loop", "machine_total")), reverse=True)
+    busiest = sorted(
+        (
+            (v["percent_of_one_core"] or 0, k)
+            for k, v in cpu.items()
+            if isinstance(v, dict) and k not in ("thoth_pbx_event_loop", "machine_total")
+        ),
+        reverse=True,
+    )
     total = sum(p for p, _ in busiest)
     load = ", ".join(f"{k} {p:.0f}%" for p, k in busiest)
     head = f"{'; '.join(failed['problems'])} at {failed['calls']} calls" if failed else stopped_by
@@ -542,8 +584,11 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         lab.ari.on_event = observed.on_ari_event
 
         async def subscribe() -> None:
-            await lab.ari.request("POST", f"/applications/{OBSERVER_APP}/subscription",
-                                  params={"eventSource": f"endpoint:{TRUNK_ENDPOINT}"})
+            await lab.ari.request(
+                "POST",
+                f"/applications/{OBSERVER_APP}/subscription",
+                params={"eventSource": f"endpoint:{TRUNK_ENDPOINT}"},
+            )
 
         lab.ari.on_connect = subscribe
         lab.ari.start()
@@ -552,14 +597,16 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         await server.wait_ari()
         assert server.proc is not None
         pid = server.proc.pid
-        cpu = CpuMeter({
-            "thoth_pbx": f"/proc/{pid}/stat",
-            # its asyncio thread alone (SQLite runs on it too; the rest is the WAL checkpointer and executor threads)
-            "thoth_pbx_event_loop": f"/proc/{pid}/task/{pid}/stat",
-            "asterisk_business": f"/proc/{call_lab.business.pid}/stat",
-            "asterisk_meta": f"/proc/{call_lab.meta.pid}/stat",
-            "bench_and_bitrix_simulator": f"/proc/{os.getpid()}/stat",
-        })
+        cpu = CpuMeter(
+            {
+                "thoth_pbx": f"/proc/{pid}/stat",
+                # its asyncio thread alone (SQLite runs on it too; the rest is the WAL checkpointer and executor threads)
+                "thoth_pbx_event_loop": f"/proc/{pid}/task/{pid}/stat",
+                "asterisk_business": f"/proc/{call_lab.business.pid}/stat",
+                "asterisk_meta": f"/proc/{call_lab.meta.pid}/stat",
+                "bench_and_bitrix_simulator": f"/proc/{os.getpid()}/stat",
+            }
+        )
         asterisk_patterns = {"errors": r" ERROR\[", "warnings": r" WARNING\["}
         logs: dict[str, list[Any]] = {
             "thoth_pbx": [server.log, 0, {"errors": r'"level": "error"', "warnings": r'"level": "warning"'}],
@@ -574,8 +621,11 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         stopped_by = "every level passed"
         for n in args.levels:
             # a level lasts about as long as the last one, scaled by its size (or a first guess)
-            expected = (runs[-1].get("seconds", 0) * n / runs[-1]["calls"] if runs
-                        else n / RAMP_PER_S + args.talk + args.probes * PROBE_EVERY_S + 15)
+            expected = (
+                runs[-1].get("seconds", 0) * n / runs[-1]["calls"]
+                if runs
+                else n / RAMP_PER_S + args.talk + args.probes * PROBE_EVERY_S + 15
+            )
             if time.monotonic() - t0 + expected > args.budget:
                 stopped_by = f"time budget ({args.budget:.0f} s) reached before the {n}-call level"
                 break
@@ -586,8 +636,16 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 runs.append({"calls": n, "passed": False, "problems": [f"bench error: {type(exc).__name__}: {exc}"]})
                 await lab.clear()
             run = runs[-1]
-            progress = ("calls", "passed", "problems", "lab_warnings", "seconds", "announce_ms_probe_p50",
-                        "announce_ms_probe_p99", "cpu_while_talking")
+            progress = (
+                "calls",
+                "passed",
+                "problems",
+                "lab_warnings",
+                "seconds",
+                "announce_ms_probe_p50",
+                "announce_ms_probe_p99",
+                "cpu_while_talking",
+            )
             print(json.dumps({k: run.get(k) for k in progress}), file=sys.stderr)
             if not runs[-1]["passed"]:
                 break
@@ -619,20 +677,33 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "limited_by": limit_of(failed, runs[-1] if runs else None, stopped_by),
             "at_the_ceiling": passed and per_call(passed[-1]),
         },
-        "setup": {"media": args.media, "record": args.record, "ring_group": [OPERATOR], "ramp_calls_per_s": RAMP_PER_S,
-                  "talk_s": args.talk, "database": "sqlite", "thoth_pbx": "separate `thoth-pbx serve` process",
-                  "bitrix_simulator": "in the bench process", "setup_s": round(setup_s, 1),
-                  "total_s": round(time.monotonic() - t0, 1)},
-        "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-                    "asterisk": call_lab.business.version},
+        "setup": {
+            "media": args.media,
+            "record": args.record,
+            "ring_group": [OPERATOR],
+            "ramp_calls_per_s": RAMP_PER_S,
+            "talk_s": args.talk,
+            "database": "sqlite",
+            "thoth_pbx": "separate `thoth-pbx serve` process",
+            "bitrix_simulator": "in the bench process",
+            "setup_s": round(setup_s, 1),
+            "total_s": round(time.monotonic() - t0, 1),
+        },
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "asterisk": call_lab.business.version,
+        },
         "runs": runs,
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--levels", type=lambda s: [int(x) for x in s.split(",")],
-                        default=[10, 20, 50, 100, 150, 200, 250, 300])
+    parser.add_argument(
+        "--levels", type=lambda s: [int(x) for x in s.split(",")], default=[10, 20, 50, 100, 150, 200, 250, 300]
+    )
     parser.add_argument("--talk", type=float, default=3.0, help="seconds every level's calls talk once all are up")
     parser.add_argument("--probes", type=int, default=30, help="calls announced one by one while a level talks")
     parser.add_argument("--media", choices=("tone", "echo"), default="tone")

@@ -22,8 +22,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import webhook  # noqa: E402  (the same load generator and set-up as bench/webhook.py)
@@ -48,9 +48,9 @@ async def oversize() -> AsyncIterator[bytes]:
 
 
 async def attack(base: str, seconds: float, max_requests: int) -> dict[str, object]:
-    import aiohttp
-
     import signal
+
+    import aiohttp
 
     stop = asyncio.Event()  # SIGTERM at the end of the round: report, then exit
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
@@ -98,8 +98,11 @@ def main() -> None:
             for _ in range(args.rounds):
                 quiet.append(webhook.run_load(url, per_round, args.concurrency, args.seconds, offset=offset))
                 offset += per_round + args.concurrency
-                attacker = subprocess.Popen([sys.executable, __file__, "--attack", base, "--seconds", str(args.seconds)],
-                                            stdout=subprocess.PIPE, text=True)
+                attacker = subprocess.Popen(
+                    [sys.executable, __file__, "--attack", base, "--seconds", str(args.seconds)],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
                 try:
                     loud.append(webhook.run_load(url, per_round, args.concurrency, args.seconds, offset=offset))
                 finally:
@@ -119,15 +122,26 @@ def main() -> None:
     for a in attacks:
         for k, n in a["statuses"].items():
             statuses[k] = statuses.get(k, 0) + n
-    print(json.dumps({
-        "benchmark": "hostile",
-        "webhook_p50_ms_quiet": median(quiet, "p50_ms"), "webhook_p99_ms_quiet": median(quiet, "p99_ms"),
-        "webhook_p50_ms_hostile": median(loud, "p50_ms"), "webhook_p99_ms_hostile": median(loud, "p99_ms"),
-        "p99_delta_ms": round(median(loud, "p99_ms") - median(quiet, "p99_ms"), 2),
-        "webhook_errors": sum(int(r["errors"]) for r in quiet + loud),
-        "hostile_requests": sum(int(a["requests"]) for a in attacks), "hostile_statuses": statuses,
-        "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "hostile",
+                "webhook_p50_ms_quiet": median(quiet, "p50_ms"),
+                "webhook_p99_ms_quiet": median(quiet, "p99_ms"),
+                "webhook_p50_ms_hostile": median(loud, "p50_ms"),
+                "webhook_p99_ms_hostile": median(loud, "p99_ms"),
+                "p99_delta_ms": round(median(loud, "p99_ms") - median(quiet, "p99_ms"), 2),
+                "webhook_errors": sum(int(r["errors"]) for r in quiet + loud),
+                "hostile_requests": sum(int(a["requests"]) for a in attacks),
+                "hostile_statuses": statuses,
+                "machine": {
+                    "cpu_count": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "platform": platform.platform(),
+                },
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

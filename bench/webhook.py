@@ -49,20 +49,43 @@ def free_port() -> int:
 
 
 def delivery(i: int) -> bytes:
-    doc = {"object": "whatsapp_business_account", "entry": [{"id": WABA_ID, "changes": [{"field": "messages", "value": {
-        "messaging_product": "whatsapp",
-        "metadata": {"display_phone_number": "15550100001", "phone_number_id": PNID},
-        "contacts": [{"profile": {"name": "Bench"}, "wa_id": "15551234567"}],
-        "messages": [{"from": "15551234567", "id": f"wamid.bench{i:08d}", "timestamp": str(int(time.time())),
-                      "type": "text", "text": {"body": f"benchmark message {i}"}}]}}]}]}
+    doc = {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": WABA_ID,
+                "changes": [
+                    {
+                        "field": "messages",
+                        "value": {
+                            "messaging_product": "whatsapp",
+                            "metadata": {"display_phone_number": "15550100001", "phone_number_id": PNID},
+                            "contacts": [{"profile": {"name": "Bench"}, "wa_id": "15551234567"}],
+                            "messages": [
+                                {
+                                    "from": "15551234567",
+                                    "id": f"wamid.bench{i:08d}",
+                                    "timestamp": str(int(time.time())),
+                                    "type": "text",
+                                    "text": {"body": f"benchmark message {i}"},
+                                }
+                            ],
+                        },
+                    }
+                ],
+            }
+        ],
+    }
     return json.dumps(doc).encode()
 
 
 async def load(url: str, count: int, concurrency: int, seconds: float, offset: int = 0) -> dict[str, float]:
     import aiohttp
 
-    bodies = [(b, "sha256=" + hmac.new(APP_SECRET.encode(), b, hashlib.sha256).hexdigest())
-              for b in (delivery(offset + i) for i in range(count))]
+    bodies = [
+        (b, "sha256=" + hmac.new(APP_SECRET.encode(), b, hashlib.sha256).hexdigest())
+        for b in (delivery(offset + i) for i in range(count))
+    ]
     latencies: list[float] = []
     errors = 0
     next_index = 0
@@ -71,8 +94,9 @@ async def load(url: str, count: int, concurrency: int, seconds: float, offset: i
     async with aiohttp.ClientSession(connector=connector) as session:
         # warm-up: open the connections, fill caches
         for body, sig in bodies[:concurrency]:
-            async with session.post(url, data=body, headers={"X-Hub-Signature-256": sig,
-                                                             "Content-Type": "application/json"}) as r:
+            async with session.post(
+                url, data=body, headers={"X-Hub-Signature-256": sig, "Content-Type": "application/json"}
+            ) as r:
                 await r.read()
 
         async def worker() -> None:
@@ -81,8 +105,9 @@ async def load(url: str, count: int, concurrency: int, seconds: float, offset: i
                 body, sig = bodies[next_index]
                 next_index += 1
                 started = time.perf_counter()
-                async with session.post(url, data=body, headers={"X-Hub-Signature-256": sig,
-                                                                 "Content-Type": "application/json"}) as r:
+                async with session.post(
+                    url, data=body, headers={"X-Hub-Signature-256": sig, "Content-Type": "application/json"}
+                ) as r:
                     await r.read()
                     if r.status != 200:
                         errors += 1
@@ -104,9 +129,24 @@ async def load(url: str, count: int, concurrency: int, seconds: float, offset: i
 
 def run_load(url: str, count: int, concurrency: int, seconds: float, offset: int = 0) -> dict[str, float]:
     out = subprocess.run(
-        [sys.executable, __file__, "--load", url, "--deliveries", str(count), "--concurrency", str(concurrency),
-         "--seconds", str(seconds), "--offset", str(offset)],
-        check=True, capture_output=True, text=True, timeout=seconds + 120,
+        [
+            sys.executable,
+            __file__,
+            "--load",
+            url,
+            "--deliveries",
+            str(count),
+            "--concurrency",
+            str(concurrency),
+            "--seconds",
+            str(seconds),
+            "--offset",
+            str(offset),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 120,
     )
     return json.loads(out.stdout)
 
@@ -132,13 +172,23 @@ def bare(port: int) -> None:
 
 def serve(tmp: str, port: int, password: str, log_level: str) -> subprocess.Popen[bytes]:
     """`thoth-pbx serve` on SQLite in `tmp`, its log in tmp/serve.log."""
-    env = {**os.environ,
-           "THOTH_LISTEN": f"127.0.0.1:{port}", "THOTH_DATABASE_URL": f"sqlite:///{Path(tmp) / 'thoth.sqlite3'}",
-           "THOTH_SECRET_KEY_FILE": f"{tmp}/secret.key", "THOTH_ADMIN_PASSWORD": password,
-           "THOTH_ADMIN_PASSWORD_FILE": f"{tmp}/admin-password", "THOTH_ASTERISK_CONFIG_DIR": f"{tmp}/asterisk",
-           "THOTH_LOG_LEVEL": log_level, "THOTH_CONFIG": ""}
-    return subprocess.Popen([sys.executable, "-m", "thoth_pbx.cli", "serve"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=open(Path(tmp) / "serve.log", "w"))
+    env = {
+        **os.environ,
+        "THOTH_LISTEN": f"127.0.0.1:{port}",
+        "THOTH_DATABASE_URL": f"sqlite:///{Path(tmp) / 'thoth.sqlite3'}",
+        "THOTH_SECRET_KEY_FILE": f"{tmp}/secret.key",
+        "THOTH_ADMIN_PASSWORD": password,
+        "THOTH_ADMIN_PASSWORD_FILE": f"{tmp}/admin-password",
+        "THOTH_ASTERISK_CONFIG_DIR": f"{tmp}/asterisk",
+        "THOTH_LOG_LEVEL": log_level,
+        "THOTH_CONFIG": "",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "thoth_pbx.cli", "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(Path(tmp) / "serve.log", "w"),
+    )
 
 
 async def wait_http(url: str, timeout: float = 60) -> None:
@@ -159,18 +209,22 @@ async def wait_http(url: str, timeout: float = 60) -> None:
 
 
 async def setup_account(base: str, password: str) -> str:
-    import aiohttp
-
     import base64
+
+    import aiohttp
 
     token = base64.b64encode(f"admin:{password}".encode()).decode()
     async with aiohttp.ClientSession(headers={"Authorization": f"Basic {token}"}) as session:
-        async with session.post(f"{base}/api/admin/wabas", json={
-            "name": "Bench", "waba_id": WABA_ID, "access_token": "EAAG" + "b" * 40, "app_secret": APP_SECRET}) as r:
+        async with session.post(
+            f"{base}/api/admin/wabas",
+            json={"name": "Bench", "waba_id": WABA_ID, "access_token": "EAAG" + "b" * 40, "app_secret": APP_SECRET},
+        ) as r:
             waba = await r.json()
             assert r.status == 201, waba
-        async with session.post(f"{base}/api/admin/phones", json={
-            "number": "+15550100001", "phone_number_id": PNID, "waba_account_id": waba["id"]}) as r:
+        async with session.post(
+            f"{base}/api/admin/phones",
+            json={"number": "+15550100001", "phone_number_id": PNID, "waba_account_id": waba["id"]},
+        ) as r:
             assert r.status == 201, await r.text()
     return f"{base}/api/waba/?api-key={waba['api_key']}"
 
@@ -208,42 +262,58 @@ def main() -> None:
             rounds = []
             for i in range(args.rounds):
                 before = cpu_seconds(bare_server.pid)
-                bare_result = run_load(f"http://127.0.0.1:{bare_port}/api/waba/", per_round, args.concurrency, args.seconds)
+                bare_result = run_load(
+                    f"http://127.0.0.1:{bare_port}/api/waba/", per_round, args.concurrency, args.seconds
+                )
                 bare_cpu = cpu_seconds(bare_server.pid) - before
                 before = cpu_seconds(server.pid)
                 result = run_load(url, per_round, args.concurrency, args.seconds, offset=i * per_round)
                 server_cpu = cpu_seconds(server.pid) - before
-                rounds.append({"bare_per_s": bare_result["per_s"], **result,
-                               # CPU the server process spent per request: robust to noisy neighbours
-                               "cpu_us_per_delivery": server_cpu / (result["requests"] + args.concurrency) * 1e6,
-                               "bare_cpu_us_per_request": bare_cpu / (bare_result["requests"] + args.concurrency) * 1e6})
+                rounds.append(
+                    {
+                        "bare_per_s": bare_result["per_s"],
+                        **result,
+                        # CPU the server process spent per request: robust to noisy neighbours
+                        "cpu_us_per_delivery": server_cpu / (result["requests"] + args.concurrency) * 1e6,
+                        "bare_cpu_us_per_request": bare_cpu / (bare_result["requests"] + args.concurrency) * 1e6,
+                    }
+                )
         finally:
             for proc in (server, bare_server):
                 proc.terminate()
                 proc.wait(30)
         with sqlite3.connect(database) as db:
             stored = db.execute("SELECT count(*) FROM webhook_inbox").fetchone()[0]
+
     def median(key: str) -> float:
         return statistics.median(r[key] for r in rounds)
 
-    print(json.dumps({
-        "benchmark": "webhook",
-        "deliveries_per_s": round(median("per_s"), 1),
-        "p50_ms": round(median("p50_ms"), 2),
-        "p99_ms": round(median("p99_ms"), 2),
-        "bare_per_s": round(median("bare_per_s"), 1),
-        "ratio": round(statistics.median(r["per_s"] / r["bare_per_s"] for r in rounds), 3),
-        "cpu_us_per_delivery": round(median("cpu_us_per_delivery"), 1),
-        "bare_cpu_us_per_request": round(median("bare_cpu_us_per_request"), 1),
-        "rounds": [{k: round(v, 2) for k, v in r.items()} for r in rounds],
-        "deliveries": sum(int(r["requests"]) for r in rounds),
-        "errors": sum(int(r["errors"]) for r in rounds),
-        "rows_stored": stored,  # == rows_sent: every 200 was a committed row
-        "rows_sent": sum(int(r["requests"]) for r in rounds) + args.rounds * args.concurrency,
-        "concurrency": args.concurrency,
-        "database": "sqlite (WAL), committed before 200",
-        "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "webhook",
+                "deliveries_per_s": round(median("per_s"), 1),
+                "p50_ms": round(median("p50_ms"), 2),
+                "p99_ms": round(median("p99_ms"), 2),
+                "bare_per_s": round(median("bare_per_s"), 1),
+                "ratio": round(statistics.median(r["per_s"] / r["bare_per_s"] for r in rounds), 3),
+                "cpu_us_per_delivery": round(median("cpu_us_per_delivery"), 1),
+                "bare_cpu_us_per_request": round(median("bare_cpu_us_per_request"), 1),
+                "rounds": [{k: round(v, 2) for k, v in r.items()} for r in rounds],
+                "deliveries": sum(int(r["requests"]) for r in rounds),
+                "errors": sum(int(r["errors"]) for r in rounds),
+                "rows_stored": stored,  # == rows_sent: every 200 was a committed row
+                "rows_sent": sum(int(r["requests"]) for r in rounds) + args.rounds * args.concurrency,
+                "concurrency": args.concurrency,
+                "database": "sqlite (WAL), committed before 200",
+                "machine": {
+                    "cpu_count": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "platform": platform.platform(),
+                },
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

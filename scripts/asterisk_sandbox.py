@@ -149,9 +149,7 @@ def render_text(text: str, values: Mapping[str, str]) -> str:
     return PLACEHOLDER.sub(sub, text)
 
 
-def render_templates(
-    dest: Path, values: Mapping[str, str], template_dir: Path = TEMPLATE_DIR
-) -> list[Path]:
+def render_templates(dest: Path, values: Mapping[str, str], template_dir: Path = TEMPLATE_DIR) -> list[Path]:
     """Render every template into ``dest`` (atomic per file). Other files are left alone."""
     for key, value in values.items():
         if not SAFE_VALUE.match(str(value)):
@@ -223,9 +221,7 @@ def debian_mirror() -> str:
         if suites and all(s.endswith("-security") for s in suites):
             continue
         return clean
-    raise HarnessError(
-        "no Debian mirror found in /etc/apt/sources.list*; set THOTH_DEBIAN_MIRROR"
-    )
+    raise HarnessError("no Debian mirror found in /etc/apt/sources.list*; set THOTH_DEBIAN_MIRROR")
 
 
 def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
@@ -239,12 +235,10 @@ def ensure_debootstrap() -> str:
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     pkgs = ["debootstrap", "debian-archive-keyring"]
     _log("installing debootstrap with apt-get")
-    r = _run(["apt-get", "install", "-y", "--no-install-recommends", *pkgs], env=env,
-             capture_output=True)
+    r = _run(["apt-get", "install", "-y", "--no-install-recommends", *pkgs], env=env, capture_output=True)
     if r.returncode != 0:
         _run(["apt-get", "update"], env=env, capture_output=True)
-        r = _run(["apt-get", "install", "-y", "--no-install-recommends", *pkgs], env=env,
-                 capture_output=True)
+        r = _run(["apt-get", "install", "-y", "--no-install-recommends", *pkgs], env=env, capture_output=True)
     path = shutil.which("debootstrap")
     if r.returncode != 0 or not path:
         raise HarnessError(f"could not install debootstrap: {r.stderr.strip()[-2000:]}")
@@ -280,11 +274,7 @@ def read_marker(root: Path | None = None) -> dict | None:
 def root_is_complete(root: Path | None = None) -> bool:
     root = root or root_dir()
     marker = read_marker(root)
-    return bool(
-        marker
-        and marker.get("packages") == read_packages()
-        and (root / ASTERISK_BIN.lstrip("/")).exists()
-    )
+    return bool(marker and marker.get("packages") == read_packages() and (root / ASTERISK_BIN.lstrip("/")).exists())
 
 
 def mounts_under(path: Path) -> list[str]:
@@ -336,9 +326,19 @@ def _save_tarball(root: Path) -> Path:
     name = "last-good-root.tar.zst" if zstd else "last-good-root.tar.gz"
     out = cache_dir() / name
     tmp = cache_dir() / f".{name}.tmp"
-    cmd = ["tar", "-C", str(root), "--one-file-system", "--numeric-owner",
-           "--exclude=./thoth", "--exclude=./proc/*", "--exclude=./var/cache/apt/archives/*.deb",
-           "-cf", str(tmp), "."]
+    cmd = [
+        "tar",
+        "-C",
+        str(root),
+        "--one-file-system",
+        "--numeric-owner",
+        "--exclude=./thoth",
+        "--exclude=./proc/*",
+        "--exclude=./var/cache/apt/archives/*.deb",
+        "-cf",
+        str(tmp),
+        ".",
+    ]
     cmd[1:1] = ["--zstd"] if zstd else ["-z"]
     r = _run(cmd, capture_output=True)
     if r.returncode != 0:
@@ -354,16 +354,14 @@ def _save_tarball(root: Path) -> Path:
 def _restore_tarball(tarball: Path, target: Path) -> None:
     target.mkdir(parents=True)
     flag = "--zstd" if tarball.name.endswith(".zst") else "-z"
-    r = _run(["tar", flag, "-C", str(target), "--numeric-owner", "-xpf", str(tarball)],
-             capture_output=True)
+    r = _run(["tar", flag, "-C", str(target), "--numeric-owner", "-xpf", str(tarball)], capture_output=True)
     if r.returncode != 0:
         raise HarnessError(f"restoring {tarball} failed: {r.stderr.strip()[-1000:]}")
 
 
 def _prune_debs(root: Path) -> None:
     """Keep in <cache>/debs only the .debs of the packages now installed in ``root``."""
-    r = _run(["chroot", str(root), "dpkg-query", "-W", "-f", "${Package}_${Version}\n"],
-             capture_output=True)
+    r = _run(["chroot", str(root), "dpkg-query", "-W", "-f", "${Package}_${Version}\n"], capture_output=True)
     if r.returncode != 0:
         return
     keep = {line.replace(":", "%3a") for line in r.stdout.split()}
@@ -375,8 +373,7 @@ def _prune_debs(root: Path) -> None:
 def _debootstrap(target: Path, mirror: str, packages: list[str]) -> float:
     debootstrap = ensure_debootstrap()
     debs_dir().mkdir(parents=True, exist_ok=True)
-    cmd = [debootstrap, f"--variant={VARIANT}", f"--include={','.join(packages)}",
-           f"--cache-dir={debs_dir()}"]
+    cmd = [debootstrap, f"--variant={VARIANT}", f"--include={','.join(packages)}", f"--cache-dir={debs_dir()}"]
     if Path(DEFAULT_KEYRING).exists():
         cmd.append(f"--keyring={DEFAULT_KEYRING}")
     cmd += [SUITE, str(target), mirror]
@@ -384,8 +381,9 @@ def _debootstrap(target: Path, mirror: str, packages: list[str]) -> float:
     _log(f"debootstrap {SUITE} from {mirror} into {target} (log: {log})")
     t0 = time.monotonic()
     with open(log, "w") as fh:
-        r = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT,
-                           env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+        r = subprocess.run(
+            cmd, stdout=fh, stderr=subprocess.STDOUT, env=dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        )
     elapsed = time.monotonic() - t0
     if r.returncode != 0:
         tail = _tail(log, 30)
@@ -400,8 +398,7 @@ def _finish_root(target: Path, info: dict) -> dict:
     """Check the new root runs Asterisk, then write version file and completion marker."""
     missing = []
     for pkg in read_packages():
-        r = _run(["chroot", str(target), "dpkg-query", "-W", "-f", "${db:Status-Status}", pkg],
-                 capture_output=True)
+        r = _run(["chroot", str(target), "dpkg-query", "-W", "-f", "${db:Status-Status}", pkg], capture_output=True)
         if r.stdout.strip() != "installed":
             missing.append(pkg)
     if missing:
@@ -452,9 +449,14 @@ def build(refresh: bool = False) -> dict:
         t0 = time.monotonic()
         try:
             seconds = _debootstrap(target, mirror, packages)
-            info = _finish_root(target, {
-                "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "mirror": mirror, "debootstrap_seconds": round(seconds, 1)})
+            info = _finish_root(
+                target,
+                {
+                    "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "mirror": mirror,
+                    "debootstrap_seconds": round(seconds, 1),
+                },
+            )
         except HarnessError as exc:
             _remove_tree(target)
             if root_is_complete(root):
@@ -467,8 +469,7 @@ def build(refresh: bool = False) -> dict:
             _log(f"fresh build failed; restoring last good root from {tarball}. {exc}")
             _restore_tarball(tarball, target)
             old = read_marker(target) or {}
-            info = _finish_root(target, {**old, "restored": True,
-                                         "restored_from": str(tarball)})
+            info = _finish_root(target, {**old, "restored": True, "restored_from": str(tarball)})
             action = "restored-last-good"
         else:
             action = "built"
@@ -568,8 +569,7 @@ def _ensure_proc(root: Path) -> None:
             raise HarnessError(f"mounting /proc in {root} failed: {r.stderr.strip()}")
     # debootstrap creates these nodes; recreate any that went missing rather than
     # bind-mounting the host's /dev (an rm -rf of the cache would then hit the host).
-    for node, (major, minor) in {"null": (1, 3), "zero": (1, 5), "random": (1, 8),
-                                 "urandom": (1, 9)}.items():
+    for node, (major, minor) in {"null": (1, 3), "zero": (1, 5), "random": (1, 8), "urandom": (1, 9)}.items():
         path = root / "dev" / node
         if not path.exists():
             os.mknod(path, 0o666 | 0o020000, os.makedev(major, minor))
@@ -673,8 +673,7 @@ class AmiClient:
         self.sock.close()
 
 
-def wait_fully_booted(host: str, port: int, user: str, secret: str, timeout: float,
-                      alive=lambda: True) -> float:
+def wait_fully_booted(host: str, port: int, user: str, secret: str, timeout: float, alive=lambda: True) -> float:
     """Poll until AMI accepts a connection and login, then wait for FullyBooted.
 
     Asterisk sends FullyBooted to every session that logs in after boot, and broadcasts
@@ -798,8 +797,13 @@ def _spawn(name: str, root: Path) -> subprocess.Popen:
         # -f: stay in the foreground (we are its parent); -n: no ANSI colours.
         return subprocess.Popen(
             ["chroot", str(root), ASTERISK_BIN, "-f", "-n", "-C", conf],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            env=env, cwd="/", start_new_session=True, close_fds=True,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd="/",
+            start_new_session=True,
+            close_fds=True,
         )
     finally:
         out.close()
@@ -809,8 +813,14 @@ def _spawn(name: str, root: Path) -> subprocess.Popen:
 _CHILDREN: dict[int, subprocess.Popen] = {}
 
 
-def start(spec: InstanceSpec, *, fresh: bool = False, keep_config: bool = False,
-          timeout: float = DEFAULT_READY_TIMEOUT, build_if_missing: bool = True) -> dict:
+def start(
+    spec: InstanceSpec,
+    *,
+    fresh: bool = False,
+    keep_config: bool = False,
+    timeout: float = DEFAULT_READY_TIMEOUT,
+    build_if_missing: bool = True,
+) -> dict:
     """Start instance ``spec.name`` and wait for FullyBooted; return instance_info().
 
     fresh: wipe the instance dir first (config, logs, astdb, files written by the service).
@@ -826,43 +836,72 @@ def start(spec: InstanceSpec, *, fresh: bool = False, keep_config: bool = False,
     idir = instance_dir(spec.name, root)
     with _lock(f"instance-{spec.name}.lock"):
         if _live_pid(spec.name, root):
-            raise HarnessError(f"instance {spec.name!r} is already running "
-                               f"(pid {_live_pid(spec.name, root)}); stop it first")
+            raise HarnessError(
+                f"instance {spec.name!r} is already running (pid {_live_pid(spec.name, root)}); stop it first"
+            )
         old = load_instance_meta(spec.name, root) or {}
         if fresh and idir.exists():
             shutil.rmtree(idir)
             old = {}
         if keep_config and old:
             # keep_config: the instance's own settings win, including ports and secrets
-            spec = InstanceSpec(name=spec.name, bind=old["host"], ami_port=old["ami_port"],
-                                http_port=old["http_port"], sip_port=old["sip_port"],
-                                rtp_start=old["rtp_start"], rtp_end=old["rtp_end"],
-                                ami_user=old["ami_user"], ami_secret=old["ami_secret"],
-                                ari_user=old["ari_user"], ari_password=old["ari_password"])
+            spec = InstanceSpec(
+                name=spec.name,
+                bind=old["host"],
+                ami_port=old["ami_port"],
+                http_port=old["http_port"],
+                sip_port=old["sip_port"],
+                rtp_start=old["rtp_start"],
+                rtp_end=old["rtp_end"],
+                ami_user=old["ami_user"],
+                ami_secret=old["ami_secret"],
+                ari_user=old["ari_user"],
+                ari_password=old["ari_password"],
+            )
         spec.ami_secret = spec.ami_secret or old.get("ami_secret") or secrets.token_hex(12)
-        spec.ari_password = (spec.ari_password or old.get("ari_password")
-                             or secrets.token_hex(12))
-        busy = [f"{what} {spec.bind}:{port}" for what, port, kind in (
-            ("AMI tcp", spec.ami_port, socket.SOCK_STREAM),
-            ("HTTP tcp", spec.http_port, socket.SOCK_STREAM),
-            ("SIP udp", spec.sip_port, socket.SOCK_DGRAM)) if not _port_free(spec.bind, port, kind)]
+        spec.ari_password = spec.ari_password or old.get("ari_password") or secrets.token_hex(12)
+        busy = [
+            f"{what} {spec.bind}:{port}"
+            for what, port, kind in (
+                ("AMI tcp", spec.ami_port, socket.SOCK_STREAM),
+                ("HTTP tcp", spec.http_port, socket.SOCK_STREAM),
+                ("SIP udp", spec.sip_port, socket.SOCK_DGRAM),
+            )
+            if not _port_free(spec.bind, port, kind)
+        ]
         if busy:
             raise HarnessError(f"ports in use for instance {spec.name!r}: {', '.join(busy)}")
 
         # spool/recording, spool/monitor and spool/tmp exist on a packaged Asterisk; ARI
         # bridge recordings fail with "No such file or directory" without them.
-        for sub in ("etc-asterisk", "run", "log", "spool", "spool/recording", "spool/monitor", "spool/tmp", "db", "cache"):
+        for sub in (
+            "etc-asterisk",
+            "run",
+            "log",
+            "spool",
+            "spool/recording",
+            "spool/monitor",
+            "spool/tmp",
+            "db",
+            "cache",
+        ):
             (idir / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(idir / "etc-asterisk", 0o777)  # the service (any user) writes here
         (idir / "run" / "asterisk.pid").unlink(missing_ok=True)
         if not (keep_config and (idir / "etc-asterisk" / "asterisk.conf").exists()):
             render_templates(idir / "etc-asterisk", spec.template_values())
         meta = {
-            "name": spec.name, "host": spec.bind, "ami_port": spec.ami_port,
-            "ami_user": spec.ami_user, "ami_secret": spec.ami_secret,
-            "http_port": spec.http_port, "ari_user": spec.ari_user,
-            "ari_password": spec.ari_password, "sip_port": spec.sip_port,
-            "rtp_start": spec.rtp_start, "rtp_end": spec.rtp_end,
+            "name": spec.name,
+            "host": spec.bind,
+            "ami_port": spec.ami_port,
+            "ami_user": spec.ami_user,
+            "ami_secret": spec.ami_secret,
+            "http_port": spec.http_port,
+            "ari_user": spec.ari_user,
+            "ari_password": spec.ari_password,
+            "sip_port": spec.sip_port,
+            "rtp_start": spec.rtp_start,
+            "rtp_end": spec.rtp_end,
             "config_dir_in_root": f"{INSTANCES_IN_ROOT}/{spec.name}/etc-asterisk",
             "asterisk_version": (read_marker(root) or {}).get("asterisk"),
         }
@@ -874,8 +913,7 @@ def start(spec: InstanceSpec, *, fresh: bool = False, keep_config: bool = False,
             return _spawn_and_wait(spec, root, idir, meta, timeout)
 
 
-def _spawn_and_wait(spec: InstanceSpec, root: Path, idir: Path, meta: dict,
-                    timeout: float) -> dict:
+def _spawn_and_wait(spec: InstanceSpec, root: Path, idir: Path, meta: dict, timeout: float) -> dict:
     _ensure_proc(root)
     t0 = time.monotonic()
     with open(idir / "asterisk.out", "ab") as fh:
@@ -883,8 +921,9 @@ def _spawn_and_wait(spec: InstanceSpec, root: Path, idir: Path, meta: dict,
     proc = _spawn(spec.name, root)
     _CHILDREN[proc.pid] = proc
     try:
-        wait_fully_booted(spec.bind, spec.ami_port, spec.ami_user, spec.ami_secret,
-                          timeout, alive=lambda: proc.poll() is None)
+        wait_fully_booted(
+            spec.bind, spec.ami_port, spec.ami_user, spec.ami_secret, timeout, alive=lambda: proc.poll() is None
+        )
     except HarnessError as exc:
         if proc.poll() is None:
             _terminate(proc.pid, DEFAULT_STOP_TIMEOUT)
@@ -953,14 +992,19 @@ def remove(name: str) -> dict:
 
 def status(name: str | None = None) -> list[dict]:
     root = root_dir()
-    names = [name] if name else (
-        sorted(p.name for p in instances_dir(root).iterdir() if p.is_dir())
-        if instances_dir(root).is_dir() else [])
+    names = (
+        [name]
+        if name
+        else (
+            sorted(p.name for p in instances_dir(root).iterdir() if p.is_dir()) if instances_dir(root).is_dir() else []
+        )
+    )
     out = []
     for n in names:
         info = instance_info(n, root)
-        out.append({k: info[k] for k in ("name", "running", "pid", "host", "ami_port",
-                                          "http_port", "sip_port", "config_dir")})
+        out.append(
+            {k: info[k] for k in ("name", "running", "pid", "host", "ami_port", "http_port", "sip_port", "config_dir")}
+        )
     return out
 
 
@@ -972,14 +1016,16 @@ def cli(name: str, command: str, timeout: float = 30.0) -> subprocess.CompletedP
         raise HarnessError(f"no instance {name!r}")
     return subprocess.run(
         ["chroot", str(root), ASTERISK_BIN, "-C", conf, "-rx", command],
-        capture_output=True, text=True, timeout=timeout, check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
         env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"},
     )
 
 
 def root_info() -> dict:
-    return {"cache": str(cache_dir()), "root": str(root_dir()),
-            "complete": root_is_complete(), "marker": read_marker()}
+    return {"cache": str(cache_dir()), "root": str(root_dir()), "complete": root_is_complete(), "marker": read_marker()}
 
 
 # ------------------------------------------------------------------------------- CLI
@@ -990,14 +1036,17 @@ def _print(obj) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="asterisk-sandbox", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="asterisk-sandbox", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
 
     b = sub.add_parser("build", help="debootstrap (or reuse) the sid chroot with Asterisk")
-    b.add_argument("--refresh", action="store_true",
-                   help="debootstrap anew even if the cached root is complete; "
-                        "on failure the last good root stays")
+    b.add_argument(
+        "--refresh",
+        action="store_true",
+        help="debootstrap anew even if the cached root is complete; on failure the last good root stays",
+    )
 
     s = sub.add_parser("start", help="start an instance and wait for FullyBooted")
     s.add_argument("name")
@@ -1012,8 +1061,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--ari-user", default="thoth")
     s.add_argument("--ari-password", default="", help="default: kept from last start, or random")
     s.add_argument("--fresh", action="store_true", help="wipe the instance dir first")
-    s.add_argument("--keep-config", action="store_true",
-                   help="do not re-render the base config; reuse ports/secrets of last start")
+    s.add_argument(
+        "--keep-config", action="store_true", help="do not re-render the base config; reuse ports/secrets of last start"
+    )
     s.add_argument("--timeout", type=float, default=DEFAULT_READY_TIMEOUT)
 
     t = sub.add_parser("stop", help="stop an instance (SIGTERM, then SIGKILL)")
@@ -1043,9 +1093,19 @@ def main(argv: list[str] | None = None) -> int:
         elif a.cmd == "start":
             if not SAFE_VALUE.match(a.bind) or not a.bind.startswith("127."):
                 raise HarnessError("--bind must be a loopback address (127.x.y.z)")
-            spec = InstanceSpec(a.name, a.bind, a.ami_port, a.http_port, a.sip_port,
-                                a.rtp_start, a.rtp_end, a.ami_user, a.ami_secret,
-                                a.ari_user, a.ari_password)
+            spec = InstanceSpec(
+                a.name,
+                a.bind,
+                a.ami_port,
+                a.http_port,
+                a.sip_port,
+                a.rtp_start,
+                a.rtp_end,
+                a.ami_user,
+                a.ami_secret,
+                a.ari_user,
+                a.ari_password,
+            )
             _print(start(spec, fresh=a.fresh, keep_config=a.keep_config, timeout=a.timeout))
         elif a.cmd == "stop":
             _print(stop(a.name, a.timeout))

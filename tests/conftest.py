@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from cryptography.fernet import Fernet
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
+from tests.support.postgres import PostgresServer, start_postgres
 from thoth_pbx.core.secrets import SecretBox
 from thoth_pbx.core.settings import Settings, load_settings
 from thoth_pbx.store.types import install_secret_box
-from tests.support.postgres import PostgresServer, start_postgres
 
 TEST_KEY = Fernet.generate_key()
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator
 
 from aiohttp import web
 from sqlalchemy.exc import DBAPIError
@@ -20,24 +20,34 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from thoth_pbx.clients.asterisk.ami import AmiClient
 from thoth_pbx.clients.asterisk.ari import AriClient
+
+# Every table, so `Base.metadata` is whole before the key check and the service start (the
+# tables live with their owners; store/ knows none of them).
+from thoth_pbx.clients.meta import tables as _inbox_tables  # noqa: E402,F401
 from thoth_pbx.core.logs import register_secret
 from thoth_pbx.core.secrets import SecretBox, generate_token, open_key
 from thoth_pbx.core.settings import Settings, SettingsError
+from thoth_pbx.features.calls import models as _calls_models  # noqa: E402,F401
 from thoth_pbx.features.calls import wire as calls_feature
 from thoth_pbx.features.calls.jobs import CallJobs
 from thoth_pbx.features.calls.stasis import StasisCalls
 from thoth_pbx.features.deps import Deps, Wired
+from thoth_pbx.features.directory import models as _directory_models  # noqa: E402,F401
 from thoth_pbx.features.directory import wire as directory_feature
 from thoth_pbx.features.directory.service import PHONES, Directory
 from thoth_pbx.features.directory.whatsapp import MetaService
+from thoth_pbx.features.portal import models as _portal_models  # noqa: E402,F401
 from thoth_pbx.features.portal import wire as portal_feature
 from thoth_pbx.features.portal.service import BitrixService
+from thoth_pbx.features.trunk import models as _trunk_models  # noqa: E402,F401
 from thoth_pbx.features.trunk import wire as trunk_feature
 from thoth_pbx.features.trunk.calling import CallingService
 from thoth_pbx.features.trunk.service import PbxService
+from thoth_pbx.outbox import models as _outbox_models  # noqa: E402,F401
 from thoth_pbx.outbox.http import outbox_routes
 from thoth_pbx.outbox.queue import Outbox
 from thoth_pbx.store import db
+from thoth_pbx.store import setting as _setting  # noqa: E402,F401
 from thoth_pbx.store.keycheck import stored_secret_sample
 from thoth_pbx.store.sqlite_inline import Checkpointer
 from thoth_pbx.store.types import install_secret_box
@@ -45,16 +55,6 @@ from thoth_pbx.web.health import health_routes
 from thoth_pbx.web.http import admin_auth, json_errors
 from thoth_pbx.web.login_throttle import LoginThrottle
 from thoth_pbx.web.meta_webhook import meta_webhook_routes
-
-# Every table, so `Base.metadata` is whole before the key check and the service start (the
-# tables live with their owners; store/ knows none of them).
-from thoth_pbx.clients.meta import tables as _inbox_tables  # noqa: E402,F401
-from thoth_pbx.features.calls import models as _calls_models  # noqa: E402,F401
-from thoth_pbx.features.directory import models as _directory_models  # noqa: E402,F401
-from thoth_pbx.features.portal import models as _portal_models  # noqa: E402,F401
-from thoth_pbx.features.trunk import models as _trunk_models  # noqa: E402,F401
-from thoth_pbx.outbox import models as _outbox_models  # noqa: E402,F401
-from thoth_pbx.store import setting as _setting  # noqa: E402,F401
 
 log = logging.getLogger(__name__)
 
@@ -109,15 +109,17 @@ async def open_database(settings: Settings, revision: str = "heads") -> tuple[As
         try:
             sample = await stored_secret_sample(engine)
         except DBAPIError as exc:
-            raise SettingsError("database_url", f"the database cannot be read: {db.describe_error(exc)}"
-                                                f"{db.file_hint(engine)}") from None
+            raise SettingsError(
+                "database_url", f"the database cannot be read: {db.describe_error(exc)}{db.file_hint(engine)}"
+            ) from None
         box = SecretBox(open_key(settings.secret_key_file, sample))
         install_secret_box(box)
         try:
             await db.upgrade(engine, revision)
         except DBAPIError as exc:
-            raise SettingsError("database_url", f"the database cannot be migrated: {db.describe_error(exc)}"
-                                                f"{db.file_hint(engine)}") from None
+            raise SettingsError(
+                "database_url", f"the database cannot be migrated: {db.describe_error(exc)}{db.file_hint(engine)}"
+            ) from None
     except BaseException:
         await engine.dispose()
         raise
@@ -131,12 +133,18 @@ async def open_services(settings: Settings) -> Services:
     for value in (settings.bitrix_client_secret,):
         register_secret(value)
     sessions = db.session_factory(engine)
-    deps = Deps(settings=settings, engine=engine, sessions=sessions, box=box, outbox=Outbox(sessions),
-                ami=AmiClient(settings.ami), ari=AriClient(settings.ari, settings.ari_app))
+    deps = Deps(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        box=box,
+        outbox=Outbox(sessions),
+        ami=AmiClient(settings.ami),
+        ari=AriClient(settings.ari, settings.ari_app),
+    )
     directory, meta, directory_part = directory_feature.wire(deps)
     bitrix, portal_part = portal_feature.wire(deps, directory)
-    pbx, calling, trunk_part = trunk_feature.wire(
-        deps, meta.graph, lambda phone_id: directory.get(PHONES, phone_id))
+    pbx, calling, trunk_part = trunk_feature.wire(deps, meta.graph, lambda phone_id: directory.get(PHONES, phone_id))
     calls, call_jobs, calls_part = calls_feature.wire(deps, bitrix.portals, trunk_feature.endpoint_prefix(deps))
     checkpointer = db.checkpointer(engine)
     outbox, ami, ari = deps.outbox, deps.ami, deps.ari
@@ -154,9 +162,23 @@ async def open_services(settings: Settings) -> Services:
         calls_part,
     ]
     return Services(
-        settings=settings, engine=engine, sessions=sessions, secret_box=box, directory=directory, meta=meta,
-        outbox=outbox, bitrix=bitrix, ami=ami, ari=ari, calls=calls, call_jobs=call_jobs, calling=calling, pbx=pbx,
-        checkpointer=checkpointer, admin_password=admin_password, admin_password_generated=generated,
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        secret_box=box,
+        directory=directory,
+        meta=meta,
+        outbox=outbox,
+        bitrix=bitrix,
+        ami=ami,
+        ari=ari,
+        calls=calls,
+        call_jobs=call_jobs,
+        calling=calling,
+        pbx=pbx,
+        checkpointer=checkpointer,
+        admin_password=admin_password,
+        admin_password_generated=generated,
         parts=lifecycle,
     )
 

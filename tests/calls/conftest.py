@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -17,9 +17,9 @@ BUSINESS_NO_PORTAL_PASSWORD = "SipSecret-0124-abcdef"
 
 async def apply_trunk(lab: CallLab) -> None:
     from thoth_pbx.clients.asterisk.ami import AmiClient
+    from thoth_pbx.core.settings import AmiTarget
     from thoth_pbx.features.trunk.apply import Applier
     from thoth_pbx.features.trunk.render import TrunkPhone, parse_trunk, render
-    from thoth_pbx.core.settings import AmiTarget
 
     b = lab.business
     ami = AmiClient(AmiTarget(b.host, b.ami_port, b.ami_user, b.ami_secret))

@@ -10,9 +10,9 @@ whether the phone answers, is busy, or rings forever.
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
-import base64
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -90,11 +90,31 @@ class CallLab:
         for number, password in self.business_numbers.items():
             digits = number.lstrip("+")
             lines += [
-                f"[biz{digits}]", "type=auth", "auth_type=userpass", f"username={digits}", f"password={password}", "",
-                f"[biz{digits}]", "type=aor", f"contact=sip:127.0.0.1:{self.tls_port}\\;transport=tls", "",
-                f"[biz{digits}]", "type=endpoint", "transport=meta-tls", "context=caller", "disallow=all", "allow=opus",
-                f"aors=biz{digits}", f"outbound_auth=biz{digits}", "from_domain=wa.meta.vc", "direct_media=no",
-                "media_encryption=sdes", "rtp_symmetric=yes", "send_connected_line=no", "timers=no", "",
+                f"[biz{digits}]",
+                "type=auth",
+                "auth_type=userpass",
+                f"username={digits}",
+                f"password={password}",
+                "",
+                f"[biz{digits}]",
+                "type=aor",
+                f"contact=sip:127.0.0.1:{self.tls_port}\\;transport=tls",
+                "",
+                f"[biz{digits}]",
+                "type=endpoint",
+                "transport=meta-tls",
+                "context=caller",
+                "disallow=all",
+                "allow=opus",
+                f"aors=biz{digits}",
+                f"outbound_auth=biz{digits}",
+                "from_domain=wa.meta.vc",
+                "direct_media=no",
+                "media_encryption=sdes",
+                "rtp_symmetric=yes",
+                "send_connected_line=no",
+                "timers=no",
+                "",
             ]
         (self.meta.config_dir / "pjsip_meta_numbers.conf").write_text("\n".join(lines) + "\n")
 
@@ -103,7 +123,8 @@ class CallLab:
     def _meta_ari(self, method: str, path: str, params: dict[str, str] | None = None, body: Any = None) -> Any:
         query = ("?" + urllib.parse.urlencode(params)) if params else ""
         req = urllib.request.Request(
-            f"{self.meta.ari_base}/ari{path}{query}", method=method,
+            f"{self.meta.ari_base}/ari{path}{query}",
+            method=method,
             data=json.dumps(body).encode() if body is not None else None,
             headers={"Content-Type": "application/json"},
         )
@@ -113,14 +134,23 @@ class CallLab:
             data = resp.read()
         return json.loads(data) if data else None
 
-    def whatsapp_call(self, business: str, caller: str, *, wacid: str | None = None, answer_after: int = 0) -> dict[str, Any]:
+    def whatsapp_call(
+        self, business: str, caller: str, *, wacid: str | None = None, answer_after: int = 0
+    ) -> dict[str, Any]:
         """Meta calls our business number; the WhatsApp user's side answers with Echo (media both ways)."""
         wacid = wacid or f"wacid.{uuid.uuid4().hex}"
         digits = business.lstrip("+")
         channel = self._meta_ari(
-            "POST", "/channels",
-            params={"endpoint": f"PJSIP/{business}@biz{digits}", "context": "caller", "extension": "s", "priority": "1",
-                    "callerId": caller, "timeout": "60"},
+            "POST",
+            "/channels",
+            params={
+                "endpoint": f"PJSIP/{business}@biz{digits}",
+                "context": "caller",
+                "extension": "s",
+                "priority": "1",
+                "callerId": caller,
+                "timeout": "60",
+            },
             body={"variables": {"PJSIP_HEADER(add,X-WA-Meta-WACID)": wacid}},
         )
         return {"meta_channel": channel["id"], "wacid": wacid}
@@ -150,35 +180,72 @@ def start_lab(name: str = "calls") -> CallLab:
     meta = harness.start_instance(f"thoth-{name}-meta", host="127.0.0.2")
     tls_port, meta_tls_port = free_port("127.0.0.1"), free_port("127.0.0.2")
     ours = make_ca_and_certs(business.config_dir / "tls", {"pbx": ["pbx.test", "127.0.0.1"]})["pbx"]
-    theirs = make_ca_and_certs(meta.config_dir / "tls", {"meta": ["wa.meta.vc", "127.0.0.2"]})["meta"]
+    make_ca_and_certs(meta.config_dir / "tls", {"meta": ["wa.meta.vc", "127.0.0.2"]})["meta"]
     md = chroot_path(meta.config_dir)
     # operators: endpoints on our Asterisk whose phones live on the Meta instance (UDP)
     ops = []
     for ext in PHONES_BEHAVIOUR:
-        ops += [f"[{ext}]", "type=aor", f"contact=sip:{ext}@127.0.0.2:{meta.sip_port}", "",
-                f"[{ext}]", "type=endpoint", "transport=transport-udp", "context=default", "disallow=all",
-                "allow=opus,ulaw", f"aors={ext}", "direct_media=no", ""]
+        ops += [
+            f"[{ext}]",
+            "type=aor",
+            f"contact=sip:{ext}@127.0.0.2:{meta.sip_port}",
+            "",
+            f"[{ext}]",
+            "type=endpoint",
+            "transport=transport-udp",
+            "context=default",
+            "disallow=all",
+            "allow=opus,ulaw",
+            f"aors={ext}",
+            "direct_media=no",
+            "",
+        ]
     (business.config_dir / "pjsip_operators.conf").write_text("\n".join(ops) + "\n")
     with (business.config_dir / "pjsip.conf").open("a") as fh:
         fh.write("\n#tryinclude pjsip_operators.conf\n")
     (meta.config_dir / "pjsip_meta.conf").write_text(
-        "\n".join([
-            "[meta-tls]", "type=transport", "protocol=tls", f"bind=127.0.0.2:{meta_tls_port}",
-            f"cert_file={md}/tls/meta.crt", f"priv_key_file={md}/tls/meta.key", f"ca_list_file={md}/tls/ca.crt",
-            # pjsip checks the server name against the URI host (an IP here); Meta itself verifies
-            # the certificate against the configured host name, which a loopback test cannot show.
-            "method=tlsv1_2", "verify_server=no", "",
-            "[from-business]", "type=endpoint", "transport=transport-udp", "context=ops", "disallow=all", "allow=ulaw,opus", "",
-            "[from-business]", "type=identify", "endpoint=from-business", "match=127.0.0.1", "",
-            "#tryinclude pjsip_meta_numbers.conf", "",
-        ])
+        "\n".join(
+            [
+                "[meta-tls]",
+                "type=transport",
+                "protocol=tls",
+                f"bind=127.0.0.2:{meta_tls_port}",
+                f"cert_file={md}/tls/meta.crt",
+                f"priv_key_file={md}/tls/meta.key",
+                f"ca_list_file={md}/tls/ca.crt",
+                # pjsip checks the server name against the URI host (an IP here); Meta itself verifies
+                # the certificate against the configured host name, which a loopback test cannot show.
+                "method=tlsv1_2",
+                "verify_server=no",
+                "",
+                "[from-business]",
+                "type=endpoint",
+                "transport=transport-udp",
+                "context=ops",
+                "disallow=all",
+                "allow=ulaw,opus",
+                "",
+                "[from-business]",
+                "type=identify",
+                "endpoint=from-business",
+                "match=127.0.0.1",
+                "",
+                "#tryinclude pjsip_meta_numbers.conf",
+                "",
+            ]
+        )
     )
     with (meta.config_dir / "pjsip.conf").open("a") as fh:
         fh.write("\n#tryinclude pjsip_meta.conf\n")
     ops_dialplan = ["[ops]"]
     for ext, behaviour in PHONES_BEHAVIOUR.items():
         if behaviour == "answer":
-            ops_dialplan += [f"exten => {ext},1,Ringing()", " same => n,Wait(0.2)", " same => n,Answer()", " same => n,Echo()"]
+            ops_dialplan += [
+                f"exten => {ext},1,Ringing()",
+                " same => n,Wait(0.2)",
+                " same => n,Answer()",
+                " same => n,Echo()",
+            ]
         elif behaviour == "busy":
             ops_dialplan += [f"exten => {ext},1,Busy(5)"]
         else:
@@ -187,7 +254,9 @@ def start_lab(name: str = "calls") -> CallLab:
     (meta.config_dir / "extensions_lab.conf").write_text("\n".join(ops_dialplan) + "\n")
     with (meta.config_dir / "extensions.conf").open("a") as fh:
         fh.write("\n#tryinclude extensions_lab.conf\n")
-    lab = CallLab(business, meta, tls_port, meta_tls_port, chroot_path(ours.cert), chroot_path(ours.key), chroot_path(ours.ca))
+    lab = CallLab(
+        business, meta, tls_port, meta_tls_port, chroot_path(ours.cert), chroot_path(ours.key), chroot_path(ours.ca)
+    )
     lab._write_meta_numbers()
     meta.restart()  # a new TLS transport needs a start, not a reload
     business.restart()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -21,10 +20,10 @@ from tests.calls.lab import CallLab
 from tests.support.bitrix import bitrix_env, free_port, seed_instance, wait_until
 from thoth_pbx.app import Services, build_app, open_services
 from thoth_pbx.core.settings import load_settings
+from thoth_pbx.features.calls.models import Call
+from thoth_pbx.features.directory.models import AppInstance, Phone, WabaAccount
 from thoth_pbx.features.portal.users import fetch_users, store_users
 from thoth_pbx.sandbox.bitrix import BitrixSimulator, Portal, SimUser
-from thoth_pbx.features.directory.models import AppInstance, Phone, WabaAccount
-from thoth_pbx.features.calls.models import Call
 
 OPERATORS = [
     SimUser(1, "Anna", "Admin", "100"),
@@ -83,8 +82,9 @@ class Thoth:
         return out
 
 
-def thoth_environ(tmp_path: Path, lab: CallLab, sim: BitrixSimulator, *, calls: dict[str, Any] | None = None,
-                  port: int | None = None) -> dict[str, str]:
+def thoth_environ(
+    tmp_path: Path, lab: CallLab, sim: BitrixSimulator, *, calls: dict[str, Any] | None = None, port: int | None = None
+) -> dict[str, str]:
     """THOTH_* settings for a service talking to the lab's Asterisk and the simulator."""
     b = lab.business
     config = tmp_path / "thoth.toml"
@@ -116,13 +116,22 @@ async def seed(services: Services, sim: BitrixSimulator, portal: Portal, *, reco
         await store_users(session, instance_id, users)
         inst = await session.get(AppInstance, instance_id)
         assert inst is not None
-        inst.settings = {"calls": {"ring_group": ["101"], "record": record, "responsible_first_seconds": 8,
-                                   "group_ring_seconds": 8}}
-        waba = WabaAccount(name="Lab", access_token="EAAG" + "x" * 30, verify_token="v" * 20, verify_token_fingerprint="f1",
-                           api_key="k" * 20, api_key_fingerprint="f2")
+        inst.settings = {
+            "calls": {"ring_group": ["101"], "record": record, "responsible_first_seconds": 8, "group_ring_seconds": 8}
+        }
+        waba = WabaAccount(
+            name="Lab",
+            access_token="EAAG" + "x" * 30,
+            verify_token="v" * 20,
+            verify_token_fingerprint="f1",
+            api_key="k" * 20,
+            api_key_fingerprint="f2",
+        )
         session.add(waba)
         await session.flush()
-        session.add(Phone(number=BUSINESS, phone_number_id="1001", waba_account_id=waba.id, app_instance_id=instance_id))
+        session.add(
+            Phone(number=BUSINESS, phone_number_id="1001", waba_account_id=waba.id, app_instance_id=instance_id)
+        )
         session.add(Phone(number=BUSINESS_NO_PORTAL, phone_number_id="1002", waba_account_id=waba.id))
     return instance_id
 
@@ -133,7 +142,9 @@ async def new_simulator() -> tuple[BitrixSimulator, Portal]:
     return sim, sim.add_portal(users=list(OPERATORS), rate=50, burst=500)
 
 
-async def start_thoth(tmp_path: Path, lab: CallLab, *, calls: dict[str, Any] | None = None, record: bool = True) -> Thoth:
+async def start_thoth(
+    tmp_path: Path, lab: CallLab, *, calls: dict[str, Any] | None = None, record: bool = True
+) -> Thoth:
     sim, portal = await new_simulator()
     services = await open_services(load_settings(None, environ=thoth_environ(tmp_path, lab, sim, calls=calls)))
     instance_id = await seed(services, sim, portal, record=record)
@@ -160,8 +171,9 @@ class ServeProcess:
     def start(self) -> None:
         env = {**{k: v for k, v in os.environ.items() if not k.startswith("THOTH_")}, **self.environ}
         out = self.log.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "thoth_pbx.cli", "serve"], env=env, stdout=out, stderr=out,
-                                     cwd=str(self.log.parent))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "thoth_pbx.cli", "serve"], env=env, stdout=out, stderr=out, cwd=str(self.log.parent)
+        )
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -176,9 +188,11 @@ class ServeProcess:
     async def health(self) -> dict[str, Any]:
         async with aiohttp.ClientSession() as http:
             try:
-                async with http.get(f"http://127.0.0.1:{self.port}/healthz", timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                async with http.get(
+                    f"http://127.0.0.1:{self.port}/healthz", timeout=aiohttp.ClientTimeout(total=2)
+                ) as resp:
                     return await resp.json()
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 return {}
 
     async def wait_ari(self) -> None:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import wave
 import time
+import wave
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
 
@@ -19,8 +19,11 @@ from tests.calls.service import Thoth, start_thoth, stop_thoth
 from tests.support.bitrix import wait_until
 
 REGISTER, SHOW, HIDE, FINISH, RECORD = (
-    "telephony.externalcall.register", "telephony.externalcall.show", "telephony.externalcall.hide",
-    "telephony.externalcall.finish", "telephony.externalcall.attachrecord",
+    "telephony.externalcall.register",
+    "telephony.externalcall.show",
+    "telephony.externalcall.hide",
+    "telephony.externalcall.finish",
+    "telephony.externalcall.attachrecord",
 )
 
 
@@ -49,8 +52,11 @@ async def _talk(seconds: float) -> None:
 
 
 async def _finished_in_bitrix(thoth: Thoth, linkedid: str, methods: int) -> list:
-    return await wait_until(lambda: len(thoth.bitrix_calls(linkedid)) >= methods and thoth.bitrix_calls(linkedid),
-                            timeout=20, what=f"{methods} Bitrix calls for {linkedid}")
+    return await wait_until(
+        lambda: len(thoth.bitrix_calls(linkedid)) >= methods and thoth.bitrix_calls(linkedid),
+        timeout=20,
+        what=f"{methods} Bitrix calls for {linkedid}",
+    )
 
 
 async def test_answered_call_is_announced_bridged_srtp_opus_and_logged(thoth: Thoth, lab: CallLab) -> None:
@@ -61,8 +67,12 @@ async def test_answered_call_is_announced_bridged_srtp_opus_and_logged(thoth: Th
     assert call.wacid == placed["wacid"] and call.called == BUSINESS
     assert call.answered_by_extension == "101" and call.answered_by_user_id == 2
     ari = thoth.services.ari
-    secure = await ari.request("GET", f"/channels/{call.channel_id}/variable", params={"variable": "CHANNEL(rtp,secure)"})
-    codec = await ari.request("GET", f"/channels/{call.channel_id}/variable", params={"variable": "CHANNEL(audionativeformat)"})
+    secure = await ari.request(
+        "GET", f"/channels/{call.channel_id}/variable", params={"variable": "CHANNEL(rtp,secure)"}
+    )
+    codec = await ari.request(
+        "GET", f"/channels/{call.channel_id}/variable", params={"variable": "CHANNEL(audionativeformat)"}
+    )
     assert secure["value"] == "1" and "opus" in codec["value"]
     # recorded through a snoop channel: the two-party bridge keeps passing Opus through
     # (recording the bridge itself made it a mixing softmix bridge, ~7x the CPU)
@@ -78,13 +88,24 @@ async def test_answered_call_is_announced_bridged_srtp_opus_and_logged(thoth: Th
     methods = [m for m, _ in seen]
     assert methods == [REGISTER, SHOW, HIDE, FINISH, RECORD], methods
     register, show, hide, finish, record = (p for _, p in seen)
-    assert register["TYPE"] == 2 and register["PHONE_NUMBER"] == caller and register["LINE_NUMBER"] == BUSINESS.lstrip("+")
+    assert (
+        register["TYPE"] == 2 and register["PHONE_NUMBER"] == caller and register["LINE_NUMBER"] == BUSINESS.lstrip("+")
+    )
     assert register["SHOW"] == 0 and register["EXTERNAL_CALL_ID"] == call.linkedid
     assert "+00:00" in register["CALL_START_DATE"]
     logged = await thoth.call_row(linkedid=call.linkedid)
-    assert logged is not None and logged.bitrix_call_id and logged.bitrix_call_id == str(
-        next(e.result["CALL_ID"] for e in thoth.sim.recorder.calls(REGISTER, ok=True)
-             if e.params["EXTERNAL_CALL_ID"] == call.linkedid))
+    assert (
+        logged is not None
+        and logged.bitrix_call_id
+        and logged.bitrix_call_id
+        == str(
+            next(
+                e.result["CALL_ID"]
+                for e in thoth.sim.recorder.calls(REGISTER, ok=True)
+                if e.params["EXTERNAL_CALL_ID"] == call.linkedid
+            )
+        )
+    )
     assert sorted(show["USER_ID"]) == [2, 5] and hide["USER_ID"] == [5]
     assert finish["USER_ID"] == 2 and finish["STATUS_CODE"] == "200" and finish["ADD_TO_CHAT"] == 1
     assert 1 <= finish["DURATION"] <= round(time.monotonic() - started) + 1
@@ -98,7 +119,11 @@ async def test_answered_call_is_announced_bridged_srtp_opus_and_logged(thoth: Th
     shown = next(c for c in listed["items"] if c["linkedid"] == call.linkedid)
     assert shown["status_code"] == "200" and shown["recorded"] is True and shown["bitrix_call_id"]
     assert (await thoth.client.get("/api/admin/calls?state=weird", headers=admin)).status == 400
-    assert (await thoth.client.get("/api/admin/calls", )).status == 401
+    assert (
+        await thoth.client.get(
+            "/api/admin/calls",
+        )
+    ).status == 401
 
 
 async def test_unanswered_call_is_missed_304(thoth: Thoth, lab: CallLab) -> None:
@@ -137,8 +162,11 @@ async def test_caller_hangs_up_while_ringing_603s(thoth: Thoth, lab: CallLab) ->
     ended = await thoth.wait_call(caller, "ended")
     assert ended.status_code == "603-S"
     # the operator's phone stops ringing: no leg of this call is left on our Asterisk
-    await wait_until(lambda: not any(c["name"].startswith("PJSIP/104-") for c in lab.business_channels()),
-                     timeout=10, what="ringing operator leg hung up")
+    await wait_until(
+        lambda: not any(c["name"].startswith("PJSIP/104-") for c in lab.business_channels()),
+        timeout=10,
+        what="ringing operator leg hung up",
+    )
     seen = await _finished_in_bitrix(thoth, call.linkedid, 3)
     assert seen[-1][0] == FINISH and seen[-1][1]["STATUS_CODE"] == "603-S"
 
@@ -153,8 +181,9 @@ async def test_all_busy_486(thoth: Thoth, lab: CallLab) -> None:
 
 async def test_responsible_manager_is_rung_first(thoth: Thoth, lab: CallLab) -> None:
     caller = "+79990000005"
-    thoth.portal.crm[caller.lstrip("+")] = [{"CRM_ENTITY_TYPE": "CONTACT", "CRM_ENTITY_ID": 77, "NAME": "Client",
-                                             "ASSIGNED_BY_ID": 6}]
+    thoth.portal.crm[caller.lstrip("+")] = [
+        {"CRM_ENTITY_TYPE": "CONTACT", "CRM_ENTITY_ID": 77, "NAME": "Client", "ASSIGNED_BY_ID": 6}
+    ]
     await thoth.set_calls(ring_group=["101"], responsible_first_seconds=10, group_ring_seconds=10)
     placed = lab.whatsapp_call(BUSINESS, caller)
     call = await thoth.wait_call(caller, "connected")
@@ -169,8 +198,9 @@ async def test_responsible_manager_is_rung_first(thoth: Thoth, lab: CallLab) -> 
 
 async def test_missed_call_is_logged_on_the_crm_owner(thoth: Thoth, lab: CallLab) -> None:
     caller = "+79990000007"
-    thoth.portal.crm[caller.lstrip("+")] = [{"CRM_ENTITY_TYPE": "CONTACT", "CRM_ENTITY_ID": 78, "NAME": "Client",
-                                             "ASSIGNED_BY_ID": 7}]  # owner on extension 106, which never answers
+    thoth.portal.crm[caller.lstrip("+")] = [
+        {"CRM_ENTITY_TYPE": "CONTACT", "CRM_ENTITY_ID": 78, "NAME": "Client", "ASSIGNED_BY_ID": 7}
+    ]  # owner on extension 106, which never answers
     await thoth.set_calls(ring_group=["104"], responsible_first_seconds=1, group_ring_seconds=1)
     lab.whatsapp_call(BUSINESS, caller)
     ended = await thoth.wait_call(caller, "ended", timeout=30)

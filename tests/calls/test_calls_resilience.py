@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
 from sqlalchemy import select
@@ -18,12 +18,16 @@ from tests.calls.lab import CallLab
 from tests.calls.service import ServeProcess, Thoth, new_simulator, seed, start_thoth, stop_thoth, thoth_environ
 from tests.support.bitrix import wait_until
 from thoth_pbx.app import close_services, open_services
-from thoth_pbx.sandbox.bitrix import BitrixSimulator
 from thoth_pbx.core.settings import load_settings
-from thoth_pbx.store import db
 from thoth_pbx.features.calls.models import Call
+from thoth_pbx.sandbox.bitrix import BitrixSimulator
+from thoth_pbx.store import db
 
-REGISTER, SHOW, FINISH = "telephony.externalcall.register", "telephony.externalcall.show", "telephony.externalcall.finish"
+REGISTER, SHOW, FINISH = (
+    "telephony.externalcall.register",
+    "telephony.externalcall.show",
+    "telephony.externalcall.finish",
+)
 
 
 @dataclass
@@ -98,10 +102,16 @@ async def test_killed_service_call_keeps_working_and_is_finished_after_restart(t
         assert ended.status_code == "200" and ended.answered_by_extension == "101"
 
         def seen() -> list[tuple[str, dict]]:
-            ids = {str(e.result.get("CALL_ID")) for e in sim.recorder.calls(REGISTER, ok=True)
-                   if e.params.get("EXTERNAL_CALL_ID") == call.linkedid}
-            return [(e.method, e.params) for e in sim.recorder.entries if e.ok and (
-                e.params.get("EXTERNAL_CALL_ID") == call.linkedid or str(e.params.get("CALL_ID")) in ids)]
+            ids = {
+                str(e.result.get("CALL_ID"))
+                for e in sim.recorder.calls(REGISTER, ok=True)
+                if e.params.get("EXTERNAL_CALL_ID") == call.linkedid
+            }
+            return [
+                (e.method, e.params)
+                for e in sim.recorder.entries
+                if e.ok and (e.params.get("EXTERNAL_CALL_ID") == call.linkedid or str(e.params.get("CALL_ID")) in ids)
+            ]
 
         await wait_until(lambda: FINISH in _methods(seen()), timeout=20, what="finish delivered")
         counts = Counter(_methods(seen()))
@@ -120,8 +130,11 @@ async def test_call_that_ended_while_the_service_was_dead_is_finished_on_restart
         placed, call = await served.connect_then_kill(lab, caller)
         await _talk(1.5)
         lab.hangup_meta(placed["meta_channel"])  # the call ends while nobody watches
-        await wait_until(lambda: not any(c["id"] == call.channel_id for c in lab.business_channels()),
-                         timeout=10, what="WhatsApp leg gone on our Asterisk")
+        await wait_until(
+            lambda: not any(c["id"] == call.channel_id for c in lab.business_channels()),
+            timeout=10,
+            what="WhatsApp leg gone on our Asterisk",
+        )
         serve.start()
         ended = await wait_until(lambda: row(caller, "ended"), timeout=30, what="orphan finished on restart")
         assert ended.status_code == "200" and ended.answered_by_user_id == 2
@@ -146,8 +159,11 @@ async def test_dialplan_fallback_rings_an_operator_while_thoth_is_down(lab: Call
 async def test_asterisk_restart_ari_reconnects_and_next_call_works(thoth: Thoth, lab: CallLab) -> None:
     before = thoth.services.ari.connections
     lab.business.restart()
-    await wait_until(lambda: thoth.services.ari.connections > before and thoth.services.ari.connected,
-                     timeout=30, what="ARI reconnected")
+    await wait_until(
+        lambda: thoth.services.ari.connections > before and thoth.services.ari.connected,
+        timeout=30,
+        what="ARI reconnected",
+    )
     caller = "+79990000102"
     placed = lab.whatsapp_call(BUSINESS, caller)
     call = await thoth.wait_call(caller, "connected")
@@ -168,16 +184,20 @@ async def test_bitrix_down_during_the_call_everything_delivered_after(thoth: Tho
     assert thoth.bitrix_calls(call.linkedid) == []
     thoth.sim.outage = False
     thoth.services.outbox.wake()
-    await wait_until(lambda: FINISH in _methods(thoth.bitrix_calls(call.linkedid)), timeout=60,
-                     what="jobs delivered after the outage")
+    await wait_until(
+        lambda: FINISH in _methods(thoth.bitrix_calls(call.linkedid)),
+        timeout=60,
+        what="jobs delivered after the outage",
+    )
     assert _methods(thoth.bitrix_calls(call.linkedid)) == [REGISTER, SHOW, FINISH]
 
 
 async def test_twenty_simultaneous_calls_each_logged_exactly_once(thoth: Thoth, lab: CallLab) -> None:
     callers = [f"+7999100{n:04d}" for n in range(20)]
     for n, caller in enumerate(callers):  # every caller's CRM owner is a different operator
-        thoth.portal.crm[caller.lstrip("+")] = [{"CRM_ENTITY_TYPE": "CONTACT", "CRM_ENTITY_ID": 500 + n,
-                                                 "NAME": f"Client {n}", "ASSIGNED_BY_ID": 100 + n}]
+        thoth.portal.crm[caller.lstrip("+")] = [
+            {"CRM_ENTITY_TYPE": "CONTACT", "CRM_ENTITY_ID": 500 + n, "NAME": f"Client {n}", "ASSIGNED_BY_ID": 100 + n}
+        ]
     await thoth.set_calls(ring_group=["101"], responsible_first_seconds=15, group_ring_seconds=5)
     placed = [lab.whatsapp_call(BUSINESS, caller) for caller in callers]
     connected = [await thoth.wait_call(caller, "connected", timeout=40) for caller in callers]
@@ -189,13 +209,17 @@ async def test_twenty_simultaneous_calls_each_logged_exactly_once(thoth: Thoth, 
         assert (await thoth.wait_call(caller, "ended", timeout=40)).status_code == "200"
     linkedids = {c.linkedid for c in connected}
     assert len(linkedids) == 20
-    await wait_until(lambda: all(FINISH in _methods(thoth.bitrix_calls(lid)) for lid in linkedids), timeout=60,
-                     what="20 finishes")
+    await wait_until(
+        lambda: all(FINISH in _methods(thoth.bitrix_calls(lid)) for lid in linkedids), timeout=60, what="20 finishes"
+    )
     for lid in linkedids:
         counts = Counter(_methods(thoth.bitrix_calls(lid)))
         assert counts[REGISTER] == 1 and counts[FINISH] == 1, (lid, counts)
-    registered_ids = [e.result["CALL_ID"] for e in thoth.sim.recorder.calls(REGISTER, ok=True)
-                      if e.params["EXTERNAL_CALL_ID"] in linkedids]
+    registered_ids = [
+        e.result["CALL_ID"]
+        for e in thoth.sim.recorder.calls(REGISTER, ok=True)
+        if e.params["EXTERNAL_CALL_ID"] in linkedids
+    ]
     assert len(set(registered_ids)) == 20
 
 

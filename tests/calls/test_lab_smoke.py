@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from tests.calls.conftest import BUSINESS
 from tests.calls.lab import CallLab
 
 

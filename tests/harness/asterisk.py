@@ -126,8 +126,9 @@ class AsteriskInstance:
                 ami.close()
         res = sandbox.cli(self.name, command)
         if res.returncode != 0:
-            raise HarnessError(f"asterisk -rx {command!r} failed ({res.returncode}): "
-                               f"{(res.stdout + res.stderr).strip()}")
+            raise HarnessError(
+                f"asterisk -rx {command!r} failed ({res.returncode}): {(res.stdout + res.stderr).strip()}"
+            )
         return res.stdout
 
     def reload(self, module: str) -> str:
@@ -165,12 +166,20 @@ class AsteriskInstance:
 
 def _from_info(info: dict) -> AsteriskInstance:
     return AsteriskInstance(
-        name=info["name"], host=info["host"], ami_port=info["ami_port"],
-        ami_user=info["ami_user"], ami_secret=info["ami_secret"],
-        http_port=info["http_port"], ari_user=info["ari_user"],
-        ari_password=info["ari_password"], config_dir=Path(info["config_dir"]),
-        sip_port=info["sip_port"], pid=info["pid"], managed=True,
-        version=info.get("asterisk_version"), log_file=Path(info["log_file"]),
+        name=info["name"],
+        host=info["host"],
+        ami_port=info["ami_port"],
+        ami_user=info["ami_user"],
+        ami_secret=info["ami_secret"],
+        http_port=info["http_port"],
+        ari_user=info["ari_user"],
+        ari_password=info["ari_password"],
+        config_dir=Path(info["config_dir"]),
+        sip_port=info["sip_port"],
+        pid=info["pid"],
+        managed=True,
+        version=info.get("asterisk_version"),
+        log_file=Path(info["log_file"]),
     )
 
 
@@ -211,11 +220,13 @@ def start_instance(
     if sandbox.root_is_complete() and sandbox._live_pid(name):
         sandbox.stop(name)  # left over from a test run that was killed
     spec = sandbox.InstanceSpec(
-        name=name, bind=host,
+        name=name,
+        bind=host,
         ami_port=ami_port or sandbox.free_port(host),
         http_port=http_port or sandbox.free_port(host),
         sip_port=sip_port or sandbox.free_port(host, socket.SOCK_DGRAM),
-        rtp_start=rtp_start or 10000, rtp_end=rtp_end or 20000,
+        rtp_start=rtp_start or 10000,
+        rtp_end=rtp_end or 20000,
         **(credentials or {}),
     )
     return _from_info(sandbox.start(spec, fresh=fresh, timeout=timeout))
@@ -233,14 +244,19 @@ def external_instance() -> AsteriskInstance | None:
     ari = urllib.parse.urlsplit(os.environ.get("THOTH_TEST_ARI", ""))
     config_dir = os.environ.get("THOTH_TEST_ASTERISK_CONFIG_DIR")
     return AsteriskInstance(
-        name="external", host=host or "127.0.0.1", ami_port=int(port),
+        name="external",
+        host=host or "127.0.0.1",
+        ami_port=int(port),
         ami_user=os.environ.get("THOTH_TEST_AMI_USER", "thoth"),
         ami_secret=os.environ.get("THOTH_TEST_AMI_SECRET", ""),
         http_port=ari.port or 8088,
         ari_user=urllib.parse.unquote(ari.username or "thoth"),
         ari_password=urllib.parse.unquote(ari.password or ""),
         config_dir=Path(config_dir) if config_dir else None,
-        sip_port=None, pid=None, managed=False, ari_host=ari.hostname,
+        sip_port=None,
+        pid=None,
+        managed=False,
+        ari_host=ari.hostname,
     )
 
 

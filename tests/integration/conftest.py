@@ -9,9 +9,9 @@ Tests that stop or freeze Asterisk use `private_asterisk`, their own instance.
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Iterator
 
 import pytest
 
@@ -80,7 +80,9 @@ def _pristine_config(asterisk: AsteriskInstance) -> dict[str, bytes]:
 
 
 @pytest.fixture
-async def asterisk_reset(asterisk: AsteriskInstance, _pristine_config: dict[str, bytes]) -> AsyncIterator[AsteriskInstance]:
+async def asterisk_reset(
+    asterisk: AsteriskInstance, _pristine_config: dict[str, bytes]
+) -> AsyncIterator[AsteriskInstance]:
     """The shared Asterisk with its config dir as the harness wrote it, reloaded."""
     config_dir = asterisk.config_dir
     assert config_dir is not None
@@ -114,4 +116,3 @@ def override_dir(tmp_path: Path) -> Path:
     path = tmp_path / "overrides"
     path.mkdir()
     return path
-

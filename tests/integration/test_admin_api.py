@@ -6,7 +6,12 @@ import pytest
 
 from thoth_pbx.clients.asterisk.ari import basic_auth_header
 
-WABA = {"name": "Main account", "waba_id": "102290129340398", "access_token": "EAAGm0PX4ZCpsBAKZBxyz9xQ", "app_secret": "0123456789abcdef"}
+WABA = {
+    "name": "Main account",
+    "waba_id": "102290129340398",
+    "access_token": "EAAGm0PX4ZCpsBAKZBxyz9xQ",
+    "app_secret": "0123456789abcdef",
+}
 
 
 def auth(service) -> dict[str, str]:  # type: ignore[no-untyped-def]
@@ -15,7 +20,11 @@ def auth(service) -> dict[str, str]:  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("method", ["GET", "POST"])
 async def test_unauthenticated_and_wrong_password_get_401(service, method: str) -> None:  # type: ignore[no-untyped-def]
-    for kwargs in ({}, {"headers": {"Authorization": basic_auth_header("admin", "wrong-password")}}, {"headers": {"Authorization": "Basic !!!"}}):
+    for kwargs in (
+        {},
+        {"headers": {"Authorization": basic_auth_header("admin", "wrong-password")}},
+        {"headers": {"Authorization": "Basic !!!"}},
+    ):
         resp = await service.request(method, "/api/admin/wabas", json={} if method == "POST" else None, **kwargs)
         assert resp.status == 401
         assert (await resp.json())["error"]["field"] == "authorization"
@@ -34,7 +43,9 @@ async def test_waba_crud_masks_secrets_and_reveals_copy_values_once(service, jso
     assert WABA["access_token"] not in body and WABA["app_secret"] not in body
     resp = await service.patch(f"/api/admin/wabas/{created['id']}", json={"name": "Renamed"}, headers=auth(service))
     assert resp.status == 200 and (await resp.json())["name"] == "Renamed"
-    resp = await service.post(f"/api/admin/wabas/{created['id']}/rotate", json={"secret": "verify_token"}, headers=auth(service))
+    resp = await service.post(
+        f"/api/admin/wabas/{created['id']}/rotate", json={"secret": "verify_token"}, headers=auth(service)
+    )
     rotated = await resp.json()
     assert rotated["verify_token"] != created["verify_token"]
     assert (await service.delete(f"/api/admin/wabas/{created['id']}", headers=auth(service))).status == 204
@@ -46,7 +57,9 @@ async def test_waba_crud_masks_secrets_and_reveals_copy_values_once(service, jso
 async def test_every_generated_verify_token_is_unique(service) -> None:  # type: ignore[no-untyped-def]
     tokens = set()
     for i in range(5):
-        resp = await service.post("/api/admin/wabas", json={"name": f"A{i}", "access_token": "EAAG" + "x" * 20}, headers=auth(service))
+        resp = await service.post(
+            "/api/admin/wabas", json={"name": f"A{i}", "access_token": "EAAG" + "x" * 20}, headers=auth(service)
+        )
         tokens.add((await resp.json())["verify_token"])
     assert len(tokens) == 5
 
@@ -77,7 +90,9 @@ async def test_phone_validation_uniqueness_and_references(service) -> None:  # t
     resp = await service.post("/api/admin/phones", json=phone, headers=auth(service))
     assert resp.status == 201, await resp.text()
     created = await resp.json()
-    assert created["number"] == "+14155550123" and created["sip_port"] == 5061 and created["srtp_key_exchange"] == "SDES"
+    assert (
+        created["number"] == "+14155550123" and created["sip_port"] == 5061 and created["srtp_key_exchange"] == "SDES"
+    )
     dup = await service.post("/api/admin/phones", json={**phone, "phone_number_id": "999"}, headers=auth(service))
     assert dup.status == 409 and (await dup.json())["error"]["field"] == "number"
     for bad, field in (
@@ -92,7 +107,11 @@ async def test_phone_validation_uniqueness_and_references(service) -> None:  # t
         assert resp.status == 400, (bad, await resp.text())
         assert (await resp.json())["error"]["field"] == field
     # a failed PATCH leaves the stored row as it was
-    resp = await service.patch(f"/api/admin/phones/{created['id']}", json={"sip_hostname": "pbx.example.com", "sip_port": "x"}, headers=auth(service))
+    resp = await service.patch(
+        f"/api/admin/phones/{created['id']}",
+        json={"sip_hostname": "pbx.example.com", "sip_port": "x"},
+        headers=auth(service),
+    )
     assert resp.status == 400
     again = await (await service.get(f"/api/admin/phones/{created['id']}", headers=auth(service))).json()
     assert again["sip_hostname"] is None
@@ -110,15 +129,17 @@ async def test_instances_crud(service) -> None:  # type: ignore[no-untyped-def]
     dup = await service.post("/api/admin/instances", json=body, headers=auth(service))
     assert dup.status == 409 and (await dup.json())["error"]["field"] == "member_id"
     assert (await service.get("/api/admin/instances/abc", headers=auth(service))).status == 404
-    bad = await service.post("/api/admin/instances", json={**body, "member_id": "z", "domain": "no_underscores.ru"}, headers=auth(service))
+    bad = await service.post(
+        "/api/admin/instances", json={**body, "member_id": "z", "domain": "no_underscores.ru"}, headers=auth(service)
+    )
     assert (await bad.json())["error"]["field"] == "domain"
 
 
 async def test_healthz_reports_database_and_unreachable_asterisk(tmp_path, aiohttp_client) -> None:  # type: ignore[no-untyped-def]
     import socket
 
-    from thoth_pbx.app import build_app, open_services
     from tests.conftest import make_settings
+    from thoth_pbx.app import build_app, open_services
 
     with socket.socket() as s:  # a port with nobody listening
         s.bind(("127.0.0.1", 0))
@@ -149,12 +170,14 @@ async def _wait_for_state(services, state: str) -> str:  # type: ignore[no-untyp
 
 async def test_failed_logins_are_throttled_and_logged(settings, aiohttp_client, json_logs) -> None:  # type: ignore[no-untyped-def]
     from tests.unit.test_login_throttle import Clock
-    from thoth_pbx.web.login_throttle import LoginThrottle
     from thoth_pbx.app import build_app, open_services
+    from thoth_pbx.web.login_throttle import LoginThrottle
 
     clock = Clock()
     services = await open_services(settings)
-    client = await aiohttp_client(build_app(services, login_throttle=LoginThrottle(max_failures=5, window_s=300, clock=clock)))
+    client = await aiohttp_client(
+        build_app(services, login_throttle=LoginThrottle(max_failures=5, window_s=300, clock=clock))
+    )
     wrong = {"Authorization": basic_auth_header("admin", "guess-number-x")}
     right = {"Authorization": basic_auth_header("admin", "correct-horse-battery")}
     assert (await client.get("/api/admin/wabas")).status == 401  # no credentials: not a failed login

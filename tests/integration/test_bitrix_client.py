@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -37,14 +37,23 @@ async def http() -> AsyncIterator[PortalHttp]:
     await client.aclose()
 
 
-def make_client(sim: BitrixSimulator, portal: Portal, http: PortalHttp, **options) -> tuple[BitrixClient, MemoryTokenStore]:  # type: ignore[no-untyped-def]
+def make_client(
+    sim: BitrixSimulator, portal: Portal, http: PortalHttp, **options
+) -> tuple[BitrixClient, MemoryTokenStore]:  # type: ignore[no-untyped-def]
     portal.installed = True
     tokens = sim.issue_tokens(portal)
     auth = PortalAuth(portal.member_id, portal.client_endpoint, tokens["access_token"], tokens["refresh_token"])
     store = MemoryTokenStore(PortalAuth(**vars(auth)))
     options.setdefault("retry_base_s", 0.02)
-    client = BitrixClient(auth, store, OAuthApp(sim.client_id, sim.client_secret, sim.oauth_url), http,
-                          rate_per_s=portal.rate, burst=portal.burst, **options)
+    client = BitrixClient(
+        auth,
+        store,
+        OAuthApp(sim.client_id, sim.client_secret, sim.oauth_url),
+        http,
+        rate_per_s=portal.rate,
+        burst=portal.burst,
+        **options,
+    )
     return client, store
 
 
@@ -77,11 +86,16 @@ async def test_a_lone_call_is_sent_at_once_without_batch(sim: BitrixSimulator, h
 async def test_explicit_batch_passes_results_between_commands(sim: BitrixSimulator, http: PortalHttp) -> None:
     portal = sim.add_portal(users=USERS)
     client, _ = make_client(sim, portal, http)
-    out = await client.batch({
-        "reg": (REGISTER, register(1)),
-        "fin": ("telephony.externalcall.finish", {"CALL_ID": "$result[reg][CALL_ID]", "USER_ID": 2, "DURATION": 42}),
-        "bad": ("telephony.externalcall.finish", {"CALL_ID": "externalCall.unknown.1", "USER_ID": 2}),
-    })
+    out = await client.batch(
+        {
+            "reg": (REGISTER, register(1)),
+            "fin": (
+                "telephony.externalcall.finish",
+                {"CALL_ID": "$result[reg][CALL_ID]", "USER_ID": 2, "DURATION": 42},
+            ),
+            "bad": ("telephony.externalcall.finish", {"CALL_ID": "externalCall.unknown.1", "USER_ID": 2}),
+        }
+    )
     call_id = out["reg"].result["CALL_ID"]  # type: ignore[union-attr]
     assert out["fin"].result["CALL_ID"] == call_id and out["fin"].result["CALL_DURATION"] == 42  # type: ignore[union-attr]
     assert isinstance(out["bad"], BitrixLogicError) and out["bad"].is_call_not_found()
@@ -122,7 +136,9 @@ async def test_every_rotated_refresh_token_is_stored(sim: BitrixSimulator, http:
     await client.aclose()
 
 
-async def test_invalid_grant_marks_needs_reauth_and_later_calls_fail_fast(sim: BitrixSimulator, http: PortalHttp) -> None:
+async def test_invalid_grant_marks_needs_reauth_and_later_calls_fail_fast(
+    sim: BitrixSimulator, http: PortalHttp
+) -> None:
     portal = sim.add_portal(users=USERS)
     client, store = make_client(sim, portal, http)
     sim.revoke_refresh_tokens(portal)
@@ -155,7 +171,9 @@ async def test_outage_is_retried_with_backoff_then_recovers(sim: BitrixSimulator
     client, _ = make_client(sim, portal, http, retries=50, retry_base_s=0.01)
     sim.outage = True
     task = asyncio.create_task(client.call(REGISTER, register(1)))
-    await wait_until(lambda: sum(r.error == "outage" for r in sim.recorder.requests) >= 3, what="retries during the outage")
+    await wait_until(
+        lambda: sum(r.error == "outage" for r in sim.recorder.requests) >= 3, what="retries during the outage"
+    )
     sim.outage = False
     assert (await task)["CALL_ID"]
     assert sim.recorder.count(REGISTER) == 1
@@ -184,14 +202,19 @@ async def test_unbatched_calls_are_paced_within_the_portals_bucket(sim: BitrixSi
     await client.aclose()
 
 
-async def test_query_limit_exceeded_fills_our_bucket_and_the_call_still_succeeds(sim: BitrixSimulator, http: PortalHttp) -> None:
+async def test_query_limit_exceeded_fills_our_bucket_and_the_call_still_succeeds(
+    sim: BitrixSimulator, http: PortalHttp
+) -> None:
     # the portal is stricter than the instance row says (someone else shares its bucket)
     portal = sim.add_portal(users=USERS, rate=10.0, burst=4)
     client, _ = make_client(sim, portal, http, max_batch=1, max_inflight=10)
     client.bucket = type(client.bucket)(10.0, 50)
     results = await asyncio.gather(*(client.call("user.get") for _ in range(10)))
     assert len(results) == 10
-    assert client.stats.query_limit_errors >= 1 and sim.recorder.errors("QUERY_LIMIT_EXCEEDED") == client.stats.query_limit_errors
+    assert (
+        client.stats.query_limit_errors >= 1
+        and sim.recorder.errors("QUERY_LIMIT_EXCEEDED") == client.stats.query_limit_errors
+    )
     await client.aclose()
 
 

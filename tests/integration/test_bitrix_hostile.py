@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
-from thoth_pbx.features.portal.http import MAX_FORM
 from thoth_pbx.clients.bitrix import phpquery
+from thoth_pbx.features.portal.http import MAX_FORM
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 ROUTES = ["/api/bitrix/events", "/api/bitrix/install"]
@@ -59,7 +60,7 @@ async def test_event_without_a_token_is_refused_before_the_nested_parse(service)
 
 def test_append_keys_parse_in_order_and_mix_with_explicit_indexes() -> None:
     assert phpquery.decode("a[]=x&a[]=y&a[5]=z&a[]=w") == {"a": {"0": "x", "1": "y", "5": "z", "6": "w"}}
-    many = phpquery.decode("&".join(["a[]=%d" % i for i in range(phpquery.MAX_FIELDS)]))
+    many = phpquery.decode("&".join([f"a[]={i}" for i in range(phpquery.MAX_FIELDS)]))
     assert many == {"a": [str(i) for i in range(phpquery.MAX_FIELDS)]}
     with pytest.raises(phpquery.FormLimit, match="longer than"):
         phpquery.decode("k" * (phpquery.MAX_KEY_LENGTH + 1) + "=1")

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text
 
 from tests.support.bitrix import ServiceEnv, jobs, service_env, wait_until
 from thoth_pbx.clients.bitrix import phpquery
-from thoth_pbx.features.portal.install import DEFAULT_EVENTS, BitrixEvent
-from thoth_pbx.features.calls.jobs import KIND_REGISTER
 from thoth_pbx.clients.bitrix.telephony import INCOMING, RegisterCall
-from thoth_pbx.features.portal.users import extension_for_user, user_for_extension
+from thoth_pbx.features.calls.jobs import KIND_REGISTER
 from thoth_pbx.features.directory.models import AppInstance
+from thoth_pbx.features.portal.install import DEFAULT_EVENTS, BitrixEvent
+from thoth_pbx.features.portal.users import extension_for_user, user_for_extension
 from thoth_pbx.outbox.models import OutboxJob
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -30,7 +31,9 @@ async def instance_row(env: ServiceEnv) -> AppInstance:
         return (await session.scalars(select(AppInstance))).one()
 
 
-async def test_install_stores_encrypted_tokens_binds_events_adds_lines_and_maps_users(env: ServiceEnv, json_logs) -> None:  # type: ignore[no-untyped-def]
+async def test_install_stores_encrypted_tokens_binds_events_adds_lines_and_maps_users(
+    env: ServiceEnv, json_logs
+) -> None:  # type: ignore[no-untyped-def]
     seen: list[BitrixEvent] = []
 
     async def on_call_start(event: BitrixEvent) -> dict[str, Any]:
@@ -47,8 +50,10 @@ async def test_install_stores_encrypted_tokens_binds_events_adds_lines_and_maps_
     assert env.sim._access[row.access_token].expires_at > 0 and row.refresh_token in env.sim._refresh
     assert row.application_token == env.portal.application_token
     async with env.services.engine.connect() as conn:
-        raw = (await conn.execute(text("SELECT access_token, refresh_token, application_token FROM app_instance"))).one()
-    for stored, plain in zip(raw, (row.access_token, row.refresh_token, row.application_token)):
+        raw = (
+            await conn.execute(text("SELECT access_token, refresh_token, application_token FROM app_instance"))
+        ).one()
+    for stored, plain in zip(raw, (row.access_token, row.refresh_token, row.application_token), strict=True):
         assert plain not in stored and env.services.secret_box.decrypt(stored) == plain
         assert plain not in json_logs.text  # never logged, not even in httpx's request lines
     assert "bitrix app installed" in json_logs.text and env.sim.client_secret not in json_logs.text
@@ -56,7 +61,9 @@ async def test_install_stores_encrypted_tokens_binds_events_adds_lines_and_maps_
     handler = env.public_url + "/api/bitrix/events"
     assert {(b["event"], b["handler"]) for b in env.portal.bindings} == {(e, handler) for e in DEFAULT_EVENTS}
 
-    users = (await (await env.http.get(f"/api/admin/bitrix/instances/{instance_id}/users", headers=env.admin)).json())["items"]
+    users = (await (await env.http.get(f"/api/admin/bitrix/instances/{instance_id}/users", headers=env.admin)).json())[
+        "items"
+    ]
     assert [(u["user_id"], u["extension"]) for u in users] == [(1, "100"), (2, "101"), (3, "102")]  # 4 is inactive
     async with env.sessions() as session:
         assert await user_for_extension(session, instance_id, "102") == 3
@@ -64,10 +71,17 @@ async def test_install_stores_encrypted_tokens_binds_events_adds_lines_and_maps_
         assert await user_for_extension(session, instance_id, "103") is None
 
     # a WhatsApp number linked to the portal gets its external line (idempotent set-up job)
-    waba = await (await env.http.post("/api/admin/wabas", json={"name": "Main", "access_token": "EAAG" + "x" * 30},
-                                      headers=env.admin)).json()
-    phone = {"number": "+14155550123", "phone_number_id": "106540352242922", "waba_account_id": waba["id"],
-             "app_instance_id": instance_id}
+    waba = await (
+        await env.http.post(
+            "/api/admin/wabas", json={"name": "Main", "access_token": "EAAG" + "x" * 30}, headers=env.admin
+        )
+    ).json()
+    phone = {
+        "number": "+14155550123",
+        "phone_number_id": "106540352242922",
+        "waba_account_id": waba["id"],
+        "app_instance_id": instance_id,
+    }
     assert (await env.http.post("/api/admin/phones", json=phone, headers=env.admin)).status == 201
     await wait_until(lambda: "14155550123" in env.portal.lines, what="the external line")
     assert env.portal.lines["14155550123"]["NAME"] == "WhatsApp +14155550123"
@@ -77,8 +91,11 @@ async def test_install_stores_encrypted_tokens_binds_events_adds_lines_and_maps_
     assert len(env.portal.lines) == 1 and env.sim.recorder.count("telephony.externalline.add", ok=True) == 1
 
     # events reach the registered handler through the outbox
-    sent = await env.sim.send_event(env.portal, "ONEXTERNALCALLSTART", {"PHONE_NUMBER": "+4949512345", "USER_ID": "2",
-                                                                         "CALL_ID": "externalCall.abc.1"})
+    sent = await env.sim.send_event(
+        env.portal,
+        "ONEXTERNALCALLSTART",
+        {"PHONE_NUMBER": "+4949512345", "USER_ID": "2", "CALL_ID": "externalCall.abc.1"},
+    )
     assert [status for _, status in sent] == [200]
     await wait_until(lambda: seen, what="the event handler")
     assert seen[0].instance_id == instance_id and seen[0].data["CALL_ID"] == "externalCall.abc.1"
@@ -97,11 +114,15 @@ async def test_event_with_a_wrong_application_token_is_refused_before_anything_i
     env.services.bitrix.app.on_event("ONEXTERNALCALLSTART", handler)
     await env.install()
     before = len(await jobs(env.sessions))
-    sent = await env.sim.send_event(env.portal, "ONEXTERNALCALLSTART", {"USER_ID": "2"}, application_token="forged-token-0000")
+    sent = await env.sim.send_event(
+        env.portal, "ONEXTERNALCALLSTART", {"USER_ID": "2"}, application_token="forged-token-0000"
+    )
     assert [status for _, status in sent] == [401]
     # an unknown portal, and a form without any token, are refused the same way
-    for form in ({"event": "ONEXTERNALCALLSTART", "auth": {"member_id": "nobody", "application_token": "x" * 32}},
-                 {"event": "ONEXTERNALCALLSTART", "data": {"USER_ID": "2"}}):
+    for form in (
+        {"event": "ONEXTERNALCALLSTART", "auth": {"member_id": "nobody", "application_token": "x" * 32}},
+        {"event": "ONEXTERNALCALLSTART", "data": {"USER_ID": "2"}},
+    ):
         resp = await env.http.post("/api/bitrix/events", data=phpquery.encode(form), headers=FORM)
         assert resp.status == 401
         assert (await resp.json())["error"]["field"] == "auth[application_token]"
@@ -112,9 +133,16 @@ async def test_event_with_a_wrong_application_token_is_refused_before_anything_i
 
 
 async def test_forged_or_malformed_installs_are_refused(env: ServiceEnv) -> None:
-    forged = {"event": "ONAPPINSTALL", "auth": {"member_id": env.portal.member_id, "access_token": "a" * 32,
-                                                "refresh_token": "made-up-refresh-token", "application_token": "b" * 32,
-                                                "client_endpoint": "https://evil.example.com/rest/"}}
+    forged = {
+        "event": "ONAPPINSTALL",
+        "auth": {
+            "member_id": env.portal.member_id,
+            "access_token": "a" * 32,
+            "refresh_token": "made-up-refresh-token",
+            "application_token": "b" * 32,
+            "client_endpoint": "https://evil.example.com/rest/",
+        },
+    }
     resp = await env.http.post("/api/bitrix/install", data=phpquery.encode(forged), headers=FORM)
     assert resp.status == 401 and (await resp.json())["error"]["field"] == "auth[refresh_token]"
     missing = {"auth": {"member_id": "m1", "refresh_token": "r" * 32}}
@@ -133,8 +161,9 @@ async def test_reinstall_rebinds_events_and_replaces_the_application_token(env: 
     assert len(env.portal.bindings) == len(DEFAULT_EVENTS)
     async with env.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(AppInstance)) == 1
-    sent = await env.sim.send_event(env.portal, "ONAPPUNINSTALL", {"CLEAN": 0}, with_tokens=False,
-                                    application_token=old_token)
+    sent = await env.sim.send_event(
+        env.portal, "ONAPPUNINSTALL", {"CLEAN": 0}, with_tokens=False, application_token=old_token
+    )
     assert [status for _, status in sent] == [401]
     assert (await instance_row(env)).status == "active"
 
@@ -146,7 +175,9 @@ async def test_uninstall_deactivates_the_instance_and_its_jobs_fail_visibly(env:
     row = await instance_row(env)
     assert row.status == "uninstalled" and row.access_token is None and row.refresh_token is None
     async with env.sessions() as session, session.begin():
-        await env.services.call_jobs.register(session, instance_id, RegisterCall("+14155550100", INCOMING, "late-1", user_id=2))
+        await env.services.call_jobs.register(
+            session, instance_id, RegisterCall("+14155550100", INCOMING, "late-1", user_id=2)
+        )
     await wait_until(lambda: jobs(env.sessions, status="failed"), what="the failed job")
     failed = (await (await env.http.get("/api/admin/outbox?status=failed", headers=env.admin)).json())["items"]
     assert failed[0]["kind"] == KIND_REGISTER and "not installed" in failed[0]["last_error"]
@@ -157,7 +188,9 @@ async def test_needs_reauth_is_shown_to_admins_and_a_reinstall_resumes_waiting_j
     env.sim.revoke_refresh_tokens(env.portal)  # 180 days without a renewal
     env.sim.expire_access_tokens(env.portal)
     async with env.sessions() as session, session.begin():
-        await env.services.call_jobs.register(session, instance_id, RegisterCall("+14155550100", INCOMING, "wait-1", user_id=2))
+        await env.services.call_jobs.register(
+            session, instance_id, RegisterCall("+14155550100", INCOMING, "wait-1", user_id=2)
+        )
 
     async def waiting() -> OutboxJob | None:
         found = await jobs(env.sessions, kind=KIND_REGISTER)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -42,7 +43,10 @@ async def test_register_checks_its_parameters_as_documented(portal) -> None:  # 
         ({**REG, "CALL_START_DATE": "07.03.2026 10:20"}, "CALL_START_DATE should be in the ISO-8601 format"),
         ({**REG, "PHONE_NUMBER": "call me"}, "Unsupported phone number format"),
         ({**REG, "USER_ID": 4}, "User is not found or is not active"),
-        ({**{k: v for k, v in REG.items() if k != "USER_ID"}, "USER_PHONE_INNER": "999"}, "User is not found or is not active"),
+        (
+            {**{k: v for k, v in REG.items() if k != "USER_ID"}, "USER_PHONE_INNER": "999"},
+            "User is not found or is not active",
+        ),
     ]
     for params, message in cases:
         status, body = await rest(http, token, "telephony.externalCall.register", **params)
@@ -53,11 +57,21 @@ async def test_register_checks_its_parameters_as_documented(portal) -> None:  # 
 async def test_register_is_deduplicated_for_30_minutes_until_finished(portal) -> None:  # type: ignore[no-untyped-def]
     _, _, token, http = portal
     first = (await rest(http, token, "telephony.externalcall.register", **REG, EXTERNAL_CALL_ID="a.1"))[1]["result"]
-    again = (await rest(http, token, "telephony.externalcall.register", **REG, EXTERNAL_CALL_ID="a.1",
-                        CALL_START_DATE="2026-03-07T10:20:30+03:00"))[1]["result"]
+    again = (
+        await rest(
+            http,
+            token,
+            "telephony.externalcall.register",
+            **REG,
+            EXTERNAL_CALL_ID="a.1",
+            CALL_START_DATE="2026-03-07T10:20:30+03:00",
+        )
+    )[1]["result"]
     other = (await rest(http, token, "telephony.externalcall.register", **REG, EXTERNAL_CALL_ID="a.2"))[1]["result"]
     assert again["CALL_ID"] == first["CALL_ID"] != other["CALL_ID"]  # start date is not a dedup key
-    status, body = await rest(http, token, "telephony.externalcall.finish", CALL_ID=first["CALL_ID"], USER_ID=2, DURATION=5)
+    status, body = await rest(
+        http, token, "telephony.externalcall.finish", CALL_ID=first["CALL_ID"], USER_ID=2, DURATION=5
+    )
     assert status == 200 and body["result"]["CALL_FAILED_CODE"] == "200"
     status, body = await rest(http, token, "telephony.externalcall.finish", CALL_ID=first["CALL_ID"], USER_ID=2)
     assert (status, body["error"]) == (400, "ERROR_CORE")
@@ -70,20 +84,26 @@ async def test_register_is_deduplicated_for_30_minutes_until_finished(portal) ->
 
 async def test_auth_methods_and_lines(portal) -> None:  # type: ignore[no-untyped-def]
     sim, p, token, http = portal
-    assert await rest(http, None, "user.get") == (401, {"error": "NO_AUTH_FOUND", "error_description": "Wrong authorization data"})
+    assert await rest(http, None, "user.get") == (
+        401,
+        {"error": "NO_AUTH_FOUND", "error_description": "Wrong authorization data"},
+    )
     sim.expire_access_tokens(p)
     status, body = await rest(http, token, "user.get")
     assert (status, body["error"]) == (401, "expired_token")
     token = sim.issue_tokens(p)["access_token"]
     status, body = await rest(http, token, "no.such.method")
     assert (status, body["error"]) == (404, "ERROR_METHOD_NOT_FOUND")
-    assert (await rest(http, token, "telephony.externalLine.add", NUMBER="14155550123", NAME="WA"))[1]["result"] == {"ID": 1}
+    assert (await rest(http, token, "telephony.externalLine.add", NUMBER="14155550123", NAME="WA"))[1]["result"] == {
+        "ID": 1
+    }
     status, body = await rest(http, token, "telephony.externalLine.add", NUMBER="14155550123")
     assert (status, body["error_description"]) == (400, "Line already exists")
     status, body = await rest(http, token, "telephony.externalLine.update", NUMBER="14155550123")
     assert body["error_description"] == "There are no fields to update"
     assert (await rest(http, token, "telephony.externalLine.get"))[1]["result"] == [
-        {"NUMBER": "14155550123", "NAME": "WA", "CRM_AUTO_CREATE": "Y"}]
+        {"NUMBER": "14155550123", "NAME": "WA", "CRM_AUTO_CREATE": "Y"}
+    ]
     assert (await rest(http, token, "telephony.externalLine.delete", NUMBER="14155550123"))[1]["result"] == []
     status, body = await rest(http, token, "event.bind", event="ONNOTHING", handler="https://x.example/h")
     assert (status, body["error"]) == (400, "ERROR_EVENT_NOT_FOUND")
@@ -126,13 +146,21 @@ async def test_list_paging_and_the_leaky_bucket(portal) -> None:  # type: ignore
 async def test_oauth_server_rotates_and_refuses(portal) -> None:  # type: ignore[no-untyped-def]
     sim, p, _, _ = portal
     refresh = sim.issue_tokens(p)["refresh_token"]
-    params = {"grant_type": "refresh_token", "client_id": sim.client_id, "client_secret": sim.client_secret,
-              "refresh_token": refresh}
+    params = {
+        "grant_type": "refresh_token",
+        "client_id": sim.client_id,
+        "client_secret": sim.client_secret,
+        "refresh_token": refresh,
+    }
     async with httpx.AsyncClient() as http:
         wrong = await http.get(sim.oauth_url + "/", params={**params, "client_secret": "nope"})
         assert (wrong.status_code, wrong.json()["error"]) == (401, "invalid_client")
         ok = (await http.get(sim.oauth_url + "/", params=params)).json()
-        assert ok["member_id"] == p.member_id and ok["refresh_token"] != refresh and ok["client_endpoint"] == p.client_endpoint
+        assert (
+            ok["member_id"] == p.member_id
+            and ok["refresh_token"] != refresh
+            and ok["client_endpoint"] == p.client_endpoint
+        )
         reused = await http.get(sim.oauth_url + "/", params=params)
         assert reused.json()["error"] == "invalid_grant"  # a refresh token works once
 
@@ -155,12 +183,18 @@ async def test_incoming_webhook_is_authorised_by_its_path_within_its_scopes(port
         resp = await http.get("user.get.json", params={"FILTER[ID]": "3"})
         assert [u["ID"] for u in resp.json()["result"]] == ["3"]
         resp = await http.post("telephony.externalLine.get.json", json={})
-        assert (resp.status_code, resp.json()) == (403, {
-            "error": "insufficient_scope",
-            "error_description": "The request requires higher privileges than provided by the webhook token"})
+        assert (resp.status_code, resp.json()) == (
+            403,
+            {
+                "error": "insufficient_scope",
+                "error_description": "The request requires higher privileges than provided by the webhook token",
+            },
+        )
         resp = await http.post("app.info", json={})  # needs an application's context
-        assert (resp.status_code, resp.json()) == (400, {
-            "error": "ACCESS_DENIED", "error_description": "Access denied! Application context required"})
+        assert (resp.status_code, resp.json()) == (
+            400,
+            {"error": "ACCESS_DENIED", "error_description": "Access denied! Application context required"},
+        )
         cmd = {"u": "user.get?FILTER[ID]=2", "t": "telephony.externalLine.get"}
         resp = await http.post("batch.json", json={"halt": 0, "cmd": cmd})
         body = resp.json()["result"]
@@ -169,13 +203,17 @@ async def test_incoming_webhook_is_authorised_by_its_path_within_its_scopes(port
     async with httpx.AsyncClient(base_url=p.client_endpoint) as http:
         for path in ("1/nope/user.get.json", "2/abc123/user.get", "1/abc123x/batch"):
             resp = await http.post(path, json={"auth": sim.issue_tokens(p)["access_token"]})  # a token does not help
-            assert (resp.status_code, resp.json()) == (401, {
-                "error": "INVALID_CREDENTIALS", "error_description": "Invalid request credentials"})
+            assert (resp.status_code, resp.json()) == (
+                401,
+                {"error": "INVALID_CREDENTIALS", "error_description": "Invalid request credentials"},
+            )
     sms = sim.add_webhook(p, scope="messageservice")
     async with httpx.AsyncClient(base_url=sim.webhook_url(p, sms)) as http:
         resp = await http.post("messageservice.sender.list", json={})  # messageservice-sender-list.md
-        assert (resp.status_code, resp.json()) == (400, {
-            "error": "ACCESS_DENIED", "error_description": "Application context required"})
+        assert (resp.status_code, resp.json()) == (
+            400,
+            {"error": "ACCESS_DENIED", "error_description": "Application context required"},
+        )
     assert {e.caller for e in sim.recorder.calls("user.get")} == {hook.caller}
 
 
@@ -195,15 +233,29 @@ async def test_user_get_filter_prefixes_and_top_level_fields(portal) -> None:  #
 
     # Anna Admin 1, Boris Agent 2, Vera Agent 3, Gone Former 4 (inactive)
     cases: list[tuple[dict[str, Any], list[str]]] = [
-        ({">ID": 2}, ["3", "4"]), ({">=ID": "2"}, ["2", "3", "4"]), ({"<ID": 2}, ["1"]), ({"<=ID": 2}, ["1", "2"]),
-        ({"!ID": 1}, ["2", "3", "4"]), ({"!=ID": [1, 2]}, ["3", "4"]), ({"@ID": [1, 3]}, ["1", "3"]),
-        ({"!@ID": [1, 3]}, ["2", "4"]), ({"=ID": 2}, ["2"]),
-        ({"%NAME": "ann"}, ["1"]), ({"%LAST_NAME": "gen"}, ["2", "3"]), ({"!%LAST_NAME": "gen"}, ["1", "4"]),
-        ({"NAME": "Bo%"}, ["2"]), ({"=NAME": "Bo%"}, []), ({"=NAME": "boris"}, ["2"]),
-        ({"=%NAME": "%ra"}, ["3"]), ({"%=NAME": "V%"}, ["3"]), ({"!=%NAME": "%a"}, ["2", "4"]),
+        ({">ID": 2}, ["3", "4"]),
+        ({">=ID": "2"}, ["2", "3", "4"]),
+        ({"<ID": 2}, ["1"]),
+        ({"<=ID": 2}, ["1", "2"]),
+        ({"!ID": 1}, ["2", "3", "4"]),
+        ({"!=ID": [1, 2]}, ["3", "4"]),
+        ({"@ID": [1, 3]}, ["1", "3"]),
+        ({"!@ID": [1, 3]}, ["2", "4"]),
+        ({"=ID": 2}, ["2"]),
+        ({"%NAME": "ann"}, ["1"]),
+        ({"%LAST_NAME": "gen"}, ["2", "3"]),
+        ({"!%LAST_NAME": "gen"}, ["1", "4"]),
+        ({"NAME": "Bo%"}, ["2"]),
+        ({"=NAME": "Bo%"}, []),
+        ({"=NAME": "boris"}, ["2"]),
+        ({"=%NAME": "%ra"}, ["3"]),
+        ({"%=NAME": "V%"}, ["3"]),
+        ({"!=%NAME": "%a"}, ["2", "4"]),
         ({"!%=NAME": "%a"}, ["2", "4"]),
-        ({"USER_TYPE": "employee", "ACTIVE": True, ">ID": 1}, ["2", "3"]), ({"ACTIVE": False}, ["4"]),
-        ({"UF_PHONE_INNER": "101"}, ["2"]), ({"<UF_PHONE_INNER": "102"}, ["1", "2"]),
+        ({"USER_TYPE": "employee", "ACTIVE": True, ">ID": 1}, ["2", "3"]),
+        ({"ACTIVE": False}, ["4"]),
+        ({"UF_PHONE_INNER": "101"}, ["2"]),
+        ({"<UF_PHONE_INNER": "102"}, ["1", "2"]),
         ({"EMAIL": "user3@example.com"}, ["3"]),
         ({"NO_SUCH_FIELD": 1, "ID": 2}, ["2"]),  # Bitrix drops keys outside its user fields
     ]
@@ -212,8 +264,13 @@ async def test_user_get_filter_prefixes_and_top_level_fields(portal) -> None:  #
     assert await ids(ID=3) == ["3"]  # legacy: no FILTER, so the top-level keys filter
     assert await ids(**{">ID": 2, "filter": {"ID": 1}}) == ["1"]  # with FILTER the top level is ignored
     status, body = await rest(http, token, "user.get", FILTER={"~ID": 1})
-    assert (status, body) == (400, {"error": "ERROR_CORE", "error_description": "Unknown filter operation '~' for field ID"})
-    status, body = await rest(http, token, "batch", cmd={"a": "user.get?FILTER[>ID]=2", "b": "user.get?FILTER[%25NAME]=ver"})
+    assert (status, body) == (
+        400,
+        {"error": "ERROR_CORE", "error_description": "Unknown filter operation '~' for field ID"},
+    )
+    status, body = await rest(
+        http, token, "batch", cmd={"a": "user.get?FILTER[>ID]=2", "b": "user.get?FILTER[%25NAME]=ver"}
+    )
     assert [[u["ID"] for u in body["result"]["result"][k]] for k in ("a", "b")] == [["3", "4"], ["3"]]
 
 
@@ -257,6 +314,7 @@ async def test_operating_is_the_methods_time_in_ten_minute_baskets() -> None:
         token = sim.issue_tokens(p)["access_token"]
         hook = sim.add_webhook(p, scope="user")
         async with httpx.AsyncClient(base_url=p.client_endpoint) as http:
+
             async def timing(method: str, path: str = "", auth: str | None = token) -> tuple[int, Any]:
                 status, body = await rest(http, auth, path + method)
                 return status, body.get("time", body)
@@ -267,7 +325,9 @@ async def test_operating_is_the_methods_time_in_ten_minute_baskets() -> None:
             now[0] += 60
             assert (await timing("user.get"))[1]["operating"] == 8.0
             assert (await timing("telephony.externalLine.get"))[1]["operating"] == 0  # per method
-            assert (await timing("user.get", f"{hook.user_id}/{hook.code}/", None))[1]["operating"] == 4.0  # per webhook
+            assert (await timing("user.get", f"{hook.user_id}/{hook.code}/", None))[1][
+                "operating"
+            ] == 4.0  # per webhook
             now[0] += 60
             _, third = await timing("user.get")  # 8 s used before it ran: under the limit
             assert (third["operating"], third["operating_reset_at"]) == (12.0, t0 + 600)
@@ -293,7 +353,18 @@ async def test_app_info_answers_the_documented_fields(portal) -> None:  # type: 
     status, body = await rest(http, token, "app.info")
     assert status == 200
     info = body["result"]
-    assert set(info) == {"ID", "CODE", "VERSION", "STATUS", "INSTALLED", "PAYMENT_EXPIRED", "DAYS", "LANGUAGE_ID",
-                         "LICENSE", "LICENSE_TYPE", "LICENSE_FAMILY"}
+    assert set(info) == {
+        "ID",
+        "CODE",
+        "VERSION",
+        "STATUS",
+        "INSTALLED",
+        "PAYMENT_EXPIRED",
+        "DAYS",
+        "LANGUAGE_ID",
+        "LICENSE",
+        "LICENSE_TYPE",
+        "LICENSE_FAMILY",
+    }
     assert (info["CODE"], info["STATUS"], info["INSTALLED"], info["PAYMENT_EXPIRED"]) == (sim.client_id, "L", True, "N")
     assert info["LICENSE"] == f"{info['LANGUAGE_ID']}_{info['LICENSE_TYPE']}"

@@ -11,7 +11,6 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-
 from tests.support.cli import serve_env
 from thoth_pbx.cli.main import build_parser
 
@@ -52,7 +51,9 @@ def test_bad_setting_is_one_line_naming_the_key(tmp_path: Path) -> None:
 def test_serve_starts_migrates_answers_and_stops_cleanly(tmp_path: Path) -> None:
     env = serve_env(tmp_path)
     port = int(env["THOTH_LISTEN"].rsplit(":", 1)[1])
-    proc = subprocess.Popen([*CLI, "serve"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [*CLI, "serve"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path
+    )
     try:
         banner = [proc.stdout.readline() for _ in range(4)]  # blocks until the service printed it
         assert "listening on" in banner[0]
@@ -72,8 +73,20 @@ def test_serve_starts_migrates_answers_and_stops_cleanly(tmp_path: Path) -> None
 
 def test_wheel_carries_templates_and_finds_them_installed(tmp_path: Path) -> None:
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(REPO)],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path / "dist"),
+            str(REPO),
+        ],
+        check=True,
+        capture_output=True,
     )
     (wheel,) = (tmp_path / "dist").glob("thoth_pbx-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
@@ -82,7 +95,18 @@ def test_wheel_carries_templates_and_finds_them_installed(tmp_path: Path) -> Non
         in_wheel = {Path(n).name for n in names if n.startswith(f"thoth_pbx/_data/{folder}/")}
         assert shipped and shipped <= in_wheel, folder
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
+        check=True,
+        capture_output=True,
+    )
     code = "from thoth_pbx.core.resources import data_dir; print(data_dir('dialplan'))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(target)}, cwd=tmp_path, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(target)},
+        cwd=tmp_path,
+        check=True,
+    )
     assert out.stdout.strip().startswith(str(target))

@@ -29,11 +29,11 @@ sandbox = ah.sandbox
 
 needs_asterisk = pytest.mark.asterisk
 _reason = ah.unavailable_reason()
-skip_no_harness = pytest.mark.skipif(
-    _reason is not None and ah.external_instance() is None, reason=str(_reason))
+skip_no_harness = pytest.mark.skipif(_reason is not None and ah.external_instance() is None, reason=str(_reason))
 skip_no_chroot = pytest.mark.skipif(
     _reason is not None or ah.external_instance() is not None,
-    reason=str(_reason or "THOTH_TEST_AMI points at an external Asterisk"))
+    reason=str(_reason or "THOTH_TEST_AMI points at an external Asterisk"),
+)
 
 
 # ----------------------------------------------------------------- raw protocol helpers
@@ -43,22 +43,18 @@ async def _ami_login(host: str, port: int, user: str, secret: str) -> tuple[str,
     reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
     try:
         banner = (await asyncio.wait_for(reader.readline(), 5)).decode().strip()
-        writer.write(
-            f"Action: Login\r\nActionID: login-1\r\nUsername: {user}\r\n"
-            f"Secret: {secret}\r\n\r\n".encode())
+        writer.write(f"Action: Login\r\nActionID: login-1\r\nUsername: {user}\r\nSecret: {secret}\r\n\r\n".encode())
         await writer.drain()
         while True:
             raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-            msg = dict(line.split(": ", 1) for line in raw.decode().strip().split("\r\n")
-                       if ": " in line)
+            msg = dict(line.split(": ", 1) for line in raw.decode().strip().split("\r\n") if ": " in line)
             if msg.get("ActionID") == "login-1":
                 return banner, msg
     finally:
         writer.close()
 
 
-def _ari(inst: ah.AsteriskInstance, method: str, path: str,
-         password: str | None = None) -> tuple[int, object]:
+def _ari(inst: ah.AsteriskInstance, method: str, path: str, password: str | None = None) -> tuple[int, object]:
     req = urllib.request.Request(f"{inst.ari_url}{path}", method=method)
     token = f"{inst.ari_user}:{inst.ari_password if password is None else password}"
     req.add_header("Authorization", "Basic " + base64.b64encode(token.encode()).decode())
@@ -88,15 +84,16 @@ class _WebSocket:
         writer.write(
             f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            f"Sec-WebSocket-Version: 13\r\nAuthorization: Basic {auth}\r\n\r\n".encode())
+            f"Sec-WebSocket-Version: 13\r\nAuthorization: Basic {auth}\r\n\r\n".encode()
+        )
         await writer.drain()
         head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).decode()
         status = head.split("\r\n", 1)[0]
         assert " 101 " in status, head
-        headers = {k.lower(): v for k, v in (
-            line.split(": ", 1) for line in head.strip().split("\r\n")[1:])}
-        accept = base64.b64encode(hashlib.sha1(
-            (key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+        headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in head.strip().split("\r\n")[1:])}
+        accept = base64.b64encode(
+            hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
+        ).decode()
         assert headers.get("sec-websocket-accept") == accept, headers
         return cls(reader, writer)
 
@@ -202,29 +199,30 @@ def test_ari_events_websocket_delivers_stasis_start(biz):
     app = f"harness-{uuid.uuid4().hex[:8]}"
 
     async def scenario() -> dict:
-        ws = await _WebSocket.connect(biz.host, biz.http_port, f"/ari/events?app={app}",
-                                      biz.ari_user, biz.ari_password)
+        ws = await _WebSocket.connect(biz.host, biz.http_port, f"/ari/events?app={app}", biz.ari_user, biz.ari_password)
         try:
             # The app is registered once the websocket is up; confirm instead of guessing.
             status, body = await asyncio.to_thread(_ari, biz, "GET", f"/applications/{app}")
             assert status == 200, body
-            status, chan = await asyncio.to_thread(
-                _ari, biz, "POST", f"/channels?endpoint=Local/s@default&app={app}")
+            status, chan = await asyncio.to_thread(_ari, biz, "POST", f"/channels?endpoint=Local/s@default&app={app}")
             assert status == 200, chan
+
             async def until_start() -> dict:
                 while True:
                     event = json.loads(await ws.recv_text())
-                    if (event.get("type") == "StasisStart"
-                            and event["channel"]["id"] == chan["id"]):
+                    if event.get("type") == "StasisStart" and event["channel"]["id"] == chan["id"]:
                         return event
+
             event = await asyncio.wait_for(until_start(), 15)
             status, _ = await asyncio.to_thread(_ari, biz, "DELETE", f"/channels/{chan['id']}")
             assert status == 204
+
             async def until_end() -> dict:
                 while True:
                     ev = json.loads(await ws.recv_text())
                     if ev.get("type") == "StasisEnd" and ev["channel"]["id"] == chan["id"]:
                         return ev
+
             await asyncio.wait_for(until_end(), 15)
             return event
         finally:
@@ -362,36 +360,47 @@ def test_docker_image_uses_same_suite_and_package_list():
     assert dest in install and "apt-get install" in install and "xargs" in install
     assert "--no-install-recommends" in install  # debootstrap does not take Recommends either
     for pkg in sandbox.read_packages():
-        assert not re.search(rf"apt-get install[^\n]*\b{re.escape(pkg)}\b", text), \
+        assert not re.search(rf"apt-get install[^\n]*\b{re.escape(pkg)}\b", text), (
             f"{pkg} is named in the Dockerfile; list it only in packages.txt"
+        )
 
 
 def test_docker_image_copies_the_harness_templates():
     text = _dockerfile()
     m = re.search(r"^COPY config/asterisk/\*\.conf (\S+)/$", text, re.M)
     assert m, "Dockerfile.asterisk must COPY config/asterisk/*.conf (all harness templates)"
-    assert "THOTH_AST_TEMPLATES:=" + m.group(1) in (
-        REPO / "docker" / "asterisk-entrypoint.sh").read_text()
+    assert "THOTH_AST_TEMPLATES:=" + m.group(1) in (REPO / "docker" / "asterisk-entrypoint.sh").read_text()
     assert sandbox.template_files(), "no templates in config/asterisk"
 
 
-@pytest.mark.skipif(shutil.which("sh") is None or shutil.which("sed") is None,
-                    reason="needs sh and sed")
+@pytest.mark.skipif(shutil.which("sh") is None or shutil.which("sed") is None, reason="needs sh and sed")
 def test_docker_entrypoint_renders_exactly_like_the_harness(tmp_path):
-    spec = sandbox.InstanceSpec(name="parity", bind="127.0.0.2", ami_port=5039,
-                                http_port=8089, sip_port=5070, rtp_start=20000,
-                                rtp_end=20100, ami_secret="s3cr3t.AMI", ari_password="p4ss-ARI")
+    spec = sandbox.InstanceSpec(
+        name="parity",
+        bind="127.0.0.2",
+        ami_port=5039,
+        http_port=8089,
+        sip_port=5070,
+        rtp_start=20000,
+        rtp_end=20100,
+        ami_secret="s3cr3t.AMI",
+        ari_password="p4ss-ARI",
+    )
     values = spec.template_values()
     assert set(values) == sandbox.template_placeholders(), "InstanceSpec misses a placeholder"
     py_dir, sh_dir = tmp_path / "py", tmp_path / "sh"
     # The entry point writes into ETC_DIR, which is also a rendered value: use one value.
     values = dict(values, ETC_DIR=str(sh_dir))
     sandbox.render_templates(py_dir, values)
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-           "THOTH_AST_TEMPLATES": str(sandbox.TEMPLATE_DIR)}
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "THOTH_AST_TEMPLATES": str(sandbox.TEMPLATE_DIR)}
     env.update({f"THOTH_AST_{k}": v for k, v in values.items()})
-    subprocess.run(["sh", str(REPO / "docker" / "asterisk-entrypoint.sh"), "render"],
-                   env=env, check=True, capture_output=True, text=True)
+    subprocess.run(
+        ["sh", str(REPO / "docker" / "asterisk-entrypoint.sh"), "render"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     py_files = sorted(p.name for p in py_dir.iterdir())
     assert py_files == sorted(p.name for p in sh_dir.iterdir())
     assert py_files == [p.name for p in sandbox.template_files()]

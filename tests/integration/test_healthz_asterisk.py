@@ -25,13 +25,20 @@ async def test_service_waits_for_asterisk_then_connects(tmp_path: Path, aiohttp_
     async def health() -> dict:
         return await (await client.get("/healthz")).json()
 
-    await wait_until(lambda: services.ami.status.state == "down" and services.ari.status.state == "down",
-                     what="AMI and ARI reported down")
+    await wait_until(
+        lambda: services.ami.status.state == "down" and services.ari.status.state == "down",
+        what="AMI and ARI reported down",
+    )
     body = await health()
     assert body["status"] == "degraded" and body["ami"]["error"]
-    instance = harness.start_instance("thoth-late", ami_port=ami_port, http_port=http_port, credentials={
-        "ami_user": "thoth", "ami_secret": ami_secret, "ari_user": "thoth", "ari_password": ari_password})
+    instance = harness.start_instance(
+        "thoth-late",
+        ami_port=ami_port,
+        http_port=http_port,
+        credentials={"ami_user": "thoth", "ami_secret": ami_secret, "ari_user": "thoth", "ari_password": ari_password},
+    )
     try:
+
         async def ready() -> bool:
             body = await health()
             return body["ami"]["state"] == "connected" and body["ari"]["state"] == "connected"

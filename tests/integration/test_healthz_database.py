@@ -7,8 +7,8 @@ root for its chroot, so the tests do too)."""
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -83,7 +83,9 @@ async def test_read_only_postgres(tmp_path: Path, postgres_server, aiohttp_clien
     postgres_server.drop_database(name)
 
 
-async def test_a_second_installation_with_another_key_is_a_key_mismatch(tmp_path: Path, database_url: str, aiohttp_client) -> None:  # type: ignore[no-untyped-def]
+async def test_a_second_installation_with_another_key_is_a_key_mismatch(
+    tmp_path: Path, database_url: str, aiohttp_client
+) -> None:  # type: ignore[no-untyped-def]
     """Two installations pointed at one database with different key files (a copied config, a
     restored backup): the running one must not go on saying ok while it mixes keys."""
     first = await open_services(make_settings(tmp_path / "one", database_url))

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
-from thoth_pbx.clients.asterisk.ari import basic_auth_header
-from thoth_pbx.sandbox import meta as sim
-from thoth_pbx.features.directory.models import Phone
 from tests.conftest import make_settings
+from thoth_pbx.clients.asterisk.ari import basic_auth_header
+from thoth_pbx.features.directory.models import Phone
+from thoth_pbx.sandbox import meta as sim
 
 SEED = sim.Seed()
 HOST = "pbx.example.com"
@@ -40,13 +40,25 @@ async def service(tmp_path: Path, database_url: str, meta, aiohttp_client):  # t
     return client
 
 
-async def make_phone(service, *, token: str = SEED.token, hostname: str | None = HOST, port: int = 5061) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    waba = {"name": "Main", "waba_id": SEED.waba_id, "access_token": token, "app_secret": SEED.app_secret,
-            "app_id": SEED.app_id}
+async def make_phone(
+    service, *, token: str = SEED.token, hostname: str | None = HOST, port: int = 5061
+) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    waba = {
+        "name": "Main",
+        "waba_id": SEED.waba_id,
+        "access_token": token,
+        "app_secret": SEED.app_secret,
+        "app_id": SEED.app_id,
+    }
     resp = await service.post("/api/admin/wabas", json=waba, headers=service.auth)
     assert resp.status == 201, await resp.text()
-    phone = {"number": SEED.display_phone_number, "phone_number_id": SEED.phone_number_id,
-             "waba_account_id": (await resp.json())["id"], "sip_hostname": hostname, "sip_port": port}
+    phone = {
+        "number": SEED.display_phone_number,
+        "phone_number_id": SEED.phone_number_id,
+        "waba_account_id": (await resp.json())["id"],
+        "sip_hostname": hostname,
+        "sip_port": port,
+    }
     resp = await service.post("/api/admin/phones", json=phone, headers=service.auth)
     assert resp.status == 201, await resp.text()
     return await resp.json()
@@ -79,8 +91,13 @@ async def test_enable_stores_password_encrypted_and_shows_sip_state(service) -> 
     assert password not in await resp.text()  # shown masked only
     # what Meta received: exactly the documented body
     posted = [r for r in service.sim.requests if r["method"] == "POST"]
-    assert posted[-1]["json"] == {"calling": {"status": "ENABLED", "srtp_key_exchange_protocol": "SDES",
-                                              "sip": {"status": "ENABLED", "servers": [{"hostname": HOST, "port": 5061}]}}}
+    assert posted[-1]["json"] == {
+        "calling": {
+            "status": "ENABLED",
+            "srtp_key_exchange_protocol": "SDES",
+            "sip": {"status": "ENABLED", "servers": [{"hostname": HOST, "port": 5061}]},
+        }
+    }
     gets = [r for r in service.sim.requests if r["method"] == "GET"]
     assert gets[-1]["query"] == {"include_sip_credentials": "true"}
     async with service.services.engine.connect() as conn:
@@ -208,8 +225,9 @@ async def test_disable_then_show(service) -> None:  # type: ignore[no-untyped-de
     assert shown["phone"]["trunk_needs_apply"] is True  # the trunk must drop this phone
     await clear_trunk_flag(service, phone["id"])
     # with SIP off the phone is not in the trunk: editing its SIP fields is not a trunk change
-    resp = await service.patch(f"/api/admin/phones/{phone['id']}", json={"sip_hostname": "pbx9.example.com"},
-                               headers=service.auth)
+    resp = await service.patch(
+        f"/api/admin/phones/{phone['id']}", json={"sip_hostname": "pbx9.example.com"}, headers=service.auth
+    )
     assert (await resp.json())["trunk_needs_apply"] is False
 
 
@@ -229,13 +247,26 @@ async def test_token_check_reads_expiry_and_warns(service) -> None:  # type: ign
 async def test_cli_calling_show_and_enable(service, tmp_path: Path, database_url: str) -> None:  # type: ignore[no-untyped-def]
     phone = await make_phone(service)
     graph_url = str(service.services.settings.meta_graph_url)
-    env = {**os.environ, "THOTH_DATABASE_URL": database_url, "THOTH_SECRET_KEY_FILE": str(tmp_path / "secret.key"),
-           "THOTH_ADMIN_PASSWORD": "correct-horse-battery", "THOTH_META_GRAPH_URL": graph_url,
-           "THOTH_ASTERISK_CONFIG_DIR": str(tmp_path / "asterisk"), "THOTH_CONFIG": ""}
+    env = {
+        **os.environ,
+        "THOTH_DATABASE_URL": database_url,
+        "THOTH_SECRET_KEY_FILE": str(tmp_path / "secret.key"),
+        "THOTH_ADMIN_PASSWORD": "correct-horse-battery",
+        "THOTH_META_GRAPH_URL": graph_url,
+        "THOTH_ASTERISK_CONFIG_DIR": str(tmp_path / "asterisk"),
+        "THOTH_CONFIG": "",
+    }
 
     async def cli(*args: str) -> tuple[int, str, str]:
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "thoth_pbx.cli", *args, env=env,
-                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "thoth_pbx.cli",
+            *args,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         out, err = await asyncio.wait_for(proc.communicate(), 60)
         return proc.returncode or 0, out.decode(), err.decode()
 

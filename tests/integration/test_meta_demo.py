@@ -25,8 +25,9 @@ def free_port() -> int:
 
 
 async def run(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(*CLI, *args, env=env, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     return proc.returncode or 0, out.decode(), err.decode()
 
@@ -34,8 +35,16 @@ async def run(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
 async def test_sandbox_meta_serves_the_seeded_account(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "THOTH_SECRET_KEY_FILE": str(tmp_path / "k"), "THOTH_CONFIG": ""}
-    proc = await asyncio.create_subprocess_exec(*CLI, "sandbox", "meta", "--listen", f"127.0.0.1:{port}", env=env,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        *CLI,
+        "sandbox",
+        "meta",
+        "--listen",
+        f"127.0.0.1:{port}",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         assert proc.stdout is not None
         banner = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
@@ -63,16 +72,35 @@ async def test_sandbox_meta_serves_the_seeded_account(tmp_path: Path) -> None:
 
 async def test_meta_webhook_command_delivers_calls_out_of_order(service, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     headers = {"Authorization": basic_auth_header(*service.admin_auth)}
-    waba = await (await service.post("/api/admin/wabas", json={
-        "name": "Demo", "access_token": "EAAG" + "d" * 30, "app_secret": "demo-app-secret-123"}, headers=headers)).json()
+    waba = await (
+        await service.post(
+            "/api/admin/wabas",
+            json={"name": "Demo", "access_token": "EAAG" + "d" * 30, "app_secret": "demo-app-secret-123"},
+            headers=headers,
+        )
+    ).json()
     url = str(service.make_url(f"/api/waba/?api-key={waba['api_key']}"))
     env = {**os.environ, "THOTH_SECRET_KEY_FILE": str(tmp_path / "k2"), "THOTH_CONFIG": ""}
-    code, out, err = await run("sandbox", "meta-webhook", "--url", url, "--app-secret", "demo-app-secret-123",
-                               "--kind", "call", "--count", "2", "--reorder", "--duplicate", env=env)
+    code, out, err = await run(
+        "sandbox",
+        "meta-webhook",
+        "--url",
+        url,
+        "--app-secret",
+        "demo-app-secret-123",
+        "--kind",
+        "call",
+        "--count",
+        "2",
+        "--reorder",
+        "--duplicate",
+        env=env,
+    )
     assert code == 0, err
     assert json.loads(out)["statuses"] == [200] * 8
-    code, out, _ = await run("sandbox", "meta-webhook", "--url", url, "--app-secret", "wrong-secret-0000",
-                             "--kind", "message", env=env)
+    code, out, _ = await run(
+        "sandbox", "meta-webhook", "--url", url, "--app-secret", "wrong-secret-0000", "--kind", "message", env=env
+    )
     assert code == 1 and json.loads(out)["statuses"] == [401]
     async with service.services.sessions() as session:
         keys = sorted((await session.scalars(select(WebhookInbox.dedup_key))).all())

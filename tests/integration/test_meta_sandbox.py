@@ -6,7 +6,14 @@ import time
 
 import pytest
 
-from thoth_pbx.clients.meta.graph import GraphAuthError, GraphClient, GraphError, GraphRateLimited, GraphUnavailable, RetryPolicy
+from thoth_pbx.clients.meta.graph import (
+    GraphAuthError,
+    GraphClient,
+    GraphError,
+    GraphRateLimited,
+    GraphUnavailable,
+    RetryPolicy,
+)
 from thoth_pbx.sandbox import meta as sim
 
 SEED = sim.Seed()
@@ -56,18 +63,37 @@ async def test_auth_errors_follow_graph(graph) -> None:  # type: ignore[no-untyp
         ({"status": "ON"}, "calling[status]"),
         ({"sip": {"status": "ENABLED", "servers": [{"hostname": "a.example.com", "password": "x"}]}}, "[password]"),
         ({"sip": {"status": "ENABLED", "servers": [{"port": 5061}]}}, "[hostname] is required"),
-        ({"sip": {"status": "ENABLED", "servers": [{"hostname": "a.example.com"}, {"hostname": "b.example.com"}]}},
-         "Only one SIP server"),
+        (
+            {"sip": {"status": "ENABLED", "servers": [{"hostname": "a.example.com"}, {"hostname": "b.example.com"}]}},
+            "Only one SIP server",
+        ),
         ({"sip": {"status": "ENABLED"}}, "At least one SIP server"),
         ({"sip": {"status": "ENABLED", "servers": [{"hostname": "a.example.com", "port": 70000}]}}, "port"),
-        ({"sip": {"status": "ENABLED", "servers": [{"hostname": "a.example.com",
-                                                    "request_uri_user_params": {"tgrp": "x" * 129}}]}}, "128"),
+        (
+            {
+                "sip": {
+                    "status": "ENABLED",
+                    "servers": [{"hostname": "a.example.com", "request_uri_user_params": {"tgrp": "x" * 129}}],
+                }
+            },
+            "128",
+        ),
         ({"audio": {"additional_codecs": ["OPUS"]}}, "PCMA"),
         ({"srtp_key_exchange_protocol": "ZRTP"}, "srtp_key_exchange_protocol"),
         ({"call_hours": {"status": "ENABLED", "timezone_id": "Europe/Berlin", "weekly_operating_hours": []}}, "empty"),
-        ({"call_hours": {"status": "ENABLED", "timezone_id": "Europe/Berlin", "weekly_operating_hours": [
-            {"day_of_week": "MONDAY", "open_time": "0900", "close_time": "1200"},
-            {"day_of_week": "MONDAY", "open_time": "1100", "close_time": "1400"}]}}, "overlap"),
+        (
+            {
+                "call_hours": {
+                    "status": "ENABLED",
+                    "timezone_id": "Europe/Berlin",
+                    "weekly_operating_hours": [
+                        {"day_of_week": "MONDAY", "open_time": "0900", "close_time": "1200"},
+                        {"day_of_week": "MONDAY", "open_time": "1100", "close_time": "1400"},
+                    ],
+                }
+            },
+            "overlap",
+        ),
     ],
 )
 async def test_settings_are_validated_like_graph(graph, calling, words: str) -> None:  # type: ignore[no-untyped-def]
@@ -83,8 +109,9 @@ async def test_calling_preconditions(graph) -> None:  # type: ignore[no-untyped-
     phone.messaging_limit = 2000
     graph.sim.apps[SEED.app_id].subscribed_fields = {"messages"}
     assert (await error_of(settings(graph, status="ENABLED"))).code == 138018  # neither SIP nor the calls field
-    assert await settings(graph, status="ENABLED", sip={"status": "ENABLED", "servers": [{"hostname": "pbx.example.com"}]}) \
-        == {"success": True}
+    assert await settings(
+        graph, status="ENABLED", sip={"status": "ENABLED", "servers": [{"hostname": "pbx.example.com"}]}
+    ) == {"success": True}
 
 
 async def test_settings_round_trip_password_per_app_and_reset(graph) -> None:  # type: ignore[no-untyped-def]
@@ -104,15 +131,24 @@ async def test_settings_round_trip_password_per_app_and_reset(graph) -> None:  #
     kept = await graph.get(f"{PNID}/settings", SEED.token, {"include_sip_credentials": "true"})
     assert kept["calling"]["sip"]["servers"][0]["sip_user_password"] == password
     await settings(graph, sip={"status": "DISABLED", "servers": []})
-    await settings(graph, status="ENABLED", sip={"status": "ENABLED", "servers": [{"hostname": "pbx.example.com"}]},
-                   srtp_key_exchange_protocol="SDES")
+    await settings(
+        graph,
+        status="ENABLED",
+        sip={"status": "ENABLED", "servers": [{"hostname": "pbx.example.com"}]},
+        srtp_key_exchange_protocol="SDES",
+    )
     renewed = await graph.get(f"{PNID}/settings", SEED.token, {"include_sip_credentials": "true"})
     assert renewed["calling"]["sip"]["servers"][0]["sip_user_password"] != password
     assert renewed["calling"]["srtp_key_exchange_protocol"] == "SDES"
 
 
 async def test_calls_refused_on_sip_numbers(graph) -> None:  # type: ignore[no-untyped-def]
-    call = {"messaging_product": "whatsapp", "to": "15551234567", "action": "connect", "session": {"sdp_type": "offer", "sdp": "v=0"}}
+    call = {
+        "messaging_product": "whatsapp",
+        "to": "15551234567",
+        "action": "connect",
+        "session": {"sdp_type": "offer", "sdp": "v=0"},
+    }
     assert (await error_of(graph.post(f"{PNID}/calls", SEED.token, call))).code == 138000
     await settings(graph, status="ENABLED", sip={"status": "ENABLED", "servers": [{"hostname": "pbx.example.com"}]})
     exc = await error_of(graph.post(f"{PNID}/calls", SEED.token, call))
@@ -120,12 +156,24 @@ async def test_calls_refused_on_sip_numbers(graph) -> None:  # type: ignore[no-u
 
 
 async def test_messages_endpoint(graph) -> None:  # type: ignore[no-untyped-def]
-    ok = await graph.post(f"{PNID}/messages", SEED.token, {
-        "messaging_product": "whatsapp", "recipient_type": "individual", "to": "15551234567", "type": "text",
-        "text": {"preview_url": False, "body": "hello"}})
-    assert ok["messages"][0]["id"].startswith("wamid.") and ok["contacts"] == [{"input": "15551234567", "wa_id": "15551234567"}]
+    ok = await graph.post(
+        f"{PNID}/messages",
+        SEED.token,
+        {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": "15551234567",
+            "type": "text",
+            "text": {"preview_url": False, "body": "hello"},
+        },
+    )
+    assert ok["messages"][0]["id"].startswith("wamid.") and ok["contacts"] == [
+        {"input": "15551234567", "wa_id": "15551234567"}
+    ]
     assert graph.sim.phones[PNID].sent[0]["text"]["body"] == "hello"
-    bad = await error_of(graph.post(f"{PNID}/messages", SEED.token, {"messaging_product": "sms", "to": "1555", "type": "text"}))
+    bad = await error_of(
+        graph.post(f"{PNID}/messages", SEED.token, {"messaging_product": "sms", "to": "1555", "type": "text"})
+    )
     assert bad.code == 100
 
 
@@ -190,13 +238,18 @@ async def test_control_endpoints_and_webhook_sender(aiohttp_client, aiohttp_serv
     control = await aiohttp_client(sim.MetaSimulator().app())
     assert (await control.post("/_sandbox/apps", json={"app_id": "7", "app_secret": "s" * 12})).status == 201
     assert (await control.post("/_sandbox/tokens", json={"token": "EAAGx", "app_id": "8"})).status == 400
-    assert (await control.post("/_sandbox/phones", json={"phone_number_id": "5", "display_phone_number": "+1555",
-                                                          "waba_id": "9"})).status == 201
+    assert (
+        await control.post(
+            "/_sandbox/phones", json={"phone_number_id": "5", "display_phone_number": "+1555", "waba_id": "9"}
+        )
+    ).status == 201
     assert (await control.patch("/_sandbox/phones/5", json={"messaging_limit": 10})).status == 200
     assert (await (await control.get("/_sandbox/state")).json())["phones"]["5"]["messaging_limit"] == 10
     docs = [sim.delivery("9", [sim.message_change("5", "+1555", "1666", f"m{i}")]) for i in range(2)]
-    resp = await control.post("/_sandbox/webhooks", json={"url": str(hook_server.make_url("/hook")), "app_secret": "s" * 12,
-                                                          "deliveries": docs, "duplicate": True})
+    resp = await control.post(
+        "/_sandbox/webhooks",
+        json={"url": str(hook_server.make_url("/hook")), "app_secret": "s" * 12, "deliveries": docs, "duplicate": True},
+    )
     assert (await resp.json())["statuses"] == [200] * 4
     assert [r[0] for r in received][0] == received[1][0]  # duplicated as is
     assert all(signature == sim.sign(body, "s" * 12) for body, signature in received)
@@ -218,10 +271,12 @@ async def test_read_receipt_and_typing_indicator(graph) -> None:  # type: ignore
     typing = {**read, "typing_indicator": {"type": "text"}}
     assert await graph.post(f"{PNID}/messages", SEED.token, typing) == {"success": True}
     assert [r.get("typing_indicator") for r in graph.sim.phones[PNID].read] == [None, {"type": "text"}]
-    for bad, words in (({**read, "message_id": "wamid.NEVER"}, "not a message received"),
-                       ({**read, "status": "delivered"}, "status must be read"),
-                       ({**typing, "typing_indicator": {"type": "audio"}}, "typing_indicator[type]"),
-                       ({**read, "to": "15551234567"}, "[to] is not a valid parameter")):
+    for bad, words in (
+        ({**read, "message_id": "wamid.NEVER"}, "not a message received"),
+        ({**read, "status": "delivered"}, "status must be read"),
+        ({**typing, "typing_indicator": {"type": "audio"}}, "typing_indicator[type]"),
+        ({**read, "to": "15551234567"}, "[to] is not a valid parameter"),
+    ):
         exc = await error_of(graph.post(f"{PNID}/messages", SEED.token, bad))
         assert exc.code == 100 and words in str(exc.details), (bad, exc.details)
 
@@ -232,7 +287,10 @@ async def test_phone_number_node_and_waba_list(graph) -> None:  # type: ignore[n
     node = await graph.get(PNID, SEED.token)
     assert node["id"] == PNID and node["verified_name"] == "Sandbox Business" and node["quality_rating"] == "GREEN"
     assert node["display_phone_number"] == "+1 555-010-0001" and node["throughput"] == {"level": "STANDARD"}
-    assert await graph.get(PNID, SEED.token, {"fields": "verified_name"}) == {"verified_name": "Sandbox Business", "id": PNID}
+    assert await graph.get(PNID, SEED.token, {"fields": "verified_name"}) == {
+        "verified_name": "Sandbox Business",
+        "id": PNID,
+    }
     exc = await error_of(graph.get(PNID, SEED.token, {"fields": "verified_name,nonsense"}))
     assert exc.code == 100 and "nonsense" in exc.message
     graph.sim.add_phone("106540352242999", "+15550100002", SEED.waba_id)
@@ -251,7 +309,11 @@ async def test_call_permissions(graph) -> None:  # type: ignore[no-untyped-def]
     assert none["messaging_product"] == "whatsapp" and none["permission"] == {"status": "no_permission"}
     actions = {a["action_name"]: a for a in none["actions"]}
     assert actions["start_call"]["can_perform_action"] is False
-    assert actions["send_call_permission_request"]["limits"][0] == {"time_period": "PT24H", "max_allowed": 1, "current_usage": 0}
+    assert actions["send_call_permission_request"]["limits"][0] == {
+        "time_period": "PT24H",
+        "max_allowed": 1,
+        "current_usage": 0,
+    }
     until = int(time.time()) + 7 * 86400
     graph.sim.phones[PNID].call_permissions["15551234567"] = {"status": "temporary", "expiration_time": until}
     granted = await graph.get(f"{PNID}/call_permissions", SEED.token, {"user_wa_id": "15551234567"})
@@ -264,8 +326,12 @@ async def test_call_actions_only_for_calls_it_announced(graph) -> None:  # type:
     """developers.facebook.com/docs/whatsapp/cloud-api/calling/user-initiated-calls: pre_accept,
     accept, reject and terminate name a call_id from a `connect` webhook (or a placed call)."""
     await settings(graph, status="ENABLED")
-    act = {"messaging_product": "whatsapp", "action": "accept", "call_id": "wacid.NEVER",
-           "session": {"sdp_type": "answer", "sdp": "v=0"}}
+    act = {
+        "messaging_product": "whatsapp",
+        "action": "accept",
+        "call_id": "wacid.NEVER",
+        "session": {"sdp_type": "answer", "sdp": "v=0"},
+    }
     exc = await error_of(graph.post(f"{PNID}/calls", SEED.token, act))
     assert exc.code == 100 and "wacid.NEVER" in str(exc.details)
     connect = sim.call_connect_change(PNID, SEED.display_phone_number, "wacid.ANNOUNCED", "15551234567")
@@ -275,6 +341,16 @@ async def test_call_actions_only_for_calls_it_announced(graph) -> None:  # type:
     assert (await graph.post(f"{PNID}/calls", SEED.token, end))["success"] is True
     again = await error_of(graph.post(f"{PNID}/calls", SEED.token, end))
     assert again.code == 100 and "already ended" in str(again.details)
-    placed = await graph.post(f"{PNID}/calls", SEED.token, {"messaging_product": "whatsapp", "to": "15551234567",
-                                                          "action": "connect", "session": {"sdp_type": "offer", "sdp": "v=0"}})
-    assert (await graph.post(f"{PNID}/calls", SEED.token, {**end, "call_id": placed["calls"][0]["id"]}))["success"] is True
+    placed = await graph.post(
+        f"{PNID}/calls",
+        SEED.token,
+        {
+            "messaging_product": "whatsapp",
+            "to": "15551234567",
+            "action": "connect",
+            "session": {"sdp_type": "offer", "sdp": "v=0"},
+        },
+    )
+    assert (await graph.post(f"{PNID}/calls", SEED.token, {**end, "call_id": placed["calls"][0]["id"]}))[
+        "success"
+    ] is True

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -24,8 +25,13 @@ T = TypeVar("T")
 async def pywa_and_sim(aiohttp_server):  # type: ignore[no-untyped-def]
     simulator = sim.seeded(SEED)
     server = await aiohttp_server(simulator.app())
-    wa = WhatsApp(phone_id=SEED.phone_number_id, token=SEED.token, api_version="25.0",
-                  waba_id=SEED.waba_id, session=httpx.Client(timeout=10))
+    wa = WhatsApp(
+        phone_id=SEED.phone_number_id,
+        token=SEED.token,
+        api_version="25.0",
+        waba_id=SEED.waba_id,
+        session=httpx.Client(timeout=10),
+    )
     wa.api._session.base_url = str(server.make_url("/v25.0"))  # the only change
     yield wa, simulator
     wa.api._session.close()
@@ -57,6 +63,7 @@ async def test_pywa_reads_the_phone_number_and_the_waba_list(pywa_and_sim) -> No
 
 async def test_pywa_call_permissions_and_call_actions(pywa_and_sim) -> None:  # type: ignore[no-untyped-def]
     wa, simulator = pywa_and_sim
+
     # pywa 4.5.0's WhatsApp.get_call_permissions omits an argument of its own GraphAPI method
     # (TypeError before any request), so its GraphAPI call and model are used directly.
     def permissions(user_wa_id: str | None = None, recipient: str | None = None) -> CallPermissions:
@@ -65,12 +72,15 @@ async def test_pywa_call_permissions_and_call_actions(pywa_and_sim) -> None:  # 
 
     assert (await _run(permissions, "15551234567")).permission.status.value.lower() == "no_permission"
     simulator.phones[SEED.phone_number_id].call_permissions["15551234567"] = {
-        "status": "temporary", "expiration_time": int(time.time()) + 3600}
+        "status": "temporary",
+        "expiration_time": int(time.time()) + 3600,
+    }
     assert (await _run(permissions, "15551234567")).permission.status.value.lower() == "temporary"
     simulator.phones[SEED.phone_number_id].call_permissions["US.13491208655302741918"] = {"status": "permanent"}
     # pywa's status enum predates permanent permissions (Nov 2025), so the raw answer is read
-    raw = await _run(wa.api.get_call_permissions, phone_id=SEED.phone_number_id, user_wa_id=None,
-                     recipient="US.13491208655302741918")
+    raw = await _run(
+        wa.api.get_call_permissions, phone_id=SEED.phone_number_id, user_wa_id=None, recipient="US.13491208655302741918"
+    )
     assert raw["permission"] == {"status": "permanent"}
     phone = simulator.phones[SEED.phone_number_id]
     phone.calling["status"] = "ENABLED"

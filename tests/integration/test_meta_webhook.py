@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, text
 
+from thoth_pbx.clients.asterisk.ari import basic_auth_header
 from thoth_pbx.clients.meta.inbox import InboxItem
 from thoth_pbx.clients.meta.payloads import CallEvent, fold_call
-from thoth_pbx.clients.asterisk.ari import basic_auth_header
-from thoth_pbx.sandbox import meta as sim
 from thoth_pbx.clients.meta.tables import WebhookInbox
+from thoth_pbx.sandbox import meta as sim
 
 APP_SECRET = "app-secret-0123456789abcdef"
 WABA_ID = "102290129340398"
@@ -55,7 +55,9 @@ async def inbox(service) -> list[WebhookInbox]:  # type: ignore[no-untyped-def]
 
 
 def message_delivery(text_: str = "hi", wamid: str | None = None) -> bytes:
-    return json.dumps(sim.delivery(WABA_ID, [sim.message_change(PNID, DISPLAY, "15551234567", text_, wamid=wamid)])).encode()
+    return json.dumps(
+        sim.delivery(WABA_ID, [sim.message_change(PNID, DISPLAY, "15551234567", text_, wamid=wamid)])
+    ).encode()
 
 
 async def test_waba_shows_callback_url_next_to_verify_token(service, account) -> None:  # type: ignore[no-untyped-def]
@@ -86,8 +88,12 @@ async def test_handshake_echoes_challenge_as_text(service, account) -> None:  # 
     ],
 )
 async def test_handshake_failures_are_403(service, account, change, field) -> None:  # type: ignore[no-untyped-def]
-    params = {"api-key": account["api_key"], "hub.mode": "subscribe", "hub.verify_token": account["verify_token"],
-              "hub.challenge": "42"}
+    params = {
+        "api-key": account["api_key"],
+        "hub.mode": "subscribe",
+        "hub.verify_token": account["verify_token"],
+        "hub.challenge": "42",
+    }
     params.update(change)
     resp = await service.get("/api/waba/", params={k: v for k, v in params.items() if v is not None})
     assert resp.status == 403
@@ -99,7 +105,8 @@ async def test_signed_message_is_stored_before_200_and_typed(service, account) -
     assert resp.status == 200, await resp.text()
     rows = await inbox(service)  # already committed when the 200 came back
     assert [(r.kind, r.dedup_key, r.phone_number_id, r.waba_account_id) for r in rows] == [
-        ("message", "m:wamid.ABC", PNID, account["id"])]
+        ("message", "m:wamid.ABC", PNID, account["id"])
+    ]
     from thoth_pbx.clients.meta.payloads import Message, model_of
 
     message = model_of(rows[0].kind, rows[0].payload)
@@ -127,8 +134,11 @@ async def test_unknown_or_missing_api_key_is_403_and_rotation_is_immediate(servi
     resp = await service.post("/api/waba/", data=body, headers={"X-Hub-Signature-256": sim.sign(body, APP_SECRET)})
     assert resp.status == 403
     assert (await post(service, account, body)).status == 200  # the cache now holds the key
-    rotated = await (await service.post(f"/api/admin/wabas/{account['id']}/rotate", json={"secret": "api_key"},
-                                        headers=auth(service))).json()
+    rotated = await (
+        await service.post(
+            f"/api/admin/wabas/{account['id']}/rotate", json={"secret": "api_key"}, headers=auth(service)
+        )
+    ).json()
     assert (await post(service, account, message_delivery())).status == 403
     assert (await post(service, rotated, message_delivery())).status == 200
 
@@ -138,14 +148,15 @@ async def test_garbage_is_400_and_oversize_is_413(service, account) -> None:  # 
         b"{not json": "body",
         b'["a"]': "body",
         b'{"object": "whatsapp_business_account"}': "entry",
-        b'{"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": 3}]}]}':
-            "entry[0].changes[0].value",
+        b'{"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": 3}]}]}': "entry[0].changes[0].value",
     }
     for body, field in cases.items():
         resp = await post(service, account, body)
         assert resp.status == 400, body
         assert (await resp.json())["error"]["field"] == field
-    big = json.dumps(sim.delivery(WABA_ID, [sim.message_change(PNID, DISPLAY, "1555", "x" * (3 * 1024 * 1024))])).encode()
+    big = json.dumps(
+        sim.delivery(WABA_ID, [sim.message_change(PNID, DISPLAY, "1555", "x" * (3 * 1024 * 1024))])
+    ).encode()
     resp = await post(service, account, big)
     assert resp.status == 413
     assert await inbox(service) == []
@@ -169,10 +180,15 @@ async def test_the_same_setting_at_two_times_is_stored_twice_with_its_time(servi
     off = {"field": field, "value": {"phone_number_id": PNID, "calling": {"status": "DISABLED"}}}
     on = {"field": field, "value": {"phone_number_id": PNID, "calling": {"status": "ENABLED"}}}
     for change, at in ((off, 1739321024), (on, 1739321060), (off, 1739321090), (off, 1739321024)):
-        assert (await post(service, account, json.dumps(sim.delivery(WABA_ID, [change], time=at)).encode())).status == 200
+        assert (
+            await post(service, account, json.dumps(sim.delivery(WABA_ID, [change], time=at)).encode())
+        ).status == 200
     rows = await inbox(service)
     assert [(r.payload["value"]["calling"]["status"], int(r.entry_time.timestamp())) for r in rows] == [
-        ("DISABLED", 1739321024), ("ENABLED", 1739321060), ("DISABLED", 1739321090)]
+        ("DISABLED", 1739321024),
+        ("ENABLED", 1739321060),
+        ("DISABLED", 1739321090),
+    ]
     assert rows[0].entry_time.tzinfo is not None
 
 
@@ -197,12 +213,16 @@ async def test_batch_of_1000_updates_in_one_delivery(service, account) -> None: 
 async def test_terminate_before_connect(service, account) -> None:  # type: ignore[no-untyped-def]
     call_id = "wacid.HBgLMTU1NTEyMzQ1NjcVAgARGBI"
     connect = sim.delivery(WABA_ID, [sim.call_connect_change(PNID, DISPLAY, call_id, "15551234567")])
-    terminate = sim.delivery(WABA_ID, [sim.call_terminate_change(PNID, DISPLAY, call_id, "15551234567", status="Completed")])
+    terminate = sim.delivery(
+        WABA_ID, [sim.call_terminate_change(PNID, DISPLAY, call_id, "15551234567", status="Completed")]
+    )
     assert (await post(service, account, json.dumps(terminate).encode())).status == 200
     assert (await post(service, account, json.dumps(connect).encode())).status == 200
     rows = await inbox(service)
     assert [(r.kind, r.dedup_key) for r in rows] == [
-        ("call.terminate", f"c:{call_id}:terminate"), ("call.connect", f"c:{call_id}:connect")]
+        ("call.terminate", f"c:{call_id}:terminate"),
+        ("call.connect", f"c:{call_id}:connect"),
+    ]
     outcome = None
     for row in rows:  # arrival order
         event = CallEvent.from_dict(row.payload["item"])
@@ -212,9 +232,14 @@ async def test_terminate_before_connect(service, account) -> None:  # type: igno
 
 
 async def test_unknown_field_and_event_kept_and_logged_once(service, account, json_logs) -> None:  # type: ignore[no-untyped-def]
-    weird = {"field": "calls", "value": {"messaging_product": "whatsapp",
-                                         "metadata": {"display_phone_number": "15550100001", "phone_number_id": PNID},
-                                         "calls": [{"id": "wacid.X", "event": "call_created", "from": "1", "to": "2"}]}}
+    weird = {
+        "field": "calls",
+        "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550100001", "phone_number_id": PNID},
+            "calls": [{"id": "wacid.X", "event": "call_created", "from": "1", "to": "2"}],
+        },
+    }
     new_field = {"field": "message_template_status_update", "value": {"event": "APPROVED", "message_template_id": 1}}
     for i in range(2):
         doc = sim.delivery(WABA_ID, [weird, new_field])
@@ -237,7 +262,9 @@ async def test_dispatcher_routes_by_phone_number_id(service, account) -> None:  
             done.set()
 
     service.services.meta.dispatcher.subscribe("message", handler)
-    other = json.dumps(sim.delivery(WABA_ID, [sim.message_change("999000111", "+15550199999", "1555", "to nobody")])).encode()
+    other = json.dumps(
+        sim.delivery(WABA_ID, [sim.message_change("999000111", "+15550199999", "1555", "to nobody")])
+    ).encode()
     assert (await post(service, account, message_delivery("routed"))).status == 200
     assert (await post(service, account, other)).status == 200
     await asyncio.wait_for(done.wait(), 10)
@@ -285,5 +312,7 @@ async def test_deeply_nested_signed_body_is_a_400_not_a_500(service, account) ->
     resp = await post(service, account, deep)
     assert resp.status == 400 and (await resp.json())["error"]["field"] == "body"
     assert await inbox(service) == []
-    admin = await service.post("/api/admin/wabas", data=deep, headers={**auth(service), "Content-Type": "application/json"})
+    admin = await service.post(
+        "/api/admin/wabas", data=deep, headers={**auth(service), "Content-Type": "application/json"}
+    )
     assert admin.status == 400 and (await admin.json())["error"]["field"] == "body"

@@ -19,13 +19,22 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from tests.support.bitrix import USERS, all_done, bitrix_env, enqueue_call_logs, free_port, jobs, seed_instance, wait_until
+from tests.support.bitrix import (
+    USERS,
+    all_done,
+    bitrix_env,
+    enqueue_call_logs,
+    free_port,
+    jobs,
+    seed_instance,
+    wait_until,
+)
 from thoth_pbx.app import close_services, open_services
-from thoth_pbx.features.calls.jobs import KIND_FINISH
-from thoth_pbx.sandbox.bitrix import BitrixSimulator, Recorded
 from thoth_pbx.core.settings import load_settings
-from thoth_pbx.store import db
+from thoth_pbx.features.calls.jobs import KIND_FINISH
 from thoth_pbx.outbox.models import OutboxJob
+from thoth_pbx.sandbox.bitrix import BitrixSimulator, Recorded
+from thoth_pbx.store import db
 
 CALLS = 120
 REGISTER, FINISH = "telephony.externalcall.register", "telephony.externalcall.finish"
@@ -47,8 +56,9 @@ def service_environ(tmp_path: Path, database_url: str, sim: BitrixSimulator, por
 async def start_service(environ: dict[str, str], log: Path) -> asyncio.subprocess.Process:
     out = log.open("ab")
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("THOTH_")}, **environ}
-    return await asyncio.create_subprocess_exec(sys.executable, "-m", "thoth_pbx.cli", "serve", env=env,
-                                                stdout=out, stderr=out, cwd=str(log.parent))
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "thoth_pbx.cli", "serve", env=env, stdout=out, stderr=out, cwd=str(log.parent)
+    )
 
 
 async def test_sigkill_mid_delivery_loses_nothing_and_duplicates_nothing(tmp_path: Path, database_url: str) -> None:
@@ -72,8 +82,14 @@ async def test_sigkill_mid_delivery_loses_nothing_and_duplicates_nothing(tmp_pat
             killed = asyncio.Event()
             proc = await start_service(environ, log)
 
-            def kill_inside_the_batch(_portal: object, entry: Recorded, method: str = method, after: int = after,
-                                      proc: asyncio.subprocess.Process = proc, killed: asyncio.Event = killed) -> None:
+            def kill_inside_the_batch(
+                _portal: object,
+                entry: Recorded,
+                method: str = method,
+                after: int = after,
+                proc: asyncio.subprocess.Process = proc,
+                killed: asyncio.Event = killed,
+            ) -> None:
                 if not killed.is_set() and entry.method == method and sim.recorder.count(method, ok=True) >= after:
                     os.kill(proc.pid, signal.SIGKILL)
                     killed.set()
@@ -83,7 +99,9 @@ async def test_sigkill_mid_delivery_loses_nothing_and_duplicates_nothing(tmp_pat
             assert await proc.wait() == -signal.SIGKILL
         sim.on_processed = None
         async with sessions() as session:
-            unconfirmed = await session.scalar(select(func.count()).select_from(OutboxJob).where(OutboxJob.status == "running"))
+            unconfirmed = await session.scalar(
+                select(func.count()).select_from(OutboxJob).where(OutboxJob.status == "running")
+            )
         assert unconfirmed, "the kills should have left jobs running (sent, never confirmed)"
 
         proc = await start_service(environ, log)
@@ -114,4 +132,3 @@ async def test_sigkill_mid_delivery_loses_nothing_and_duplicates_nothing(tmp_pat
     assert repeats and all(e.result.startswith("Call is not found") for e in repeats)
     recognised = [j for j in finish_jobs if (j.result or {}).get("already_finished")]
     assert len(recognised) == len(repeats) and all(j.maybe_delivered for j in recognised)
-

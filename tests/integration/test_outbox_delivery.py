@@ -3,21 +3,32 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
 
-from tests.support.bitrix import ServiceEnv, all_done, call, chain_order, enqueue_call_logs, jobs, service_env, wait_until
-from thoth_pbx.features.calls.jobs import KIND_FINISH, KIND_REGISTER
+from tests.support.bitrix import (
+    ServiceEnv,
+    all_done,
+    call,
+    chain_order,
+    enqueue_call_logs,
+    jobs,
+    service_env,
+    wait_until,
+)
 from thoth_pbx.clients.bitrix.telephony import FinishCall
-from thoth_pbx.outbox.queue import Job, Outbox
+from thoth_pbx.features.calls.jobs import KIND_FINISH, KIND_REGISTER
 from thoth_pbx.features.calls.models import Call
+from thoth_pbx.outbox.queue import Job, Outbox
 
 
 @pytest.fixture
 async def env(tmp_path, database_url, aiohttp_server, aiohttp_client) -> AsyncIterator[ServiceEnv]:  # type: ignore[no-untyped-def]
-    async with service_env(tmp_path, database_url, aiohttp_server, aiohttp_client, operating_window_s=1.0) as environment:
+    async with service_env(
+        tmp_path, database_url, aiohttp_server, aiohttp_client, operating_window_s=1.0
+    ) as environment:
         yield environment
 
 
@@ -28,18 +39,28 @@ async def test_a_calls_jobs_run_in_order_and_share_its_call_id(env: ServiceEnv, 
     calls = env.services.call_jobs
     async with env.sessions() as session, session.begin():
         for i in range(5):
-            session.add(Call(linkedid=call(i).external_call_id, channel_id=f"ch{i}", caller=call(i).phone_number,
-                             called="+14155550123"))
+            session.add(
+                Call(
+                    linkedid=call(i).external_call_id,
+                    channel_id=f"ch{i}",
+                    caller=call(i).phone_number,
+                    called="+14155550123",
+                )
+            )
             await calls.register(session, instance_id, call(i))
             await calls.show(session, instance_id, call(i).external_call_id, [2, 3])
             await calls.hide(session, instance_id, call(i).external_call_id, [3])
-            await calls.finish(session, instance_id, call(i).external_call_id, FinishCall(user_id=2, duration=12, status_code="200"))
+            await calls.finish(
+                session, instance_id, call(i).external_call_id, FinishCall(user_id=2, duration=12, status_code="200")
+            )
             await calls.attach_record(session, instance_id, call(i).external_call_id, path=str(record))
     await wait_until(lambda: all_done(env.sessions), what="every job")
     order = chain_order(env.sim)
     for i in range(5):
         assert order[call(i).external_call_id] == ["register", "show", "hide", "finish", "attachrecord"]
-    registered = {j.payload["EXTERNAL_CALL_ID"]: j.result["CALL_ID"] for j in await jobs(env.sessions, kind=KIND_REGISTER)}
+    registered = {
+        j.payload["EXTERNAL_CALL_ID"]: j.result["CALL_ID"] for j in await jobs(env.sessions, kind=KIND_REGISTER)
+    }
     stats = env.portal.statistics
     assert {stats[c]["EXTERNAL_CALL_ID"] for c in registered.values()} == set(registered)
     assert all(stats[c]["CALL_DURATION"] == 12 and stats[c]["_ADD_TO_CHAT"] for c in registered.values())
@@ -176,7 +197,11 @@ async def test_outbox_api_contract(env: ServiceEnv) -> None:
             await outbox.enqueue(session, "test.echo", None, "echo-chain", {"n": n})
     await wait_until(lambda: len(hooked) == 3, what="the hooks")
     assert [h["echo"] for h in hooked] == [0, 1, 2]
-    assert [h["previous"] for h in hooked] == [None, {"echo": 0, "previous": None}, {"echo": 1, "previous": {"echo": 0, "previous": None}}]
+    assert [h["previous"] for h in hooked] == [
+        None,
+        {"echo": 0, "previous": None},
+        {"echo": 1, "previous": {"echo": 0, "previous": None}},
+    ]
 
 
 async def test_a_committed_job_starts_at_once_not_at_the_next_poll(env: ServiceEnv) -> None:
@@ -190,9 +215,10 @@ async def test_a_committed_job_starts_at_once_not_at_the_next_poll(env: ServiceE
     assert time.monotonic() - started < 2.0
 
 
-
 @pytest.mark.parametrize("code", ["user_access_error", "insufficient_scope", "ACCESS_DENIED"])
-async def test_a_permission_error_with_401_fails_the_job_once_without_a_token_refresh(env: ServiceEnv, code: str) -> None:
+async def test_a_permission_error_with_401_fails_the_job_once_without_a_token_refresh(
+    env: ServiceEnv, code: str
+) -> None:
     """Bitrix answers some permission errors with 401: refreshing would spend tokens and retry for ever."""
     instance_id = await env.install()
     refreshes = env.sim.oauth_refreshes
@@ -203,7 +229,9 @@ async def test_a_permission_error_with_401_fails_the_job_once_without_a_token_re
     body = await (await env.http.get("/api/admin/outbox", headers=env.admin)).json()
     failed = [j for j in body["items"] if j["status"] == "failed"]
     assert [j["kind"] for j in failed] == [KIND_REGISTER] and failed[0]["attempts"] == 1
-    assert code in failed[0]["last_error"] and ("reinstall" in failed[0]["last_error"] or "access" in failed[0]["last_error"])
+    assert code in failed[0]["last_error"] and (
+        "reinstall" in failed[0]["last_error"] or "access" in failed[0]["last_error"]
+    )
     assert env.sim.oauth_refreshes == refreshes  # no refresh token spent
     assert env.sim.recorder.count("telephony.externalcall.register") == 1
 

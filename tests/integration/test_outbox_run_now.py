@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.support.bitrix import wait_until
+from thoth_pbx.outbox.models import OutboxJob
 from thoth_pbx.outbox.queue import Fail, Job, Outbox
 from thoth_pbx.store import db
-from thoth_pbx.outbox.models import OutboxJob
 
 
 class Recorder:
@@ -137,7 +138,9 @@ async def test_a_watched_job_that_fails_for_good_resolves_to_none(
     assert await _status(sessions, job_id) == "failed"
 
 
-async def test_run_now_before_the_worker_starts_leaves_the_job_to_it(sessions: async_sessionmaker[AsyncSession]) -> None:
+async def test_run_now_before_the_worker_starts_leaves_the_job_to_it(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
     recorder = Recorder()
     box = Outbox(sessions, poll_interval=60.0)
     box.register("t", recorder.handle)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -24,7 +24,9 @@ async def test_inner_phone_number_that_is_no_extension_is_not_stored(env: Servic
     env.portal.users[9] = SimUser(9, "Mallory", "Outside", inner)
     instance_id = await env.install()
 
-    users = (await (await env.http.get(f"/api/admin/bitrix/instances/{instance_id}/users", headers=env.admin)).json())["items"]
+    users = (await (await env.http.get(f"/api/admin/bitrix/instances/{instance_id}/users", headers=env.admin)).json())[
+        "items"
+    ]
     assert {u["user_id"]: u["extension"] for u in users}[9] is None
     assert {u["user_id"]: u["extension"] for u in users}[2] == "101"  # the others are mapped as before
     async with env.sessions() as session:
@@ -43,8 +45,9 @@ async def test_a_crm_owner_whose_inner_number_is_no_extension_is_not_dialled(env
 
     env.portal.users[9] = SimUser(9, "Mallory", "Outside", HOSTILE)
     instance_id = await env.install()
-    env.portal.crm["79990000042"] = [{"CRM_ENTITY_TYPE": "CONTACT", "CRM_ENTITY_ID": 1, "NAME": "Client",
-                                      "ASSIGNED_BY_ID": 9}]
+    env.portal.crm["79990000042"] = [
+        {"CRM_ENTITY_TYPE": "CONTACT", "CRM_ENTITY_ID": 1, "NAME": "Client", "ASSIGNED_BY_ID": 9}
+    ]
     ctx = CallContext(instance_id, "15550100001", CallSettings.from_json({}), 1, {})
     registered = asyncio.get_running_loop().create_future()
     registered.set_result(None)  # the register answered nothing that changes the matches
@@ -62,7 +65,7 @@ async def test_the_dial_string_is_checked_again_when_dialling(env: ServiceEnv, j
     from thoth_pbx.features.calls.callflow import CallSettings, CallState, Operator
     from thoth_pbx.features.calls.stasis import CallContext
 
-    state = CallState(1, "chan-1", "1710000000.3", "+79990000042", "+15550100001", dt.datetime.now(dt.timezone.utc))
+    state = CallState(1, "chan-1", "1710000000.3", "+79990000042", "+15550100001", dt.datetime.now(dt.UTC))
     ctx = CallContext(None, "15550100001", CallSettings.from_json({}), 1, {})
     assert await env.services.calls._originate_leg(state, ctx, Operator(HOSTILE, 9), 10) is None
     assert "refused to dial a value that is not an extension" in json_logs.text

@@ -8,11 +8,11 @@ import signal
 from tests.harness.asterisk import AsteriskInstance
 from tests.integration.conftest import ami_client, tls_files
 from tests.integration.test_pbx_apply import PHONE, cli_fields, trunk_settings
-from thoth_pbx.features.trunk import live
 from thoth_pbx.clients.asterisk.ami import AmiClient, AmiNotConnected
+from thoth_pbx.core.settings import AmiTarget
+from thoth_pbx.features.trunk import live
 from thoth_pbx.features.trunk.apply import Applier, check_live
 from thoth_pbx.features.trunk.render import PJSIP_FILE, parse_trunk, render
-from thoth_pbx.core.settings import AmiTarget
 
 FAST = {"backoff_initial": 0.05, "backoff_max": 0.3, "ping_interval": 0.3, "ping_timeout": 0.5, "connect_timeout": 2.0}
 
@@ -33,7 +33,9 @@ async def test_wrong_secret_is_login_failed_not_silence(asterisk: AsteriskInstan
         await client.stop()
 
 
-async def test_asterisk_stopped_and_started_client_reconnects_and_apply_works(private_asterisk: AsteriskInstance) -> None:
+async def test_asterisk_stopped_and_started_client_reconnects_and_apply_works(
+    private_asterisk: AsteriskInstance,
+) -> None:
     inst = private_asterisk
     tls = tls_files(inst)
     client = ami_client(inst, **FAST)

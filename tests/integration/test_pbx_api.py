@@ -13,9 +13,9 @@ from tests.harness.asterisk import AsteriskInstance
 from tests.integration.conftest import TlsFiles
 from tests.integration.test_pbx_apply import cli_fields, free_port
 from thoth_pbx.clients.asterisk.ari import basic_auth_header
-from thoth_pbx.features.trunk.render import PJSIP_FILE
-from thoth_pbx.features.trunk.models import PbxRevision
 from thoth_pbx.features.directory.models import Phone
+from thoth_pbx.features.trunk.models import PbxRevision
+from thoth_pbx.features.trunk.render import PJSIP_FILE
 
 PASSWORD = "Meta-Sip;Secret-42"
 
@@ -27,7 +27,8 @@ async def pbx_api(asterisk_reset: AsteriskInstance, tmp_path: Path, database_url
     inst = asterisk_reset
     (tmp_path / "overrides").mkdir()
     settings = make_settings(
-        tmp_path, database_url,
+        tmp_path,
+        database_url,
         THOTH_AMI_URL=f"tcp://{inst.ami_user}:{inst.ami_secret}@{inst.host}:{inst.ami_port}",
         THOTH_ASTERISK_CONFIG_DIR=str(inst.config_dir),
         THOTH_TEMPLATE_OVERRIDE_DIR=str(tmp_path / "overrides"),
@@ -49,30 +50,53 @@ async def call(api: Any, method: str, path: str, body: Any = None) -> tuple[int,
 
 
 def trunk_body(tls: TlsFiles) -> dict[str, Any]:
-    return {"bind_address": "127.0.0.1", "bind_port": free_port(), "transport_name": f"api-{free_port()}",
-            "cert_file": tls.cert, "priv_key_file": tls.key, "ca_list_file": tls.ca,
-            "identify_match": ["127.0.0.2"], "contact": "sip:127.0.0.2:5061", "fallback_dial": "PJSIP/100"}
+    return {
+        "bind_address": "127.0.0.1",
+        "bind_port": free_port(),
+        "transport_name": f"api-{free_port()}",
+        "cert_file": tls.cert,
+        "priv_key_file": tls.key,
+        "ca_list_file": tls.ca,
+        "identify_match": ["127.0.0.2"],
+        "contact": "sip:127.0.0.2:5061",
+        "fallback_dial": "PJSIP/100",
+    }
 
 
 async def add_phone(api: Any) -> int:
     status, waba = await call(api, "POST", "/api/admin/wabas", {"name": "W", "access_token": "EAAG" + "x" * 20})
     assert status == 201, waba
-    status, phone = await call(api, "POST", "/api/admin/phones", {
-        "number": "+15551230000", "phone_number_id": "106540352242922", "waba_account_id": waba["id"],
-        "sip_enabled": True, "sip_hostname": "pbx.example.com"})
+    status, phone = await call(
+        api,
+        "POST",
+        "/api/admin/phones",
+        {
+            "number": "+15551230000",
+            "phone_number_id": "106540352242922",
+            "waba_account_id": waba["id"],
+            "sip_enabled": True,
+            "sip_hostname": "pbx.example.com",
+        },
+    )
     assert status == 201, phone
     async with api.services.sessions() as session, session.begin():  # what the Meta side stores after enabling SIP
-        await session.execute(update(Phone).where(Phone.id == phone["id"]).values(
-            sip_user_password=PASSWORD, trunk_needs_apply=True))
+        await session.execute(
+            update(Phone).where(Phone.id == phone["id"]).values(sip_user_password=PASSWORD, trunk_needs_apply=True)
+        )
     return phone["id"]
 
 
 async def test_trunk_settings_field_errors_store_nothing(pbx_api: Any) -> None:
     status, view = await call(pbx_api, "GET", "/api/admin/pbx/trunk")
     assert status == 200 and view["settings"]["bind_port"] == 5061 and view["source"]["bind_port"] == "default"
-    for body, field in (({"bind_port": 70000}, "bind_port"), ({"local_net": ["10.0.0.0/8", "x"]}, "local_net[1]"),
-                        ({"bindport": 1}, "bindport"), ({"context": None}, "context"),
-                        ({"endpoint_name": "wa]\n[evil"}, "endpoint_name"), ([], "body")):
+    for body, field in (
+        ({"bind_port": 70000}, "bind_port"),
+        ({"local_net": ["10.0.0.0/8", "x"]}, "local_net[1]"),
+        ({"bindport": 1}, "bindport"),
+        ({"context": None}, "context"),
+        ({"endpoint_name": "wa]\n[evil"}, "endpoint_name"),
+        ([], "body"),
+    ):
         status, error = await call(pbx_api, "PUT", "/api/admin/pbx/trunk", body)
         assert status == 400 and error["error"]["field"] == field, (body, error)
     assert (await call(pbx_api, "GET", "/api/admin/pbx/trunk"))[1] == view
@@ -89,7 +113,9 @@ async def test_trunk_settings_field_errors_store_nothing(pbx_api: Any) -> None:
     assert status == 400 and error["error"]["field"] == "cert_file"
 
 
-async def test_apply_records_revision_clears_phone_flag_and_status_sees_drift(pbx_api: Any, asterisk_tls: TlsFiles) -> None:
+async def test_apply_records_revision_clears_phone_flag_and_status_sees_drift(
+    pbx_api: Any, asterisk_tls: TlsFiles
+) -> None:
     phone_id = await add_phone(pbx_api)
     assert (await call(pbx_api, "PUT", "/api/admin/pbx/trunk", trunk_body(asterisk_tls)))[0] == 200
     status, preview = await call(pbx_api, "GET", "/api/admin/pbx/render")
@@ -122,7 +148,10 @@ async def test_apply_records_revision_clears_phone_flag_and_status_sees_drift(pb
     assert status == 200 and again["result"] == "applied" and "-language=xx" in again["diff"]
     report = (await call(pbx_api, "GET", "/api/admin/pbx/status"))[1]
     assert report["drift"] is False and report["apply_needed"] is False
-    assert [r["result"] for r in (await call(pbx_api, "GET", "/api/admin/pbx/revisions"))[1]["items"]] == ["applied", "applied"]
+    assert [r["result"] for r in (await call(pbx_api, "GET", "/api/admin/pbx/revisions"))[1]["items"]] == [
+        "applied",
+        "applied",
+    ]
 
     # SIP switched off for the phone: the next apply drops its sections and clears its flag
     assert (await call(pbx_api, "PATCH", f"/api/admin/phones/{phone_id}", {"sip_enabled": False}))[0] == 200

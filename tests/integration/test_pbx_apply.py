@@ -15,9 +15,9 @@ from typing import Any
 from tests.harness.asterisk import AsteriskInstance
 from tests.integration.conftest import TlsFiles
 from thoth_pbx.clients.asterisk.ami import AmiClient
+from thoth_pbx.core.resources import data_dir
 from thoth_pbx.features.trunk.apply import Applier
 from thoth_pbx.features.trunk.render import DIALPLAN_FILE, PJSIP_FILE, TrunkPhone, parse_trunk, render
-from thoth_pbx.core.resources import data_dir
 
 PHONE = TrunkPhone("+15551230000", "pa;ss>word", "pbx.example.com", 1)
 
@@ -54,24 +54,49 @@ def cli_fields(output: str) -> dict[str, str]:
     return fields
 
 
-async def test_apply_makes_objects_live_with_rendered_values(asterisk_reset: AsteriskInstance, ami: AmiClient,
-                                                            asterisk_tls: TlsFiles) -> None:
+async def test_apply_makes_objects_live_with_rendered_values(
+    asterisk_reset: AsteriskInstance, ami: AmiClient, asterisk_tls: TlsFiles
+) -> None:
     settings = parse_trunk(trunk_settings(asterisk_tls))
     outcome = await Applier(ami, asterisk_reset.config_dir, "plain").apply(render(settings, [PHONE], app="thoth-test"))
     assert outcome.result == "applied", outcome.as_json()
     assert outcome.reloads == ["res_pjsip.so", "pbx_config"] and outcome.mismatches == []
 
     endpoint = cli_fields(asterisk_reset.cli("pjsip show endpoint wa.meta.vc"))
-    assert {k: endpoint[k] for k in ("context", "media_encryption", "direct_media", "rtp_symmetric", "timers",
-                                     "rewrite_contact", "send_connected_line", "transport", "auth", "allow")} == {
-        "context": "from-meta", "media_encryption": "sdes", "direct_media": "false", "rtp_symmetric": "true",
-        "timers": "no", "rewrite_contact": "false", "send_connected_line": "no", "transport": settings.transport_name,
-        "auth": "wa-15551230000", "allow": "(opus)"}
+    assert {
+        k: endpoint[k]
+        for k in (
+            "context",
+            "media_encryption",
+            "direct_media",
+            "rtp_symmetric",
+            "timers",
+            "rewrite_contact",
+            "send_connected_line",
+            "transport",
+            "auth",
+            "allow",
+        )
+    } == {
+        "context": "from-meta",
+        "media_encryption": "sdes",
+        "direct_media": "false",
+        "rtp_symmetric": "true",
+        "timers": "no",
+        "rewrite_contact": "false",
+        "send_connected_line": "no",
+        "transport": settings.transport_name,
+        "auth": "wa-15551230000",
+        "allow": "(opus)",
+    }
     identify = asterisk_reset.cli("pjsip show identify wa.meta.vc")
     assert "127.0.0.2/32" in identify and "69.171.251.0/24" in identify
     outbound = cli_fields(asterisk_reset.cli("pjsip show endpoint wa-15551230000"))
     assert (outbound["from_user"], outbound["from_domain"], outbound["outbound_auth"]) == (
-        "+15551230000", "pbx.example.com", "wa-15551230000")
+        "+15551230000",
+        "pbx.example.com",
+        "wa-15551230000",
+    )
     auth = cli_fields(asterisk_reset.cli("pjsip show auth wa-15551230000"))
     assert (auth["username"], auth["password"]) == ("15551230000", "pa;ss>word")  # escaping survived
     with socket.create_connection(("127.0.0.1", settings.bind_port), timeout=5):
@@ -79,12 +104,17 @@ async def test_apply_makes_objects_live_with_rendered_values(asterisk_reset: Ast
 
     dialplan = asterisk_reset.cli("dialplan show from-meta")
     assert "'_X.' =>" in dialplan and "'_+X.' =>" in dialplan
-    assert dialplan.count("Stasis(thoth-test,${EXTEN},${PJSIP_HEADER(read,X-WA-Meta-WACID)})") == 2 and dialplan.count("Progress()") == 2 and dialplan.count("Dial(PJSIP/100,60)") == 2
-    assert "GotoIf($[\"${STASISSTATUS}\" = \"FAILED\"]?fallback)" in dialplan
+    assert (
+        dialplan.count("Stasis(thoth-test,${EXTEN},${PJSIP_HEADER(read,X-WA-Meta-WACID)})") == 2
+        and dialplan.count("Progress()") == 2
+        and dialplan.count("Dial(PJSIP/100,60)") == 2
+    )
+    assert 'GotoIf($["${STASISSTATUS}" = "FAILED"]?fallback)' in dialplan
 
 
-async def test_second_apply_without_change_does_no_reload(asterisk_reset: AsteriskInstance, ami: AmiClient,
-                                                         asterisk_tls: TlsFiles) -> None:
+async def test_second_apply_without_change_does_no_reload(
+    asterisk_reset: AsteriskInstance, ami: AmiClient, asterisk_tls: TlsFiles
+) -> None:
     reloads: list[str] = []
     marker_seen = asyncio.Event()
 
@@ -114,7 +144,8 @@ async def test_second_apply_without_change_does_no_reload(asterisk_reset: Asteri
 
 
 async def test_override_asterisk_rejects_is_rolled_back_and_previous_endpoint_stays(
-        asterisk_reset: AsteriskInstance, ami: AmiClient, asterisk_tls: TlsFiles, override_dir: Path) -> None:
+    asterisk_reset: AsteriskInstance, ami: AmiClient, asterisk_tls: TlsFiles, override_dir: Path
+) -> None:
     base = trunk_settings(asterisk_tls)
     applier = Applier(ami, asterisk_reset.config_dir, "plain")
     good = render(parse_trunk(base), [PHONE])
@@ -122,7 +153,9 @@ async def test_override_asterisk_rejects_is_rolled_back_and_previous_endpoint_st
     pjsip_before = (asterisk_reset.config_dir / PJSIP_FILE).read_bytes()
 
     shipped = (data_dir("asterisk_templates") / "endpoint.conf.j2").read_text()
-    (override_dir / "endpoint.conf.j2").write_text(shipped.replace("disallow=all\n", "disallow=all\ndirect_media=maybe\n"))
+    (override_dir / "endpoint.conf.j2").write_text(
+        shipped.replace("disallow=all\n", "disallow=all\ndirect_media=maybe\n")
+    )
     bad = render(parse_trunk({**base, "language": "de"}), [PHONE], override_dir=override_dir)
     outcome = await applier.apply(bad)
 
@@ -136,8 +169,9 @@ async def test_override_asterisk_rejects_is_rolled_back_and_previous_endpoint_st
     assert (live["language"], live["direct_media"], live["media_encryption"]) == ("en", "false", "sdes")
 
 
-async def test_first_apply_refused_by_asterisk_leaves_no_trace(asterisk_reset: AsteriskInstance, ami: AmiClient,
-                                                              asterisk_tls: TlsFiles) -> None:
+async def test_first_apply_refused_by_asterisk_leaves_no_trace(
+    asterisk_reset: AsteriskInstance, ami: AmiClient, asterisk_tls: TlsFiles
+) -> None:
     config_dir = asterisk_reset.config_dir
     admin_pjsip = (config_dir / "pjsip.conf").read_bytes()
     rendered = render(parse_trunk(trunk_settings(asterisk_tls, codecs=["opus", "nosuchcodec"])), [PHONE])
@@ -150,8 +184,9 @@ async def test_first_apply_refused_by_asterisk_leaves_no_trace(asterisk_reset: A
     assert "Unable to find object wa.meta.vc" in asterisk_reset.cli("pjsip show endpoint wa.meta.vc")
 
 
-async def test_transport_change_reports_restart_required(asterisk_reset: AsteriskInstance, ami: AmiClient,
-                                                        asterisk_tls: TlsFiles) -> None:
+async def test_transport_change_reports_restart_required(
+    asterisk_reset: AsteriskInstance, ami: AmiClient, asterisk_tls: TlsFiles
+) -> None:
     base = trunk_settings(asterisk_tls, method="tlsv1_2")
     applier = Applier(ami, asterisk_reset.config_dir, "plain")
     assert (await applier.apply(render(parse_trunk(base), [PHONE]))).result == "applied"
@@ -159,17 +194,21 @@ async def test_transport_change_reports_restart_required(asterisk_reset: Asteris
 
     assert outcome.result == "restart_required", outcome.as_json()
     assert [(m.object_name, m.option, m.expected, m.actual) for m in outcome.pending_restart] == [
-        (base["transport_name"], "method", "tlsv1_3", "tlsv1_2")]
+        (base["transport_name"], "method", "tlsv1_3", "tlsv1_2")
+    ]
     assert "restart" in outcome.message and outcome.mismatches == []
     # the rest of the change is live; the transport keeps its old method until a restart
     assert cli_fields(asterisk_reset.cli("pjsip show endpoint wa.meta.vc"))["language"] == "de"
     assert cli_fields(asterisk_reset.cli(f"pjsip show transport {base['transport_name']}"))["method"] == "tlsv1_2"
 
 
-async def test_plain_mode_keeps_admin_lines_byte_for_byte(asterisk_reset: AsteriskInstance, ami: AmiClient,
-                                                         asterisk_tls: TlsFiles) -> None:
+async def test_plain_mode_keeps_admin_lines_byte_for_byte(
+    asterisk_reset: AsteriskInstance, ami: AmiClient, asterisk_tls: TlsFiles
+) -> None:
     config_dir = asterisk_reset.config_dir
-    admin_pjsip = (config_dir / "pjsip.conf").read_bytes() + b"\n; admin's own aor\n[admin-aor]\ntype = aor\ncontact = sip:127.0.0.9 ; no newline"
+    admin_pjsip = (
+        config_dir / "pjsip.conf"
+    ).read_bytes() + b"\n; admin's own aor\n[admin-aor]\ntype = aor\ncontact = sip:127.0.0.9 ; no newline"
     admin_ext = (config_dir / "extensions.conf").read_bytes() + b"\n[admin-ctx]\nexten => 1,1,Hangup()\n"
     (config_dir / "pjsip.conf").write_bytes(admin_pjsip)
     (config_dir / "extensions.conf").write_bytes(admin_ext)
@@ -184,8 +223,9 @@ async def test_plain_mode_keeps_admin_lines_byte_for_byte(asterisk_reset: Asteri
     assert "admin-ctx" in asterisk_reset.cli("dialplan show admin-ctx")
 
 
-async def test_freepbx_mode_with_missing_custom_files(asterisk_reset: AsteriskInstance, ami: AmiClient,
-                                                     asterisk_tls: TlsFiles) -> None:
+async def test_freepbx_mode_with_missing_custom_files(
+    asterisk_reset: AsteriskInstance, ami: AmiClient, asterisk_tls: TlsFiles
+) -> None:
     config_dir = asterisk_reset.config_dir
     # FreePBX's generated files include the *_custom.conf files with a plain #include
     generated_pjsip = (config_dir / "pjsip.conf").read_bytes() + b"\n#include pjsip_custom.conf\n"
@@ -194,7 +234,9 @@ async def test_freepbx_mode_with_missing_custom_files(asterisk_reset: AsteriskIn
     (config_dir / "extensions.conf").write_bytes(generated_ext)
     assert not (config_dir / "pjsip_custom.conf").exists()
 
-    outcome = await Applier(ami, config_dir, "freepbx").apply(render(parse_trunk(trunk_settings(asterisk_tls)), [PHONE]))
+    outcome = await Applier(ami, config_dir, "freepbx").apply(
+        render(parse_trunk(trunk_settings(asterisk_tls)), [PHONE])
+    )
 
     assert outcome.result == "applied", outcome.as_json()
     assert (config_dir / "pjsip.conf").read_bytes() == generated_pjsip

@@ -15,8 +15,13 @@ from tests.integration.test_pbx_apply import cli_fields, free_port
 
 def run(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("THOTH_")}
-    return subprocess.run([sys.executable, "-m", "thoth_pbx.cli", "--config", str(config), "pbx", *args],
-                          capture_output=True, text=True, timeout=120, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "thoth_pbx.cli", "--config", str(config), "pbx", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
 
 
 def write_config(tmp_path: Path, inst: AsteriskInstance, trunk: str) -> Path:
@@ -33,9 +38,11 @@ def write_config(tmp_path: Path, inst: AsteriskInstance, trunk: str) -> Path:
 
 
 def test_cli_render_apply_status(asterisk_reset: AsteriskInstance, asterisk_tls: TlsFiles, tmp_path: Path) -> None:
-    trunk = (f'bind_address = "127.0.0.1"\nbind_port = {free_port()}\ntransport_name = "cli-{free_port()}"\n'
-             f'cert_file = "{asterisk_tls.cert}"\npriv_key_file = "{asterisk_tls.key}"\n'
-             f'identify_match = ["127.0.0.2"]\nlanguage = "es"\ntimers = ""\n')
+    trunk = (
+        f'bind_address = "127.0.0.1"\nbind_port = {free_port()}\ntransport_name = "cli-{free_port()}"\n'
+        f'cert_file = "{asterisk_tls.cert}"\npriv_key_file = "{asterisk_tls.key}"\n'
+        f'identify_match = ["127.0.0.2"]\nlanguage = "es"\ntimers = ""\n'
+    )
     config = write_config(tmp_path, asterisk_reset, trunk)
 
     rendered = run(config, "render", "--file", "pjsip_thoth.conf")

@@ -8,7 +8,8 @@ sections and `key=value` lines our parser sees (so the unit test's oracle is fai
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -16,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from tests.harness import asterisk as ah
 from tests.harness.asterisk import AsteriskInstance
 from tests.support import trunk_fuzz
+from thoth_pbx.core.validation import FieldError
 from thoth_pbx.features.trunk import render as trunk
 from thoth_pbx.features.trunk.conffile import ConfFile
-from thoth_pbx.core.validation import FieldError
 
 Parsed = list[tuple[str, list[tuple[str, str]]]]
 
@@ -55,8 +56,9 @@ def ours(conf: ConfFile) -> Parsed:
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(trunk_fuzz.field_and_value())
-def test_asterisk_reads_accepted_values_exactly_as_rendered(getconfig: Callable[[str, str], Parsed],
-                                                            example: tuple[str, Any]) -> None:
+def test_asterisk_reads_accepted_values_exactly_as_rendered(
+    getconfig: Callable[[str, str], Parsed], example: tuple[str, Any]
+) -> None:
     field, value = example
     try:
         files = trunk_fuzz.render_with(field, value)

@@ -51,7 +51,9 @@ async def test_a_lost_or_replaced_key_stops_start_and_changes_nothing(settings, 
     key_file.rename(key_file.with_name("secret.key.bak"))
     with pytest.raises(SecretKeyError) as missing:
         await open_services(settings)
-    assert "missing" in str(missing.value) and "restore" in str(missing.value) and "secret_key_file" in str(missing.value)
+    assert (
+        "missing" in str(missing.value) and "restore" in str(missing.value) and "secret_key_file" in str(missing.value)
+    )
     assert not key_file.exists()  # no new key was made beside the stored secrets
 
     fd = os.open(key_file, os.O_WRONLY | os.O_CREAT, 0o600)
@@ -108,7 +110,9 @@ def test_the_generated_password_is_printed_once(tmp_path: Path) -> None:
     env = serve_env(tmp_path)
     banners = []
     for _ in range(2):
-        proc = subprocess.Popen([*CLI, "serve"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+        proc = subprocess.Popen(
+            [*CLI, "serve"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path
+        )
         try:
             lines = [proc.stdout.readline() for _ in range(4)]  # type: ignore[union-attr]
         finally:
@@ -122,7 +126,9 @@ def test_the_generated_password_is_printed_once(tmp_path: Path) -> None:
 
 def test_config_check_hides_a_password_given_as_a_query_parameter(tmp_path: Path) -> None:
     url = "postgresql://thoth:user-part-pw@db.example:5432/thoth?password=query-part-pw&sslmode=require"
-    out = subprocess.run([*CLI, "config", "check"], capture_output=True, text=True, env=serve_env(tmp_path, THOTH_DATABASE_URL=url))
+    out = subprocess.run(
+        [*CLI, "config", "check"], capture_output=True, text=True, env=serve_env(tmp_path, THOTH_DATABASE_URL=url)
+    )
     assert out.returncode == 0, out.stderr
     assert "user-part-pw" not in out.stdout and "query-part-pw" not in out.stdout
     assert "thoth:***@db.example:5432/thoth?password=***&sslmode=require" in out.stdout
@@ -132,7 +138,12 @@ def test_a_rejected_admin_password_is_not_echoed(tmp_path: Path) -> None:
     with pytest.raises(SettingsError) as err:
         make_settings(tmp_path, THOTH_ADMIN_PASSWORD="short7!")
     assert "admin_password" in str(err.value) and "short7!" not in str(err.value)
-    out = subprocess.run([*CLI, "config", "check"], capture_output=True, text=True, env=serve_env(tmp_path, THOTH_ADMIN_PASSWORD="has space in it"))
+    out = subprocess.run(
+        [*CLI, "config", "check"],
+        capture_output=True,
+        text=True,
+        env=serve_env(tmp_path, THOTH_ADMIN_PASSWORD="has space in it"),
+    )
     line = _one_line_exit_2(out)
     assert "THOTH_ADMIN_PASSWORD" in line and "has space" not in line
 

@@ -4,7 +4,6 @@ event loop, checkpoints off the loop; and the change counter the call-context ca
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from pathlib import Path
 
 from sqlalchemy import select, text, update

@@ -6,22 +6,27 @@ import asyncio
 import inspect
 import socket
 import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from thoth_pbx.features.calls.jobs import CallJobs
 from thoth_pbx.clients.bitrix.rest import Grant, PortalAuth
 from thoth_pbx.clients.bitrix.telephony import INCOMING, FinishCall, RegisterCall
-from thoth_pbx.sandbox.bitrix import BitrixSimulator, Portal, SimUser
+from thoth_pbx.features.calls.jobs import CallJobs
 from thoth_pbx.features.directory.models import AppInstance
 from thoth_pbx.outbox.models import OutboxJob
+from thoth_pbx.sandbox.bitrix import BitrixSimulator, Portal, SimUser
 
-USERS = [SimUser(1, "Anna", "Admin", "100"), SimUser(2, "Boris", "Agent", "101"), SimUser(3, "Vera", "Agent", "102"),
-         SimUser(4, "Gone", "Former", "103", active=False)]
+USERS = [
+    SimUser(1, "Anna", "Admin", "100"),
+    SimUser(2, "Boris", "Agent", "101"),
+    SimUser(3, "Vera", "Agent", "102"),
+    SimUser(4, "Gone", "Former", "103", active=False),
+]
 
 
 async def wait_until(predicate: Callable[[], Any], *, timeout: float = 15.0, what: str = "condition") -> Any:
@@ -61,9 +66,15 @@ async def seed_instance(sessions: async_sessionmaker[AsyncSession], sim: BitrixS
     tokens = sim.issue_tokens(portal)
     async with sessions() as session, session.begin():
         row = AppInstance(
-            member_id=portal.member_id, domain=portal.domain.split(":")[0], client_endpoint=portal.client_endpoint,
-            access_token=tokens["access_token"], refresh_token=tokens["refresh_token"],
-            application_token=portal.application_token, rate_per_s=portal.rate, rate_burst=portal.burst, settings={},
+            member_id=portal.member_id,
+            domain=portal.domain.split(":")[0],
+            client_endpoint=portal.client_endpoint,
+            access_token=tokens["access_token"],
+            refresh_token=tokens["refresh_token"],
+            application_token=portal.application_token,
+            rate_per_s=portal.rate,
+            rate_burst=portal.burst,
+            settings={},
         )
         session.add(row)
         await session.flush()
@@ -93,7 +104,9 @@ class MemoryTokenStore:
     reauth: str | None = None
 
     async def load(self) -> PortalAuth:
-        return PortalAuth(self.auth.member_id, self.auth.client_endpoint, self.auth.access_token, self.auth.refresh_token)
+        return PortalAuth(
+            self.auth.member_id, self.auth.client_endpoint, self.auth.access_token, self.auth.refresh_token
+        )
 
     async def save_grant(self, grant: Grant) -> None:
         self.grants.append(grant)
@@ -112,18 +125,28 @@ class MemoryTokenStore:
 
 def call(i: int, user_id: int = 2) -> RegisterCall:
     """The i-th test call: an incoming WhatsApp call on line 14155550123 for Bitrix user `user_id`."""
-    return RegisterCall(phone_number=f"+1415555{i:04d}", type=INCOMING, external_call_id=f"1710140185.{i}",
-                        user_id=user_id, line_number="14155550123")
+    return RegisterCall(
+        phone_number=f"+1415555{i:04d}",
+        type=INCOMING,
+        external_call_id=f"1710140185.{i}",
+        user_id=user_id,
+        line_number="14155550123",
+    )
 
 
-async def enqueue_call_logs(calls: CallJobs, sessions: async_sessionmaker[AsyncSession], instance_id: int,
-                            count: int, *, start: int = 0) -> None:
+async def enqueue_call_logs(
+    calls: CallJobs, sessions: async_sessionmaker[AsyncSession], instance_id: int, count: int, *, start: int = 0
+) -> None:
     """`count` call logs (register + finish jobs), all in one transaction."""
     async with sessions() as session, session.begin():
         for i in range(start, start + count):
             await calls.register(session, instance_id, call(i))
-            await calls.finish(session, instance_id, call(i).external_call_id,
-                               FinishCall(user_id=2, duration=30 + i, status_code="200"))
+            await calls.finish(
+                session,
+                instance_id,
+                call(i).external_call_id,
+                FinishCall(user_id=2, duration=30 + i, status_code="200"),
+            )
 
 
 def chain_order(sim: BitrixSimulator, ok_only: bool = True) -> dict[str, list[str]]:
@@ -173,15 +196,24 @@ class ServiceEnv:
 
 
 @asynccontextmanager
-async def service_env(tmp_path: Any, database_url: str, aiohttp_server: Any, aiohttp_client: Any, *,
-                      rate: float = 2.0, burst: int = 50, operating_window_s: float = 600.0) -> AsyncIterator[ServiceEnv]:
+async def service_env(
+    tmp_path: Any,
+    database_url: str,
+    aiohttp_server: Any,
+    aiohttp_client: Any,
+    *,
+    rate: float = 2.0,
+    burst: int = 50,
+    operating_window_s: float = 600.0,
+) -> AsyncIterator[ServiceEnv]:
     from tests.conftest import make_settings
     from thoth_pbx.app import build_app, open_services
 
     sim = BitrixSimulator(operating_window_s=operating_window_s)
     await sim.start()
-    portal = sim.add_portal(users=[SimUser(u.id, u.name, u.last_name, u.extension, u.active) for u in USERS],
-                            rate=rate, burst=burst)
+    portal = sim.add_portal(
+        users=[SimUser(u.id, u.name, u.last_name, u.extension, u.active) for u in USERS], rate=rate, burst=burst
+    )
     port = free_port()
     public_url = f"http://127.0.0.1:{port}"
     settings = make_settings(tmp_path, database_url, **bitrix_env(sim, public_url))

@@ -80,8 +80,16 @@ def start_postgres() -> PostgresServer:
     _as_postgres([_bin("initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"])
     _as_postgres(
         [
-            _bin("pg_ctl"), "-D", str(data), "-w", "-t", "60", "-l", str(base / "log"),
-            "-o", f"-h 127.0.0.1 -p {port} -k {base} -c fsync=off -c full_page_writes=off",
+            _bin("pg_ctl"),
+            "-D",
+            str(data),
+            "-w",
+            "-t",
+            "60",
+            "-l",
+            str(base / "log"),
+            "-o",
+            f"-h 127.0.0.1 -p {port} -k {base} -c fsync=off -c full_page_writes=off",
             "start",
         ]
     )

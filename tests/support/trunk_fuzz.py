@@ -10,7 +10,8 @@ value in the same field, and every option fed by the field must read back as the
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from hypothesis import strategies as st
 
@@ -18,23 +19,57 @@ from thoth_pbx.features.trunk import render as trunk
 from thoth_pbx.features.trunk.conffile import ConfFile, parse
 from thoth_pbx.features.trunk.render import TrunkPhone
 
-NASTY = ["\n", "\r\n", "\n[evil]\n", "[evil]", "\n#include /etc/passwd\n", "#include x", "#exec x", ";", ";--",
-         "--;", "\\", "\\;", "=", "=>", ">", "+=", " ", "\t", "\x00", "\x7f", "ü", "(!)", ",", ")", "$", "{", "}"]
+NASTY = [
+    "\n",
+    "\r\n",
+    "\n[evil]\n",
+    "[evil]",
+    "\n#include /etc/passwd\n",
+    "#include x",
+    "#exec x",
+    ";",
+    ";--",
+    "--;",
+    "\\",
+    "\\;",
+    "=",
+    "=>",
+    ">",
+    "+=",
+    " ",
+    "\t",
+    "\x00",
+    "\x7f",
+    "ü",
+    "(!)",
+    ",",
+    ")",
+    "$",
+    "{",
+    "}",
+]
+
 
 def _networks(version: int) -> st.SearchStrategy[str]:
     bits = 32 if version == 4 else 128
     return st.tuples(st.ip_addresses(v=version), st.integers(0, bits)).map(
-        lambda t: str(ipaddress.ip_network(f"{t[0]}/{t[1]}", strict=False)))
+        lambda t: str(ipaddress.ip_network(f"{t[0]}/{t[1]}", strict=False))
+    )
 
 
 BASE: dict[str, st.SearchStrategy[Any]] = {
     "transport_name": st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._+@-]{0,20}", fullmatch=True),
     "endpoint_name": st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._+@-]{0,20}", fullmatch=True),
-    "external_media_address": st.one_of(st.ip_addresses().map(str), st.from_regex(r"[a-z]{1,8}(\.[a-z]{2,5}){1,2}", fullmatch=True)),
+    "external_media_address": st.one_of(
+        st.ip_addresses().map(str), st.from_regex(r"[a-z]{1,8}(\.[a-z]{2,5}){1,2}", fullmatch=True)
+    ),
     "external_signaling_address": st.from_regex(r"[a-z]{1,8}(\.[a-z]{2,5}){1,2}", fullmatch=True),
     "cert_file": st.from_regex(r"/[A-Za-z0-9._+@:~-]{1,12}(/[A-Za-z0-9._+@:~-]{1,12}){0,3}", fullmatch=True),
     "ca_list_file": st.from_regex(r"/[a-z]{1,12}/[a-z.]{1,12}", fullmatch=True),
-    "contact": st.from_regex(r"sips?:([a-z0-9+]{1,8}@)?[a-z]{1,8}\.[a-z]{2,4}(:[1-9][0-9]{0,3})?(;[a-z]{1,8}(=[a-z0-9]{1,8})?){0,2}", fullmatch=True),
+    "contact": st.from_regex(
+        r"sips?:([a-z0-9+]{1,8}@)?[a-z]{1,8}\.[a-z]{2,4}(:[1-9][0-9]{0,3})?(;[a-z]{1,8}(=[a-z0-9]{1,8})?){0,2}",
+        fullmatch=True,
+    ),
     "context": st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,20}", fullmatch=True),
     "language": st.from_regex(r"[a-z]{2,3}(_[A-Z]{2})?", fullmatch=True),
     "fallback_dial": st.from_regex(r"(PJSIP|Local)/[A-Za-z0-9_.@+*#-]{1,10}(&PJSIP/[0-9]{1,4})?", fullmatch=True),
@@ -47,10 +82,19 @@ BASE: dict[str, st.SearchStrategy[Any]] = {
 }
 
 BENIGN: dict[str, Any] = {
-    "transport_name": "benign-tls", "endpoint_name": "benign.example", "external_media_address": "192.0.2.1",
-    "external_signaling_address": "benign.example.com", "cert_file": "/benign.crt", "ca_list_file": "/benign.ca",
-    "contact": "sip:benign.example", "context": "benign", "language": "en", "fallback_dial": "PJSIP/1",
-    "tos": "cs1", "phone.password": "benign", "phone.sip_hostname": "benign.example.com",
+    "transport_name": "benign-tls",
+    "endpoint_name": "benign.example",
+    "external_media_address": "192.0.2.1",
+    "external_signaling_address": "benign.example.com",
+    "cert_file": "/benign.crt",
+    "ca_list_file": "/benign.ca",
+    "contact": "sip:benign.example",
+    "context": "benign",
+    "language": "en",
+    "fallback_dial": "PJSIP/1",
+    "tos": "cs1",
+    "phone.password": "benign",
+    "phone.sip_hostname": "benign.example.com",
 }
 
 
@@ -61,7 +105,7 @@ def spliced(draw: st.DrawFn, base: st.SearchStrategy[Any]) -> Any:
     if isinstance(value, list):
         if value and draw(st.booleans()):
             i = draw(st.integers(0, len(value) - 1))
-            value = [*value[:i], draw(spliced(st.just(value[i]))), *value[i + 1:]]
+            value = [*value[:i], draw(spliced(st.just(value[i]))), *value[i + 1 :]]
         return value
     text = str(value)
     for _ in range(draw(st.integers(0, 3))):
@@ -129,8 +173,9 @@ READ_BACK: dict[str, ReadBack] = {
     "contact": _opt("aor", "contact"),
     "context": lambda p, d: [*_opt("endpoint", "context")(p, d), d.sections[0].name],
     "language": _opt("endpoint", "language"),
-    "fallback_dial": lambda p, d: [o.value.split("Dial(", 1)[1].rsplit(",", 1)[0]
-                                   for o in d.sections[0].options if "Dial(" in o.value][:1],
+    "fallback_dial": lambda p, d: [
+        o.value.split("Dial(", 1)[1].rsplit(",", 1)[0] for o in d.sections[0].options if "Dial(" in o.value
+    ][:1],
     "tos": _opt("transport", "tos"),
     "local_net": _opt("transport", "local_net"),
     "identify_match": _opt("identify", "match"),
@@ -152,7 +197,9 @@ def check_rendered(field: str, value: Any, files: dict[str, str]) -> tuple[ConfF
     """Assert the property for one accepted value; returns the parsed files."""
     pjsip, dialplan = parse(files[trunk.PJSIP_FILE]), parse(files[trunk.DIALPLAN_FILE])
     baseline = render_with(field, benign_for(field, value))
-    assert shape(pjsip) == shape(parse(baseline[trunk.PJSIP_FILE])), f"{field}={value!r} changed the pjsip sections/options"
+    assert shape(pjsip) == shape(parse(baseline[trunk.PJSIP_FILE])), (
+        f"{field}={value!r} changed the pjsip sections/options"
+    )
     assert shape(dialplan) == shape(parse(baseline[trunk.DIALPLAN_FILE])), f"{field}={value!r} changed the dialplan"
     kept = accepted_value(field, value)
     assert READ_BACK[field](pjsip, dialplan) == expected_read_back(field, kept), f"{field}={value!r} did not read back"

@@ -42,7 +42,7 @@ def test_saturate_waits_for_the_portal_to_drain() -> None:
 
 
 def test_an_inherited_level_starts_the_bucket_partly_full() -> None:
-    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     assert inherited_level(None, 2.0, 50, now=now) == 0
     assert inherited_level(now - dt.timedelta(seconds=5), 2.0, 50, now=now) == 40
     assert inherited_level(now - dt.timedelta(minutes=5), 2.0, 50, now=now) == 0
@@ -63,7 +63,7 @@ def test_a_paced_client_never_trips_the_portal(rate: float, burst: int, gaps: li
     clock = Clock()
     bucket = LeakyBucket(rate, burst, clock=clock)
     arrivals = []
-    for gap, delay in zip(gaps, jitter):
+    for gap, delay in zip(gaps, jitter, strict=True):
         clock.now += gap  # callers arrive at arbitrary times ...
         clock.now += bucket.delay()  # ... and wait until the bucket allows
         bucket.take()

@@ -36,11 +36,17 @@ def test_decode_appends_empty_brackets_and_keeps_sparse_keys_as_a_mapping() -> N
     assert phpquery.decode(b"USER_ID[0]=1&USER_ID[1]=3") == {"USER_ID": ["1", "3"]}
 
 
-scalars = st.one_of(st.text(min_size=1, max_size=12), st.integers(-10**6, 10**6).map(str))
-keys = st.text(alphabet=st.characters(blacklist_characters="[]&=", blacklist_categories=("Cs", "Cc")), min_size=1, max_size=8) \
-    .filter(lambda k: not k.isdigit() and k.strip() == k and "\x00" not in k)
-trees = st.recursive(scalars, lambda children: st.dictionaries(keys, children, min_size=1, max_size=4)
-                     | st.lists(children, min_size=1, max_size=4), max_leaves=12)
+scalars = st.one_of(st.text(min_size=1, max_size=12), st.integers(-(10**6), 10**6).map(str))
+keys = st.text(
+    alphabet=st.characters(blacklist_characters="[]&=", blacklist_categories=("Cs", "Cc")), min_size=1, max_size=8
+).filter(lambda k: not k.isdigit() and k.strip() == k and "\x00" not in k)
+trees = st.recursive(
+    scalars,
+    lambda children: (
+        st.dictionaries(keys, children, min_size=1, max_size=4) | st.lists(children, min_size=1, max_size=4)
+    ),
+    max_leaves=12,
+)
 
 
 @given(st.dictionaries(keys, trees, min_size=1, max_size=4))

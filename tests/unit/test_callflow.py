@@ -47,15 +47,23 @@ def test_finish_status(answered: bool, caller_first: bool, results: list[str], c
 
 @pytest.mark.parametrize(
     ("raw", "clean"),
-    [("+14155550123", "+14155550123"), ("14155550123", "+14155550123"), ("sip:+79991234567@wa.meta.vc", "+79991234567"),
-     ("+79991234567;tgrp=wacall", "+79991234567"), ("s", None), ("", None), (None, None), ("12ab", None)],
+    [
+        ("+14155550123", "+14155550123"),
+        ("14155550123", "+14155550123"),
+        ("sip:+79991234567@wa.meta.vc", "+79991234567"),
+        ("+79991234567;tgrp=wacall", "+79991234567"),
+        ("s", None),
+        ("", None),
+        (None, None),
+        ("12ab", None),
+    ],
 )
 def test_normalise_number(raw: str | None, clean: str | None) -> None:
     assert cf.normalise_number(raw) == clean
 
 
 def test_talk_seconds() -> None:
-    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     assert cf.talk_seconds(None, t0) == 0
     assert cf.talk_seconds(t0, t0 + dt.timedelta(seconds=61.6)) == 62
     assert cf.talk_seconds(t0 + dt.timedelta(seconds=5), t0) == 0

@@ -6,7 +6,6 @@ import datetime as dt
 
 import pytest
 
-from thoth_pbx.features.trunk.calling import enable_body, hint_for, read_back
 from thoth_pbx.clients.meta.graph import (
     GraphAuthError,
     GraphError,
@@ -15,12 +14,13 @@ from thoth_pbx.clients.meta.graph import (
     error_from_response,
     should_retry,
 )
-from thoth_pbx.features.directory.tokens import parse_debug_token, token_warning
 from thoth_pbx.clients.meta.webhook import handshake_reply, signature_ok
-from thoth_pbx.sandbox.meta import sign
 from thoth_pbx.core.validation import FieldError
+from thoth_pbx.features.directory.tokens import parse_debug_token, token_warning
+from thoth_pbx.features.trunk.calling import enable_body, hint_for, read_back
+from thoth_pbx.sandbox.meta import sign
 
-NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 
 
 def test_signature_matches_metas_independent_computation() -> None:
@@ -53,11 +53,25 @@ def test_handshake_success() -> None:
 
 
 def test_graph_error_shape_becomes_typed_exception() -> None:
-    body = {"error": {"message": "(#138018) ...", "type": "OAuthException", "code": 138018, "error_subcode": 2593001,
-                      "error_data": {"messaging_product": "whatsapp", "details": "configure SIP"}, "fbtrace_id": "AbC"}}
+    body = {
+        "error": {
+            "message": "(#138018) ...",
+            "type": "OAuthException",
+            "code": 138018,
+            "error_subcode": 2593001,
+            "error_data": {"messaging_product": "whatsapp", "details": "configure SIP"},
+            "fbtrace_id": "AbC",
+        }
+    }
     exc = error_from_response(400, body)
     assert type(exc) is GraphError
-    assert (exc.code, exc.subcode, exc.fbtrace_id, exc.details, exc.http_status) == (138018, 2593001, "AbC", "configure SIP", 400)
+    assert (exc.code, exc.subcode, exc.fbtrace_id, exc.details, exc.http_status) == (
+        138018,
+        2593001,
+        "AbC",
+        "configure SIP",
+        400,
+    )
     assert "138018" in str(exc) and "AbC" in str(exc)
     assert isinstance(error_from_response(401, {"error": {"code": 190, "message": "bad"}}), GraphAuthError)
     assert isinstance(error_from_response(400, {"error": {"code": 130429, "message": "slow"}}), GraphRateLimited)
@@ -77,9 +91,17 @@ def test_retry_policy() -> None:
 
 @pytest.mark.parametrize(
     ("code", "subcode", "words"),
-    [(138015, None, "2,000"), (138018, None, "SIP hostname"), (100, None, "parameter"), (131055, None, "SIP enabled"),
-     (190, None, "token"), (100, 33, "phone number id"), (250, None, "Permission"), (999999, None, "999999"),
-     (None, None, "reached")],
+    [
+        (138015, None, "2,000"),
+        (138018, None, "SIP hostname"),
+        (100, None, "parameter"),
+        (131055, None, "SIP enabled"),
+        (190, None, "token"),
+        (100, 33, "phone number id"),
+        (250, None, "Permission"),
+        (999999, None, "999999"),
+        (None, None, "reached"),
+    ],
 )
 def test_hints(code, subcode, words: str) -> None:  # type: ignore[no-untyped-def]
     assert words in hint_for(code, subcode)
@@ -90,9 +112,16 @@ def test_hint_for_invalid_parameter_quotes_metas_details() -> None:
 
 
 def _settings(**calling):  # type: ignore[no-untyped-def]
-    base = {"status": "ENABLED", "srtp_key_exchange_protocol": "SDES",
-            "sip": {"status": "ENABLED", "servers": [{"app_id": "1", "hostname": "pbx.example.com", "port": 5061,
-                                                      "sip_user_password": "pw-123456789"}]}}
+    base = {
+        "status": "ENABLED",
+        "srtp_key_exchange_protocol": "SDES",
+        "sip": {
+            "status": "ENABLED",
+            "servers": [
+                {"app_id": "1", "hostname": "pbx.example.com", "port": 5061, "sip_user_password": "pw-123456789"}
+            ],
+        },
+    }
     base.update(calling)
     return {"calling": base}
 
@@ -117,30 +146,64 @@ def test_read_back_port_absent_means_default() -> None:
         ({"srtp_key_exchange_protocol": "DTLS"}, "srtp"),
         ({"sip": {"status": "ENABLED", "servers": []}}, "expected pbx.example.com"),
         ({"sip": {"status": "ENABLED", "servers": [{"hostname": "pbx.example.com", "port": 5062}]}}, "port 5062"),
-        ({"sip": {"status": "ENABLED", "servers": [{"hostname": "pbx.example.com", "port": 5061}]}}, "sip_user_password"),
-        ({"sip": {"status": "ENABLED", "servers": [{"hostname": "pbx.example.com", "app_id": "2",
-                                                    "sip_user_password": "x" * 10}]}}, "app 2"),
+        (
+            {"sip": {"status": "ENABLED", "servers": [{"hostname": "pbx.example.com", "port": 5061}]}},
+            "sip_user_password",
+        ),
+        (
+            {
+                "sip": {
+                    "status": "ENABLED",
+                    "servers": [{"hostname": "pbx.example.com", "app_id": "2", "sip_user_password": "x" * 10}],
+                }
+            },
+            "app 2",
+        ),
     ],
 )
 def test_read_back_problems(change, words: str) -> None:  # type: ignore[no-untyped-def]
-    problems = read_back(_settings(**change), hostname="pbx.example.com", port=5061, want_enabled=True, app_id="1").problems
+    problems = read_back(
+        _settings(**change), hostname="pbx.example.com", port=5061, want_enabled=True, app_id="1"
+    ).problems
     assert any(words in p for p in problems), problems
 
 
 def test_enable_body_is_the_documented_minimum() -> None:
-    assert enable_body("pbx.example.com", 5061) == {"calling": {
-        "status": "ENABLED", "srtp_key_exchange_protocol": "SDES",
-        "sip": {"status": "ENABLED", "servers": [{"hostname": "pbx.example.com", "port": 5061}]}}}
+    assert enable_body("pbx.example.com", 5061) == {
+        "calling": {
+            "status": "ENABLED",
+            "srtp_key_exchange_protocol": "SDES",
+            "sip": {"status": "ENABLED", "servers": [{"hostname": "pbx.example.com", "port": 5061}]},
+        }
+    }
 
 
 def test_debug_token_parsing_and_warnings() -> None:
     expires = int((NOW + dt.timedelta(days=3)).timestamp())
-    info = parse_debug_token({"data": {"app_id": "1", "type": "USER", "is_valid": True, "expires_at": expires,
-                                       "scopes": ["whatsapp_business_management"]}})
-    assert info.expires_at == NOW + dt.timedelta(days=3) and info.as_json()["missing_scopes"] == ["whatsapp_business_messaging"]
+    info = parse_debug_token(
+        {
+            "data": {
+                "app_id": "1",
+                "type": "USER",
+                "is_valid": True,
+                "expires_at": expires,
+                "scopes": ["whatsapp_business_management"],
+            }
+        }
+    )
+    assert info.expires_at == NOW + dt.timedelta(days=3) and info.as_json()["missing_scopes"] == [
+        "whatsapp_business_messaging"
+    ]
     assert "expires in 3 day(s)" in token_warning(info.expires_at, NOW, info.as_json())
-    permanent = parse_debug_token({"data": {"is_valid": True, "expires_at": 0,
-                                            "scopes": ["whatsapp_business_management", "whatsapp_business_messaging"]}})
+    permanent = parse_debug_token(
+        {
+            "data": {
+                "is_valid": True,
+                "expires_at": 0,
+                "scopes": ["whatsapp_business_management", "whatsapp_business_messaging"],
+            }
+        }
+    )
     assert permanent.expires_at is None and token_warning(None, NOW, permanent.as_json()) is None
     assert "expired" in token_warning(NOW - dt.timedelta(hours=1), NOW)
     assert "5 hour(s)" in token_warning(NOW + dt.timedelta(hours=5, minutes=30), NOW)

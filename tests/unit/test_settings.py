@@ -21,7 +21,12 @@ def test_toml_then_env_override(tmp_path: Path) -> None:
     cfg.write_text('listen = "0.0.0.0:9000"\nami_url = "tcp://thoth:s3cret@10.1.2.3:5039"\n[trunk]\nbind_port = 5061\n')
     s = load_settings(None, environ={"THOTH_CONFIG": str(cfg), "THOTH_LISTEN": "127.0.0.1:9100"})
     assert str(s.listen) == "127.0.0.1:9100"  # env wins over the file
-    assert s.ami is not None and (s.ami.host, s.ami.port, s.ami.user, s.ami.secret) == ("10.1.2.3", 5039, "thoth", "s3cret")
+    assert s.ami is not None and (s.ami.host, s.ami.port, s.ami.user, s.ami.secret) == (
+        "10.1.2.3",
+        5039,
+        "thoth",
+        "s3cret",
+    )
     assert "s3cret" not in str(s.ami) and "s3cret" not in repr(s)
     assert s.trunk == {"bind_port": 5061}
 

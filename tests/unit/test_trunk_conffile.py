@@ -28,18 +28,27 @@ def test_comments_escapes_and_block_comments() -> None:
     a, b = conf.sections
     assert (a.name, a.template, b.inherits, b.type) == ("a", True, ("a",), "aor")
     assert [(o.key, o.value) for o in a.options] == [
-        ("key", "value"), ("pw", "se;cret"), ("obj", "thing"), ("x", "1"), ("y", "2"), ("list", "ab")]
+        ("key", "value"),
+        ("pw", "se;cret"),
+        ("obj", "thing"),
+        ("x", "1"),
+        ("y", "2"),
+        ("list", "ab"),
+    ]
     assert a.options[2].object_style
     assert [(d.name, d.argument) for d in conf.directives] == [("tryinclude", "other.conf")]
 
 
-@pytest.mark.parametrize("text, message", [
-    ("[a\nx=1\n", "closing ']'"),
-    ("x=1\n", "outside of any [section]"),
-    ("[a]\njust words\n", "no '='"),
-    ("[a]\n#includ x\n", "unknown directive"),
-    ("[a] trailing\n", "unexpected text"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[a\nx=1\n", "closing ']'"),
+        ("x=1\n", "outside of any [section]"),
+        ("[a]\njust words\n", "no '='"),
+        ("[a]\n#includ x\n", "unknown directive"),
+        ("[a] trailing\n", "unexpected text"),
+    ],
+)
 def test_syntax_errors_name_the_line(text: str, message: str) -> None:
     with pytest.raises(ConfSyntaxError) as err:
         parse(text)
@@ -73,8 +82,12 @@ def test_compare_finds_refused_unknown_and_missing_options() -> None:
         ("identify", "e"): {"Endpoint": "e", "Match": "69.171.251.0/24,31.13.24.0/255.255.248.0"},
     }
     found = {(m.object_type, m.object_name, m.option) for m in verify.compare_pjsip(conf, live)}
-    assert found == {("endpoint", "e", "allow"), ("endpoint", "e", "direct_media"),
-                     ("endpoint", "e", "direct_medai"), ("aor", "gone", None)}
+    assert found == {
+        ("endpoint", "e", "allow"),
+        ("endpoint", "e", "direct_media"),
+        ("endpoint", "e", "direct_medai"),
+        ("aor", "gone", None),
+    }
 
 
 def test_compare_masks_secrets_in_reports() -> None:
@@ -93,8 +106,13 @@ def test_dialplan_intent_matches_dialplan_show_output() -> None:
         "\n-= 1 extension (3 priorities) in 1 context. =-\n"
     )
     intent = verify.dialplan_intent(conf)
-    assert intent == {"from-meta": [("_+X.", 1, None, "NoOp(x)"), ("_+X.", 2, None, "Stasis(app)"),
-                                    ("_+X.", 3, "fallback", "Hangup()")]}
+    assert intent == {
+        "from-meta": [
+            ("_+X.", 1, None, "NoOp(x)"),
+            ("_+X.", 2, None, "Stasis(app)"),
+            ("_+X.", 3, "fallback", "Hangup()"),
+        ]
+    }
     assert verify.compare_dialplan(intent, {"from-meta": shown}) == []
     missing = verify.compare_dialplan(intent, {"from-meta": shown.replace("Stasis(app)", "Stasis(other)")})
     assert [(m.option, m.expected, m.actual) for m in missing] == [("_+X.,2", "Stasis(app)", "Stasis(other)")]

@@ -27,7 +27,9 @@ def test_existing_include_in_any_spelling_is_respected(tmp_path: Path) -> None:
     text = b'[general]\n  #include "pjsip_thoth.conf" ; added by hand\n'
     (tmp_path / "pjsip.conf").write_bytes(text)
     assert fs.with_include(text, "pjsip_thoth.conf") == text
-    assert fs.with_include(b"#include pjsip_thoth.conf.bak\n", "pjsip_thoth.conf").endswith(b"#tryinclude pjsip_thoth.conf\n")
+    assert fs.with_include(b"#include pjsip_thoth.conf.bak\n", "pjsip_thoth.conf").endswith(
+        b"#tryinclude pjsip_thoth.conf\n"
+    )
 
 
 def test_freepbx_mode_creates_custom_files_and_never_touches_generated_ones(tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support import trunk_fuzz
-from thoth_pbx.features.trunk import render as trunk
 from thoth_pbx.core.validation import FieldError
+from thoth_pbx.features.trunk import render as trunk
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from thoth_pbx.core.resources import data_dir
+from thoth_pbx.core.validation import FieldError
 from thoth_pbx.features.trunk import render as trunk
 from thoth_pbx.features.trunk.conffile import parse
 from thoth_pbx.features.trunk.render import RenderError, TrunkPhone
-from thoth_pbx.core.resources import data_dir
-from thoth_pbx.core.validation import FieldError
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 
@@ -34,14 +34,24 @@ def test_our_defaults_for_a_sample_phone() -> None:
     endpoint = pjsip.find("wa.meta.vc", "endpoint")
     assert endpoint is not None
     # Meta's documented pitfalls, as defaults
-    for key, value in {"media_encryption": "sdes", "allow": "opus", "direct_media": "no", "rtp_symmetric": "yes",
-                       "rewrite_contact": "no", "timers": "no", "send_connected_line": "no",
-                       "auth": "wa-15551230000"}.items():
+    for key, value in {
+        "media_encryption": "sdes",
+        "allow": "opus",
+        "direct_media": "no",
+        "rtp_symmetric": "yes",
+        "rewrite_contact": "no",
+        "timers": "no",
+        "send_connected_line": "no",
+        "auth": "wa-15551230000",
+    }.items():
         assert endpoint.get(key) == value, key
     outbound = pjsip.find("wa-15551230000", "endpoint")
     assert outbound is not None
     assert (outbound.get("from_user"), outbound.get("from_domain"), outbound.get("outbound_auth")) == (
-        "+15551230000", "pbx.example.com", "wa-15551230000")
+        "+15551230000",
+        "pbx.example.com",
+        "wa-15551230000",
+    )
     auth = pjsip.find("wa-15551230000", "auth")
     assert auth is not None and (auth.get("username"), auth.get("password")) == ("15551230000", "meta-generated;secret")
     identify = pjsip.find("wa.meta.vc", "identify")
@@ -56,8 +66,9 @@ def test_masked_preview_hides_the_password() -> None:
 
 
 def test_dialplan_sends_both_number_forms_to_stasis_with_fallback() -> None:
-    rendered = trunk.render(trunk.parse_trunk({"fallback_dial": "PJSIP/100&Local/200@from-internal",
-                                               "fallback_timeout": 45}), app="my-app")
+    rendered = trunk.render(
+        trunk.parse_trunk({"fallback_dial": "PJSIP/100&Local/200@from-internal", "fallback_timeout": 45}), app="my-app"
+    )
     context = parse(rendered.files[trunk.DIALPLAN_FILE]).find("from-meta")
     assert context is not None
     extens = [o.value.split(",", 1)[0] for o in context.options if o.key == "exten"]
@@ -84,7 +95,9 @@ def test_override_ranges_file_and_comments(tmp_path: Path) -> None:
     (tmp_path / "meta-ip-ranges.txt").write_text("# ours\n198.51.100.0/24  # lab\n\n203.0.113.7\n")
     rendered = trunk.render(trunk.parse_trunk({}), override_dir=tmp_path)
     assert parse(rendered.files[trunk.PJSIP_FILE]).find("wa.meta.vc", "identify").values("match") == [
-        "198.51.100.0/24", "203.0.113.7"]
+        "198.51.100.0/24",
+        "203.0.113.7",
+    ]
     (tmp_path / "meta-ip-ranges.txt").write_text("198.51.100.0/24\nnot-a-network\n")
     with pytest.raises(FieldError) as err:
         trunk.render(trunk.parse_trunk({}), override_dir=tmp_path)
@@ -92,7 +105,9 @@ def test_override_ranges_file_and_comments(tmp_path: Path) -> None:
 
 
 def test_undefined_variable_in_override_is_an_error_not_blank(tmp_path: Path) -> None:
-    (tmp_path / "identify.conf.j2").write_text("[{{ t.endpoint_name }}]\ntype=identify\nmatch={{ t.no_such_setting }}\n")
+    (tmp_path / "identify.conf.j2").write_text(
+        "[{{ t.endpoint_name }}]\ntype=identify\nmatch={{ t.no_such_setting }}\n"
+    )
     with pytest.raises(RenderError) as err:
         trunk.render(trunk.parse_trunk({}), override_dir=tmp_path)
     assert err.value.field == "template" and "no_such_setting" in err.value.message
@@ -152,15 +167,22 @@ def test_override_added_or_removed_later_is_picked_up(tmp_path: Path) -> None:
     (tmp_path / "aor.conf.j2").unlink()
     third = trunk.render(settings, override_dir=tmp_path)
     contact = lambda r: parse(r.files[trunk.PJSIP_FILE]).find("wa.meta.vc", "aor").get("contact")  # noqa: E731
-    assert (contact(first), contact(second), contact(third)) == ("sip:wa.meta.vc", "sip:override.example", "sip:wa.meta.vc")
+    assert (contact(first), contact(second), contact(third)) == (
+        "sip:wa.meta.vc",
+        "sip:override.example",
+        "sip:wa.meta.vc",
+    )
 
 
-@pytest.mark.parametrize("escape", [
-    "{{ cycler.__init__.__globals__.os.popen('id').read() }}",
-    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
-    "{{ t.__class__.__init__.__globals__ }}",
-    "{% set x = [] %}{{ x.append(1) }}",
-])
+@pytest.mark.parametrize(
+    "escape",
+    [
+        "{{ cycler.__init__.__globals__.os.popen('id').read() }}",
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ t.__class__.__init__.__globals__ }}",
+        "{% set x = [] %}{{ x.append(1) }}",
+    ],
+)
 def test_override_template_cannot_reach_python_internals(tmp_path: Path, escape: str) -> None:
     """Admin templates render sandboxed: no way to run OS commands as the service user."""
     (tmp_path / "aor.conf.j2").write_text("[{{ t.endpoint_name }}]\ntype=aor\ncontact=sip:" + escape + "\n")
@@ -172,7 +194,8 @@ def test_override_template_cannot_reach_python_internals(tmp_path: Path, escape:
 def test_sandboxed_override_keeps_loops_filters_and_includes(tmp_path: Path) -> None:
     (tmp_path / "extra.j2").write_text("{% for m in identify_match %}; {{ m | lower }}\n{% endfor %}")
     shipped = (data_dir("asterisk_templates") / "aor.conf.j2").read_text()
-    (tmp_path / "aor.conf.j2").write_text(shipped + "{% include 'extra.j2' %}"
-                                          "{% if t.endpoint_name | length > 2 %}qualify_timeout=7\n{% endif %}")
+    (tmp_path / "aor.conf.j2").write_text(
+        shipped + "{% include 'extra.j2' %}{% if t.endpoint_name | length > 2 %}qualify_timeout=7\n{% endif %}"
+    )
     custom = trunk.render(trunk.parse_trunk({}), override_dir=tmp_path)
     assert parse(custom.files[trunk.PJSIP_FILE]).find("wa.meta.vc", "aor").get("qualify_timeout") == "7"

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from thoth_pbx.features.trunk import render as trunk
 from thoth_pbx.core.validation import FieldError
+from thoth_pbx.features.trunk import render as trunk
 
 
 @pytest.mark.parametrize(
@@ -73,8 +73,14 @@ def test_layers_later_wins_null_and_empty_omit() -> None:
 
 
 def test_accepted_forms_are_kept_as_written() -> None:
-    settings = trunk.parse_trunk({"identify_match": ["69.171.251.0/255.255.255.0", "2a03:2880::/32", "157.240.0.1"],
-                                  "external_signaling_address": "PBX.Example.COM.", "tos": 96, "codecs": "opus, ulaw"})
+    settings = trunk.parse_trunk(
+        {
+            "identify_match": ["69.171.251.0/255.255.255.0", "2a03:2880::/32", "157.240.0.1"],
+            "external_signaling_address": "PBX.Example.COM.",
+            "tos": 96,
+            "codecs": "opus, ulaw",
+        }
+    )
     assert settings.identify_match == ("69.171.251.0/255.255.255.0", "2a03:2880::/32", "157.240.0.1")
     assert settings.external_signaling_address == "pbx.example.com"
     assert settings.tos == 96 and settings.codecs == ("opus", "ulaw")

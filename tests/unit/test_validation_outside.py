@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from thoth_pbx.core import validation as v
-from thoth_pbx.features.trunk import render as trunk
-from thoth_pbx.features.calls.callflow import CallSettings, normalise_number
 from thoth_pbx.core.validation import FieldError
+from thoth_pbx.features.calls.callflow import CallSettings, normalise_number
+from thoth_pbx.features.trunk import render as trunk
 
 NON_ASCII_DIGITS = ["\u0661\u0662\u0663", "\uff11\uff12\uff13", "12\u0663", "\u09e7\u09e8"]
 

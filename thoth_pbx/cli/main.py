@@ -8,7 +8,8 @@ import gc
 import json
 import signal
 import sys
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from thoth_pbx import __version__
 from thoth_pbx.core.settings import Settings, SettingsError, load_settings, redact_url

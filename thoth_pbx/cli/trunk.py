@@ -12,7 +12,8 @@ import asyncio
 import getpass
 import json
 import sys
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from thoth_pbx.core.settings import Settings
 from thoth_pbx.core.validation import FieldError
@@ -38,8 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     status.set_defaults(func=_cmd_status)
 
     restart = actions.add_parser("restart", help="restart Asterisk to load transport changes")
-    restart.add_argument("--when-convenient", action="store_true", required=True,
-                         help="`core restart when convenient`: only once no call is up")
+    restart.add_argument(
+        "--when-convenient",
+        action="store_true",
+        required=True,
+        help="`core restart when convenient`: only once no call is up",
+    )
     restart.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for AMI (default 10)")
     restart.set_defaults(func=_cmd_restart)
 
@@ -140,9 +145,9 @@ def _cmd_calling(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _calling(settings: Settings, action: str, phone: str) -> int:
     from thoth_pbx.app import close_services, open_services
+    from thoth_pbx.core.validation import FieldError
     from thoth_pbx.features.directory.service import PHONES
     from thoth_pbx.features.trunk.calling import CallingFailed
-    from thoth_pbx.core.validation import FieldError
 
     services = await open_services(settings)
     try:
@@ -150,14 +155,27 @@ async def _calling(settings: Settings, action: str, phone: str) -> int:
             result = await services.calling.run(phone, action)
         except CallingFailed as failed:
             error = failed.result.error or {}
-            _print({"ok": False, "error": error, "phone": await services.directory.get(PHONES, failed.result.phone_id, reveal=False)})
+            _print(
+                {
+                    "ok": False,
+                    "error": error,
+                    "phone": await services.directory.get(PHONES, failed.result.phone_id, reveal=False),
+                }
+            )
             print(f"thoth-pbx: Meta refused: {error.get('message')}\n  hint: {error.get('hint')}", file=sys.stderr)
             return 1
         except FieldError as exc:
             print(f"thoth-pbx: {exc.field}: {exc.message}", file=sys.stderr)
             return 2
-        _print({"ok": result.ok, "action": action, "meta_settings": result.state, "problems": result.problems,
-                "phone": await services.directory.get(PHONES, result.phone_id, reveal=False)})
+        _print(
+            {
+                "ok": result.ok,
+                "action": action,
+                "meta_settings": result.state,
+                "problems": result.problems,
+                "phone": await services.directory.get(PHONES, result.phone_id, reveal=False),
+            }
+        )
         return 0 if result.ok else 1
     finally:
         await services.meta.stop()

@@ -35,9 +35,7 @@ def load_or_create_key(path: Path) -> bytes:
         return key
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
-        raise SecretKeyError(
-            "secret_key_file", f"{path} is readable by others (mode {mode:04o}); run chmod 600 {path}"
-        )
+        raise SecretKeyError("secret_key_file", f"{path} is readable by others (mode {mode:04o}); run chmod 600 {path}")
     key = path.read_bytes().strip()
     try:
         Fernet(key)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 ENV_PREFIX = "THOTH_"
@@ -86,9 +87,7 @@ class Settings:
 
 # ---------------------------------------------------------------- parsers (pure)
 
-_HOST_RE = re.compile(
-    r"^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$"
-)
+_HOST_RE = re.compile(r"^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
 
 
 def _host(key: str, value: str) -> str:
@@ -159,7 +158,8 @@ def redact_url(url: str) -> str:
         netloc = f"{user}:***@{host}" if ":" in userinfo else f"{user}@{host}"
     query = "&".join(
         f"{name}=***" if _SECRET_PARAM.search(name) else pair
-        for pair in parts.query.split("&") if pair
+        for pair in parts.query.split("&")
+        if pair
         for name in [pair.split("=", 1)[0]]
     )
     return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")

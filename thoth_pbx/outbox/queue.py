@@ -44,18 +44,19 @@ import datetime as dt
 import json
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
+from thoth_pbx.core.validation import FieldError
+from thoth_pbx.outbox.models import OutboxJob
 from thoth_pbx.store import db
 from thoth_pbx.store.fast_insert import insert_returning_id
-from thoth_pbx.outbox.models import OutboxJob
 from thoth_pbx.store.types import utcnow
-from thoth_pbx.core.validation import FieldError
 
 log = logging.getLogger(__name__)
 
@@ -215,22 +216,32 @@ class Outbox:
         committed = self._after_commit(session)
         # run_now only heads a chain: with an earlier job of the chain known to be unfinished
         # (this transaction's, or one this process runs or has yet to claim) it waits its turn
-        run_now = run_now and delay <= 0 and self.running and (
-            chain is None or not (chain in self._backlog or chain in committed.chains() or chain in self._running_chains)
+        run_now = (
+            run_now
+            and delay <= 0
+            and self.running
+            and (
+                chain is None
+                or not (chain in self._backlog or chain in committed.chains() or chain in self._running_chains)
+            )
         )
         if session.new or session.dirty or session.deleted:
             await session.flush()  # rows the job may refer to (its app instance) go first
-        job_id = await insert_returning_id(session, JOBS, {
-            "kind": kind,
-            "app_instance_id": instance_id,
-            "chain": chain,
-            "payload": payload,
-            "status": "running" if run_now else "pending",
-            "attempts": 1 if run_now else 0,
-            "maybe_delivered": False,
-            "next_attempt_at": now + dt.timedelta(seconds=delay),
-            "last_attempt_at": now if run_now else None,
-        })
+        job_id = await insert_returning_id(
+            session,
+            JOBS,
+            {
+                "kind": kind,
+                "app_instance_id": instance_id,
+                "chain": chain,
+                "payload": payload,
+                "status": "running" if run_now else "pending",
+                "attempts": 1 if run_now else 0,
+                "maybe_delivered": False,
+                "next_attempt_at": now + dt.timedelta(seconds=delay),
+                "last_attempt_at": now if run_now else None,
+            },
+        )
         if run_now:
             committed.started.append(Job(job_id, kind, instance_id, chain, dict(payload), 1, False))
         else:
@@ -324,7 +335,9 @@ class Outbox:
             if chain:
                 query = query.where(OutboxJob.chain == chain)
             rows = (await session.scalars(query.order_by(OutboxJob.id.desc()).limit(limit))).all()
-            counts = dict((await session.execute(select(OutboxJob.status, func.count()).group_by(OutboxJob.status))).all())
+            counts = dict(
+                (await session.execute(select(OutboxJob.status, func.count()).group_by(OutboxJob.status))).all()
+            )
         return {"items": [describe(row) for row in rows], "counts": {s: counts.get(s, 0) for s in STATUSES}}
 
     async def retry(self, job_id: int) -> dict[str, Any]:
@@ -334,7 +347,9 @@ class Outbox:
             if row is None:
                 raise FieldError("id", f"no outbox job with id {job_id}", 404)
             if row.status in ("running", "done"):
-                raise FieldError("status", f"job {job_id} is {row.status}; only pending or failed jobs can be retried", 409)
+                raise FieldError(
+                    "status", f"job {job_id} is {row.status}; only pending or failed jobs can be retried", 409
+                )
             row.status = "pending"
             row.next_attempt_at = utcnow()
             self._after_commit(session).pending_chains.append(row.chain)
@@ -416,16 +431,14 @@ class Outbox:
     async def _sleep(self, timeout: float) -> None:
         try:
             await asyncio.wait_for(self._wake.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     async def _recover(self) -> None:
         """Jobs left running by a crash may have been sent: run them again, flagged."""
         async with self._sessions() as session, session.begin():
             result = await session.execute(
-                update(OutboxJob)
-                .where(OutboxJob.status == "running")
-                .values(status="pending", maybe_delivered=True)
+                update(OutboxJob).where(OutboxJob.status == "running").values(status="pending", maybe_delivered=True)
             )
         if result.rowcount:
             log.warning("outbox: resuming jobs interrupted by a stop or crash", extra={"jobs": result.rowcount})
@@ -434,10 +447,7 @@ class Outbox:
         """Mark the due heads of their chains running (one transaction) and return them."""
         now = utcnow()
         earlier = aliased(OutboxJob)
-        blocked = (
-            exists()
-            .where(earlier.chain == OutboxJob.chain, earlier.id < OutboxJob.id, earlier.status != "done")
-        )
+        blocked = exists().where(earlier.chain == OutboxJob.chain, earlier.id < OutboxJob.id, earlier.status != "done")
         async with self._sessions() as session, session.begin():
             rows = (
                 await session.scalars(
@@ -489,7 +499,7 @@ class Outbox:
                 for row in rows
             ]
         if next_due is not None and next_due.tzinfo is None:
-            next_due = next_due.replace(tzinfo=dt.timezone.utc)
+            next_due = next_due.replace(tzinfo=dt.UTC)
         return jobs, next_due
 
     async def _run(self, job: Job) -> None:
@@ -580,7 +590,9 @@ class Outbox:
         counts = {"done": 0, "retry": 0, "failed": 0}
         async with self._sessions() as session, session.begin():
             ids = [job.id for job, _, _ in group]
-            rows = {row.id: row for row in (await session.scalars(select(OutboxJob).where(OutboxJob.id.in_(ids)))).all()}
+            rows = {
+                row.id: row for row in (await session.scalars(select(OutboxJob).where(OutboxJob.id.in_(ids)))).all()
+            }
             for job, outcome, _ in group:
                 row = rows.get(job.id)
                 if row is None:  # its portal was deleted meanwhile (ON DELETE CASCADE)
@@ -608,7 +620,9 @@ class Outbox:
         self.stats.retried += counts["retry"]
         self.stats.failed += counts["failed"]
 
-    async def _run_on_done(self, session: AsyncSession, hook: OnDone, row: OutboxJob, result: dict[str, Any] | None) -> None:
+    async def _run_on_done(
+        self, session: AsyncSession, hook: OnDone, row: OutboxJob, result: dict[str, Any] | None
+    ) -> None:
         try:
             async with session.begin_nested():
                 await hook(session, row, result)

@@ -35,8 +35,9 @@ import math
 import re
 import secrets
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -133,7 +134,8 @@ class Recorder:
     def errors(self, code: str) -> int:
         """Answers carrying `code`: whole HTTP responses plus failed commands inside batches."""
         return sum(1 for r in self.requests if r.error == code) + sum(
-            1 for e in self.entries if e.error == code and e.batch is not None)
+            1 for e in self.entries if e.error == code and e.batch is not None
+        )
 
     def clear(self) -> None:
         self.entries.clear()
@@ -355,8 +357,9 @@ class BitrixSimulator:
         self.portals[portal.member_id] = portal
         return portal
 
-    def add_webhook(self, portal: Portal, *, user_id: int = 1, scope: str = DEFAULT_SCOPE,
-                    code: str | None = None) -> Webhook:
+    def add_webhook(
+        self, portal: Portal, *, user_id: int = 1, scope: str = DEFAULT_SCOPE, code: str | None = None
+    ) -> Webhook:
         """An incoming webhook of `user_id` (who must exist) granting `scope` (comma-separated)."""
         if user_id not in portal.users:
             raise ValueError(f"no user {user_id} on this portal")
@@ -435,8 +438,9 @@ class BitrixSimulator:
 
     async def uninstall(self, portal: Portal, *, clean: bool = True) -> list[tuple[str, int]]:
         """Remove the app: tokens stop working, ONAPPUNINSTALL goes to its bound handlers."""
-        sent = await self.send_event(portal, "ONAPPUNINSTALL", {"LANGUAGE_ID": "en", "CLEAN": 1 if clean else 0},
-                                     with_tokens=False)
+        sent = await self.send_event(
+            portal, "ONAPPUNINSTALL", {"LANGUAGE_ID": "en", "CLEAN": 1 if clean else 0}, with_tokens=False
+        )
         portal.installed = False
         for token in [t for t, v in self._access.items() if v.member_id == portal.member_id]:
             del self._access[token]
@@ -467,8 +471,12 @@ class BitrixSimulator:
             }
             if with_tokens:
                 tokens = self.issue_tokens(portal)
-                auth.update(access_token=tokens["access_token"], expires_in=str(int(self.token_ttl)),
-                            scope=portal.scope, status="L")
+                auth.update(
+                    access_token=tokens["access_token"],
+                    expires_in=str(int(self.token_ttl)),
+                    scope=portal.scope,
+                    status="L",
+                )
             form = {
                 "event": event.upper(),
                 "event_handler_id": str(binding["id"]),
@@ -483,8 +491,12 @@ class BitrixSimulator:
     async def _post_form(self, url: str, form: Mapping[str, Any]) -> tuple[int, Any]:
         body = phpquery.encode(form)
         async with aiohttp.ClientSession() as session:
-            async with session.post(url, data=body, headers={"Content-Type": "application/x-www-form-urlencoded"},
-                                    timeout=aiohttp.ClientTimeout(total=30)) as resp:
+            async with session.post(
+                url,
+                data=body,
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+                timeout=aiohttp.ClientTimeout(total=30),
+            ) as resp:
                 text = await resp.text()
                 try:
                     return resp.status, json.loads(text)
@@ -501,7 +513,13 @@ class BitrixSimulator:
         q = request.query
         missing = [k for k in ("grant_type", "client_id", "client_secret", "refresh_token") if not q.get(k)]
         if missing or q.get("grant_type") != "refresh_token":
-            return self._oauth_error(seq, request, "invalid_request", "grant_type, client_id, client_secret and refresh_token are required", 400)
+            return self._oauth_error(
+                seq,
+                request,
+                "invalid_request",
+                "grant_type, client_id, client_secret and refresh_token are required",
+                400,
+            )
         if q["client_id"] != self.client_id or not secrets.compare_digest(q["client_secret"], self.client_secret):
             return self._oauth_error(seq, request, "invalid_client", "Invalid client credentials", 401)
         member_id = self._refresh.pop(q["refresh_token"], None)
@@ -615,22 +633,27 @@ class BitrixSimulator:
             raise SimError("expired_token", "The access token provided has expired.", 401)
         return _Caller("app", portal.scope)
 
-    def _execute(self, portal: Portal, method: str, params: dict[str, Any], *, batch: int | None,
-                 caller: _Caller) -> Any:
+    def _execute(
+        self, portal: Portal, method: str, params: dict[str, Any], *, batch: int | None, caller: _Caller
+    ) -> Any:
         seq = self.recorder.next_seq()
         spec = self._methods.get(method)
         key = (caller.key, method)
 
         def record(ok: bool, error: str | None, result: Any) -> None:
-            self._record(Recorded(seq, time.monotonic(), portal.member_id, method, params, ok, error, result, batch,
-                                  caller.key), portal)
+            self._record(
+                Recorded(seq, time.monotonic(), portal.member_id, method, params, ok, error, result, batch, caller.key),
+                portal,
+            )
 
         try:
             if spec is None:
                 raise SimError("ERROR_METHOD_NOT_FOUND", "Method not found!", 404)
             if spec.scope != "basic" and spec.scope not in caller.scope.replace(" ", ",").split(","):
                 holder = "webhook token" if caller.webhook else "access token"
-                raise SimError("insufficient_scope", f"The request requires higher privileges than provided by the {holder}", 403)
+                raise SimError(
+                    "insufficient_scope", f"The request requires higher privileges than provided by the {holder}", 403
+                )
             if caller.webhook is not None and spec.app_only is not None:
                 raise SimError(*spec.app_only)
             if method in portal.refused:
@@ -733,7 +756,9 @@ class BitrixSimulator:
             method, _, query = str(command).partition("?")
             method = method.strip().lower()
             if method == "batch":
-                errors[key] = SimError("ERROR_BATCH_METHOD_NOT_ALLOWED", "Method is not allowed for batch usage", 405).body()
+                errors[key] = SimError(
+                    "ERROR_BATCH_METHOD_NOT_ALLOWED", "Method is not allowed for batch usage", 405
+                ).body()
                 if halt:
                     break
                 continue
@@ -766,20 +791,26 @@ class BitrixSimulator:
     # ------------------------------------------------------------------ control API (CLI demo)
 
     async def _state(self, request: web.Request) -> web.Response:
-        return web.json_response({
-            "switches": {"outage": self.outage, "latency": self.latency, "storm_every": self.storm_every},
-            "oauth": {"client_id": self.client_id, "url": self.oauth_url, "refreshes": self.oauth_refreshes},
-            "portals": [
-                {
-                    "member_id": p.member_id, "domain": p.domain, "installed": p.installed,
-                    "lines": list(p.lines.values()), "bindings": p.bindings,
-                    "active_calls": list(p.active_calls), "finished_calls": len(p.statistics),
-                    "users": [u.as_json() for u in p.users.values()],
-                }
-                for p in self.portals.values()
-            ],
-            "calls": self.recorder.as_json(int(request.query.get("limit", "200"))),
-        })
+        return web.json_response(
+            {
+                "switches": {"outage": self.outage, "latency": self.latency, "storm_every": self.storm_every},
+                "oauth": {"client_id": self.client_id, "url": self.oauth_url, "refreshes": self.oauth_refreshes},
+                "portals": [
+                    {
+                        "member_id": p.member_id,
+                        "domain": p.domain,
+                        "installed": p.installed,
+                        "lines": list(p.lines.values()),
+                        "bindings": p.bindings,
+                        "active_calls": list(p.active_calls),
+                        "finished_calls": len(p.statistics),
+                        "users": [u.as_json() for u in p.users.values()],
+                    }
+                    for p in self.portals.values()
+                ],
+                "calls": self.recorder.as_json(int(request.query.get("limit", "200"))),
+            }
+        )
 
     async def _switch(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -890,12 +921,15 @@ def _error(exc: SimError) -> web.Response:
 
 
 def _outage_page() -> web.Response:
-    return web.Response(status=503, text="<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>",
-                        content_type="text/html")
+    return web.Response(
+        status=503,
+        text="<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>",
+        content_type="text/html",
+    )
 
 
 def _iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds")
 
 
 def call_id_for(portal: Portal, now: float | None = None) -> str:

@@ -13,8 +13,9 @@ import binascii
 import datetime as dt
 import operator
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from thoth_pbx.sandbox.bitrix import REGISTER_DEDUP_S, Portal, SimError, call_id_for, paged
 
@@ -47,6 +48,7 @@ def method(name: str, scope: str, *, app_only: tuple[str, str, int] | None = Non
 
 
 # ---------------------------------------------------------------------------- helpers
+
 
 def _core(description: str) -> SimError:
     return SimError("ERROR_CORE", description, 400)
@@ -102,7 +104,7 @@ _PHONE = re.compile(r"^\+?[0-9][0-9 ()\-]{2,30}$")
 
 
 @method("telephony.externalcall.register", "telephony")
-def register(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
+def register(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
     user_id = _user_for(portal, params)
     phone = _text(params, "PHONE_NUMBER")
     call_type = _as_int(params.get("TYPE"))
@@ -136,8 +138,9 @@ def register(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> 
             created_lead = portal.next_id("lead") + 1000
             entity_type, entity_id = "LEAD", created_lead
             created.append({"ENTITY_TYPE": "LEAD", "ENTITY_ID": created_lead})
-            portal.crm[_digits(phone)] = [{"CRM_ENTITY_TYPE": "LEAD", "CRM_ENTITY_ID": created_lead, "NAME": phone,
-                                           "ASSIGNED_BY_ID": user_id}]
+            portal.crm[_digits(phone)] = [
+                {"CRM_ENTITY_TYPE": "LEAD", "CRM_ENTITY_ID": created_lead, "NAME": phone, "ASSIGNED_BY_ID": user_id}
+            ]
     call_id = call_id_for(portal, now)
     response = {
         "CALL_ID": call_id,
@@ -155,7 +158,7 @@ def register(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> 
         "type": call_type,
         "line": line,
         "external_call_id": external or None,
-        "start": start or dt.datetime.fromtimestamp(now, dt.timezone.utc).isoformat(timespec="seconds"),
+        "start": start or dt.datetime.fromtimestamp(now, dt.UTC).isoformat(timespec="seconds"),
     }
     if _flag(params.get("SHOW"), True):
         portal.cards[call_id] = {user_id}
@@ -166,7 +169,7 @@ _STATUS_CODES = {"200", "304", "603", "603-S", "403", "404", "486", "484", "503"
 
 
 @method("telephony.externalcall.finish", "telephony")
-def finish(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
+def finish(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
     call_id = params.get("CALL_ID")
     if not isinstance(call_id, str):
         raise SimError("INVALID_ARGUMENT", "CALL_ID must be a string", 400)
@@ -222,7 +225,7 @@ def _users_param(portal: Portal, params: dict[str, Any], call_id: str) -> set[in
 def _card(show_it: bool) -> Run:
     """show/hide: true when the call is active (the card changes), false when it is not found."""
 
-    def run(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> bool:
+    def run(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> bool:
         call_id = _text(params, "CALL_ID")
         if call_id not in portal.active_calls:
             return False
@@ -242,7 +245,7 @@ method("telephony.externalcall.hide", "telephony")(_card(False))
 
 
 @method("telephony.externalcall.attachrecord", "telephony")
-def attach_record(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
+def attach_record(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
     call_id = _text(params, "CALL_ID")
     url, filename = _text(params, "RECORD_URL"), params.get("FILENAME")
     if not url and filename is None:
@@ -272,31 +275,34 @@ def attach_record(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]
 
 
 @method("telephony.externalcall.searchcrmentities", "telephony")
-def search_crm(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> list[dict[str, Any]]:
+def search_crm(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for entity in portal.crm.get(_digits(_text(params, "PHONE_NUMBER")), []):
         owner = portal.users.get(int(entity.get("ASSIGNED_BY_ID") or 0))
-        out.append({
-            "CRM_ENTITY_TYPE": entity["CRM_ENTITY_TYPE"],
-            "CRM_ENTITY_ID": entity["CRM_ENTITY_ID"],
-            "ASSIGNED_BY_ID": entity.get("ASSIGNED_BY_ID"),
-            "NAME": entity.get("NAME", ""),
-            "ASSIGNED_BY": {
-                "ID": str(owner.id) if owner else None,
-                "TIMEMAN_STATUS": "OPENED",
-                "USER_PHONE_INNER": owner.extension if owner else None,
-                "WORK_PHONE": None,
-                "PERSONAL_PHONE": None,
-                "PERSONAL_MOBILE": None,
-            },
-        })
+        out.append(
+            {
+                "CRM_ENTITY_TYPE": entity["CRM_ENTITY_TYPE"],
+                "CRM_ENTITY_ID": entity["CRM_ENTITY_ID"],
+                "ASSIGNED_BY_ID": entity.get("ASSIGNED_BY_ID"),
+                "NAME": entity.get("NAME", ""),
+                "ASSIGNED_BY": {
+                    "ID": str(owner.id) if owner else None,
+                    "TIMEMAN_STATUS": "OPENED",
+                    "USER_PHONE_INNER": owner.extension if owner else None,
+                    "WORK_PHONE": None,
+                    "PERSONAL_PHONE": None,
+                    "PERSONAL_MOBILE": None,
+                },
+            }
+        )
     return out
 
 
 # ---------------------------------------------------------------------------- telephony.externalLine.*
 
+
 @method("telephony.externalline.add", "telephony")
-def line_add(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
+def line_add(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
     number = _text(params, "NUMBER")
     if not number:
         raise _core("NUMBER should not be empty")
@@ -304,18 +310,25 @@ def line_add(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> 
         raise _core("Line already exists")
     line_id = portal.next_id("line")
     auto = _text(params, "CRM_AUTO_CREATE").upper() or "Y"
-    portal.lines[number] = {"ID": line_id, "NUMBER": number, "NAME": _text(params, "NAME"),
-                            "CRM_AUTO_CREATE": "N" if auto == "N" else "Y"}
+    portal.lines[number] = {
+        "ID": line_id,
+        "NUMBER": number,
+        "NAME": _text(params, "NAME"),
+        "CRM_AUTO_CREATE": "N" if auto == "N" else "Y",
+    }
     return {"ID": line_id}
 
 
 @method("telephony.externalline.get", "telephony")
-def line_get(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"NUMBER": l["NUMBER"], "NAME": l["NAME"], "CRM_AUTO_CREATE": l["CRM_AUTO_CREATE"]} for l in portal.lines.values()]
+def line_get(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {"NUMBER": line["NUMBER"], "NAME": line["NAME"], "CRM_AUTO_CREATE": line["CRM_AUTO_CREATE"]}
+        for line in portal.lines.values()
+    ]
 
 
 @method("telephony.externalline.update", "telephony")
-def line_update(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
+def line_update(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
     number = _text(params, "NUMBER")
     if not number:
         raise _core("NUMBER should not be empty")
@@ -332,7 +345,7 @@ def line_update(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) 
 
 
 @method("telephony.externalline.delete", "telephony")
-def line_delete(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> list[Any]:
+def line_delete(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> list[Any]:
     number = _text(params, "NUMBER")
     if not number:
         raise _core("NUMBER should not be empty")
@@ -358,10 +371,28 @@ _USER_FIELDS: dict[str, Callable[[Any], Any]] = {
     "USER_TYPE": lambda u: u.user_type,
 }
 _KNOWN_USER_FIELDS = {
-    "SECOND_NAME", "PERSONAL_GENDER", "PERSONAL_PROFESSION", "PERSONAL_WWW", "PERSONAL_BIRTHDAY", "PERSONAL_PHOTO",
-    "PERSONAL_ICQ", "PERSONAL_PHONE", "PERSONAL_FAX", "PERSONAL_MOBILE", "PERSONAL_PAGER", "PERSONAL_STREET",
-    "PERSONAL_CITY", "PERSONAL_STATE", "PERSONAL_ZIP", "PERSONAL_COUNTRY", "WORK_COMPANY", "WORK_POSITION",
-    "WORK_PHONE", "UF_DEPARTMENT", "IS_ONLINE", "NAME_SEARCH",
+    "SECOND_NAME",
+    "PERSONAL_GENDER",
+    "PERSONAL_PROFESSION",
+    "PERSONAL_WWW",
+    "PERSONAL_BIRTHDAY",
+    "PERSONAL_PHOTO",
+    "PERSONAL_ICQ",
+    "PERSONAL_PHONE",
+    "PERSONAL_FAX",
+    "PERSONAL_MOBILE",
+    "PERSONAL_PAGER",
+    "PERSONAL_STREET",
+    "PERSONAL_CITY",
+    "PERSONAL_STATE",
+    "PERSONAL_ZIP",
+    "PERSONAL_COUNTRY",
+    "WORK_COMPANY",
+    "WORK_POSITION",
+    "WORK_PHONE",
+    "UF_DEPARTMENT",
+    "IS_ONLINE",
+    "NAME_SEARCH",
 }
 
 
@@ -420,7 +451,7 @@ def _user_condition(prefix: str, field: str, wanted: Any) -> Callable[[Any], boo
 
 
 @method("user.get", "user")
-def user_get(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> Any:
+def user_get(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> Any:
     """user-get.md: FILTER (or, when there is none, the top-level keys) with the documented prefixes."""
     query = {str(k).upper(): v for k, v in params.items()}
     flt = query.get("FILTER")
@@ -454,15 +485,23 @@ def user_get(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> 
 # ---------------------------------------------------------------------------- event.*
 
 KNOWN_EVENTS = {
-    "ONAPPINSTALL", "ONAPPUNINSTALL", "ONAPPUPDATE", "ONAPPPAYMENT",
-    "ONEXTERNALCALLSTART", "ONEXTERNALCALLBACKSTART",
-    "ONIMCONNECTORMESSAGEADD", "ONIMCONNECTORLINEDELETE", "ONIMCONNECTORSTATUSDELETE",
-    "ONCRMLEADADD", "ONCRMCONTACTADD", "ONUSERADD",
+    "ONAPPINSTALL",
+    "ONAPPUNINSTALL",
+    "ONAPPUPDATE",
+    "ONAPPPAYMENT",
+    "ONEXTERNALCALLSTART",
+    "ONEXTERNALCALLBACKSTART",
+    "ONIMCONNECTORMESSAGEADD",
+    "ONIMCONNECTORLINEDELETE",
+    "ONIMCONNECTORSTATUSDELETE",
+    "ONCRMLEADADD",
+    "ONCRMCONTACTADD",
+    "ONUSERADD",
 }
 
 
 @method("event.bind", "basic", app_only=_APP_CONTEXT)
-def event_bind(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> bool:
+def event_bind(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> bool:
     event = _text(params, "event") or _text(params, "EVENT")
     handler = _text(params, "handler") or _text(params, "HANDLER")
     if not event:
@@ -477,19 +516,28 @@ def event_bind(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -
         # Undocumented answer; Bitrix refuses a duplicate handler, installers check event.get first.
         raise SimError("ERROR_CORE", "Handler already binded", 400)
     offline = (_text(params, "event_type") or "online").lower() == "offline"
-    portal.bindings.append({"id": portal.next_id("handler") + 1000, "event": event.upper(), "handler": handler,
-                            "auth_type": str(params.get("auth_type") or 0), "offline": 1 if offline else 0})
+    portal.bindings.append(
+        {
+            "id": portal.next_id("handler") + 1000,
+            "event": event.upper(),
+            "handler": handler,
+            "auth_type": str(params.get("auth_type") or 0),
+            "offline": 1 if offline else 0,
+        }
+    )
     return True
 
 
 @method("event.get", "basic", app_only=_APP_CONTEXT)
-def event_get(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"event": b["event"], "handler": b["handler"], "auth_type": b["auth_type"], "offline": b["offline"]}
-            for b in portal.bindings]
+def event_get(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {"event": b["event"], "handler": b["handler"], "auth_type": b["auth_type"], "offline": b["offline"]}
+        for b in portal.bindings
+    ]
 
 
 @method("event.unbind", "basic", app_only=_APP_CONTEXT)
-def event_unbind(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> dict[str, int]:
+def event_unbind(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> dict[str, int]:
     event = (_text(params, "event") or _text(params, "EVENT")).upper()
     handler = _text(params, "handler") or _text(params, "HANDLER")
     keep, removed = [], 0
@@ -504,6 +552,7 @@ def event_unbind(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any])
 
 # ---------------------------------------------------------------------------- imconnector.* (basics)
 
+
 def _connector_reply(error: str | None = None, description: str = "") -> dict[str, Any]:
     # imconnector.register answers errors with HTTP 200 and result.result=false (docs)
     if error:
@@ -512,7 +561,7 @@ def _connector_reply(error: str | None = None, description: str = "") -> dict[st
 
 
 @method("imconnector.register", "imconnector")
-def connector_register(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
+def connector_register(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
     connector_id = _text(params, "ID").lower()
     if not connector_id:
         return _connector_reply("CONNECTOR_ID_REQUIRED", "Connector ID is not specified")
@@ -530,7 +579,7 @@ def connector_register(sim: "BitrixSimulator", portal: Portal, params: dict[str,
 
 
 @method("imconnector.unregister", "imconnector")
-def connector_unregister(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
+def connector_unregister(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
     connector_id = _text(params, "ID").lower()
     if portal.connectors.pop(connector_id, None) is None:
         return _connector_reply("CONNECTOR_NOT_FOUND", "Connector not found")
@@ -538,7 +587,7 @@ def connector_unregister(sim: "BitrixSimulator", portal: Portal, params: dict[st
 
 
 @method("imconnector.list", "imconnector")
-def connector_list(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> dict[str, str]:
+def connector_list(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> dict[str, str]:
     return {cid: c["NAME"] for cid, c in portal.connectors.items()}
 
 
@@ -553,7 +602,7 @@ def _connector_line(params: dict[str, Any], *, need_line: bool = True) -> tuple[
 
 
 @method("imconnector.activate", "imconnector")
-def connector_activate(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> bool:
+def connector_activate(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> bool:
     connector, line = _connector_line(params)
     if params.get("ACTIVE") in (None, ""):
         raise _null_arg("ACTIVE")
@@ -565,15 +614,21 @@ def connector_activate(sim: "BitrixSimulator", portal: Portal, params: dict[str,
 
 
 @method("imconnector.status", "imconnector")
-def connector_status(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
+def connector_status(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
     connector, line = _connector_line(params, need_line=False)
     state = portal.connector_lines.get((connector, line))
     ok = bool(state and state["active"] and not state["error"])
-    return {"LINE": line, "CONNECTOR": connector, "ERROR": bool(state and state["error"]), "CONFIGURED": ok, "STATUS": ok}
+    return {
+        "LINE": line,
+        "CONNECTOR": connector,
+        "ERROR": bool(state and state["error"]),
+        "CONFIGURED": ok,
+        "STATUS": ok,
+    }
 
 
 @method("imconnector.connector.data.set", "imconnector")
-def connector_data_set(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> bool:
+def connector_data_set(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> bool:
     connector, line = _connector_line(params)
     data = params.get("DATA")
     if not isinstance(data, dict) or not data:
@@ -584,7 +639,7 @@ def connector_data_set(sim: "BitrixSimulator", portal: Portal, params: dict[str,
 
 
 @method("imconnector.send.messages", "imconnector")
-def connector_send(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
+def connector_send(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
     connector, line = _connector_line(params)
     messages = params.get("MESSAGES")
     if not isinstance(messages, list) or not messages:
@@ -598,13 +653,20 @@ def connector_send(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any
             raise SimError("ERROR_ARGUMENT", "The incorrect structure of a message inside MESSAGES parameter", 400)
         chat_key = f"{connector}:{line}:{item['chat'].get('id')}"
         chat_id = portal.ids.setdefault(f"chat:{chat_key}", portal.next_id("chat") + 1700)
-        results.append({"user": str(portal.next_id("im_user") + 500), "message": item["message"], "chat": item["chat"],
-                        "SUCCESS": True, "session": {"ID": str(chat_id - 1400), "CHAT_ID": str(chat_id)}})
+        results.append(
+            {
+                "user": str(portal.next_id("im_user") + 500),
+                "message": item["message"],
+                "chat": item["chat"],
+                "SUCCESS": True,
+                "session": {"ID": str(chat_id - 1400), "CHAT_ID": str(chat_id)},
+            }
+        )
     return {"SUCCESS": True, "DATA": {"RESULT": results}}
 
 
 @method("imconnector.send.status.delivery", "imconnector")
-def connector_delivery(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
+def connector_delivery(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
     _connector_line(params)
     if not isinstance(params.get("MESSAGES"), list):
         raise _null_arg("MESSAGES")
@@ -613,12 +675,13 @@ def connector_delivery(sim: "BitrixSimulator", portal: Portal, params: dict[str,
 
 # ---------------------------------------------------------------------------- messageservice.* (basics)
 
+
 def _sender_error(description: str, code: str = "ERROR_SENDER_VALIDATION_FAILURE") -> SimError:
     return SimError(code, description, 400)
 
 
 @method("messageservice.sender.add", "messageservice", app_only=_APP_CONTEXT)
-def sender_add(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> bool:
+def sender_add(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> bool:
     if not params:
         raise _sender_error("Empty data!")
     code = _text(params, "CODE")
@@ -636,13 +699,17 @@ def sender_add(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -
         raise _sender_error("Empty sender HANDLER!")
     if code in portal.senders:
         raise _sender_error("Sender already installed!", "ERROR_SENDER_ALREADY_INSTALLED")
-    portal.senders[code] = {"CODE": code, "NAME": params["NAME"], "HANDLER": _text(params, "HANDLER"),
-                            "DESCRIPTION": params.get("DESCRIPTION")}
+    portal.senders[code] = {
+        "CODE": code,
+        "NAME": params["NAME"],
+        "HANDLER": _text(params, "HANDLER"),
+        "DESCRIPTION": params.get("DESCRIPTION"),
+    }
     return True
 
 
 @method("messageservice.sender.update", "messageservice", app_only=_APP_CONTEXT)
-def sender_update(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> bool:
+def sender_update(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> bool:
     code = _text(params, "CODE")
     if not code:
         raise _sender_error("Empty sender code!")
@@ -656,12 +723,12 @@ def sender_update(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]
 
 
 @method("messageservice.sender.list", "messageservice", app_only=_APP_CONTEXT)
-def sender_list(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> list[str]:
+def sender_list(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> list[str]:
     return list(portal.senders)
 
 
 @method("messageservice.sender.delete", "messageservice", app_only=_APP_CONTEXT)
-def sender_delete(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> bool:
+def sender_delete(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> bool:
     if portal.senders.pop(_text(params, "CODE"), None) is None:
         raise SimError("ERROR_SENDER_NOT_FOUND", "Sender not found!", 400)
     return True
@@ -671,7 +738,7 @@ _SMS_STATUSES = {"queued", "sent", "delivered", "undelivered", "failed"}
 
 
 @method("messageservice.message.status.update", "messageservice", app_only=_APP_CONTEXT)
-def sms_status(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> bool:
+def sms_status(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> bool:
     code, message_id, status = _text(params, "CODE"), _text(params, "MESSAGE_ID"), _text(params, "STATUS")
     if not code:
         raise _sender_error("Empty sender code!")
@@ -687,8 +754,9 @@ def sms_status(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -
 
 # ---------------------------------------------------------------------------- app.info
 
+
 @method("app.info", "basic", app_only=("ACCESS_DENIED", "Access denied! Application context required", 400))
-def app_info(sim: "BitrixSimulator", portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
+def app_info(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
     """app-info.md: every documented field; a local app ("L") on a Project plan with no paid period."""
     language, plan = "en", "project"
     return {

@@ -38,8 +38,9 @@ import random
 import re
 import secrets
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -73,8 +74,16 @@ KNOWN_ERRORS: dict[int, tuple[int, str, str]] = {
 class GraphFail(Exception):
     """Raised inside handlers; rendered in Graph's error shape."""
 
-    def __init__(self, code: int, message: str | None = None, *, subcode: int | None = None,
-                 details: str | None = None, http_status: int | None = None, type_: str | None = None) -> None:
+    def __init__(
+        self,
+        code: int,
+        message: str | None = None,
+        *,
+        subcode: int | None = None,
+        details: str | None = None,
+        http_status: int | None = None,
+        type_: str | None = None,
+    ) -> None:
         status, default_type, default_message = KNOWN_ERRORS.get(code, (400, "OAuthException", f"(#{code}) Error"))
         self.code = code
         self.message = message or default_message
@@ -133,8 +142,13 @@ class SimPhone:
     display_phone_number: str
     waba_id: str
     messaging_limit: int = 100_000  # business-initiated conversations per 24 h
-    calling: dict[str, Any] = field(default_factory=lambda: {
-        "status": "DISABLED", "call_icon_visibility": "DEFAULT", "callback_permission_status": "DISABLED"})
+    calling: dict[str, Any] = field(
+        default_factory=lambda: {
+            "status": "DISABLED",
+            "call_icon_visibility": "DEFAULT",
+            "callback_permission_status": "DISABLED",
+        }
+    )
     sip_status: str = "DISABLED"
     servers: dict[str, dict[str, Any]] = field(default_factory=dict)  # app_id -> server
     passwords: dict[str, str] = field(default_factory=dict)  # app_id -> sip_user_password
@@ -218,7 +232,9 @@ class MetaSimulator:
         auth = request.headers.get("Authorization", "")
         if auth.lower().startswith("bearer ") or auth.lower().startswith("oauth "):
             return auth.split(" ", 1)[1].strip() or None
-        return request.query.get("access_token") or ((body or {}).get("access_token") if isinstance(body, dict) else None)
+        return request.query.get("access_token") or (
+            (body or {}).get("access_token") if isinstance(body, dict) else None
+        )
 
     def authenticate(self, request: web.Request, body: dict[str, Any] | None) -> SimToken:
         token = self._token(request, body)
@@ -236,9 +252,12 @@ class MetaSimulator:
         phone = self.phones.get(phone_number_id)
         if phone is None or (token.waba_ids is not None and phone.waba_id not in token.waba_ids):
             raise GraphFail(
-                100, f"Unsupported {method.lower()} request. Object with ID '{phone_number_id}' does not exist, "
-                "cannot be loaded due to missing permissions, or does not support this operation.", subcode=33,
-                type_="GraphMethodException")
+                100,
+                f"Unsupported {method.lower()} request. Object with ID '{phone_number_id}' does not exist, "
+                "cannot be loaded due to missing permissions, or does not support this operation.",
+                subcode=33,
+                type_="GraphMethodException",
+            )
         if scope not in token.scopes:
             raise GraphFail(10, details=f"the token lacks the {scope} permission")
         return phone
@@ -278,18 +297,28 @@ class MetaSimulator:
     async def _h_graph(self, request: web.Request) -> web.Response:
         version, path = request.match_info["version"], request.match_info["path"].strip("/")
         body = await _body(request)
-        self.requests.append({
-            "method": request.method, "path": f"/{version}/{path}",
-            "query": {k: v for k, v in request.query.items() if k != "access_token"},
-            "json": body, "at": time.time(),
-        })
+        self.requests.append(
+            {
+                "method": request.method,
+                "path": f"/{version}/{path}",
+                "query": {k: v for k, v in request.query.items() if k != "access_token"},
+                "json": body,
+                "at": time.time(),
+            }
+        )
         if not GRAPH_VERSION_RE.match(version):
             raise GraphFail(2500, f"Unknown path components: /{version}/{path}", http_status=400)
         token = self.authenticate(request, body if isinstance(body, dict) else None) if path != "debug_token" else None
         rule = self.take_failure(request.method, path)
         if rule is not None:
-            raise GraphFail(rule.code, rule.message, subcode=rule.subcode, details=rule.details,
-                            http_status=rule.http_status, type_=rule.type)
+            raise GraphFail(
+                rule.code,
+                rule.message,
+                subcode=rule.subcode,
+                details=rule.details,
+                http_status=rule.http_status,
+                type_=rule.type,
+            )
         parts = path.split("/")
         if path == "debug_token" and request.method == "GET":
             return web.json_response(self.debug_token(request))
@@ -318,8 +347,9 @@ class MetaSimulator:
         if len(parts) == 2 and parts[1] == "call_permissions" and request.method == "GET":
             assert token is not None
             phone = self.phone_for(token, parts[0], "GET", MESSAGING)
-            return web.json_response(call_permissions_view(phone, request.query.get("user_wa_id"),
-                                                           request.query.get("recipient")))
+            return web.json_response(
+                call_permissions_view(phone, request.query.get("user_wa_id"), request.query.get("recipient"))
+            )
         if len(parts) == 2 and parts[1] == "phone_numbers" and request.method == "GET":
             assert token is not None
             return web.json_response(self.waba_phone_numbers(token, parts[0], request.query.get("fields")))
@@ -327,17 +357,25 @@ class MetaSimulator:
             assert token is not None
             phone = self.phone_for(token, parts[0], "GET", MANAGEMENT)
             return web.json_response(phone_view(phone, request.query.get("fields"), default=_PHONE_DEFAULT_FIELDS))
-        raise GraphFail(100, f"Unsupported {request.method.lower()} request. Object with ID '{parts[0]}' does not exist, "
-                        "cannot be loaded due to missing permissions, or does not support this operation.",
-                        subcode=33, type_="GraphMethodException")
+        raise GraphFail(
+            100,
+            f"Unsupported {request.method.lower()} request. Object with ID '{parts[0]}' does not exist, "
+            "cannot be loaded due to missing permissions, or does not support this operation.",
+            subcode=33,
+            type_="GraphMethodException",
+        )
 
     def waba_phone_numbers(self, token: SimToken, waba_id: str, fields: str | None) -> dict[str, Any]:
         """`GET /{waba_id}/phone_numbers`: the WABA's numbers, one page, Graph's paging shape."""
         phones = [p for p in self.phones.values() if p.waba_id == waba_id]
         if not phones or (token.waba_ids is not None and waba_id not in token.waba_ids):
-            raise GraphFail(100, f"Unsupported get request. Object with ID '{waba_id}' does not exist, cannot be "
-                            "loaded due to missing permissions, or does not support this operation.", subcode=33,
-                            type_="GraphMethodException")
+            raise GraphFail(
+                100,
+                f"Unsupported get request. Object with ID '{waba_id}' does not exist, cannot be "
+                "loaded due to missing permissions, or does not support this operation.",
+                subcode=33,
+                type_="GraphMethodException",
+            )
         if MANAGEMENT not in token.scopes:
             raise GraphFail(10, details=f"the token lacks the {MANAGEMENT} permission")
         data = [phone_view(p, fields, default=_PHONE_LIST_FIELDS) for p in phones]
@@ -356,8 +394,11 @@ class MetaSimulator:
                 if phone is None:
                     continue
                 for message in value.get("messages") or []:
-                    if isinstance(message, dict) and isinstance(message.get("id"), str) \
-                            and message["id"] not in phone.received:
+                    if (
+                        isinstance(message, dict)
+                        and isinstance(message.get("id"), str)
+                        and message["id"] not in phone.received
+                    ):
                         phone.received.append(message["id"])
                 for call in value.get("calls") or []:
                     if isinstance(call, dict) and isinstance(call.get("id"), str):
@@ -379,18 +420,34 @@ class MetaSimulator:
             raise invalid("The parameter input_token is required")
         sim = self.tokens.get(input_token)
         if sim is None:
-            return {"data": {"is_valid": False, "error": {"code": 190, "message": "Invalid OAuth access token."},
-                             "scopes": []}}
+            return {
+                "data": {
+                    "is_valid": False,
+                    "error": {"code": 190, "message": "Invalid OAuth access token."},
+                    "scopes": [],
+                }
+            }
         app = self.apps[sim.app_id]
         data: dict[str, Any] = {
-            "app_id": sim.app_id, "type": sim.type, "application": app.name, "data_access_expires_at": 0,
-            "expires_at": sim.expires_at, "is_valid": not sim.expired, "issued_at": sim.issued_at,
+            "app_id": sim.app_id,
+            "type": sim.type,
+            "application": app.name,
+            "data_access_expires_at": 0,
+            "expires_at": sim.expires_at,
+            "is_valid": not sim.expired,
+            "issued_at": sim.issued_at,
             "scopes": list(sim.scopes),
-            "granular_scopes": [{"scope": s, **({"target_ids": sim.waba_ids} if sim.waba_ids else {})} for s in sim.scopes],
+            "granular_scopes": [
+                {"scope": s, **({"target_ids": sim.waba_ids} if sim.waba_ids else {})} for s in sim.scopes
+            ],
             "user_id": sim.user_id,
         }
         if sim.expired:
-            data["error"] = {"code": 190, "subcode": 463, "message": "Error validating access token: Session has expired."}
+            data["error"] = {
+                "code": 190,
+                "subcode": 463,
+                "message": "Error validating access token: Session has expired.",
+            }
         return {"data": data}
 
     # ---- control handlers
@@ -416,8 +473,9 @@ class MetaSimulator:
 
     async def _h_add_phone(self, request: web.Request) -> web.Response:
         data = await _control_json(request)
-        phone = self.add_phone(str(data.pop("phone_number_id")), str(data.pop("display_phone_number")),
-                               str(data.pop("waba_id")), **data)
+        phone = self.add_phone(
+            str(data.pop("phone_number_id")), str(data.pop("display_phone_number")), str(data.pop("waba_id")), **data
+        )
         return web.json_response(asdict(phone), status=201)
 
     async def _h_get_phone(self, request: web.Request) -> web.Response:
@@ -428,8 +486,14 @@ class MetaSimulator:
         phone = self._control_phone(request)
         data = await _control_json(request)
         for key, value in data.items():
-            if key not in ("messaging_limit", "restrictions", "display_phone_number", "verified_name",
-                           "quality_rating", "call_permissions"):
+            if key not in (
+                "messaging_limit",
+                "restrictions",
+                "display_phone_number",
+                "verified_name",
+                "quality_rating",
+                "call_permissions",
+            ):
                 raise _ControlError(f"cannot set {key}")
             setattr(phone, key, value)
         return web.json_response(asdict(phone))
@@ -448,9 +512,12 @@ class MetaSimulator:
         sender = WebhookSender(str(data["url"]), str(data["app_secret"]))
         for doc in data["deliveries"]:
             self.announce(doc)
-        results = await sender.send([json.dumps(doc).encode() for doc in data["deliveries"]],
-                                    duplicate=bool(data.get("duplicate")), reorder=bool(data.get("reorder")),
-                                    corrupt_signature=bool(data.get("corrupt_signature")))
+        results = await sender.send(
+            [json.dumps(doc).encode() for doc in data["deliveries"]],
+            duplicate=bool(data.get("duplicate")),
+            reorder=bool(data.get("reorder")),
+            corrupt_signature=bool(data.get("corrupt_signature")),
+        )
         return web.json_response({"statuses": results})
 
     def _control_phone(self, request: web.Request) -> SimPhone:
@@ -499,8 +566,16 @@ def _maybe_json(value: str) -> Any:
 
 # ------------------------------------------------------------------ settings (pure)
 
-_CALLING_KEYS = {"status", "call_icon_visibility", "call_icons", "callback_permission_status", "call_hours", "sip",
-                 "srtp_key_exchange_protocol", "audio"}
+_CALLING_KEYS = {
+    "status",
+    "call_icon_visibility",
+    "call_icons",
+    "callback_permission_status",
+    "call_hours",
+    "sip",
+    "srtp_key_exchange_protocol",
+    "audio",
+}
 _ENUMS = {
     "status": ("ENABLED", "DISABLED"),
     "call_icon_visibility": ("DEFAULT", "DISABLE_ALL", "HIDE_IN_CHAT"),
@@ -545,7 +620,9 @@ def validate_settings(body: Any) -> dict[str, Any]:
     if "call_icons" in calling:
         icons = _expect_keys("calling[call_icons]", calling["call_icons"], {"restrict_to_user_countries"})
         countries = icons.get("restrict_to_user_countries", [])
-        if not isinstance(countries, list) or any(not (isinstance(c, str) and re.fullmatch(r"[A-Z]{2}", c)) for c in countries):
+        if not isinstance(countries, list) or any(
+            not (isinstance(c, str) and re.fullmatch(r"[A-Z]{2}", c)) for c in countries
+        ):
             raise invalid("Param calling[call_icons][restrict_to_user_countries] must be ISO country codes")
     if "call_hours" in calling:
         _validate_call_hours(calling["call_hours"])
@@ -569,14 +646,19 @@ def validate_settings(body: Any) -> dict[str, Any]:
                     raise invalid(f"Param {where}[port] must be a port number")
                 params = server.get("request_uri_user_params", {})
                 if not isinstance(params, dict) or any(
-                    not isinstance(k, str) or not isinstance(v, str) or len(k) > 128 or len(v) > 128 for k, v in params.items()
+                    not isinstance(k, str) or not isinstance(v, str) or len(k) > 128 or len(v) > 128
+                    for k, v in params.items()
                 ):
-                    raise invalid(f"Param {where}[request_uri_user_params] keys and values must be strings of at most 128 characters")
+                    raise invalid(
+                        f"Param {where}[request_uri_user_params] keys and values must be strings of at most 128 characters"
+                    )
     return calling
 
 
 def _validate_call_hours(hours: Any) -> None:
-    hours = _expect_keys("calling[call_hours]", hours, {"status", "timezone_id", "weekly_operating_hours", "holiday_schedule"})
+    hours = _expect_keys(
+        "calling[call_hours]", hours, {"status", "timezone_id", "weekly_operating_hours", "holiday_schedule"}
+    )
     _enum("calling[call_hours][status]", hours.get("status"), ("ENABLED", "DISABLED"))
     if hours["status"] != "ENABLED":
         return
@@ -587,10 +669,14 @@ def _validate_call_hours(hours: Any) -> None:
         raise invalid("Param calling[call_hours][weekly_operating_hours] must not be empty")
     per_day: dict[str, list[tuple[str, str]]] = {}
     for entry in weekly:
-        entry = _expect_keys("calling[call_hours][weekly_operating_hours][]", entry, {"day_of_week", "open_time", "close_time"})
+        entry = _expect_keys(
+            "calling[call_hours][weekly_operating_hours][]", entry, {"day_of_week", "open_time", "close_time"}
+        )
         day = _enum("day_of_week", entry.get("day_of_week"), _DAYS)
         start, end = entry.get("open_time"), entry.get("close_time")
-        if not (isinstance(start, str) and _HHMM.match(start) and isinstance(end, str) and _HHMM.match(end) and start < end):
+        if not (
+            isinstance(start, str) and _HHMM.match(start) and isinstance(end, str) and _HHMM.match(end) and start < end
+        ):
             raise invalid("open_time and close_time must be HHMM with open_time before close_time")
         per_day.setdefault(day, []).append((start, end))
     for day, spans in per_day.items():
@@ -619,9 +705,15 @@ def update_settings(phone: SimPhone, app: SimApp, body: Any) -> None:
     if "servers" in sip:
         servers.pop(app.app_id, None)
         for server in sip["servers"]:
-            servers[app.app_id] = {"hostname": server["hostname"].strip(), "port": server.get("port", 5061),
-                                   **({"request_uri_user_params": server["request_uri_user_params"]}
-                                      if server.get("request_uri_user_params") else {})}
+            servers[app.app_id] = {
+                "hostname": server["hostname"].strip(),
+                "port": server.get("port", 5061),
+                **(
+                    {"request_uri_user_params": server["request_uri_user_params"]}
+                    if server.get("request_uri_user_params")
+                    else {}
+                ),
+            }
     sip_status = sip.get("status", phone.sip_status)
     status = calling.get("status", phone.calling.get("status"))
     if sip_status == "ENABLED" and not servers:
@@ -638,8 +730,14 @@ def update_settings(phone: SimPhone, app: SimApp, body: Any) -> None:
         phone.passwords.pop(app.app_id, None)  # documented password reset: clear, then enable again
     phone.servers = servers
     phone.sip_status = sip_status
-    for key in ("status", "call_icon_visibility", "callback_permission_status", "srtp_key_exchange_protocol",
-                "audio", "call_icons"):
+    for key in (
+        "status",
+        "call_icon_visibility",
+        "callback_permission_status",
+        "srtp_key_exchange_protocol",
+        "audio",
+        "call_icons",
+    ):
         if key in calling:
             phone.calling[key] = calling[key]
     if "call_hours" in calling:
@@ -665,9 +763,29 @@ def settings_view(phone: SimPhone, app_id: str | None, with_credentials: bool) -
 
 
 def send_message(phone: SimPhone, body: Any) -> dict[str, Any]:
-    body = _expect_keys("body", body, {"messaging_product", "recipient_type", "to", "type", "text", "template",
-                                        "interactive", "context", "image", "audio", "document", "video", "sticker",
-                                        "location", "contacts", "reaction", "biz_opaque_callback_data"})
+    body = _expect_keys(
+        "body",
+        body,
+        {
+            "messaging_product",
+            "recipient_type",
+            "to",
+            "type",
+            "text",
+            "template",
+            "interactive",
+            "context",
+            "image",
+            "audio",
+            "document",
+            "video",
+            "sticker",
+            "location",
+            "contacts",
+            "reaction",
+            "biz_opaque_callback_data",
+        },
+    )
     if body.get("messaging_product") != "whatsapp":
         raise invalid("Param messaging_product must be whatsapp")
     to = body.get("to")
@@ -682,12 +800,17 @@ def send_message(phone: SimPhone, body: Any) -> dict[str, Any]:
             raise invalid("Param text[body] must be 1 to 4096 characters")
     if kind == "template":
         template = _expect_keys("template", body["template"], {"name", "language", "components"})
-        if not isinstance(template.get("name"), str) or not isinstance((template.get("language") or {}).get("code"), str):
+        if not isinstance(template.get("name"), str) or not isinstance(
+            (template.get("language") or {}).get("code"), str
+        ):
             raise invalid("Param template requires name and language.code")
     wamid = "wamid." + secrets.token_urlsafe(24)
     phone.sent.append({"id": wamid, **body})
-    return {"messaging_product": "whatsapp", "contacts": [{"input": to, "wa_id": to.lstrip("+")}],
-            "messages": [{"id": wamid}]}
+    return {
+        "messaging_product": "whatsapp",
+        "contacts": [{"input": to, "wa_id": to.lstrip("+")}],
+        "messages": [{"id": wamid}],
+    }
 
 
 def mark_read(phone: SimPhone, body: Any) -> dict[str, Any]:
@@ -715,17 +838,42 @@ def mark_read(phone: SimPhone, body: Any) -> dict[str, Any]:
 # `GET /{phone_number_id}` without `fields` answers these; the WABA's list answers more.
 # Source: developers.facebook.com/docs/graph-api/reference/whats-app-business-account-to-number-current-status
 # and .../whatsapp/business-management-api/manage-phone-numbers (example responses).
-_PHONE_DEFAULT_FIELDS = ("verified_name", "code_verification_status", "display_phone_number", "quality_rating",
-                         "platform_type", "throughput", "id")
+_PHONE_DEFAULT_FIELDS = (
+    "verified_name",
+    "code_verification_status",
+    "display_phone_number",
+    "quality_rating",
+    "platform_type",
+    "throughput",
+    "id",
+)
 _PHONE_LIST_FIELDS = _PHONE_DEFAULT_FIELDS
 # Every field of the node in Graph's reference (whats-app-business-account-to-number-current-status);
 # fields the simulator has no value for are left out of the answer, as Graph leaves out unset ones.
-_PHONE_FIELDS = {*_PHONE_DEFAULT_FIELDS, "name_status", "new_name_status", "messaging_limit_tier",
-                 "webhook_configuration", "is_official_business_account", "account_mode", "status",
-                 "conversational_automation", "quality_score", "is_on_biz_app", "is_pin_enabled",
-                 "is_preverified_number", "search_visibility", "eligibility_for_api_business_global_search",
-                 "health_status", "certificate", "new_certificate", "last_onboarded_time", "country_code",
-                 "country_dial_code", "whatsapp_business_manager_messaging_limit"}
+_PHONE_FIELDS = {
+    *_PHONE_DEFAULT_FIELDS,
+    "name_status",
+    "new_name_status",
+    "messaging_limit_tier",
+    "webhook_configuration",
+    "is_official_business_account",
+    "account_mode",
+    "status",
+    "conversational_automation",
+    "quality_score",
+    "is_on_biz_app",
+    "is_pin_enabled",
+    "is_preverified_number",
+    "search_visibility",
+    "eligibility_for_api_business_global_search",
+    "health_status",
+    "certificate",
+    "new_certificate",
+    "last_onboarded_time",
+    "country_code",
+    "country_dial_code",
+    "whatsapp_business_manager_messaging_limit",
+}
 
 
 def phone_view(phone: SimPhone, fields: str | None, *, default: tuple[str, ...]) -> dict[str, Any]:
@@ -733,15 +881,30 @@ def phone_view(phone: SimPhone, fields: str | None, *, default: tuple[str, ...])
     wanted = [f.strip() for f in fields.split(",") if f.strip()] if fields else list(default)
     unknown = [f for f in wanted if f not in _PHONE_FIELDS]
     if unknown:
-        raise GraphFail(100, f"(#100) Tried accessing nonexisting field ({unknown[0]}) on node type "
-                        "(WhatsAppBusinessPhoneNumber)")
-    tier = next((t for limit, t in ((100_000, "TIER_100K"), (10_000, "TIER_10K"), (2_000, "TIER_2K"),
-                                    (1_000, "TIER_1K"), (250, "TIER_250")) if phone.messaging_limit >= limit), "TIER_50")
+        raise GraphFail(
+            100, f"(#100) Tried accessing nonexisting field ({unknown[0]}) on node type (WhatsAppBusinessPhoneNumber)"
+        )
+    tier = next(
+        (
+            t
+            for limit, t in (
+                (100_000, "TIER_100K"),
+                (10_000, "TIER_10K"),
+                (2_000, "TIER_2K"),
+                (1_000, "TIER_1K"),
+                (250, "TIER_250"),
+            )
+            if phone.messaging_limit >= limit
+        ),
+        "TIER_50",
+    )
     digits = phone.display_phone_number.lstrip("+")
     node = {
         "verified_name": phone.verified_name,
         "code_verification_status": "VERIFIED",
-        "display_phone_number": f"+{digits[:1]} {digits[1:4]}-{digits[4:7]}-{digits[7:]}" if len(digits) == 11 else phone.display_phone_number,
+        "display_phone_number": f"+{digits[:1]} {digits[1:4]}-{digits[4:7]}-{digits[7:]}"
+        if len(digits) == 11
+        else phone.display_phone_number,
         "quality_rating": phone.quality_rating,
         "platform_type": "CLOUD_API",
         "throughput": {"level": "STANDARD"},
@@ -789,11 +952,19 @@ def call_permissions_view(phone: SimPhone, user_wa_id: str | None, recipient: st
         "messaging_product": "whatsapp",
         "permission": permission,
         "actions": [
-            {"action_name": "send_call_permission_request", "can_perform_action": granted is None,
-             "limits": [{"time_period": "PT24H", "max_allowed": 1, "current_usage": 0},
-                        {"time_period": "P7D", "max_allowed": 2, "current_usage": 0}]},
-            {"action_name": "start_call", "can_perform_action": granted is not None,
-             "limits": [{"time_period": "PT24H", "max_allowed": 100, "current_usage": 0}]},
+            {
+                "action_name": "send_call_permission_request",
+                "can_perform_action": granted is None,
+                "limits": [
+                    {"time_period": "PT24H", "max_allowed": 1, "current_usage": 0},
+                    {"time_period": "P7D", "max_allowed": 2, "current_usage": 0},
+                ],
+            },
+            {
+                "action_name": "start_call",
+                "can_perform_action": granted is not None,
+                "limits": [{"time_period": "PT24H", "max_allowed": 100, "current_usage": 0}],
+            },
         ],
     }
 
@@ -803,7 +974,9 @@ def call_action(phone: SimPhone, body: Any) -> dict[str, Any]:
         raise GraphFail(131055)
     if phone.calling.get("status") != "ENABLED":
         raise GraphFail(138000)
-    body = _expect_keys("body", body, {"messaging_product", "to", "call_id", "action", "session", "biz_opaque_callback_data"})
+    body = _expect_keys(
+        "body", body, {"messaging_product", "to", "call_id", "action", "session", "biz_opaque_callback_data"}
+    )
     if body.get("messaging_product") != "whatsapp":
         raise invalid("Param messaging_product must be whatsapp")
     action = body.get("action")
@@ -846,54 +1019,131 @@ def delivery(waba_id: str, changes: list[dict[str, Any]], *, time: int | None = 
     return {"object": "whatsapp_business_account", "entry": [entry]}
 
 
-def message_change(phone_number_id: str, display: str, sender: str, text: str, *, name: str = "Sandbox User",
-                   wamid: str | None = None, timestamp: int | None = None) -> dict[str, Any]:
-    return {"field": "messages", "value": {
-        "messaging_product": "whatsapp", "metadata": _metadata(phone_number_id, display),
-        "contacts": [{"profile": {"name": name}, "wa_id": sender}],
-        "messages": [{"from": sender, "id": wamid or "wamid." + secrets.token_urlsafe(24),
-                      "timestamp": str(timestamp or int(time.time())), "type": "text", "text": {"body": text}}]}}
+def message_change(
+    phone_number_id: str,
+    display: str,
+    sender: str,
+    text: str,
+    *,
+    name: str = "Sandbox User",
+    wamid: str | None = None,
+    timestamp: int | None = None,
+) -> dict[str, Any]:
+    return {
+        "field": "messages",
+        "value": {
+            "messaging_product": "whatsapp",
+            "metadata": _metadata(phone_number_id, display),
+            "contacts": [{"profile": {"name": name}, "wa_id": sender}],
+            "messages": [
+                {
+                    "from": sender,
+                    "id": wamid or "wamid." + secrets.token_urlsafe(24),
+                    "timestamp": str(timestamp or int(time.time())),
+                    "type": "text",
+                    "text": {"body": text},
+                }
+            ],
+        },
+    }
 
 
 def messages_change(phone_number_id: str, display: str, sender: str, count: int) -> dict[str, Any]:
     """One change holding `count` messages (Meta batches up to 1000 updates)."""
     change = message_change(phone_number_id, display, sender, "m0")
     change["value"]["messages"] = [
-        {"from": sender, "id": "wamid." + secrets.token_urlsafe(24), "timestamp": str(int(time.time())),
-         "type": "text", "text": {"body": f"message {i}"}} for i in range(count)]
+        {
+            "from": sender,
+            "id": "wamid." + secrets.token_urlsafe(24),
+            "timestamp": str(int(time.time())),
+            "type": "text",
+            "text": {"body": f"message {i}"},
+        }
+        for i in range(count)
+    ]
     return change
 
 
 def status_change(phone_number_id: str, display: str, wamid: str, status: str, recipient: str) -> dict[str, Any]:
-    item: dict[str, Any] = {"id": wamid, "status": status, "timestamp": str(int(time.time())), "recipient_id": recipient}
+    item: dict[str, Any] = {
+        "id": wamid,
+        "status": status,
+        "timestamp": str(int(time.time())),
+        "recipient_id": recipient,
+    }
     if status == "failed":
-        item["errors"] = [{"code": 131047, "title": "Re-engagement message",
-                           "message": "Re-engagement message",
-                           "error_data": {"details": "More than 24 hours have passed since the recipient last replied to the sender number."}}]
-    return {"field": "messages", "value": {"messaging_product": "whatsapp",
-                                           "metadata": _metadata(phone_number_id, display), "statuses": [item]}}
+        item["errors"] = [
+            {
+                "code": 131047,
+                "title": "Re-engagement message",
+                "message": "Re-engagement message",
+                "error_data": {
+                    "details": "More than 24 hours have passed since the recipient last replied to the sender number."
+                },
+            }
+        ]
+    return {
+        "field": "messages",
+        "value": {"messaging_product": "whatsapp", "metadata": _metadata(phone_number_id, display), "statuses": [item]},
+    }
 
 
-def call_connect_change(phone_number_id: str, display: str, call_id: str, caller: str, *,
-                        direction: str = "USER_INITIATED", sdp: str | None = None) -> dict[str, Any]:
+def call_connect_change(
+    phone_number_id: str,
+    display: str,
+    call_id: str,
+    caller: str,
+    *,
+    direction: str = "USER_INITIATED",
+    sdp: str | None = None,
+) -> dict[str, Any]:
     sdp = sdp or "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 3480 RTP/SAVP 111 126\r\n"
-    return {"field": "calls", "value": {
-        "messaging_product": "whatsapp", "metadata": _metadata(phone_number_id, display),
-        "contacts": [{"profile": {"name": "Sandbox Caller"}, "wa_id": caller}],
-        "calls": [{"id": call_id, "from": caller, "to": display.lstrip("+"), "event": "connect",
-                   "timestamp": str(int(time.time())), "direction": direction,
-                   "session": {"sdp_type": "offer" if direction == "USER_INITIATED" else "answer", "sdp": sdp}}]}}
+    return {
+        "field": "calls",
+        "value": {
+            "messaging_product": "whatsapp",
+            "metadata": _metadata(phone_number_id, display),
+            "contacts": [{"profile": {"name": "Sandbox Caller"}, "wa_id": caller}],
+            "calls": [
+                {
+                    "id": call_id,
+                    "from": caller,
+                    "to": display.lstrip("+"),
+                    "event": "connect",
+                    "timestamp": str(int(time.time())),
+                    "direction": direction,
+                    "session": {"sdp_type": "offer" if direction == "USER_INITIATED" else "answer", "sdp": sdp},
+                }
+            ],
+        },
+    }
 
 
-def call_terminate_change(phone_number_id: str, display: str, call_id: str, caller: str, *,
-                          status: str = "COMPLETED", duration: int | None = 42) -> dict[str, Any]:
+def call_terminate_change(
+    phone_number_id: str,
+    display: str,
+    call_id: str,
+    caller: str,
+    *,
+    status: str = "COMPLETED",
+    duration: int | None = 42,
+) -> dict[str, Any]:
     now = int(time.time())
-    item: dict[str, Any] = {"id": call_id, "from": caller, "to": display.lstrip("+"), "event": "terminate",
-                            "direction": "USER_INITIATED", "timestamp": str(now), "status": status}
+    item: dict[str, Any] = {
+        "id": call_id,
+        "from": caller,
+        "to": display.lstrip("+"),
+        "event": "terminate",
+        "direction": "USER_INITIATED",
+        "timestamp": str(now),
+        "status": status,
+    }
     if duration is not None:  # only for answered calls
         item.update(start_time=str(now - duration), end_time=str(now), duration=duration)
-    return {"field": "calls", "value": {"messaging_product": "whatsapp",
-                                        "metadata": _metadata(phone_number_id, display), "calls": [item]}}
+    return {
+        "field": "calls",
+        "value": {"messaging_product": "whatsapp", "metadata": _metadata(phone_number_id, display), "calls": [item]},
+    }
 
 
 def sign(body: bytes, app_secret: str) -> str:
@@ -909,8 +1159,15 @@ class WebhookSender:
         self.app_secret = app_secret
         self.timeout = timeout  # Meta gives up after about 20 s and retries later
 
-    async def send(self, bodies: list[bytes], *, duplicate: bool = False, reorder: bool = False,
-                   corrupt_signature: bool = False, seed: int | None = None) -> list[int]:
+    async def send(
+        self,
+        bodies: list[bytes],
+        *,
+        duplicate: bool = False,
+        reorder: bool = False,
+        corrupt_signature: bool = False,
+        seed: int | None = None,
+    ) -> list[int]:
         """Send each body (raw bytes, signed as they are); returns the HTTP statuses in send order."""
         plan = [b for body in bodies for b in ((body, body) if duplicate else (body,))]
         if reorder:
@@ -921,9 +1178,15 @@ class WebhookSender:
                 signature = sign(body, self.app_secret)
                 if corrupt_signature:
                     signature = signature[:-1] + ("0" if signature[-1] != "0" else "1")
-                async with session.post(self.url, data=body, headers={
-                    "Content-Type": "application/json", "X-Hub-Signature-256": signature,
-                    "User-Agent": "facebookexternalua"}) as response:
+                async with session.post(
+                    self.url,
+                    data=body,
+                    headers={
+                        "Content-Type": "application/json",
+                        "X-Hub-Signature-256": signature,
+                        "User-Agent": "facebookexternalua",
+                    },
+                ) as response:
                     await response.read()
                     statuses.append(response.status)
         return statuses

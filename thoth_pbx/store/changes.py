@@ -9,7 +9,8 @@ Writes by another process (a CLI command) are not seen: caches also expire by ag
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine

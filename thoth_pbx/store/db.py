@@ -7,12 +7,12 @@ import logging
 import os
 import sqlite3
 import stat
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event, text
+from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
@@ -48,8 +48,9 @@ def _private_file(path: Path) -> None:
         pass
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
-        log.warning("database file was readable by others; mode set to 0600",
-                    extra={"path": str(path), "mode": f"{mode:04o}"})
+        log.warning(
+            "database file was readable by others; mode set to 0600", extra={"path": str(path), "mode": f"{mode:04o}"}
+        )
         for suffix in ("", "-wal", "-shm"):
             sibling = path.with_name(path.name + suffix)
             if sibling.exists():

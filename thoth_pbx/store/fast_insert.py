@@ -13,8 +13,9 @@ Not seen by engine events (store/changes.py): never use it for a table a cache w
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from sqlalchemy import Column, Table, bindparam, insert
 from sqlalchemy.engine import Dialect
@@ -44,7 +45,7 @@ async def insert_returning_id(session: AsyncSession, table: Table, values: Mappi
         return int((await session.execute(insert(table).values(**values).returning(table.c.id))).scalar_one())
     row = _with_defaults(table, values)
     statement = _statement(dialect, table, tuple(row))
-    params = [p(row[name]) if p else row[name] for name, p in zip(statement.names, statement.processors)]
+    params = [p(row[name]) if p else row[name] for name, p in zip(statement.names, statement.processors, strict=False)]
 
     def insert_now(sync_session: Session) -> int | None:  # one greenlet hop for connection + insert
         driver: sqlite_inline.Connection = sync_session.connection().connection.driver_connection  # type: ignore[assignment]

@@ -25,8 +25,9 @@ async def write_probe(engine: AsyncEngine) -> None:
     now = utcnow()
     insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
     stmt = insert(Setting.__table__).values(key=PROBE_KEY, value={"at": now.isoformat()}, updated_at=now)
-    stmt = stmt.on_conflict_do_update(index_elements=["key"], set_={"value": stmt.excluded.value,
-                                                                     "updated_at": stmt.excluded.updated_at})
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["key"], set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at}
+    )
     async with engine.begin() as conn:
         await conn.execute(stmt)
 
@@ -44,7 +45,9 @@ async def database_health(engine: AsyncEngine, box: SecretBox) -> dict[str, Any]
         try:
             box.decrypt(sample)
         except SecretKeyError:
-            return {"state": "key-mismatch",
-                    "error": "the secret key file in use does not decrypt the stored secrets: restore the key "
-                             "file they were encrypted with, then restart"}
+            return {
+                "state": "key-mismatch",
+                "error": "the secret key file in use does not decrypt the stored secrets: restore the key "
+                "file they were encrypted with, then restart",
+            }
     return {"state": "ok"}

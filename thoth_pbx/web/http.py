@@ -5,14 +5,14 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from thoth_pbx.web.login_throttle import LoginThrottle
-from thoth_pbx.core.secrets import constant_time_equal
 from thoth_pbx.core.http import ADMIN_PREFIX, error_response
+from thoth_pbx.core.secrets import constant_time_equal
 from thoth_pbx.core.validation import FieldError
+from thoth_pbx.web.login_throttle import LoginThrottle
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,9 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         raise
 
 
-def admin_auth(user: str, password: str, throttle: LoginThrottle | None = None) -> Callable[..., Awaitable[web.StreamResponse]]:
+def admin_auth(
+    user: str, password: str, throttle: LoginThrottle | None = None
+) -> Callable[..., Awaitable[web.StreamResponse]]:
     expected = f"{user}:{password}"
     limiter = throttle or LoginThrottle()
 
@@ -49,8 +51,10 @@ def admin_auth(user: str, password: str, throttle: LoginThrottle | None = None) 
                 if header:  # a browser's first, credential-less request is not a failed login
                     failures = limiter.failed(address)
                     # never the password, nor the user name typed (it is sometimes the password)
-                    log.warning("admin login failed", extra={"remote": address, "failures": failures,
-                                                             "user_known": _given_user(header) == user})
+                    log.warning(
+                        "admin login failed",
+                        extra={"remote": address, "failures": failures, "user_known": _given_user(header) == user},
+                    )
                 response = error_response("authorization", "admin credentials required (HTTP Basic)", 401)
                 response.headers["WWW-Authenticate"] = 'Basic realm="thoth-pbx admin"'
                 return response

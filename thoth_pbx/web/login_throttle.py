@@ -13,14 +13,15 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict, deque
-from typing import Callable
+from collections.abc import Callable
 
 MAX_ADDRESSES = 10_000  # memory bound: the least recently seen address is forgotten first
 
 
 class LoginThrottle:
-    def __init__(self, *, max_failures: int = 5, window_s: float = 300.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, *, max_failures: int = 5, window_s: float = 300.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.max_failures = max_failures
         self.window_s = window_s
         self._clock = clock

@@ -22,15 +22,16 @@ import fnmatch
 import logging
 import re
 from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any
 
 from panoramisk.actions import Action, Command
 from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message
 
-from thoth_pbx.core.logs import register_secret
 from thoth_pbx.clients.asterisk.reconnect import Backoff, pause
+from thoth_pbx.core.logs import register_secret
 from thoth_pbx.core.settings import AmiTarget
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ class AmiStatus:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 class _Link:
@@ -164,7 +165,7 @@ class AmiClient:
     async def wait_connected(self, timeout: float) -> None:
         try:
             await asyncio.wait_for(self._connected.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise AmiNotConnected(f"AMI not connected after {timeout}s: {self.status.error}") from None
 
     @property
@@ -213,7 +214,7 @@ class AmiClient:
             except AmiLoginFailed as exc:
                 self._set_state("login_failed", str(exc))
                 log.error("AMI login rejected", extra={"ami": str(self.target), "error": str(exc)})
-            except (OSError, asyncio.TimeoutError, AmiError) as exc:
+            except (TimeoutError, OSError, AmiError) as exc:
                 reason = str(exc) or type(exc).__name__
                 if self.status.state != "down" or self.status.error != reason:
                     log.warning("AMI unavailable", extra={"ami": str(self.target), "error": reason})
@@ -253,7 +254,7 @@ class AmiClient:
             try:
                 await asyncio.wait_for(link.lost.wait(), self.ping_interval)
                 raise AmiNotConnected("connection closed by Asterisk")
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             try:
                 reply = await self._send({"Action": "Ping"}, timeout=self.ping_timeout)
@@ -294,12 +295,14 @@ class AmiClient:
         future = protocol.send(action, as_list=as_list)
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             protocol.responses.pop(action.id, None)
             protocol.responses.pop(action.action_id, None)
             raise AmiTimeout(f"no reply to AMI {fields.get('Action')} within {timeout}s") from None
 
-    async def action(self, fields: Mapping[str, Any], *, timeout: float | None = None, as_list: bool | None = None) -> Any:
+    async def action(
+        self, fields: Mapping[str, Any], *, timeout: float | None = None, as_list: bool | None = None
+    ) -> Any:
         """Send one action; returns a Message, or a list of Messages for EventList actions."""
         return await self._send(fields, timeout=timeout or self.action_timeout, as_list=as_list)
 

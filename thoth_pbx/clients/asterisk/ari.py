@@ -13,13 +13,14 @@ import base64
 import datetime as dt
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 
-from thoth_pbx.core.logs import register_secret
 from thoth_pbx.clients.asterisk.reconnect import Backoff, pause
+from thoth_pbx.core.logs import register_secret
 from thoth_pbx.core.settings import AriTarget
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class AriStatus:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 class AriClient:
@@ -122,7 +123,7 @@ class AriClient:
     async def wait_connected(self, timeout: float) -> None:
         try:
             await asyncio.wait_for(self._connected.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise AriNotConnected(f"ARI not connected after {timeout}s: {self.status.error}") from None
 
     async def _supervise(self) -> None:
@@ -133,7 +134,7 @@ class AriClient:
                 backoff.reset()
             except asyncio.CancelledError:
                 raise
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, AriError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError, AriError) as exc:
                 reason = str(exc) or type(exc).__name__
                 if self.status.state != "down" or self.status.error != reason:
                     log.warning("ARI unavailable", extra={"ari": str(self.target), "error": reason})
@@ -166,7 +167,9 @@ class AriClient:
                         log.warning("ARI sent a non-JSON frame")
                         continue
                     if self.on_event is not None:
-                        await _run_hook("ARI event handler failed", self.on_event, event, extra={"event": event.get("type")})
+                        await _run_hook(
+                            "ARI event handler failed", self.on_event, event, extra={"event": event.get("type")}
+                        )
                 elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE):
                     break
         self._set_state("down", "websocket closed by Asterisk")
@@ -175,7 +178,9 @@ class AriClient:
         if self.status.state != state or self.status.error != error:
             self.status = AriStatus(state, _now(), error)
 
-    async def request(self, method: str, path: str, *, params: dict[str, Any] | None = None, json_body: Any = None) -> Any:
+    async def request(
+        self, method: str, path: str, *, params: dict[str, Any] | None = None, json_body: Any = None
+    ) -> Any:
         """One REST call, e.g. request("POST", "/channels/ID/answer"); returns parsed JSON or None."""
         body = await self.request_bytes(method, path, params=params, json_body=json_body)
         return json.loads(body) if body else None
@@ -198,12 +203,13 @@ class AriClient:
                         message = body.decode(errors="replace")
                     raise AriError(resp.status, message or resp.reason or "error")
                 return body
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise AriNotConnected(f"ARI request {method} {path} failed: {exc or type(exc).__name__}") from None
 
 
-async def _run_hook(failure: str, hook: Callable[..., Awaitable[None] | None], *args: Any,
-                    extra: dict[str, Any] | None = None) -> None:
+async def _run_hook(
+    failure: str, hook: Callable[..., Awaitable[None] | None], *args: Any, extra: dict[str, Any] | None = None
+) -> None:
     """Call a user callback (sync or async); its failure is logged, never ends the connection."""
     try:
         result = hook(*args)

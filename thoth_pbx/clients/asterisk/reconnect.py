@@ -27,5 +27,5 @@ async def pause(stopping: asyncio.Event, seconds: float) -> None:
     """Sleep `seconds`, or less if `stopping` is set meanwhile."""
     try:
         await asyncio.wait_for(stopping.wait(), seconds)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass

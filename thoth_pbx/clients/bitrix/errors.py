@@ -19,11 +19,11 @@ _AUTH_CODES = {"expired_token", "NO_AUTH_FOUND", "invalid_token", "INVALID_TOKEN
 # refresh (Bitrix answers some of them with 401 as well as the documented 403).
 _PERMISSION_HINTS = {
     "insufficient_scope": "the app was not granted the scope this method needs: add it to the app's scopes "
-                          "in Bitrix24 and reinstall the app",
+    "in Bitrix24 and reinstall the app",
     "ACCESS_DENIED": "the portal refused access (REST is for commercial plans; some methods need an app context "
-                     "or an administrator)",
+    "or an administrator)",
     "user_access_error": "the Bitrix24 user the app acts as has no access to this method: install the app as an "
-                         "administrator or give that user access",
+    "administrator or give that user access",
     "INVALID_CREDENTIALS": "the Bitrix24 user the app acts as lacks the rights for this method",
     "WRONG_AUTH_TYPE": "this method works only in an application's context (OAuth), not through a webhook",
 }
@@ -35,7 +35,9 @@ class BitrixError(Exception):
     retryable = False
     maybe_delivered = False
 
-    def __init__(self, code: str, description: str = "", *, status: int | None = None, method: str | None = None) -> None:
+    def __init__(
+        self, code: str, description: str = "", *, status: int | None = None, method: str | None = None
+    ) -> None:
         self.code = code
         self.description = description
         self.status = status
@@ -58,8 +60,16 @@ class BitrixTransientError(BitrixError):
 
     retryable = True
 
-    def __init__(self, code: str, description: str = "", *, status: int | None = None, method: str | None = None,
-                 retry_at: float | None = None, maybe_delivered: bool = False) -> None:
+    def __init__(
+        self,
+        code: str,
+        description: str = "",
+        *,
+        status: int | None = None,
+        method: str | None = None,
+        retry_at: float | None = None,
+        maybe_delivered: bool = False,
+    ) -> None:
         super().__init__(code, description, status=status, method=method)
         self.retry_at = retry_at
         self.maybe_delivered = maybe_delivered
@@ -89,7 +99,9 @@ class BitrixPermissionError(BitrixLogicError):
     """The portal refused the app or its user the method. Not retried and never a token refresh:
     an admin must change scopes or rights; `hint` tells them what."""
 
-    def __init__(self, code: str, description: str = "", *, status: int | None = None, method: str | None = None) -> None:
+    def __init__(
+        self, code: str, description: str = "", *, status: int | None = None, method: str | None = None
+    ) -> None:
         super().__init__(code, description, status=status, method=method)
         self.hint = _PERMISSION_HINTS.get(code, "the portal refused access")
         self.args = (f"{self.args[0]} -- {self.hint}",)

@@ -9,7 +9,8 @@ nested dicts; lists come back as lists when their keys are exactly 0..n-1, as PH
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import parse_qsl, quote_plus
 
 __all__ = ["encode", "decode", "decode_pairs", "parse_pairs", "FormLimit"]

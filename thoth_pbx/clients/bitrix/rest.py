@@ -23,14 +23,15 @@ import asyncio
 import datetime as dt
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from thoth_pbx.clients.bitrix import phpquery
 from thoth_pbx.clients.bitrix.bucket import LeakyBucket
-from thoth_pbx.clients.bitrix.transport import PortalHttp, SendFailed
 from thoth_pbx.clients.bitrix.errors import (
+    TOKEN_EXPIRED,
     BitrixAuthError,
     BitrixError,
     BitrixTransientError,
@@ -39,9 +40,9 @@ from thoth_pbx.clients.bitrix.errors import (
     OperationTimeLimit,
     QueryLimitExceeded,
     error_from_code,
-    TOKEN_EXPIRED,
     error_from_reply,
 )
+from thoth_pbx.clients.bitrix.transport import PortalHttp, SendFailed
 from thoth_pbx.core.logs import register_secret
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,9 @@ async def refresh_tokens(http: PortalHttp, app: OAuthApp, refresh_token: str) ->
     code = str(body.get("error")) if isinstance(body, dict) and body.get("error") else f"HTTP_{resp.status}"
     description = str(body.get("error_description", "")) if isinstance(body, dict) else str(body)[:200]
     if code == "invalid_grant":
-        raise NeedsReauth(code, description or "refresh token expired or revoked", status=resp.status, method="oauth/token")
+        raise NeedsReauth(
+            code, description or "refresh token expired or revoked", status=resp.status, method="oauth/token"
+        )
     if resp.status >= 500 and not isinstance(body, dict):
         raise BitrixUnavailable(code, description, status=resp.status, method="oauth/token")
     # invalid_client, PAYMENT_REQUIRED, invalid_request...: the app itself is refused
@@ -144,9 +147,9 @@ def _grant(body: Mapping[str, Any]) -> Grant:
     register_secret(refresh)
     expires_at = None
     if body.get("expires"):
-        expires_at = dt.datetime.fromtimestamp(float(body["expires"]), dt.timezone.utc)
+        expires_at = dt.datetime.fromtimestamp(float(body["expires"]), dt.UTC)
     elif body.get("expires_in"):
-        expires_at = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=float(body["expires_in"]))
+        expires_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=float(body["expires_in"]))
     return Grant(
         access_token=access,
         refresh_token=refresh,
@@ -232,7 +235,9 @@ class BitrixClient:
         """Run one method; returns its `result`. Raises a `BitrixError` subclass."""
         return (await self.call_reply(method, params, batchable=batchable)).result
 
-    async def call_reply(self, method: str, params: Mapping[str, Any] | None = None, *, batchable: bool = True) -> Reply:
+    async def call_reply(
+        self, method: str, params: Mapping[str, Any] | None = None, *, batchable: bool = True
+    ) -> Reply:
         """Like `call` but with `total`/`next` for list methods."""
         if self._closing or self._closed:
             raise BitrixUnavailable("CLIENT_CLOSED", "the Bitrix client was closed", method=method)
@@ -249,7 +254,9 @@ class BitrixClient:
             self._dispatcher = asyncio.create_task(self._dispatch_loop(), name=f"bitrix-dispatch-{self.member_id}")
         return await future
 
-    async def batch(self, commands: Mapping[str, tuple[str, Mapping[str, Any]]], *, halt: bool = False) -> dict[str, Reply | BitrixError]:
+    async def batch(
+        self, commands: Mapping[str, tuple[str, Mapping[str, Any]]], *, halt: bool = False
+    ) -> dict[str, Reply | BitrixError]:
         """An explicit batch; parameters may reference earlier results as `$result[key][FIELD]`.
 
         Returns per key a `Reply` or the command's error; a key missing from the answer (not
@@ -343,7 +350,7 @@ class BitrixClient:
                     call.resolve(reply)
                 return
             keys = [f"c{i}" for i in range(len(calls))]
-            cmd = {key: _command(call.method, call.params) for key, call in zip(keys, calls)}
+            cmd = {key: _command(call.method, call.params) for key, call in zip(keys, calls, strict=False)}
             try:
                 reply = await self._request("batch", {"halt": 0, "cmd": cmd}, slot_taken=True)
             except BitrixError as exc:
@@ -351,8 +358,10 @@ class BitrixClient:
                     call.resolve(exc)
                 return
             self.stats.batches += 1
-            outcomes = _split_batch(reply.result, [(k, c.method) for k, c in zip(keys, calls)], self._note_time_for)
-            for key, call in zip(keys, calls):
+            outcomes = _split_batch(
+                reply.result, [(k, c.method) for k, c in zip(keys, calls, strict=False)], self._note_time_for
+            )
+            for key, call in zip(keys, calls, strict=False):
                 outcome = outcomes[key]
                 if isinstance(outcome, OperationTimeLimit):
                     outcome.retry_at = self._block(call.method)
@@ -361,14 +370,20 @@ class BitrixClient:
                 call.resolve(outcome)
         except asyncio.CancelledError:
             for call in calls:
-                call.resolve(BitrixUnavailable("CLIENT_CLOSED", "the Bitrix client was closed", method=call.method,
-                                               maybe_delivered=True))
+                call.resolve(
+                    BitrixUnavailable(
+                        "CLIENT_CLOSED", "the Bitrix client was closed", method=call.method, maybe_delivered=True
+                    )
+                )
             raise
         except Exception as exc:  # a bug must not leave callers waiting forever
             log.exception("bitrix send failed", extra={"member_id": self.member_id})
             for call in calls:
-                call.resolve(BitrixUnavailable("CLIENT_BUG", f"{type(exc).__name__}: {exc}", method=call.method,
-                                               maybe_delivered=True))
+                call.resolve(
+                    BitrixUnavailable(
+                        "CLIENT_BUG", f"{type(exc).__name__}: {exc}", method=call.method, maybe_delivered=True
+                    )
+                )
 
     # ------------------------------------------------------------------ one HTTP request
 
@@ -387,7 +402,9 @@ class BitrixClient:
                 resp = await self._http.post_json(url, {**params, "auth": token})
             except SendFailed as exc:  # maybe_delivered: sent, reply lost; the portal may have run it
                 code = "NETWORK_ERROR" if exc.maybe_delivered else "CONNECT_ERROR"
-                error: BitrixError = BitrixUnavailable(code, str(exc), method=method, maybe_delivered=exc.maybe_delivered)
+                error: BitrixError = BitrixUnavailable(
+                    code, str(exc), method=method, maybe_delivered=exc.maybe_delivered
+                )
             else:
                 if resp.is_redirect and resp.headers.get("location"):
                     redirects += 1
@@ -415,8 +432,12 @@ class BitrixClient:
                 if isinstance(error, OperationTimeLimit):
                     error.retry_at = self._block(method, body)
                     raise error
-            if isinstance(error, BitrixTransientError) and not error.maybe_delivered and \
-                    not isinstance(error, BitrixAuthError) and attempt < self._retries:
+            if (
+                isinstance(error, BitrixTransientError)
+                and not error.maybe_delivered
+                and not isinstance(error, BitrixAuthError)
+                and attempt < self._retries
+            ):
                 attempt += 1
                 await asyncio.sleep(self._retry_base * (2 ** (attempt - 1)))
                 continue
@@ -440,11 +461,15 @@ class BitrixClient:
             except NeedsReauth as exc:
                 self._reauth = f"{exc.code}: {exc.description}"
                 await self._store.mark_needs_reauth(self._reauth)
-                log.warning("bitrix portal needs re-authorisation", extra={"member_id": self.member_id, "error": exc.code})
+                log.warning(
+                    "bitrix portal needs re-authorisation", extra={"member_id": self.member_id, "error": exc.code}
+                )
                 raise
             self.stats.refreshes += 1
             endpoint = grant.client_endpoint or stored.client_endpoint
-            self._adopt(PortalAuth(stored.member_id, endpoint, grant.access_token, grant.refresh_token or stored.refresh_token))
+            self._adopt(
+                PortalAuth(stored.member_id, endpoint, grant.access_token, grant.refresh_token or stored.refresh_token)
+            )
             # Stored before anyone uses it: the old refresh token is now spent.
             await self._store.save_grant(grant)
             log.info("bitrix tokens renewed", extra={"member_id": self.member_id})
@@ -509,8 +534,9 @@ class BitrixClient:
         if until <= time.time():
             del self._blocked_until[method.lower()]
             return
-        raise OperationTimeLimit("OPERATION_TIME_LIMIT", "method blocked until its operating time resets",
-                                 method=method, retry_at=until)
+        raise OperationTimeLimit(
+            "OPERATION_TIME_LIMIT", "method blocked until its operating time resets", method=method, retry_at=until
+        )
 
 
 def _command(method: str, params: Mapping[str, Any]) -> str:
@@ -530,8 +556,9 @@ def _split_batch(result: Any, keys: list[tuple[str, str]], note_time: Any) -> di
     for key, method in keys:
         if key in errors:
             err = errors[key] if isinstance(errors[key], dict) else {}
-            out[key] = error_from_code(str(err.get("error") or "ERROR"), str(err.get("error_description") or ""),
-                                       status=None, method=method)
+            out[key] = error_from_code(
+                str(err.get("error") or "ERROR"), str(err.get("error_description") or ""), status=None, method=method
+            )
         elif key in results:
             note_time(method, times.get(key))
             out[key] = Reply(results[key], _int(totals.get(key)), _int(nexts.get(key)), times.get(key))

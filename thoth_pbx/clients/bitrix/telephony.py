@@ -10,8 +10,9 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 # TYPE values of telephony.externalCall.register
 OUTGOING, INCOMING, INCOMING_REDIRECTED, CALLBACK, INFORMATIONAL = 1, 2, 3, 4, 5
@@ -22,7 +23,9 @@ class Caller(Protocol):
 
     async def call(self, method: str, params: Mapping[str, Any] | None = None, *, batchable: bool = True) -> Any: ...
 
-    async def call_reply(self, method: str, params: Mapping[str, Any] | None = None, *, batchable: bool = True) -> Any: ...
+    async def call_reply(
+        self, method: str, params: Mapping[str, Any] | None = None, *, batchable: bool = True
+    ) -> Any: ...
 
 
 def line_number_for(e164: str) -> str:
@@ -92,7 +95,7 @@ class RegisteredCall:
     lead_creation_error: str | None = None
 
     @classmethod
-    def from_result(cls, result: Mapping[str, Any]) -> "RegisteredCall":
+    def from_result(cls, result: Mapping[str, Any]) -> RegisteredCall:
         if not isinstance(result, Mapping) or not result.get("CALL_ID"):
             raise ValueError(f"register answered without CALL_ID: {result!r}")
         return cls(
@@ -106,8 +109,11 @@ class RegisteredCall:
 
     def created(self) -> set[tuple[str, int]]:
         """CRM entities this register created (CRM_CREATE): they belong to the call, not the caller's past."""
-        made = {(str(e.get("ENTITY_TYPE")), int(e["ENTITY_ID"])) for e in self.crm_created_entities
-                if isinstance(e, Mapping) and _opt_int(e.get("ENTITY_ID")) is not None}
+        made = {
+            (str(e.get("ENTITY_TYPE")), int(e["ENTITY_ID"]))
+            for e in self.crm_created_entities
+            if isinstance(e, Mapping) and _opt_int(e.get("ENTITY_ID")) is not None
+        }
         if self.crm_created_lead is not None:
             made.add(("LEAD", self.crm_created_lead))
         return made
@@ -134,8 +140,15 @@ class FinishCall:
             "DURATION": max(0, int(self.duration)),
             "ADD_TO_CHAT": int(self.add_to_chat),
         }
-        return _with_set(out, CALL_ID=self.call_id, STATUS_CODE=self.status_code, FAILED_REASON=self.failed_reason,
-                         COST=self.cost, COST_CURRENCY=self.cost_currency, VOTE=self.vote)
+        return _with_set(
+            out,
+            CALL_ID=self.call_id,
+            STATUS_CODE=self.status_code,
+            FAILED_REASON=self.failed_reason,
+            COST=self.cost,
+            COST_CURRENCY=self.cost_currency,
+            VOTE=self.vote,
+        )
 
 
 @dataclass(frozen=True)
@@ -149,7 +162,7 @@ class FinishedCall:
     crm_entity_id: int | None
 
     @classmethod
-    def from_result(cls, result: Mapping[str, Any]) -> "FinishedCall":
+    def from_result(cls, result: Mapping[str, Any]) -> FinishedCall:
         return cls(
             call_id=str(result.get("CALL_ID") or ""),
             statistic_id=_opt_int(result.get("ID")),
@@ -236,29 +249,37 @@ async def search_crm(caller: Caller, phone_number: str) -> list[CrmMatch]:
     matches = []
     for item in result or []:
         owner = item.get("ASSIGNED_BY") or {}
-        matches.append(CrmMatch(
-            entity_type=str(item.get("CRM_ENTITY_TYPE")),
-            entity_id=int(item.get("CRM_ENTITY_ID")),
-            name=str(item.get("NAME") or ""),
-            assigned_by_id=_opt_int(item.get("ASSIGNED_BY_ID")),
-            assigned_inner_phone=owner.get("USER_PHONE_INNER") or None,
-        ))
+        matches.append(
+            CrmMatch(
+                entity_type=str(item.get("CRM_ENTITY_TYPE")),
+                entity_id=int(item.get("CRM_ENTITY_ID")),
+                name=str(item.get("NAME") or ""),
+                assigned_by_id=_opt_int(item.get("ASSIGNED_BY_ID")),
+                assigned_inner_phone=owner.get("USER_PHONE_INNER") or None,
+            )
+        )
     return matches
 
 
 async def add_line(caller: Caller, number: str, name: str, *, crm_auto_create: bool = True) -> int:
-    result = await caller.call("telephony.externalLine.add",
-                               {"NUMBER": number, "NAME": name, "CRM_AUTO_CREATE": "Y" if crm_auto_create else "N"})
+    result = await caller.call(
+        "telephony.externalLine.add",
+        {"NUMBER": number, "NAME": name, "CRM_AUTO_CREATE": "Y" if crm_auto_create else "N"},
+    )
     return int(result["ID"])
 
 
 async def get_lines(caller: Caller) -> list[ExternalLine]:
     result = await caller.call("telephony.externalLine.get")
-    return [ExternalLine(str(l.get("NUMBER")), str(l.get("NAME") or ""), l.get("CRM_AUTO_CREATE") != "N")
-            for l in result or []]
+    return [
+        ExternalLine(str(line.get("NUMBER")), str(line.get("NAME") or ""), line.get("CRM_AUTO_CREATE") != "N")
+        for line in result or []
+    ]
 
 
-async def update_line(caller: Caller, number: str, *, name: str | None = None, crm_auto_create: bool | None = None) -> None:
+async def update_line(
+    caller: Caller, number: str, *, name: str | None = None, crm_auto_create: bool | None = None
+) -> None:
     params: dict[str, Any] = {"NUMBER": number}
     if name is not None:
         params["NAME"] = name

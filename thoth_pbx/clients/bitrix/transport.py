@@ -9,10 +9,10 @@ sees only `HttpReply` and `SendFailed`, so the library stays a detail of this mo
 
 from __future__ import annotations
 
-import asyncio
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import aiohttp
 
@@ -41,7 +41,9 @@ class SendFailed(Exception):
 class PortalHttp:
     """Shared by every portal's client; redirects are returned, never followed (a 302 moves a portal)."""
 
-    def __init__(self, *, connect_timeout_s: float = 10.0, read_timeout_s: float = 70.0, max_connections: int = 100) -> None:
+    def __init__(
+        self, *, connect_timeout_s: float = 10.0, read_timeout_s: float = 70.0, max_connections: int = 100
+    ) -> None:
         # Bitrix24 lets a request run for up to 60 s; a connect that takes 10 s will not succeed
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s)
         self._max_connections = max_connections
@@ -62,14 +64,18 @@ class PortalHttp:
     async def get(self, url: str, params: Mapping[str, str]) -> HttpReply:
         return await self._send("GET", url, params=params)
 
-    async def _send(self, method: str, url: str, *, json_body: Any = None, params: Mapping[str, str] | None = None) -> HttpReply:
+    async def _send(
+        self, method: str, url: str, *, json_body: Any = None, params: Mapping[str, str] | None = None
+    ) -> HttpReply:
         try:
-            async with self._client().request(method, url, json=json_body, params=params, allow_redirects=False) as resp:
+            async with self._client().request(
+                method, url, json=json_body, params=params, allow_redirects=False
+            ) as resp:
                 raw = await resp.read()
                 return HttpReply(resp.status, resp.headers, _decode(raw))
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError, aiohttp.InvalidURL) as exc:
             raise SendFailed(f"{type(exc).__name__}: {exc}", maybe_delivered=False) from None
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:  # sent, reply lost: it may have run
+        except (TimeoutError, aiohttp.ClientError) as exc:  # sent, reply lost: it may have run
             raise SendFailed(f"{type(exc).__name__}: {exc}", maybe_delivered=True) from None
 
     async def aclose(self) -> None:

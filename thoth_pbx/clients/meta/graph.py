@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import httpx
 
@@ -87,7 +88,9 @@ def error_from_response(status: int, body: Any) -> GraphError:
     err = body.get("error") if isinstance(body, dict) else None
     if not isinstance(err, dict):
         cls = GraphUnavailable if status >= 500 or status == 429 else GraphError
-        return cls(f"HTTP {status} without a Graph error body", http_status=status, is_transient=status >= 500 or status == 429)
+        return cls(
+            f"HTTP {status} without a Graph error body", http_status=status, is_transient=status >= 500 or status == 429
+        )
     code = _int(err.get("code"))
     error_data = err.get("error_data")
     kwargs: dict[str, Any] = {
@@ -140,6 +143,9 @@ class RetryPolicy:
         return backoff * (0.5 + random.random() / 2)
 
 
+DEFAULT_TIMEOUT = httpx.Timeout(20.0, connect=5.0)
+
+
 class GraphClient:
     """One httpx connection pool for every WABA; the token is given per call."""
 
@@ -148,7 +154,7 @@ class GraphClient:
         base_url: str,
         version: str,
         *,
-        timeout: httpx.Timeout | float = httpx.Timeout(20.0, connect=5.0),
+        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
         retry: RetryPolicy = RetryPolicy(),
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
@@ -167,9 +173,7 @@ class GraphClient:
     async def get(self, path: str, token: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         return await self.request("GET", path, token, params=params, idempotent=True)
 
-    async def post(
-        self, path: str, token: str, json: Mapping[str, Any], *, idempotent: bool = False
-    ) -> dict[str, Any]:
+    async def post(self, path: str, token: str, json: Mapping[str, Any], *, idempotent: bool = False) -> dict[str, Any]:
         return await self.request("POST", path, token, json=json, idempotent=idempotent)
 
     async def request(
@@ -195,8 +199,14 @@ class GraphClient:
                 pause = self.retry.delay(attempt, getattr(exc, "retry_after", None))
                 log.warning(
                     "graph retry",
-                    extra={"method": method, "path": url, "attempt": attempt, "code": exc.code,
-                           "http_status": exc.http_status, "pause_s": round(pause, 2)},
+                    extra={
+                        "method": method,
+                        "path": url,
+                        "attempt": attempt,
+                        "code": exc.code,
+                        "http_status": exc.http_status,
+                        "pause_s": round(pause, 2),
+                    },
                 )
                 await asyncio.sleep(pause)
 
@@ -217,7 +227,9 @@ class GraphClient:
         if response.is_success and isinstance(body, dict):
             return body
         if response.is_success:
-            raise GraphUnavailable(f"HTTP {response.status_code} with a non-JSON body", http_status=response.status_code, is_transient=True)
+            raise GraphUnavailable(
+                f"HTTP {response.status_code} with a non-JSON body", http_status=response.status_code, is_transient=True
+            )
         exc = error_from_response(response.status_code, body)
         retry_after = response.headers.get("Retry-After")
         if retry_after and retry_after.isdigit():

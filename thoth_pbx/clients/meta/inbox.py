@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -64,7 +65,9 @@ class _Pending:
 class InboxWriter:
     """Group-commit writer; `store()` resolves after COMMIT (or raises, nothing stored)."""
 
-    def __init__(self, engine: AsyncEngine, *, max_rows: int = 5000, on_commit: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, max_rows: int = 5000, on_commit: Callable[[], None] | None = None
+    ) -> None:
         self._engine = engine
         self._insert = insert_ignoring_duplicates(engine.dialect.name)
         self._max_rows = max_rows
@@ -157,7 +160,9 @@ class InboxWriter:
         if self._since_checkpoint < CHECKPOINT_EVERY_ROWS or (self._checkpoint and not self._checkpoint.done()):
             return
         self._since_checkpoint = 0
-        self._checkpoint = asyncio.get_running_loop().create_task(self._run_checkpoint(), name="webhook-inbox-checkpoint")
+        self._checkpoint = asyncio.get_running_loop().create_task(
+            self._run_checkpoint(), name="webhook-inbox-checkpoint"
+        )
 
     async def _run_checkpoint(self) -> None:
         # PASSIVE never blocks the writer. Under sustained load the WAL cannot rewind while
@@ -278,21 +283,35 @@ class InboxDispatcher:
         if not self._handlers:
             return 0
         async with self._sessions() as session:
-            rows = (await session.scalars(
-                select(WebhookInbox).where(WebhookInbox.processed_at.is_(None)).order_by(WebhookInbox.id).limit(self._batch)
-            )).all()
+            rows = (
+                await session.scalars(
+                    select(WebhookInbox)
+                    .where(WebhookInbox.processed_at.is_(None))
+                    .order_by(WebhookInbox.id)
+                    .limit(self._batch)
+                )
+            ).all()
             if not rows:
                 return 0
             phones = await self._route(session, {r.phone_number_id for r in rows if r.phone_number_id})
         results = []
         for row in rows:
-            item = InboxItem(row.id, row.kind, row.field, model_of(row.kind, row.payload), row.payload,
-                             phones.get(row.phone_number_id or ""), row.waba_account_id, row.received_at)
+            item = InboxItem(
+                row.id,
+                row.kind,
+                row.field,
+                model_of(row.kind, row.payload),
+                row.payload,
+                phones.get(row.phone_number_id or ""),
+                row.waba_account_id,
+                row.received_at,
+            )
             results.append({"_id": row.id, "_at": utcnow(), "_error": await self._deliver(item)})
         async with self._sessions() as session, session.begin():
             conn = await session.connection()
             await conn.execute(
-                update(WebhookInbox).where(WebhookInbox.id == bindparam("_id"))
+                update(WebhookInbox)
+                .where(WebhookInbox.id == bindparam("_id"))
                 .values(processed_at=bindparam("_at"), error=bindparam("_error")),
                 results,
             )

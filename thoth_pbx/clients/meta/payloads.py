@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 DEDUP_KEY_MAX = 300
 
@@ -32,8 +33,21 @@ class PayloadError(ValueError):
 # The keys each item model knows; anything else is kept in `extra` (and noticed once).
 MESSAGE_KEYS = ("id", "from", "timestamp", "type", "context", "errors")  # + the key named by type
 STATUS_KEYS = ("id", "status", "timestamp", "recipient_id", "type", "biz_opaque_callback_data", "pricing", "errors")
-CALL_KEYS = ("id", "event", "from", "to", "direction", "timestamp", "session", "status", "start_time", "end_time",
-             "duration", "biz_opaque_callback_data", "errors")
+CALL_KEYS = (
+    "id",
+    "event",
+    "from",
+    "to",
+    "direction",
+    "timestamp",
+    "session",
+    "status",
+    "start_time",
+    "end_time",
+    "duration",
+    "biz_opaque_callback_data",
+    "errors",
+)
 
 
 def _split(raw: dict[str, Any], known: tuple[str, ...]) -> dict[str, Any]:
@@ -59,8 +73,11 @@ class Metadata:
     @classmethod
     def from_dict(cls, raw: Any) -> Metadata:
         raw = raw if isinstance(raw, dict) else {}
-        return cls(_str(raw.get("display_phone_number")), _str(raw.get("phone_number_id")),
-                   _split(raw, ("display_phone_number", "phone_number_id")))
+        return cls(
+            _str(raw.get("display_phone_number")),
+            _str(raw.get("phone_number_id")),
+            _split(raw, ("display_phone_number", "phone_number_id")),
+        )
 
 
 @dataclass(frozen=True)
@@ -73,8 +90,12 @@ class Contact:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Contact:
         profile = raw.get("profile") if isinstance(raw.get("profile"), dict) else {}
-        return cls(_str(raw.get("wa_id")), _str(profile.get("name")), _str(raw.get("user_id")),
-                   _split(raw, ("wa_id", "user_id")) | ({"profile": profile} if len(profile) > 1 else {}))
+        return cls(
+            _str(raw.get("wa_id")),
+            _str(profile.get("name")),
+            _str(raw.get("user_id")),
+            _split(raw, ("wa_id", "user_id")) | ({"profile": profile} if len(profile) > 1 else {}),
+        )
 
 
 @dataclass(frozen=True)
@@ -91,9 +112,13 @@ class ErrorInfo:
     def from_dict(cls, raw: dict[str, Any]) -> ErrorInfo:
         data = raw.get("error_data") if isinstance(raw.get("error_data"), dict) else {}
         code = raw.get("code")
-        return cls(code if isinstance(code, int) and not isinstance(code, bool) else None,
-                   _str(raw.get("title")), _str(raw.get("message")), _str(data.get("details")),
-                   _split(raw, ("code", "title", "message", "error_data")))
+        return cls(
+            code if isinstance(code, int) and not isinstance(code, bool) else None,
+            _str(raw.get("title")),
+            _str(raw.get("message")),
+            _str(data.get("details")),
+            _split(raw, ("code", "title", "message", "error_data")),
+        )
 
 
 @dataclass(frozen=True)
@@ -319,8 +344,9 @@ def events_of(doc: Any) -> list[InboxEvent]:
     return events
 
 
-def _change_events(waba_id: str | None, entry_time: int | None, field_name: str,
-                   value: dict[str, Any]) -> Iterator[InboxEvent]:
+def _change_events(
+    waba_id: str | None, entry_time: int | None, field_name: str, value: dict[str, Any]
+) -> Iterator[InboxEvent]:
     metadata = value.get("metadata") if isinstance(value.get("metadata"), dict) else {}
     pnid = _str(metadata.get("phone_number_id"))
     item_keys = _ITEM_KEYS.get(field_name, ())
@@ -356,8 +382,14 @@ def _change_events(waba_id: str | None, entry_time: int | None, field_name: str,
 
 
 def _item_event(
-    waba_id: str | None, entry_time: int | None, field_name: str, list_key: str, item: dict[str, Any],
-    context: dict[str, Any], extra: dict[str, Any], pnid: str | None,
+    waba_id: str | None,
+    entry_time: int | None,
+    field_name: str,
+    list_key: str,
+    item: dict[str, Any],
+    context: dict[str, Any],
+    extra: dict[str, Any],
+    pnid: str | None,
 ) -> InboxEvent:
     item_id = _str(item.get("id"))
     known = not extra
@@ -464,9 +496,16 @@ def fold_call(outcome: CallOutcome | None, event: CallEvent) -> CallOutcome:
     """Apply one call event; terminate wins over any connect, before or after it."""
     current = outcome or CallOutcome(call_id=event.id)
     if event.event == "terminate":
-        return CallOutcome(current.call_id, current.connected, True, (event.status or "").upper() or None,
-                           event.duration, current.late_connect)
+        return CallOutcome(
+            current.call_id,
+            current.connected,
+            True,
+            (event.status or "").upper() or None,
+            event.duration,
+            current.late_connect,
+        )
     if event.event == "connect":
-        return CallOutcome(current.call_id, True, current.terminated, current.status, current.duration,
-                           current.terminated)
+        return CallOutcome(
+            current.call_id, True, current.terminated, current.status, current.duration, current.terminated
+        )
     return current

@@ -12,15 +12,15 @@ import datetime as dt
 import hashlib
 import hmac
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol
-
+from typing import Any, Protocol
 
 from thoth_pbx.clients.meta.inbox import InboxWriter
 from thoth_pbx.clients.meta.payloads import InboxEvent, PayloadError, events_of, unknown_keys
 from thoth_pbx.core.secrets import constant_time_equal
-from thoth_pbx.store.types import utcnow
 from thoth_pbx.core.validation import FieldError, json_body
+from thoth_pbx.store.types import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,9 @@ class WebhookReceiver:
     async def account(self, api_key: str | None) -> AccountKeys:
         keys = await self.accounts.by_api_key(api_key)
         if keys is None:
-            raise FieldError("api-key", "unknown or missing api-key" if api_key else "the api-key query parameter is required", 403)
+            raise FieldError(
+                "api-key", "unknown or missing api-key" if api_key else "the api-key query parameter is required", 403
+            )
         return keys
 
     async def handshake(self, api_key: str | None, params: Mapping[str, str]) -> str:
@@ -114,12 +116,17 @@ class WebhookReceiver:
     async def receive(self, account: AccountKeys, body: bytes, signature: str | None) -> Receipt:
         self.check_size(len(body))
         if not account.app_secret:
-            self._once(f"nosecret:{account.id}", "webhook rejected: the account has no app secret to check signatures",
-                       waba_account_id=account.id)
+            self._once(
+                f"nosecret:{account.id}",
+                "webhook rejected: the account has no app secret to check signatures",
+                waba_account_id=account.id,
+            )
             raise FieldError(SIGNATURE_HEADER, "cannot be checked: set the app secret of this WABA account", 401)
         if not signature_ok(body, signature, account.app_secret):
             log.warning("webhook signature rejected", extra={"waba_account_id": account.id, "present": bool(signature)})
-            raise FieldError(SIGNATURE_HEADER, "missing or does not match the body" if signature else "is required", 401)
+            raise FieldError(
+                SIGNATURE_HEADER, "missing or does not match the body" if signature else "is required", 401
+            )
         doc = json_body(body)
         try:
             events = events_of(doc)
@@ -133,20 +140,35 @@ class WebhookReceiver:
     def _notice(self, account: AccountKeys, doc: dict[str, Any], events: list[InboxEvent]) -> None:
         """Unknown things and unrouted numbers are stored anyway; say so once."""
         if doc.get("object") != "whatsapp_business_account":
-            self._once(f"object:{doc.get('object')}", "webhook object not whatsapp_business_account; stored as is",
-                       object=str(doc.get("object"))[:64])
+            self._once(
+                f"object:{doc.get('object')}",
+                "webhook object not whatsapp_business_account; stored as is",
+                object=str(doc.get("object"))[:64],
+            )
         for event in events:
             keys = unknown_keys(event)
             if keys or not event.known:
-                self._once(f"kind:{event.kind}:{keys}", "webhook has an unknown field, event or key; stored unchanged",
-                           kind=event.kind, keys=keys[:20])
+                self._once(
+                    f"kind:{event.kind}:{keys}",
+                    "webhook has an unknown field, event or key; stored unchanged",
+                    kind=event.kind,
+                    keys=keys[:20],
+                )
             if account.waba_id and event.waba_id and event.waba_id != account.waba_id:
-                self._once(f"waba:{account.id}:{event.waba_id}", "webhook entry id differs from the account's WABA id",
-                           waba_account_id=account.id, entry_id=event.waba_id)
+                self._once(
+                    f"waba:{account.id}:{event.waba_id}",
+                    "webhook entry id differs from the account's WABA id",
+                    waba_account_id=account.id,
+                    entry_id=event.waba_id,
+                )
             pnid = event.phone_number_id
             if pnid and pnid not in account.phone_number_ids:
-                self._once(f"pnid:{account.id}:{pnid}", "webhook for a phone number id not configured on this account",
-                           waba_account_id=account.id, phone_number_id=pnid)
+                self._once(
+                    f"pnid:{account.id}:{pnid}",
+                    "webhook for a phone number id not configured on this account",
+                    waba_account_id=account.id,
+                    phone_number_id=pnid,
+                )
 
 
 def _row(account_id: int, event: InboxEvent, now: Any) -> dict[str, Any]:
@@ -159,5 +181,5 @@ def _row(account_id: int, event: InboxEvent, now: Any) -> dict[str, Any]:
         "kind": event.kind[:64],
         "payload": event.payload,
         "received_at": now,
-        "entry_time": None if event.entry_time is None else dt.datetime.fromtimestamp(event.entry_time, dt.timezone.utc),
+        "entry_time": None if event.entry_time is None else dt.datetime.fromtimestamp(event.entry_time, dt.UTC),
     }

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from thoth_pbx.core.validation import FieldError, boolean, extension, integer
 
@@ -58,7 +59,9 @@ class CallSettings:
         users = users or {}
         unknown = set(data) - _CALL_KEYS
         if unknown:
-            raise FieldError(f"{prefix}.{sorted(unknown)[0]}", f"unknown setting; expected one of {', '.join(sorted(_CALL_KEYS))}")
+            raise FieldError(
+                f"{prefix}.{sorted(unknown)[0]}", f"unknown setting; expected one of {', '.join(sorted(_CALL_KEYS))}"
+            )
         raw_group = data.get("ring_group", [])
         if not isinstance(raw_group, list):
             raise FieldError(f"{prefix}.ring_group", "must be a list of extensions")
@@ -68,22 +71,37 @@ class CallSettings:
             group.append(Operator(text, users.get(text)))
         endpoint = data.get("operator_endpoint", "PJSIP/{extension}")
         if not isinstance(endpoint, str) or not _ENDPOINT.fullmatch(endpoint) or "{extension}" not in endpoint:
-            raise FieldError(f"{prefix}.operator_endpoint", "must be a dial string with {extension}, e.g. PJSIP/{extension}")
+            raise FieldError(
+                f"{prefix}.operator_endpoint", "must be a dial string with {extension}, e.g. PJSIP/{extension}"
+            )
         return cls(
             ring_group=tuple(group),
-            responsible_first_seconds=integer(f"{prefix}.responsible_first_seconds", data.get("responsible_first_seconds", 15), minimum=0, maximum=600),
-            group_ring_seconds=integer(f"{prefix}.group_ring_seconds", data.get("group_ring_seconds", 30), minimum=0, maximum=600),
+            responsible_first_seconds=integer(
+                f"{prefix}.responsible_first_seconds", data.get("responsible_first_seconds", 15), minimum=0, maximum=600
+            ),
+            group_ring_seconds=integer(
+                f"{prefix}.group_ring_seconds", data.get("group_ring_seconds", 30), minimum=0, maximum=600
+            ),
             record=boolean(f"{prefix}.record", data.get("record", False)),
             crm_create=boolean(f"{prefix}.crm_create", data.get("crm_create", True)),
             operator_endpoint=endpoint,
             default_user_id=(
-                None if data.get("default_user_id") is None
+                None
+                if data.get("default_user_id") is None
                 else integer(f"{prefix}.default_user_id", data["default_user_id"], minimum=1)
             ),
         )
 
 
-_CALL_KEYS = {"ring_group", "responsible_first_seconds", "group_ring_seconds", "record", "crm_create", "operator_endpoint", "default_user_id"}
+_CALL_KEYS = {
+    "ring_group",
+    "responsible_first_seconds",
+    "group_ring_seconds",
+    "record",
+    "crm_create",
+    "operator_endpoint",
+    "default_user_id",
+}
 _ENDPOINT = re.compile(r"(PJSIP|Local|SIP|IAX2)/[A-Za-z0-9_@{}.+-]{1,80}")
 
 
@@ -154,8 +172,18 @@ def talk_seconds(answered_at: dt.datetime | None, ended_at: dt.datetime) -> int:
 
 def dial_result_from_cause(cause: int | None) -> str:
     """Asterisk hangup cause of an operator leg -> DIALSTATUS word."""
-    mapping = {17: "BUSY", 18: "NOANSWER", 19: "NOANSWER", 20: "CHANUNAVAIL", 21: "BUSY",
-               3: "CHANUNAVAIL", 27: "CHANUNAVAIL", 34: "CONGESTION", 38: "CHANUNAVAIL", 16: "NOANSWER"}
+    mapping = {
+        17: "BUSY",
+        18: "NOANSWER",
+        19: "NOANSWER",
+        20: "CHANUNAVAIL",
+        21: "BUSY",
+        3: "CHANUNAVAIL",
+        27: "CHANUNAVAIL",
+        34: "CONGESTION",
+        38: "CHANUNAVAIL",
+        16: "NOANSWER",
+    }
     return mapping.get(cause or 0, "CHANUNAVAIL")
 
 

@@ -9,8 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from thoth_pbx.core.http import object_id
-from thoth_pbx.features.calls.models import Call
 from thoth_pbx.core.validation import FieldError, choice, integer
+from thoth_pbx.features.calls.models import Call
 
 STATES = ("ringing", "connected", "ended")
 
@@ -20,12 +20,22 @@ def describe(call: Call) -> dict[str, Any]:
         return value.isoformat() if value is not None else None
 
     return {
-        "id": call.id, "linkedid": call.linkedid, "caller": call.caller, "called": call.called, "wacid": call.wacid,
-        "state": call.state, "status_code": call.status_code, "started_at": iso(call.started_at),
-        "answered_at": iso(call.answered_at), "ended_at": iso(call.ended_at),
-        "answered_by_extension": call.answered_by_extension, "answered_by_user_id": call.answered_by_user_id,
-        "app_instance_id": call.app_instance_id, "bitrix_call_id": call.bitrix_call_id,
-        "recorded": call.recording_path is not None, "detail": call.detail,
+        "id": call.id,
+        "linkedid": call.linkedid,
+        "caller": call.caller,
+        "called": call.called,
+        "wacid": call.wacid,
+        "state": call.state,
+        "status_code": call.status_code,
+        "started_at": iso(call.started_at),
+        "answered_at": iso(call.answered_at),
+        "ended_at": iso(call.ended_at),
+        "answered_by_extension": call.answered_by_extension,
+        "answered_by_user_id": call.answered_by_user_id,
+        "app_instance_id": call.app_instance_id,
+        "bitrix_call_id": call.bitrix_call_id,
+        "recorded": call.recording_path is not None,
+        "detail": call.detail,
     }
 
 

@@ -53,25 +53,33 @@ class CallJobs:
     async def register(self, session: AsyncSession, instance_id: int, request: RegisterCall) -> int:
         # the first job of the call's chain: started by the commit itself (no claim round trip),
         # which is most of the announce latency an operator would otherwise wait for
-        return await self._outbox.enqueue(session, KIND_REGISTER, instance_id,
-                                          call_chain(instance_id, request.external_call_id), request.params(),
-                                          run_now=True)
+        return await self._outbox.enqueue(
+            session,
+            KIND_REGISTER,
+            instance_id,
+            call_chain(instance_id, request.external_call_id),
+            request.params(),
+            run_now=True,
+        )
 
-    def result_of(self, session: AsyncSession, job_id: int) -> "asyncio.Future[dict[str, Any] | None]":
+    def result_of(self, session: AsyncSession, job_id: int) -> asyncio.Future[dict[str, Any] | None]:
         """The stored result of a job enqueued in `session`'s transaction (Outbox.watch)."""
         return self._outbox.watch(session, job_id)
 
     async def show(self, session: AsyncSession, instance_id: int, external_call_id: str, user_ids: list[int]) -> int:
-        return await self._outbox.enqueue(session, KIND_SHOW, instance_id, call_chain(instance_id, external_call_id),
-                                          {"USER_ID": list(user_ids)})
+        return await self._outbox.enqueue(
+            session, KIND_SHOW, instance_id, call_chain(instance_id, external_call_id), {"USER_ID": list(user_ids)}
+        )
 
     async def hide(self, session: AsyncSession, instance_id: int, external_call_id: str, user_ids: list[int]) -> int:
-        return await self._outbox.enqueue(session, KIND_HIDE, instance_id, call_chain(instance_id, external_call_id),
-                                          {"USER_ID": list(user_ids)})
+        return await self._outbox.enqueue(
+            session, KIND_HIDE, instance_id, call_chain(instance_id, external_call_id), {"USER_ID": list(user_ids)}
+        )
 
     async def finish(self, session: AsyncSession, instance_id: int, external_call_id: str, request: FinishCall) -> int:
-        return await self._outbox.enqueue(session, KIND_FINISH, instance_id, call_chain(instance_id, external_call_id),
-                                          request.params())
+        return await self._outbox.enqueue(
+            session, KIND_FINISH, instance_id, call_chain(instance_id, external_call_id), request.params()
+        )
 
     async def attach_record(
         self,
@@ -87,8 +95,13 @@ class CallJobs:
         if not path and not record_url:
             raise ValueError("path or record_url is required")
         name = filename or Path(path or record_url or "").name
-        return await self._outbox.enqueue(session, KIND_RECORD, instance_id, call_chain(instance_id, external_call_id),
-                                          {"path": path, "RECORD_URL": record_url, "FILENAME": name})
+        return await self._outbox.enqueue(
+            session,
+            KIND_RECORD,
+            instance_id,
+            call_chain(instance_id, external_call_id),
+            {"path": path, "RECORD_URL": record_url, "FILENAME": name},
+        )
 
 
 def _call_id(job: Job) -> str:
@@ -116,8 +129,10 @@ def register_call_jobs(outbox: Outbox, portals: Portals, *, on_registered: OnDon
             result = await client.call("telephony.externalcall.finish", {**job.payload, "CALL_ID": call_id})
         except BitrixLogicError as exc:
             if exc.is_call_not_found() and job.maybe_delivered:
-                log.info("finish repeated after an unconfirmed attempt: already finished",
-                         extra={"job": job.id, "call_id": call_id})
+                log.info(
+                    "finish repeated after an unconfirmed attempt: already finished",
+                    extra={"job": job.id, "call_id": call_id},
+                )
                 return {"CALL_ID": call_id, "already_finished": True}
             raise
         return dict(result) if isinstance(result, dict) else {"CALL_ID": call_id, "result": result}
@@ -142,8 +157,13 @@ def register_call_jobs(outbox: Outbox, portals: Portals, *, on_registered: OnDon
             except OSError as exc:
                 raise Fail(f"cannot read the recording: {exc}") from None
         try:
-            file_id = await telephony.attach_record(client, call_id, filename=str(job.payload["FILENAME"]),
-                                                    content=content, record_url=job.payload.get("RECORD_URL"))
+            file_id = await telephony.attach_record(
+                client,
+                call_id,
+                filename=str(job.payload["FILENAME"]),
+                content=content,
+                record_url=job.payload.get("RECORD_URL"),
+            )
         except ValueError as exc:
             raise Fail(str(exc)) from None
         return {"CALL_ID": call_id, "FILE_ID": file_id}

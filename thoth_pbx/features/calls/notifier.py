@@ -10,21 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from thoth_pbx.clients.bitrix import telephony
-from thoth_pbx.features.calls.jobs import KIND_REGISTER, CallJobs, call_chain
 from thoth_pbx.clients.bitrix.telephony import FinishCall, RegisterCall, RegisteredCall
+from thoth_pbx.core.validation import is_extension
 from thoth_pbx.features.calls.callflow import ANSWERED, CallSettings, Operator, talk_seconds
+from thoth_pbx.features.calls.jobs import KIND_REGISTER, CallJobs, call_chain
+from thoth_pbx.features.calls.models import Call
 from thoth_pbx.features.calls.stasis import CallContext, Registration
 from thoth_pbx.features.directory import AppInstance, Phone
 from thoth_pbx.features.portal import BitrixUser, Portals
-from thoth_pbx.features.calls.models import Call
 from thoth_pbx.outbox.models import OutboxJob
-from thoth_pbx.core.validation import is_extension
 
 log = logging.getLogger(__name__)
 
@@ -52,32 +53,40 @@ class BitrixCallNotifier:
         instance = await session.get(AppInstance, phone.app_instance_id) if phone and phone.app_instance_id else None
         if instance is None or instance.status == "uninstalled":
             return CallContext(None, line, CallSettings.from_json(self.global_calls))
-        rows = (await session.execute(
-            select(BitrixUser.user_id, BitrixUser.extension).where(
-                BitrixUser.app_instance_id == instance.id, BitrixUser.active.is_(True)
+        rows = (
+            await session.execute(
+                select(BitrixUser.user_id, BitrixUser.extension).where(
+                    BitrixUser.app_instance_id == instance.id, BitrixUser.active.is_(True)
+                )
             )
-        )).all()
+        ).all()
         by_extension = {ext: uid for uid, ext in rows if is_extension(ext)}  # rows stored before validation too
         overrides = (instance.settings or {}).get("calls", {})
         settings = CallSettings.from_json({**self.global_calls, **overrides}, by_extension)
         first_operator = next((op.user_id for op in settings.ring_group if op.user_id is not None), None)
         register_user = settings.default_user_id or first_operator or FALLBACK_USER_ID
-        return CallContext(instance.id, line, settings, int(register_user), {uid: ext for ext, uid in by_extension.items()})
+        return CallContext(
+            instance.id, line, settings, int(register_user), {uid: ext for ext, uid in by_extension.items()}
+        )
 
     async def registered(self, session: AsyncSession, call: Call, ctx: CallContext) -> Registration | None:
         if ctx.app_instance_id is None:
             return None
-        job_id = await self.jobs.register(session, ctx.app_instance_id, RegisterCall(
-            phone_number=call.caller,
-            type=TYPE_INCOMING,
-            external_call_id=call.linkedid,
-            user_id=ctx.register_user_id,
-            line_number=ctx.line_number,
-            call_start_date=call.started_at,
-            crm_create=ctx.settings.crm_create,
-            show=False,  # cards are shown explicitly to the operators being rung
-            add_to_chat=True,
-        ))
+        job_id = await self.jobs.register(
+            session,
+            ctx.app_instance_id,
+            RegisterCall(
+                phone_number=call.caller,
+                type=TYPE_INCOMING,
+                external_call_id=call.linkedid,
+                user_id=ctx.register_user_id,
+                line_number=ctx.line_number,
+                call_start_date=call.started_at,
+                crm_create=ctx.settings.crm_create,
+                show=False,  # cards are shown explicitly to the operators being rung
+                add_to_chat=True,
+            ),
+        )
         return self.jobs.result_of(session, job_id)
 
     async def ringing(self, session: AsyncSession, call: Call, ctx: CallContext, operators: list[Operator]) -> None:
@@ -96,13 +105,20 @@ class BitrixCallNotifier:
         if ctx.app_instance_id is None:
             return
         assert call.ended_at is not None
-        await self.jobs.finish(session, ctx.app_instance_id, call.linkedid, FinishCall(
-            # who answered; else the caller's CRM owner; else the portal's default user
-            user_id=call.answered_by_user_id or (call.detail or {}).get("responsible_user_id") or ctx.register_user_id,
-            duration=talk_seconds(call.answered_at, call.ended_at),
-            status_code=call.status_code,
-            add_to_chat=True,
-        ))
+        await self.jobs.finish(
+            session,
+            ctx.app_instance_id,
+            call.linkedid,
+            FinishCall(
+                # who answered; else the caller's CRM owner; else the portal's default user
+                user_id=call.answered_by_user_id
+                or (call.detail or {}).get("responsible_user_id")
+                or ctx.register_user_id,
+                duration=talk_seconds(call.answered_at, call.ended_at),
+                status_code=call.status_code,
+                add_to_chat=True,
+            ),
+        )
         if call.recording_path and call.status_code == ANSWERED:
             await self.jobs.attach_record(session, ctx.app_instance_id, call.linkedid, path=call.recording_path)
 
@@ -140,16 +156,20 @@ class BitrixCallNotifier:
             if extension and is_extension(str(extension)):
                 return Operator(str(extension), match.assigned_by_id)
             if extension:
-                log.warning("CRM owner's inner phone number is not an extension; not dialled",
-                            extra={"user_id": match.assigned_by_id, "field": "USER_PHONE_INNER"})
+                log.warning(
+                    "CRM owner's inner phone number is not an extension; not dialled",
+                    extra={"user_id": match.assigned_by_id, "field": "USER_PHONE_INNER"},
+                )
         return None
 
     async def _stored_register(self, instance_id: int, linkedid: str) -> dict[str, Any] | None:
         """The done register result of a call's chain; `RegisterUnknown` while it is not done."""
         async with self.sessions() as session:
-            row = await session.scalar(select(OutboxJob).where(
-                OutboxJob.chain == call_chain(instance_id, linkedid), OutboxJob.kind == KIND_REGISTER
-            ).order_by(OutboxJob.id))
+            row = await session.scalar(
+                select(OutboxJob)
+                .where(OutboxJob.chain == call_chain(instance_id, linkedid), OutboxJob.kind == KIND_REGISTER)
+                .order_by(OutboxJob.id)
+            )
         if row is None or row.status == "failed":
             return None  # never registered: it created nothing
         if row.status != "done":

@@ -13,24 +13,24 @@ Bitrix24 is reached only through the `CallNotifier` interface handed in by app.p
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from thoth_pbx.features.calls import callflow as cf
 from thoth_pbx.clients.asterisk.ari import AriClient, AriError
+from thoth_pbx.core.validation import is_extension
+from thoth_pbx.features.calls import callflow as cf
 from thoth_pbx.features.calls.callflow import CallSettings, Operator
-from thoth_pbx.store.fast_insert import insert_returning_id
 from thoth_pbx.features.calls.models import Call
 from thoth_pbx.features.directory import Phone
+from thoth_pbx.store.fast_insert import insert_returning_id
 from thoth_pbx.store.types import utcnow
-from thoth_pbx.core.validation import is_extension
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,11 @@ class StasisCalls:
         called = cf.normalise_number(args[0] if args else None) or cf.normalise_number(
             (channel.get("dialplan") or {}).get("exten")
         )
-        caller = cf.normalise_number((channel.get("caller") or {}).get("number")) or (channel.get("caller") or {}).get("number") or "unknown"
+        caller = (
+            cf.normalise_number((channel.get("caller") or {}).get("number"))
+            or (channel.get("caller") or {}).get("number")
+            or "unknown"
+        )
         wacid = args[1] if len(args) > 1 and args[1] else None
         linkedid = channel.get("linkedid") or channel_id
         if wacid is None:
@@ -225,8 +229,15 @@ class StasisCalls:
         """The call row and its register job, one transaction; the commit sends the register."""
         phone_id, ctx = await self._context_for(called)
         values = {
-            "linkedid": linkedid, "channel_id": channel_id, "phone_id": phone_id, "app_instance_id": ctx.app_instance_id,
-            "caller": caller, "called": called or "unknown", "wacid": wacid, "state": "ringing", "started_at": utcnow(),
+            "linkedid": linkedid,
+            "channel_id": channel_id,
+            "phone_id": phone_id,
+            "app_instance_id": ctx.app_instance_id,
+            "caller": caller,
+            "called": called or "unknown",
+            "wacid": wacid,
+            "state": "ringing",
+            "started_at": utcnow(),
             "detail": {},
         }
         call = Call(**values)
@@ -237,7 +248,10 @@ class StasisCalls:
         return call, ctx, registration
 
     async def _route_and_talk(
-        self, state: cf.CallState, ctx: CallContext, queue: asyncio.Queue[dict[str, Any]],
+        self,
+        state: cf.CallState,
+        ctx: CallContext,
+        queue: asyncio.Queue[dict[str, Any]],
         registration: Registration | None = None,
     ) -> None:
         responsible = await self._safe_responsible(ctx, state, registration)
@@ -283,7 +297,7 @@ class StasisCalls:
                     break
                 try:
                     event = await asyncio.wait_for(queue.get(), timeout)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
                 winner = self._leg_event(state, legs, event)
         finally:
@@ -325,7 +339,11 @@ class StasisCalls:
             peer_id = (event.get("peer") or {}).get("id")
             leg = legs.get(peer_id or "")
             status = (event.get("dialstatus") or "").upper()
-            if leg is not None and leg.result is None and status in ("ANSWER", "BUSY", "NOANSWER", "CHANUNAVAIL", "CONGESTION", "CANCEL"):
+            if (
+                leg is not None
+                and leg.result is None
+                and status in ("ANSWER", "BUSY", "NOANSWER", "CHANUNAVAIL", "CONGESTION", "CANCEL")
+            ):
                 leg.result = status
                 if status == "ANSWER":
                     return leg
@@ -342,7 +360,9 @@ class StasisCalls:
             leg.result = cf.dial_result_from_cause(event.get("cause") or leg.cause)
         return None
 
-    async def _talk(self, state: cf.CallState, ctx: CallContext, operator: Operator, queue: asyncio.Queue[dict[str, Any]]) -> None:
+    async def _talk(
+        self, state: cf.CallState, ctx: CallContext, operator: Operator, queue: asyncio.Queue[dict[str, Any]]
+    ) -> None:
         assert state.answered_by is not None
         leg_id = next(cid for cid, leg in state.legs.items() if leg.result == "ANSWER")
         await self._stop_early_media(state.channel_id)
@@ -352,7 +372,9 @@ class StasisCalls:
             log.info("caller left as the operator answered", extra={"call": state.call_id, "error": str(exc)})
             await self._hangup(leg_id)
             return
-        bridge = await self.ari.request("POST", "/bridges", params={"type": "mixing", "name": f"thoth-{state.linkedid}"})
+        bridge = await self.ari.request(
+            "POST", "/bridges", params={"type": "mixing", "name": f"thoth-{state.linkedid}"}
+        )
         state.bridge_id = bridge["id"]
         await self.ari.request(
             "POST",
@@ -378,18 +400,28 @@ class StasisCalls:
         self._legs_entering[snoop_id] = entered
         try:
             await self.ari.request(
-                "POST", f"/channels/{state.channel_id}/snoop",
-                params={"spy": "both", "app": self.ari.app, "appArgs": f"{SNOOP_ARG},{state.call_id}", "snoopId": snoop_id},
+                "POST",
+                f"/channels/{state.channel_id}/snoop",
+                params={
+                    "spy": "both",
+                    "app": self.ari.app,
+                    "appArgs": f"{SNOOP_ARG},{state.call_id}",
+                    "snoopId": snoop_id,
+                },
             )
             state.recorder_channel = snoop_id
             await asyncio.wait_for(entered, 5.0)  # like a created leg: usable after its StasisStart
             self._recordings[name] = asyncio.get_running_loop().create_future()
             await self.ari.request(
-                "POST", f"/channels/{snoop_id}/record", params={"name": name, "format": "wav", "ifExists": "overwrite"},
+                "POST",
+                f"/channels/{snoop_id}/record",
+                params={"name": name, "format": "wav", "ifExists": "overwrite"},
             )
             state.recording = name
-        except (AriError, asyncio.TimeoutError) as exc:
-            log.warning("recording failed to start", extra={"call": state.call_id, "error": str(exc) or "no StasisStart"})
+        except (TimeoutError, AriError) as exc:
+            log.warning(
+                "recording failed to start", extra={"call": state.call_id, "error": str(exc) or "no StasisStart"}
+            )
             self._recordings.pop(name, None)
         finally:
             self._legs_entering.pop(snoop_id, None)
@@ -405,7 +437,7 @@ class StasisCalls:
             if finished is not None:  # the stop is asynchronous: fetched earlier, the file can be empty
                 try:
                     await asyncio.wait_for(asyncio.shield(finished), 5.0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     log.warning("recording not finished after 5 s", extra={"call": state.call_id})
                 finally:
                     self._recordings.pop(state.recording, None)
@@ -417,7 +449,9 @@ class StasisCalls:
             except AriError:
                 pass
 
-    async def _wait_for_hangup(self, state: cf.CallState, channels: set[str], queue: asyncio.Queue[dict[str, Any]]) -> None:
+    async def _wait_for_hangup(
+        self, state: cf.CallState, channels: set[str], queue: asyncio.Queue[dict[str, Any]]
+    ) -> None:
         while True:
             event = await queue.get()
             channel_id = (event.get("channel") or {}).get("id")
@@ -440,7 +474,11 @@ class StasisCalls:
                 dial_results=state.dial_results(),
             )
             call.recording_path = str(recording_path) if recording_path else None
-            call.detail = {**call.detail, "dial_results": state.dial_results(), "duration": cf.talk_seconds(state.answered_at, ended)}
+            call.detail = {
+                **call.detail,
+                "dial_results": state.dial_results(),
+                "duration": cf.talk_seconds(state.answered_at, ended),
+            }
             await self.notifier.finished(session, call, ctx)
         log.info("whatsapp call ended", extra={"call": state.call_id, "status_code": call.status_code})
 
@@ -475,8 +513,10 @@ class StasisCalls:
         """WhatsApp channels waiting in our app with no call row: we went away between their
         StasisStart and the row's commit. They are started as new calls."""
         waiting = {
-            cid: c for cid, c in live.items()
-            if cid not in self._queues and str(c.get("name", "")).startswith(self.endpoint_prefix)
+            cid: c
+            for cid, c in live.items()
+            if cid not in self._queues
+            and str(c.get("name", "")).startswith(self.endpoint_prefix)
             and (c.get("dialplan") or {}).get("app_name") == "Stasis"
             and str((c.get("dialplan") or {}).get("app_data", "")).split(",")[0] == self.ari.app
         }
@@ -497,12 +537,16 @@ class StasisCalls:
         operator_channel = (call.detail or {}).get("operator_channel")
         if operator_channel:
             self._queues[operator_channel] = queue
-        task = asyncio.create_task(self._run_reattached(call, operator_channel, live, queue), name=f"call-{call.channel_id}")
+        task = asyncio.create_task(
+            self._run_reattached(call, operator_channel, live, queue), name=f"call-{call.channel_id}"
+        )
         self._tasks[call.channel_id] = task
         task.add_done_callback(lambda _t, cid=call.channel_id: self._forget(cid))
         log.info("re-attached to live call", extra={"call": call.id, "state": call.state})
 
-    async def _run_reattached(self, call: Call, operator_channel: str | None, live: dict[str, Any], queue: asyncio.Queue[dict[str, Any]]) -> None:
+    async def _run_reattached(
+        self, call: Call, operator_channel: str | None, live: dict[str, Any], queue: asyncio.Queue[dict[str, Any]]
+    ) -> None:
         async with self.sessions() as session:
             phone = await session.get(Phone, call.phone_id) if call.phone_id else None
             ctx = await self.notifier.context(session, phone)
@@ -566,16 +610,24 @@ class StasisCalls:
             return None
         return await session.scalar(select(Phone).where(Phone.number == number))
 
-    async def _safe_responsible(self, ctx: CallContext, state: cf.CallState, registration: Registration | None) -> Operator | None:
+    async def _safe_responsible(
+        self, ctx: CallContext, state: cf.CallState, registration: Registration | None
+    ) -> Operator | None:
         try:
-            return await asyncio.wait_for(self.notifier.responsible(ctx, state.caller, state.linkedid, registration), 3.0)
+            return await asyncio.wait_for(
+                self.notifier.responsible(ctx, state.caller, state.linkedid, registration), 3.0
+            )
         except Exception as exc:  # Bitrix down or slow: route to the group
             log.warning("responsible lookup failed", extra={"error": str(exc) or type(exc).__name__})
             return None
 
-    async def _originate_leg(self, state: cf.CallState, ctx: CallContext, operator: Operator, seconds: int) -> str | None:
+    async def _originate_leg(
+        self, state: cf.CallState, ctx: CallContext, operator: Operator, seconds: int
+    ) -> str | None:
         if not is_extension(operator.extension):  # defence in depth: every source is validated before
-            log.warning("refused to dial a value that is not an extension", extra={"extension": operator.extension[:80]})
+            log.warning(
+                "refused to dial a value that is not an extension", extra={"extension": operator.extension[:80]}
+            )
             return None
         endpoint = ctx.settings.operator_endpoint.format(extension=operator.extension)
         leg_id = f"{state.channel_id}-{operator.extension}-{uuid.uuid4().hex[:8]}"
@@ -586,17 +638,25 @@ class StasisCalls:
         self._queues[leg_id] = self._queues[state.channel_id]
         try:
             await self.ari.request(
-                "POST", "/channels/create",
-                params={"endpoint": endpoint, "app": self.ari.app, "appArgs": f"{LEG_ARG},{state.call_id}",
-                        "originator": state.channel_id, "channelId": leg_id},
+                "POST",
+                "/channels/create",
+                params={
+                    "endpoint": endpoint,
+                    "app": self.ari.app,
+                    "appArgs": f"{LEG_ARG},{state.call_id}",
+                    "originator": state.channel_id,
+                    "channelId": leg_id,
+                },
             )
             await asyncio.wait_for(entered, 5.0)
             await self.ari.request(
                 "POST", f"/channels/{leg_id}/dial", params={"caller": state.channel_id, "timeout": seconds + 1}
             )
             return leg_id
-        except (AriError, asyncio.TimeoutError) as exc:
-            log.warning("cannot ring operator", extra={"extension": operator.extension, "error": str(exc) or "no StasisStart"})
+        except (TimeoutError, AriError) as exc:
+            log.warning(
+                "cannot ring operator", extra={"extension": operator.extension, "error": str(exc) or "no StasisStart"}
+            )
             self._queues.pop(leg_id, None)
             await self._hangup(leg_id)
             return None
@@ -605,7 +665,9 @@ class StasisCalls:
 
     async def _early_media(self, channel_id: str) -> None:
         try:
-            await self.ari.request("POST", f"/channels/{channel_id}/play/thoth-ringback-{channel_id}", params={"media": "tone:ring"})
+            await self.ari.request(
+                "POST", f"/channels/{channel_id}/play/thoth-ringback-{channel_id}", params={"media": "tone:ring"}
+            )
         except AriError as exc:
             log.warning("ringback failed", extra={"channel": channel_id, "error": str(exc)})
 

@@ -19,8 +19,14 @@ def wire(deps: Deps, portals: Portals, endpoint_prefix: str) -> tuple[StasisCall
     notifier = BitrixCallNotifier(deps.sessions, jobs, portals, settings.calls)
     # what a call context is copied from: phone, portal (settings, status), user map
     context_changes = TableChanges(deps.engine, ("phone", "app_instance", "bitrix_user"))
-    calls = StasisCalls(deps.ari, deps.sessions, notifier, recordings_dir=settings.recordings_dir,
-                        changes=context_changes, endpoint_prefix=endpoint_prefix)
+    calls = StasisCalls(
+        deps.ari,
+        deps.sessions,
+        notifier,
+        recordings_dir=settings.recordings_dir,
+        changes=context_changes,
+        endpoint_prefix=endpoint_prefix,
+    )
     deps.ari.on_event = calls.on_event
     deps.ari.on_connect = calls.resync
     return calls, jobs, Wired(routes=calls_routes(deps.sessions), stop=calls.stop)

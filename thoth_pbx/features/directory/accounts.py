@@ -69,7 +69,9 @@ class AccountCache:
             account = await session.scalar(select(WabaAccount).where(WabaAccount.api_key_fingerprint == fingerprint))
             if account is None:
                 return None
-            pnids = (await session.scalars(select(Phone.phone_number_id).where(Phone.waba_account_id == account.id))).all()
+            pnids = (
+                await session.scalars(select(Phone.phone_number_id).where(Phone.waba_account_id == account.id))
+            ).all()
             register_secret(account.app_secret)
             return AccountKeys(account.id, account.waba_id, account.app_secret, account.verify_token, frozenset(pnids))
 
@@ -77,8 +79,14 @@ class AccountCache:
 async def phones_by_pnid(session: AsyncSession, pnids: set[str]) -> dict[str, RoutedPhone]:
     if not pnids:
         return {}
-    rows = (await session.execute(
-        select(Phone.id, Phone.number, Phone.phone_number_id, Phone.waba_account_id, Phone.app_instance_id)
-        .where(Phone.phone_number_id.in_(pnids))
-    )).all()
-    return {r.phone_number_id: RoutedPhone(r.id, r.number, r.phone_number_id, r.waba_account_id, r.app_instance_id) for r in rows}
+    rows = (
+        await session.execute(
+            select(Phone.id, Phone.number, Phone.phone_number_id, Phone.waba_account_id, Phone.app_instance_id).where(
+                Phone.phone_number_id.in_(pnids)
+            )
+        )
+    ).all()
+    return {
+        r.phone_number_id: RoutedPhone(r.id, r.number, r.phone_number_id, r.waba_account_id, r.app_instance_id)
+        for r in rows
+    }

@@ -8,8 +8,9 @@ write is validated completely before anything is stored, so bad input never half
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -17,10 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from thoth_pbx.core import validation as v
 from thoth_pbx.core.secrets import generate_token, mask
+from thoth_pbx.core.validation import FieldError
 from thoth_pbx.features.directory.models import AppInstance, Phone, WabaAccount
 from thoth_pbx.store.base import Base
 from thoth_pbx.store.types import secret_box
-from thoth_pbx.core.validation import FieldError
 
 Validator = Callable[[str, Any], Any]
 
@@ -153,7 +154,9 @@ def _https_url(name: str, value: Any) -> str:
 Presenter = Callable[[Any, dict[str, Any], bool], None]
 
 
-def serialize(resource: Resource, obj: Any, *, reveal: bool = False, present: Presenter | None = None) -> dict[str, Any]:
+def serialize(
+    resource: Resource, obj: Any, *, reveal: bool = False, present: Presenter | None = None
+) -> dict[str, Any]:
     """Output form: secrets masked; `reveal` shows copy-me values (verify token, api-key)."""
     out: dict[str, Any] = {"id": obj.id}
     for name, spec in resource.fields.items():
@@ -236,7 +239,9 @@ class Directory:
             if isinstance(obj, WabaAccount):
                 count = len((await session.scalars(select(Phone.id).where(Phone.waba_account_id == obj.id))).all())
                 if count:
-                    raise FieldError("phones", f"this account still has {count} phone(s); delete or move them first", 409)
+                    raise FieldError(
+                        "phones", f"this account still has {count} phone(s); delete or move them first", 409
+                    )
             await session.delete(obj)
         self._changed(resource, obj_id)
 
@@ -284,7 +289,8 @@ class Directory:
                 continue
             clash = await session.scalar(
                 select(resource.model.id).where(  # type: ignore[attr-defined]
-                    getattr(resource.model, column) == value, resource.model.id != obj.id  # type: ignore[attr-defined]
+                    getattr(resource.model, column) == value,
+                    resource.model.id != obj.id,  # type: ignore[attr-defined]
                 )
             )
             if clash is not None:
@@ -308,4 +314,3 @@ class Directory:
             setattr(account, f"{which}_fingerprint", secret_box().fingerprint(value))
         self._changed(WABAS, obj_id)
         return self._out(WABAS, account, reveal=True)
-

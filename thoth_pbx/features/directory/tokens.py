@@ -18,9 +18,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from thoth_pbx.clients.meta.graph import GraphAuthError, GraphClient, GraphError
+from thoth_pbx.core.validation import FieldError
 from thoth_pbx.features.directory.models import WabaAccount
 from thoth_pbx.store.types import utcnow
-from thoth_pbx.core.validation import FieldError
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,11 @@ def parse_debug_token(body: dict[str, Any], checked_with: str = "token") -> Toke
     """debug_token's `data` -> TokenInfo (pure)."""
     data = body.get("data") if isinstance(body.get("data"), dict) else {}
     expires = data.get("expires_at")
-    expires_at = (dt.datetime.fromtimestamp(expires, dt.timezone.utc)
-                  if isinstance(expires, int) and not isinstance(expires, bool) and expires > 0 else None)
+    expires_at = (
+        dt.datetime.fromtimestamp(expires, dt.UTC)
+        if isinstance(expires, int) and not isinstance(expires, bool) and expires > 0
+        else None
+    )
     error = data.get("error") if isinstance(data.get("error"), dict) else None
     scopes = [s for s in data.get("scopes", []) if isinstance(s, str)] if isinstance(data.get("scopes"), list) else []
     return TokenInfo(
@@ -64,11 +67,17 @@ def parse_debug_token(body: dict[str, Any], checked_with: str = "token") -> Toke
     )
 
 
-def token_warning(expires_at: dt.datetime | None, now: dt.datetime, info: dict[str, Any] | None = None,
-                  warn_before: dt.timedelta = WARN_BEFORE) -> str | None:
+def token_warning(
+    expires_at: dt.datetime | None,
+    now: dt.datetime,
+    info: dict[str, Any] | None = None,
+    warn_before: dt.timedelta = WARN_BEFORE,
+) -> str | None:
     """What the admin should be told about the token, or None when all is well (pure)."""
     if info and info.get("is_valid") is False:
-        return f"the access token is not valid ({info.get('error') or 'debug_token says is_valid=false'}); paste a new one"
+        return (
+            f"the access token is not valid ({info.get('error') or 'debug_token says is_valid=false'}); paste a new one"
+        )
     if expires_at is not None:
         left = expires_at - now
         if left <= dt.timedelta(0):
@@ -109,8 +118,13 @@ class TokenChecker:
             # An auth error on debug_token with the token itself means the token is dead; with
             # the app credentials it may be the app secret that is wrong, so: unknown.
             dead = isinstance(exc, GraphAuthError) and not (app_id and app_secret)
-            verdict = {"is_valid": False if dead else None, "error": str(exc), "graph_error": exc.as_json(),
-                       "expires_at": None, "checked_with": "app" if app_id and app_secret else "token"}
+            verdict = {
+                "is_valid": False if dead else None,
+                "error": str(exc),
+                "graph_error": exc.as_json(),
+                "expires_at": None,
+                "checked_with": "app" if app_id and app_secret else "token",
+            }
             info = None
         async with self._sessions() as session, session.begin():
             account = await session.get(WabaAccount, account_id)
@@ -121,9 +135,16 @@ class TokenChecker:
             if info is not None:
                 account.token_expires_at = info.expires_at
         verdict["warning"] = token_warning(info.expires_at if info else None, utcnow(), verdict)
-        log.log(logging.WARNING if verdict["warning"] else logging.INFO, "access token checked",
-                extra={"waba_account_id": account_id, "is_valid": verdict.get("is_valid"),
-                       "expires_at": verdict.get("expires_at"), "warning": verdict["warning"]})
+        log.log(
+            logging.WARNING if verdict["warning"] else logging.INFO,
+            "access token checked",
+            extra={
+                "waba_account_id": account_id,
+                "is_valid": verdict.get("is_valid"),
+                "expires_at": verdict.get("expires_at"),
+                "warning": verdict["warning"],
+            },
+        )
         return verdict
 
     async def check_all(self) -> None:

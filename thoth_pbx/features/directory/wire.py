@@ -11,8 +11,14 @@ from thoth_pbx.features.directory.whatsapp import MetaService
 
 def wire(deps: Deps) -> tuple[Directory, MetaService, Wired]:
     settings = deps.settings
-    meta = MetaService(engine=deps.engine, sessions=deps.sessions, box=deps.box, graph_url=settings.meta_graph_url,
-                       api_version=settings.meta_api_version, public_url=settings.public_url)
+    meta = MetaService(
+        engine=deps.engine,
+        sessions=deps.sessions,
+        box=deps.box,
+        graph_url=settings.meta_graph_url,
+        api_version=settings.meta_api_version,
+        public_url=settings.public_url,
+    )
     directory = Directory(deps.sessions, presenters=meta.presenters())
     directory.listeners.append(meta.accounts.invalidate)
     part = Wired(routes=[*crud_routes(directory), *token_routes(meta, directory)], start=meta.start, stop=meta.stop)

@@ -14,13 +14,13 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from thoth_pbx.core.http import object_id
 from thoth_pbx.clients.bitrix import phpquery
+from thoth_pbx.core.http import object_id
+from thoth_pbx.core.validation import FieldError
+from thoth_pbx.features.directory import AppInstance
 from thoth_pbx.features.portal.install import EVENTS_PATH, INSTALL_PATH
 from thoth_pbx.features.portal.service import BitrixService
 from thoth_pbx.features.portal.users import list_users
-from thoth_pbx.features.directory import AppInstance
-from thoth_pbx.core.validation import FieldError
 
 MAX_FORM = 1024 * 1024
 READ_CHUNK = 64 * 1024

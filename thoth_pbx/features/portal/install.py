@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import select, update
@@ -30,16 +31,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from thoth_pbx.clients.bitrix import telephony
 from thoth_pbx.clients.bitrix.errors import BitrixAuthError, BitrixLogicError, BitrixUnavailable
-from thoth_pbx.features.portal.portals import Portals, apply_grant
 from thoth_pbx.clients.bitrix.rest import refresh_tokens
-from thoth_pbx.features.portal.users import fetch_users, store_users
 from thoth_pbx.core.logs import register_secret
-from thoth_pbx.outbox.queue import Job, Outbox
 from thoth_pbx.core.secrets import constant_time_equal
-from thoth_pbx.features.directory import AppInstance, Phone
-from thoth_pbx.outbox.models import OutboxJob
-from thoth_pbx.store.types import utcnow
 from thoth_pbx.core.validation import FieldError
+from thoth_pbx.features.directory import AppInstance, Phone
+from thoth_pbx.features.portal.portals import Portals, apply_grant
+from thoth_pbx.features.portal.users import fetch_users, store_users
+from thoth_pbx.outbox.models import OutboxJob
+from thoth_pbx.outbox.queue import Job, Outbox
+from thoth_pbx.store.types import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,9 @@ class BitrixApp:
 
     # ------------------------------------------------------------------ event registry
 
-    def on_event(self, event: str, handler: EventHandler, *, chain: Callable[[BitrixEvent], str | None] | None = None) -> None:
+    def on_event(
+        self, event: str, handler: EventHandler, *, chain: Callable[[BitrixEvent], str | None] | None = None
+    ) -> None:
         """React to `event` (bound on the next install/sync); `chain` orders related events."""
         name = event.upper()
         if name in self._handlers:
@@ -113,16 +116,23 @@ class BitrixApp:
             register_secret(auth.get(key))
         member_id = auth["member_id"].strip()
         if self._portals.oauth is None:
-            raise FieldError("bitrix_client_id",
-                             "THOTH_BITRIX_CLIENT_ID and THOTH_BITRIX_CLIENT_SECRET must be set before installing", 503)
+            raise FieldError(
+                "bitrix_client_id",
+                "THOTH_BITRIX_CLIENT_ID and THOTH_BITRIX_CLIENT_SECRET must be set before installing",
+                503,
+            )
         try:
             grant = await refresh_tokens(self._portals.http, self._portals.oauth, auth["refresh_token"].strip())
         except BitrixUnavailable as exc:
             log.error("bitrix install: OAuth server unreachable", extra={"member_id": member_id, "error": str(exc)})
-            raise FieldError("oauth", "the Bitrix24 OAuth server is unreachable; install the app again later", 503) from None
+            raise FieldError(
+                "oauth", "the Bitrix24 OAuth server is unreachable; install the app again later", 503
+            ) from None
         except BitrixAuthError as exc:
             log.warning("bitrix install refused by the OAuth server", extra={"member_id": member_id, "error": exc.code})
-            raise FieldError("auth[refresh_token]", f"the OAuth server refused it ({exc.code}): not an install of this app", 401) from None
+            raise FieldError(
+                "auth[refresh_token]", f"the OAuth server refused it ({exc.code}): not an install of this app", 401
+            ) from None
         if grant.member_id != member_id:
             raise FieldError("auth[member_id]", "does not match the portal the OAuth server vouches for", 401)
         endpoint = grant.client_endpoint or auth.get("client_endpoint")
@@ -150,7 +160,9 @@ class BitrixApp:
                 .values(next_attempt_at=utcnow())
             )
         self._portals.forget(instance_id)
-        log.info("bitrix app installed", extra={"member_id": member_id, "instance": instance_id, "new_instance": created})
+        log.info(
+            "bitrix app installed", extra={"member_id": member_id, "instance": instance_id, "new_instance": created}
+        )
         return {"installed": True, "instance_id": instance_id, "member_id": member_id, "setup_jobs": setup}
 
     async def enqueue_setup(self, session: AsyncSession, instance_id: int, *, reason: str) -> list[int]:
@@ -173,13 +185,19 @@ class BitrixApp:
         member_id = str(auth.get("member_id") or "")
         token = str(auth.get("application_token") or "")
         async with self._sessions() as session, session.begin():
-            row = await session.scalar(select(AppInstance).where(AppInstance.member_id == member_id)) if member_id else None
+            row = (
+                await session.scalar(select(AppInstance).where(AppInstance.member_id == member_id))
+                if member_id
+                else None
+            )
             expected = (row.application_token if row is not None else None) or ""
             # compare even when we have nothing, so timing does not tell which member_ids exist
             matches = constant_time_equal(token, expected or "\0" * 32) and bool(expected) and bool(token)
             if not matches:
-                log.warning("bitrix event refused: application_token does not match",
-                            extra={"event": event, "member_id": member_id})
+                log.warning(
+                    "bitrix event refused: application_token does not match",
+                    extra={"event": event, "member_id": member_id},
+                )
                 raise FieldError("auth[application_token]", "does not match the token saved at install", 401)
             assert row is not None
             if event == "ONAPPUNINSTALL":
@@ -193,10 +211,16 @@ class BitrixApp:
                 raise FieldError("member_id", "the app is uninstalled on this portal", 410)
             else:
                 instance_id = row.id
-                payload = {"event": event, "data": form.get("data"), "ts": form.get("ts"),
-                           "event_handler_id": form.get("event_handler_id")}
+                payload = {
+                    "event": event,
+                    "data": form.get("data"),
+                    "ts": form.get("ts"),
+                    "event_handler_id": form.get("event_handler_id"),
+                }
                 chain_of = self._chains.get(event)
-                chain = chain_of(BitrixEvent(instance_id, event, form.get("data"), form.get("ts"))) if chain_of else None
+                chain = (
+                    chain_of(BitrixEvent(instance_id, event, form.get("data"), form.get("ts"))) if chain_of else None
+                )
                 job_id = await self._outbox.enqueue(session, KIND_EVENT, instance_id, chain, payload)
         if event == "ONAPPUNINSTALL":
             self._portals.forget(instance_id)
@@ -226,15 +250,21 @@ class BitrixApp:
         await asyncio.gather(*(client.call("event.unbind", {"event": e, "handler": h}) for e, h in stale))
         await asyncio.gather(*(self._bind(client, e) for e in missing))
         async with self._sessions() as session:
-            numbers = (await session.scalars(
-                select(Phone.number).where(Phone.app_instance_id == job.instance_id).order_by(Phone.id)
-            )).all()
+            numbers = (
+                await session.scalars(
+                    select(Phone.number).where(Phone.app_instance_id == job.instance_id).order_by(Phone.id)
+                )
+            ).all()
         existing = {line.number for line in await telephony.get_lines(client)}
         wanted_lines = {telephony.line_number_for(n): n for n in numbers}
         added = [number for number in wanted_lines if number not in existing]
         await asyncio.gather(*(self._add_line(client, number, wanted_lines[number]) for number in added))
-        return {"events_bound": missing, "events_unbound": [e for e, _ in stale], "lines_added": added,
-                "lines": sorted(wanted_lines)}
+        return {
+            "events_bound": missing,
+            "events_unbound": [e for e, _ in stale],
+            "lines_added": added,
+            "lines": sorted(wanted_lines),
+        }
 
     async def _bind(self, client: Any, event: str) -> None:
         try:

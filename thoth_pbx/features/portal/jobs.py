@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from thoth_pbx.clients.bitrix.errors import BitrixError, BitrixTransientError, NeedsReauth
 from thoth_pbx.features.portal.install import KIND_EVENT, KIND_SETUP, KIND_USERS, BitrixApp

@@ -88,7 +88,7 @@ def inherited_level(last_attempt: dt.datetime | None, rate: float, burst: int, *
     if last_attempt is None:
         return 0.0
     if last_attempt.tzinfo is None:
-        last_attempt = last_attempt.replace(tzinfo=dt.timezone.utc)
+        last_attempt = last_attempt.replace(tzinfo=dt.UTC)
     elapsed = (now - last_attempt).total_seconds()
     return max(0.0, burst - max(0.0, elapsed) * rate)
 
@@ -152,8 +152,16 @@ class Portals:
                 level = min(bucket.level, float(burst))
         if bucket is None or bucket.rate != rate or bucket.burst != burst:
             bucket = self._buckets[instance_id] = LeakyBucket(rate, burst, level=level)
-        client = BitrixClient(auth, DbTokenStore(self._sessions, instance_id), self.oauth, self.http,
-                              rate_per_s=rate, burst=burst, bucket=bucket, **self.client_options)
+        client = BitrixClient(
+            auth,
+            DbTokenStore(self._sessions, instance_id),
+            self.oauth,
+            self.http,
+            rate_per_s=rate,
+            burst=burst,
+            bucket=bucket,
+            **self.client_options,
+        )
         self._clients[instance_id] = client
         return client
 

@@ -9,16 +9,16 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from thoth_pbx.clients.bitrix.rest import OAuthApp
+from thoth_pbx.clients.bitrix.transport import PortalHttp
+from thoth_pbx.core.settings import Settings
+from thoth_pbx.core.validation import FieldError
+from thoth_pbx.features.directory import AppInstance, Phone
 from thoth_pbx.features.portal.install import KIND_USERS, BitrixApp
 from thoth_pbx.features.portal.jobs import register_portal_jobs
 from thoth_pbx.features.portal.portals import Portals
-from thoth_pbx.clients.bitrix.rest import OAuthApp
-from thoth_pbx.clients.bitrix.transport import PortalHttp
-from thoth_pbx.outbox.queue import Outbox
-from thoth_pbx.core.settings import Settings
-from thoth_pbx.features.directory import AppInstance, Phone
 from thoth_pbx.outbox.models import OutboxJob
-from thoth_pbx.core.validation import FieldError
+from thoth_pbx.outbox.queue import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -111,10 +111,15 @@ class BitrixService:
         queued = 0
         async with self._sessions() as session, session.begin():
             active = (await session.scalars(select(AppInstance.id).where(AppInstance.status == "active"))).all()
-            waiting = set((await session.scalars(
-                select(OutboxJob.app_instance_id).where(OutboxJob.kind == KIND_USERS,
-                                                        OutboxJob.status.in_(("pending", "running")))
-            )).all())
+            waiting = set(
+                (
+                    await session.scalars(
+                        select(OutboxJob.app_instance_id).where(
+                            OutboxJob.kind == KIND_USERS, OutboxJob.status.in_(("pending", "running"))
+                        )
+                    )
+                ).all()
+            )
             for instance_id in active:
                 if instance_id not in waiting:
                     await self._outbox.enqueue(session, KIND_USERS, instance_id, None, {"reason": "periodic"})

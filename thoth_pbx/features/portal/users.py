@@ -16,9 +16,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from thoth_pbx.clients.bitrix.telephony import Caller
+from thoth_pbx.core.validation import is_extension
 from thoth_pbx.features.portal.models import BitrixUser
 from thoth_pbx.store.types import utcnow
-from thoth_pbx.core.validation import is_extension
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,10 @@ def parse_user(item: dict[str, Any]) -> PortalUser | None:
     extension = str(item.get("UF_PHONE_INNER") or "").strip() or None
     if extension is not None and not is_extension(extension):
         # the same rule as an extension typed by an admin: this value becomes a dial string
-        log.warning("Bitrix user has an inner phone number that is not an extension; ignored",
-                    extra={"user_id": user_id, "field": "UF_PHONE_INNER", "value": extension[:80]})
+        log.warning(
+            "Bitrix user has an inner phone number that is not an extension; ignored",
+            extra={"user_id": user_id, "field": "UF_PHONE_INNER", "value": extension[:80]},
+        )
         extension = None
     name = " ".join(p for p in (str(item.get("NAME") or "").strip(), str(item.get("LAST_NAME") or "").strip()) if p)
     active = item.get("ACTIVE") in (True, "Y", "1", 1, "true")
@@ -55,8 +57,10 @@ def extension_map(users: list[PortalUser]) -> dict[str, int]:
     for user in sorted(users, key=lambda u: u.id):
         if user.active and user.extension:
             if user.extension in out:
-                log.warning("two Bitrix users share an inner phone number",
-                            extra={"extension": user.extension, "kept": out[user.extension], "ignored": user.id})
+                log.warning(
+                    "two Bitrix users share an inner phone number",
+                    extra={"extension": user.extension, "kept": out[user.extension], "ignored": user.id},
+                )
                 continue
             out[user.extension] = user.id
     return out
@@ -85,8 +89,16 @@ async def store_users(session: AsyncSession, instance_id: int, users: list[Porta
     now = utcnow()
     for user in users:
         extension = user.extension if keep.get(user.extension or "") == user.id else None
-        session.add(BitrixUser(app_instance_id=instance_id, user_id=user.id, extension=extension,
-                               name=user.name[:200], active=user.active, synced_at=now))
+        session.add(
+            BitrixUser(
+                app_instance_id=instance_id,
+                user_id=user.id,
+                extension=extension,
+                name=user.name[:200],
+                active=user.active,
+                synced_at=now,
+            )
+        )
     return len(users)
 
 
@@ -105,8 +117,18 @@ async def extension_for_user(session: AsyncSession, instance_id: int, user_id: i
 
 
 async def list_users(session: AsyncSession, instance_id: int) -> list[dict[str, Any]]:
-    rows = (await session.scalars(
-        select(BitrixUser).where(BitrixUser.app_instance_id == instance_id).order_by(BitrixUser.user_id)
-    )).all()
-    return [{"user_id": r.user_id, "name": r.name, "extension": r.extension, "active": r.active,
-             "synced_at": r.synced_at.isoformat()} for r in rows]
+    rows = (
+        await session.scalars(
+            select(BitrixUser).where(BitrixUser.app_instance_id == instance_id).order_by(BitrixUser.user_id)
+        )
+    ).all()
+    return [
+        {
+            "user_id": r.user_id,
+            "name": r.name,
+            "extension": r.extension,
+            "active": r.active,
+            "synced_at": r.synced_at.isoformat(),
+        }
+        for r in rows
+    ]

@@ -24,10 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from thoth_pbx.features.trunk import files as fs
-from thoth_pbx.features.trunk import live
-from thoth_pbx.features.trunk import verify
 from thoth_pbx.clients.asterisk.ami import AmiClient, AmiError
+from thoth_pbx.features.trunk import files as fs
+from thoth_pbx.features.trunk import live, verify
 from thoth_pbx.features.trunk.conffile import ConfSyntaxError, parse
 from thoth_pbx.features.trunk.render import DIALPLAN_FILE, FILES, PJSIP_FILE, Rendered
 from thoth_pbx.features.trunk.verify import Mismatch
@@ -91,8 +90,13 @@ async def check_live(ami: AmiClient, texts: dict[str, str]) -> Verification:
     intent = verify.dialplan_intent(dialplan)
     shown = await live.dialplan_show(ami, intent)
     mismatches += verify.compare_dialplan(intent, shown)
-    pending = [m for m in mismatches if m.object_type == "transport" and m.option is not None
-               and _reload_blocked(live_objects.get(("transport", m.object_name), {}))]
+    pending = [
+        m
+        for m in mismatches
+        if m.object_type == "transport"
+        and m.option is not None
+        and _reload_blocked(live_objects.get(("transport", m.object_name), {}))
+    ]
     rest = [m for m in mismatches if m not in pending]
     _, other = verify.intent_sections(pjsip)
     unverified = [f"[{s.name}] type={s.type}" for s in other]
@@ -134,12 +138,21 @@ class Applier:
         changed = [c.name for c in changes]
         lap("plan")
         if not changes:
-            return ApplyOutcome("unchanged", "the files on disk already match the settings; no reload",
-                                files=self._hashes(), timings_ms=timings)
+            return ApplyOutcome(
+                "unchanged",
+                "the files on disk already match the settings; no reload",
+                files=self._hashes(),
+                timings_ms=timings,
+            )
         if not self.ami.connected:
-            return ApplyOutcome("failed", f"AMI is not connected ({self.ami.status.state}: "
-                                f"{self.ami.status.error or 'no connection'}); nothing was written",
-                                diff=diff, files=self._hashes(), timings_ms=timings)
+            return ApplyOutcome(
+                "failed",
+                f"AMI is not connected ({self.ami.status.state}: "
+                f"{self.ami.status.error or 'no connection'}); nothing was written",
+                diff=diff,
+                files=self._hashes(),
+                timings_ms=timings,
+            )
         fs.write_all(self.config_dir, changes)
         lap("write")
         modules = self._modules(changes)
@@ -153,21 +166,38 @@ class Applier:
             async with _suppress_ami():
                 await self._reload(modules)
             log.error("pbx apply failed", extra={"error": str(exc)})
-            return ApplyOutcome("failed", f"AMI error during apply ({exc}); previous files restored",
-                                diff=diff, changed=changed, reloads=modules, files=self._hashes(), timings_ms=timings)
+            return ApplyOutcome(
+                "failed",
+                f"AMI error during apply ({exc}); previous files restored",
+                diff=diff,
+                changed=changed,
+                reloads=modules,
+                files=self._hashes(),
+                timings_ms=timings,
+            )
         if check.mismatches:
             return await self._roll_back(changes, modules, check, diff, timings, lap)
         if check.pending_restart:
             options = ", ".join(sorted({f"{m.object_name}.{m.option}" for m in check.pending_restart}))
-            message = (f"written and verified, but the transport change ({options}) needs an Asterisk restart "
-                       "because the live transport has allow_reload=no; run `thoth-pbx pbx restart --when-convenient`")
+            message = (
+                f"written and verified, but the transport change ({options}) needs an Asterisk restart "
+                "because the live transport has allow_reload=no; run `thoth-pbx pbx restart --when-convenient`"
+            )
             result = "restart_required"
         else:
             message, result = "written, reloaded and verified", "applied"
         log.info("pbx apply", extra={"result": result, "changed": changed, "ms": timings.get("verify")})
-        return ApplyOutcome(result, message, diff=diff, changed=changed, reloads=modules,
-                            pending_restart=check.pending_restart, unverified=check.unverified,
-                            files=self._hashes(), timings_ms=timings)
+        return ApplyOutcome(
+            result,
+            message,
+            diff=diff,
+            changed=changed,
+            reloads=modules,
+            pending_restart=check.pending_restart,
+            unverified=check.unverified,
+            files=self._hashes(),
+            timings_ms=timings,
+        )
 
     async def _roll_back(self, changes, modules, check, diff, timings, lap) -> ApplyOutcome:  # type: ignore[no-untyped-def]
         fs.restore_all(self.config_dir, changes)
@@ -181,11 +211,19 @@ class Applier:
         what = "; ".join(str(m) for m in check.mismatches[:10])
         more = f" (and {len(check.mismatches) - 10} more)" if len(check.mismatches) > 10 else ""
         log.warning("pbx apply rolled back", extra={"mismatches": len(check.mismatches)})
-        return ApplyOutcome("rolled_back", f"Asterisk did not take the new config, previous files restored: {what}{more}",
-                            diff=diff, changed=[c.name for c in changes], reloads=modules,
-                            mismatches=check.mismatches, pending_restart=after.pending_restart if after else [],
-                            unverified=check.unverified, rollback_mismatches=after.mismatches if after else None,
-                            files=self._hashes(), timings_ms=timings)
+        return ApplyOutcome(
+            "rolled_back",
+            f"Asterisk did not take the new config, previous files restored: {what}{more}",
+            diff=diff,
+            changed=[c.name for c in changes],
+            reloads=modules,
+            mismatches=check.mismatches,
+            pending_restart=after.pending_restart if after else [],
+            unverified=check.unverified,
+            rollback_mismatches=after.mismatches if after else None,
+            files=self._hashes(),
+            timings_ms=timings,
+        )
 
     def _modules(self, changes: list[fs.FileChange]) -> list[str]:
         includers = fs.INCLUDERS[self.mode]
@@ -215,4 +253,3 @@ class _suppress_ami:
             log.error("pbx reload after restore failed", extra={"error": str(exc)})
             return True
         return False
-

@@ -18,11 +18,11 @@ from typing import Any, NoReturn
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from thoth_pbx.core.logs import register_secret
 from thoth_pbx.clients.meta.graph import GraphClient, GraphError
+from thoth_pbx.core.logs import register_secret
+from thoth_pbx.core.validation import FieldError
 from thoth_pbx.features.directory import Phone, WabaAccount
 from thoth_pbx.store.types import utcnow
-from thoth_pbx.core.validation import FieldError
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +32,14 @@ DEFAULT_SIP_PORT = 5061  # Meta's default when a server has no port
 # SIP and call-settings pages) and Meta's WhatsApp error-code list.
 _SUBCODE_HINTS: dict[tuple[int, int], str] = {
     (100, 33): "Meta does not know this phone number id, or the token cannot see it: check phone_number_id "
-               "and that the token belongs to the WABA that owns the number.",
+    "and that the token belongs to the WABA that owns the number.",
 }
 _CODE_HINTS: dict[int, str] = {
     0: "Meta could not authenticate the token: create a new access token for this WABA account.",
     3: "The app lacks the capability for this call: check the token's permissions with the token debugger.",
     10: "Permission denied: the token needs whatsapp_business_management on this WABA (token debugger shows its scopes).",
     100: "Meta rejected a parameter of the settings. Check the SIP hostname (a public DNS name with a CA-valid TLS "
-         "certificate, not an IP address) and the TLS port.",
+    "certificate, not an IP address) and the TLS port.",
     104: "No access token was sent: set the access token of this WABA account.",
     190: "The access token is invalid or expired: paste a new one (a permanent system-user token is best) into the WABA account.",
     1: "Meta had a temporary problem; try again in a few minutes.",
@@ -50,13 +50,13 @@ _CODE_HINTS: dict[int, str] = {
     131000: "Meta reported an internal error; try again, and give Meta support the fbtrace_id if it repeats.",
     131016: "Meta's service is unavailable right now; try again in a few minutes.",
     131055: "This number has SIP enabled, so Meta refuses Graph call actions: its calls go over SIP to your Asterisk. "
-            "Disable SIP only if you want Graph (WebRTC) calling instead.",
+    "Disable SIP only if you want Graph (WebRTC) calling instead.",
     133010: "The phone number is not registered with the Cloud API: register it in WhatsApp Manager first.",
     138000: "Calling is not enabled for this number: enable Calling first.",
     138015: "Meta will not enable Calling for this number: its messaging limit must be at least 2,000 "
-            "business-initiated conversations per 24 h. Raise the number's messaging tier, then try again.",
+    "business-initiated conversations per 24 h. Raise the number's messaging tier, then try again.",
     138018: "Technical prerequisites are not met: set a SIP hostname and enable SIP (or subscribe an app to the "
-            "WABA's 'calls' webhook field); the Meta app must be Live and allowed to message from this number.",
+    "WABA's 'calls' webhook field); the Meta app must be Live and allowed to message from this number.",
 }
 
 
@@ -76,7 +76,12 @@ def hint_for(code: int | None, subcode: int | None = None, details: str | None =
 
 def error_record(exc: GraphError, step: str) -> dict[str, Any]:
     """What goes into Phone.last_error for a Graph failure."""
-    return {**exc.as_json(), "hint": hint_for(exc.code, exc.subcode, exc.details), "step": step, "at": utcnow().isoformat()}
+    return {
+        **exc.as_json(),
+        "hint": hint_for(exc.code, exc.subcode, exc.details),
+        "step": step,
+        "at": utcnow().isoformat(),
+    }
 
 
 def enable_body(hostname: str, port: int) -> dict[str, Any]:
@@ -103,8 +108,9 @@ class ReadBack:
     problems: list[str] = field(default_factory=list)
 
 
-def read_back(settings: dict[str, Any], *, hostname: str | None, port: int, want_enabled: bool,
-              app_id: str | None = None) -> ReadBack:
+def read_back(
+    settings: dict[str, Any], *, hostname: str | None, port: int, want_enabled: bool, app_id: str | None = None
+) -> ReadBack:
     """Compare Meta's settings with ours (pure). Passwords are removed from `state`."""
     calling = settings.get("calling") if isinstance(settings.get("calling"), dict) else {}
     sip = calling.get("sip") if isinstance(calling.get("sip"), dict) else {}
@@ -131,14 +137,18 @@ def read_back(settings: dict[str, Any], *, hostname: str | None, port: int, want
             if held_port != port:
                 problems.append(f"Meta holds port {held_port} for {hostname}, expected {port}")
             if app_id and server.get("app_id") and str(server["app_id"]) != app_id:
-                problems.append(f"the SIP server was configured by app {server['app_id']}, not this account's app {app_id}")
+                problems.append(
+                    f"the SIP server was configured by app {server['app_id']}, not this account's app {app_id}"
+                )
             password = server.get("sip_user_password") if isinstance(server.get("sip_user_password"), str) else None
             if not password:
                 problems.append("Meta did not return sip_user_password for our SIP server")
         if len(servers) > 1:
             problems.append("Meta holds more than one SIP server; only one per number is supported")
         if calling.get("srtp_key_exchange_protocol") != "SDES":
-            problems.append(f"Meta reports srtp_key_exchange_protocol {calling.get('srtp_key_exchange_protocol')!r}, expected SDES")
+            problems.append(
+                f"Meta reports srtp_key_exchange_protocol {calling.get('srtp_key_exchange_protocol')!r}, expected SDES"
+            )
     register_secret(password)
     return ReadBack(state, password, problems)
 
@@ -195,8 +205,14 @@ class CallingService:
             phone = await find_phone(session, ref)
             account = await session.get(WabaAccount, phone.waba_account_id)
             assert account is not None  # foreign key
-            target = _Target(phone.id, phone.phone_number_id, phone.sip_hostname, phone.sip_port,
-                             account.access_token, account.app_id)
+            target = _Target(
+                phone.id,
+                phone.phone_number_id,
+                phone.sip_hostname,
+                phone.sip_port,
+                account.access_token,
+                account.app_id,
+            )
         return await actions[action](target)
 
     async def _enable(self, t: _Target) -> CallingResult:
@@ -247,10 +263,19 @@ class CallingService:
         back = read_back(settings, hostname=t.hostname, port=t.port, want_enabled=want_enabled, app_id=t.app_id)
         error = None
         if back.problems:
-            error = {"code": None, "subcode": None, "type": None, "fbtrace_id": None, "http_status": None,
-                     "message": "; ".join(back.problems), "details": None, "step": "read back", "at": utcnow().isoformat(),
-                     "hint": "Meta accepted the change but does not hold our settings; run `thoth-pbx calling show` and "
-                             "compare, then enable again."}
+            error = {
+                "code": None,
+                "subcode": None,
+                "type": None,
+                "fbtrace_id": None,
+                "http_status": None,
+                "message": "; ".join(back.problems),
+                "details": None,
+                "step": "read back",
+                "at": utcnow().isoformat(),
+                "hint": "Meta accepted the change but does not hold our settings; run `thoth-pbx calling show` and "
+                "compare, then enable again.",
+            }
         async with self._sessions() as session, session.begin():
             phone = await session.get(Phone, t.phone_id)
             assert phone is not None
@@ -261,8 +286,10 @@ class CallingService:
                 phone.sip_enabled = want_enabled
             if back.password and back.password != phone.sip_user_password:
                 phone.sip_user_password = back.password
-        log.info("calling settings applied" if not error else "calling settings read-back mismatch",
-                 extra={"phone_id": t.phone_id, "action": action, "problems": back.problems})
+        log.info(
+            "calling settings applied" if not error else "calling settings read-back mismatch",
+            extra={"phone_id": t.phone_id, "action": action, "problems": back.problems},
+        )
         result = CallingResult(t.phone_id, error is None, action, back.state, back.problems, error)
         if error:
             raise CallingFailed(result)
@@ -274,9 +301,16 @@ class CallingService:
             phone = await session.get(Phone, t.phone_id)
             assert phone is not None
             phone.last_error = record
-        log.warning("calling settings refused by Meta", extra={"phone_id": t.phone_id, "action": action,
-                                                                "code": exc.code, "subcode": exc.subcode,
-                                                                "fbtrace_id": exc.fbtrace_id})
+        log.warning(
+            "calling settings refused by Meta",
+            extra={
+                "phone_id": t.phone_id,
+                "action": action,
+                "code": exc.code,
+                "subcode": exc.subcode,
+                "fbtrace_id": exc.fbtrace_id,
+            },
+        )
         raise CallingFailed(CallingResult(t.phone_id, False, action, {}, [], record))
 
 

@@ -17,9 +17,9 @@ import fcntl
 import hashlib
 import os
 import re
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Mapping
 
 from thoth_pbx.features.trunk.conffile import mask_secrets
 
@@ -143,9 +143,12 @@ def fsync_dir(directory: Path) -> None:
 
 def write_all(config_dir: Path, changes: list[FileChange]) -> None:
     for change in changes:
-        atomic_write(config_dir / change.name, change.new,
-                     default_mode=OUR_FILE_MODE if change.ours else NEW_ADMIN_FILE_MODE,
-                     keep_previous=change.ours)
+        atomic_write(
+            config_dir / change.name,
+            change.new,
+            default_mode=OUR_FILE_MODE if change.ours else NEW_ADMIN_FILE_MODE,
+            keep_previous=change.ours,
+        )
     fsync_dir(config_dir)
 
 

@@ -14,7 +14,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -40,8 +41,9 @@ def pbx_routes(pbx: PbxService, admin_user: str) -> list[web.RouteDef]:
 
     async def render(request: web.Request) -> web.Response:
         rendered = await pbx.render()
-        return web.json_response({"files": rendered.masked(), "warnings": list(rendered.warnings),
-                                  "phones": list(rendered.phone_ids)})
+        return web.json_response(
+            {"files": rendered.masked(), "warnings": list(rendered.warnings), "phones": list(rendered.phone_ids)}
+        )
 
     async def apply(request: web.Request) -> web.Response:
         outcome, revision = await pbx.apply(actor)
@@ -76,8 +78,10 @@ def calling_routes(calling: CallingService, show_phone: ShowPhone) -> list[web.R
         except CallingFailed as failed:
             error = failed.result.error or {}
             return web.json_response(
-                {"error": {"field": "meta", "message": error.get("hint"), "meta": error},
-                 "phone": await show_phone(phone_id)},
+                {
+                    "error": {"field": "meta", "message": error.get("hint"), "meta": error},
+                    "phone": await show_phone(phone_id),
+                },
                 status=502,
             )
         return web.json_response({"result": _result(result), "phone": await show_phone(phone_id)})

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from thoth_pbx.clients.asterisk.ami import AmiActionFailed, AmiClient, AmiNotConnected, AmiTimeout
 
@@ -18,7 +19,7 @@ async def endpoint_events(ami: AmiClient, names: Iterable[str]) -> dict[str, lis
         return_exceptions=True,
     )
     out: dict[str, list[Event] | None] = {}
-    for name, reply in zip(names, replies):
+    for name, reply in zip(names, replies, strict=False):
         if isinstance(reply, AmiActionFailed):
             out[name] = None  # "Unable to retrieve endpoint"
         elif isinstance(reply, BaseException):

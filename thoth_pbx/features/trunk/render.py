@@ -19,17 +19,18 @@ import dataclasses
 import functools
 import ipaddress
 import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import jinja2
 import jinja2.sandbox
 
 from thoth_pbx.core import validation as v
-from thoth_pbx.features.trunk.conffile import ConfSyntaxError, escape_value, mask_secrets, parse
 from thoth_pbx.core.resources import data_dir
 from thoth_pbx.core.validation import FieldError
+from thoth_pbx.features.trunk.conffile import ConfSyntaxError, escape_value, mask_secrets, parse
 
 PJSIP_FILE = "pjsip_thoth.conf"
 DIALPLAN_FILE = "extensions_thoth.conf"
@@ -51,9 +52,32 @@ _DIAL_ONE = r"[A-Za-z][A-Za-z0-9_]{0,31}/[A-Za-z0-9_.@+*#:-]{1,120}"
 _DIAL = re.compile(rf"{_DIAL_ONE}(&{_DIAL_ONE}){{0,15}}")
 _SIP_USER = r"[A-Za-z0-9+._~!*'-]{1,64}"
 _SIP_PARAM = r";[A-Za-z0-9_-]{1,32}(=[A-Za-z0-9._-]{1,64})?"
-_SIP_URI = re.compile(rf"sips?:(?:(?P<user>{_SIP_USER})@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::(?P<port>[0-9]{{1,5}}))?(?:{_SIP_PARAM}){{0,8}}")
-_DSCP = ("cs0", "cs1", "cs2", "cs3", "cs4", "cs5", "cs6", "cs7", "af11", "af12", "af13", "af21", "af22",
-         "af23", "af31", "af32", "af33", "af41", "af42", "af43", "ef")
+_SIP_URI = re.compile(
+    rf"sips?:(?:(?P<user>{_SIP_USER})@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::(?P<port>[0-9]{{1,5}}))?(?:{_SIP_PARAM}){{0,8}}"
+)
+_DSCP = (
+    "cs0",
+    "cs1",
+    "cs2",
+    "cs3",
+    "cs4",
+    "cs5",
+    "cs6",
+    "cs7",
+    "af11",
+    "af12",
+    "af13",
+    "af21",
+    "af22",
+    "af23",
+    "af31",
+    "af32",
+    "af33",
+    "af41",
+    "af42",
+    "af43",
+    "ef",
+)
 _RESERVED_CONTEXTS = ("general", "globals")
 
 
@@ -127,7 +151,9 @@ def sip_uri(name: str, value: Any) -> str:
 def dial_target(name: str, value: Any) -> str:
     text = _string(name, value, 500)
     if not _DIAL.fullmatch(text):
-        raise FieldError(name, f"{text!r} is not a Dial() target like PJSIP/100 or Local/100@from-internal (join several with &)")
+        raise FieldError(
+            name, f"{text!r} is not a Dial() target like PJSIP/100 or Local/100@from-internal (join several with &)"
+        )
     return text
 
 
@@ -518,29 +544,45 @@ def render(
         path = ranges_file(override_dir)
         match = read_ranges(path.read_text(encoding="utf-8"), path.name)
     inbound_auths = [p.section for p in checked if p.password is not None] if settings.inbound_auth else []
-    trunk_endpoint = {"name": settings.endpoint_name, "auth": inbound_auths, "outbound_auth": None,
-                      "from_user": None, "from_domain": None}
+    trunk_endpoint = {
+        "name": settings.endpoint_name,
+        "auth": inbound_auths,
+        "outbound_auth": None,
+        "from_user": None,
+        "from_domain": None,
+    }
     phone_views = []
     for phone in checked:
         if phone.password is None:
             warnings.append(f"{phone.number} has no sip_user_password yet: no digest auth for it")
         if phone.sip_hostname is None:
             warnings.append(f"{phone.number} has no sip_hostname: business-initiated calls get no from_domain")
-        phone_views.append({
-            "number": phone.number,
-            "digits": phone.digits,
-            "auth_name": phone.section,
-            "password": phone.password,
-            "endpoint": {"name": phone.section, "auth": [],
-                         "outbound_auth": phone.section if phone.password is not None else None,
-                         "from_user": phone.number, "from_domain": phone.sip_hostname},
-        })
+        phone_views.append(
+            {
+                "number": phone.number,
+                "digits": phone.digits,
+                "auth_name": phone.section,
+                "password": phone.password,
+                "endpoint": {
+                    "name": phone.section,
+                    "auth": [],
+                    "outbound_auth": phone.section if phone.password is not None else None,
+                    "from_user": phone.number,
+                    "from_domain": phone.sip_hostname,
+                },
+            }
+        )
     for problem in apply_problems(settings):
         warnings.append(f"{problem.field} {problem.message}")
     if settings.fallback_dial is None:
         warnings.append("fallback_dial is not set: calls are hung up while thoth-pbx is not connected to ARI")
-    context = {"t": settings, "phones": phone_views, "trunk_endpoint": trunk_endpoint,
-               "identify_match": list(match), "app": app}
+    context = {
+        "t": settings,
+        "phones": phone_views,
+        "trunk_endpoint": trunk_endpoint,
+        "identify_match": list(match),
+        "app": app,
+    }
     env = _environment(str(override_dir) if override_dir else None)
     files = {}
     for name in FILES:

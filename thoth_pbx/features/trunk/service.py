@@ -16,17 +16,17 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from thoth_pbx.features.trunk import live
-from thoth_pbx.features.trunk import status as pbx_status
-from thoth_pbx.features.trunk import render as trunk
 from thoth_pbx.clients.asterisk.ami import AmiClient
-from thoth_pbx.features.trunk.apply import Applier, ApplyOutcome
-from thoth_pbx.features.trunk.render import Rendered, TrunkPhone, TrunkSettings
 from thoth_pbx.core.settings import Settings
-from thoth_pbx.features.trunk.models import PbxRevision
-from thoth_pbx.features.directory import Phone
-from thoth_pbx.store.setting import Setting
 from thoth_pbx.core.validation import FieldError
+from thoth_pbx.features.directory import Phone
+from thoth_pbx.features.trunk import live
+from thoth_pbx.features.trunk import render as trunk
+from thoth_pbx.features.trunk import status as pbx_status
+from thoth_pbx.features.trunk.apply import Applier, ApplyOutcome
+from thoth_pbx.features.trunk.models import PbxRevision
+from thoth_pbx.features.trunk.render import Rendered, TrunkPhone, TrunkSettings
+from thoth_pbx.store.setting import Setting
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +69,15 @@ class PbxService:
         async with self.sessions() as session:
             admin = await self._admin_layer(session)
         effective = trunk.parse_trunk(config, admin)
-        source = {key: "admin" if key in admin else "config" if key in config else "default"
-                  for key in trunk.VALIDATORS}
-        return {"settings": effective.as_json(), "source": source, "defaults": trunk.DEFAULTS.as_json(),
-                "omittable": sorted(k for k in trunk.VALIDATORS if trunk.omittable(k))}
+        source = {
+            key: "admin" if key in admin else "config" if key in config else "default" for key in trunk.VALIDATORS
+        }
+        return {
+            "settings": effective.as_json(),
+            "source": source,
+            "defaults": trunk.DEFAULTS.as_json(),
+            "omittable": sorted(k for k in trunk.VALIDATORS if trunk.omittable(k)),
+        }
 
     async def update_trunk(self, body: Any, actor: str) -> dict[str, Any]:
         """Merge `body` into the admin's stored settings; validated whole before storing."""
@@ -101,8 +106,9 @@ class PbxService:
             return [TrunkPhone(p.number, p.sip_user_password, p.sip_hostname, p.id) for p in rows]
 
     async def render(self) -> Rendered:
-        return trunk.render(await self.trunk_settings(), await self._phones(),
-                            app=self.settings.ari_app, override_dir=self.override_dir)
+        return trunk.render(
+            await self.trunk_settings(), await self._phones(), app=self.settings.ari_app, override_dir=self.override_dir
+        )
 
     async def apply(self, actor: str) -> tuple[ApplyOutcome, int]:
         """Render and apply; returns the outcome and the id of the stored revision."""
@@ -115,8 +121,9 @@ class PbxService:
         async with self.sessions() as session:
             flagged = set((await session.scalars(select(Phone.id).where(Phone.trunk_needs_apply.is_(True)))).all())
         try:
-            rendered = trunk.render(settings, await self._phones(), app=self.settings.ari_app,
-                                    override_dir=self.override_dir)
+            rendered = trunk.render(
+                settings, await self._phones(), app=self.settings.ari_app, override_dir=self.override_dir
+            )
         except FieldError as exc:
             revision = await self._record(actor, ApplyOutcome("failed", f"render failed: {exc}"), (), error=exc)
             raise FieldError(exc.field, f"{exc.message} (nothing written; revision {revision})", exc.status) from None
@@ -124,14 +131,20 @@ class PbxService:
         revision = await self._record(actor, outcome, tuple(sorted(flagged | set(rendered.phone_ids))))
         return outcome, revision
 
-    async def _record(self, actor: str, outcome: ApplyOutcome, phone_ids: tuple[int, ...],
-                      error: FieldError | None = None) -> int:
+    async def _record(
+        self, actor: str, outcome: ApplyOutcome, phone_ids: tuple[int, ...], error: FieldError | None = None
+    ) -> int:
         detail = outcome.detail()
         if error is not None:
             detail["error"] = {"field": error.field, "message": error.message}
         async with self.sessions() as session, session.begin():
-            revision = PbxRevision(actor=actor, result=outcome.result, diff=outcome.diff,
-                                   files={k: v for k, v in outcome.files.items()}, detail=detail)
+            revision = PbxRevision(
+                actor=actor,
+                result=outcome.result,
+                diff=outcome.diff,
+                files={k: v for k, v in outcome.files.items()},
+                detail=detail,
+            )
             session.add(revision)
             if outcome.ok and phone_ids:
                 await session.execute(update(Phone).where(Phone.id.in_(phone_ids)).values(trunk_needs_apply=False))
@@ -145,8 +158,13 @@ class PbxService:
             row = await session.scalar(select(PbxRevision).order_by(PbxRevision.id.desc()).limit(1))
             if row is None:
                 return None
-            out = {"id": row.id, "created_at": row.created_at.isoformat(), "actor": row.actor, "result": row.result,
-                   "message": row.detail.get("message")}
+            out = {
+                "id": row.id,
+                "created_at": row.created_at.isoformat(),
+                "actor": row.actor,
+                "result": row.result,
+                "message": row.detail.get("message"),
+            }
             if with_files:
                 out["files"] = row.files
             return out
@@ -154,8 +172,17 @@ class PbxService:
     async def revisions(self, limit: int = 20) -> list[dict[str, Any]]:
         async with self.sessions() as session:
             rows = (await session.scalars(select(PbxRevision).order_by(PbxRevision.id.desc()).limit(limit))).all()
-            return [{"id": r.id, "created_at": r.created_at.isoformat(), "actor": r.actor, "result": r.result,
-                     "diff": r.diff, "detail": r.detail} for r in rows]
+            return [
+                {
+                    "id": r.id,
+                    "created_at": r.created_at.isoformat(),
+                    "actor": r.actor,
+                    "result": r.result,
+                    "diff": r.diff,
+                    "detail": r.detail,
+                }
+                for r in rows
+            ]
 
     async def status(self) -> dict[str, Any]:
         try:

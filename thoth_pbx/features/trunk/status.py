@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from thoth_pbx.clients.asterisk.ami import AmiClient, AmiError
 from thoth_pbx.features.trunk import files as fs
 from thoth_pbx.features.trunk import live
-from thoth_pbx.clients.asterisk.ami import AmiClient, AmiError
 from thoth_pbx.features.trunk.apply import check_live
 from thoth_pbx.features.trunk.conffile import ConfSyntaxError, parse
 from thoth_pbx.features.trunk.render import FILES, PJSIP_FILE, Rendered
@@ -48,22 +48,29 @@ def _summary(events: list[dict[str, Any]] | None) -> dict[str, Any]:
             out["device_state"] = event.get("DeviceState")
             out["active_channels"] = int(event.get("ActiveChannels") or 0)
         elif kind == "TransportDetail":
-            out["transport"] = {"name": event.get("ObjectName"), "protocol": event.get("Protocol"),
-                                "bind": event.get("Bind"), "allow_reload": event.get("AllowReload")}
+            out["transport"] = {
+                "name": event.get("ObjectName"),
+                "protocol": event.get("Protocol"),
+                "bind": event.get("Bind"),
+                "allow_reload": event.get("AllowReload"),
+            }
         elif kind == "ContactStatusDetail":
             rtt = event.get("RoundtripUsec")
-            out["contacts"].append({
-                "uri": event.get("URI"),
-                "status": event.get("Status"),  # Reachable | Unreachable | NonQualified | Unknown
-                "rtt_ms": round(int(rtt) / 1000, 1) if rtt and str(rtt).isdigit() else None,
-            })
+            out["contacts"].append(
+                {
+                    "uri": event.get("URI"),
+                    "status": event.get("Status"),  # Reachable | Unreachable | NonQualified | Unknown
+                    "rtt_ms": round(int(rtt) / 1000, 1) if rtt and str(rtt).isdigit() else None,
+                }
+            )
     reachable = [c["status"] for c in out["contacts"]]
     out["reachable"] = "Reachable" in reachable if reachable else None
     return out
 
 
-async def collect(ami: AmiClient, config_dir: Path, mode: str, rendered: Rendered | None,
-                  last: dict[str, Any] | None) -> dict[str, Any]:
+async def collect(
+    ami: AmiClient, config_dir: Path, mode: str, rendered: Rendered | None, last: dict[str, Any] | None
+) -> dict[str, Any]:
     files = _files(config_dir, mode, rendered, last)
     report: dict[str, Any] = {
         "ami": ami.status.as_json(),

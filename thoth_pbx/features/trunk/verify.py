@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from thoth_pbx.features.trunk.conffile import ConfFile, Section
 
@@ -25,8 +26,18 @@ DETAIL_EVENTS = {
     "TransportDetail": "transport",
     "IdentifyDetail": "identify",
 }
-_NOT_OPTIONS = {"Event", "ActionID", "ObjectType", "ObjectName", "EndpointName", "content",
-                "DeviceState", "ActiveChannels", "TotalContacts", "ContactsRegistered"}
+_NOT_OPTIONS = {
+    "Event",
+    "ActionID",
+    "ObjectType",
+    "ObjectName",
+    "EndpointName",
+    "content",
+    "DeviceState",
+    "ActiveChannels",
+    "TotalContacts",
+    "ContactsRegistered",
+}
 _SKIP = {"type", "disallow"}
 _FIELD_NAMES = {"contact": "Contacts"}
 _NETWORK_OPTIONS = {"match", "local_net", "permit", "deny", "contact_permit", "contact_deny"}
@@ -50,8 +61,13 @@ class Mismatch:
     actual: str | None
 
     def as_json(self) -> dict[str, Any]:
-        return {"object": f"{self.object_type} {self.object_name}", "option": self.option,
-                "expected": self.expected, "actual": self.actual, "message": str(self)}
+        return {
+            "object": f"{self.object_type} {self.object_name}",
+            "option": self.option,
+            "expected": self.expected,
+            "actual": self.actual,
+            "message": str(self),
+        }
 
     def __str__(self) -> str:
         where = f"{self.object_type} {self.object_name}"
@@ -206,7 +222,9 @@ def dialplan_intent(conf: ConfFile) -> dict[str, list[DialplanEntry]]:
         for option in section.options:
             if option.key not in ("exten", "same"):
                 continue
-            parts = option.value.split(",", 2) if option.key == "exten" else [last_ext or "", *option.value.split(",", 1)]
+            parts = (
+                option.value.split(",", 2) if option.key == "exten" else [last_ext or "", *option.value.split(",", 1)]
+            )
             if len(parts) < 3:
                 continue
             ext, prio_text, app = parts[0].strip(), parts[1].strip(), parts[2]

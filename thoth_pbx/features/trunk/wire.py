@@ -7,8 +7,8 @@ from typing import Any
 from thoth_pbx.clients.meta.graph import GraphClient
 from thoth_pbx.features.deps import Deps, Wired
 from thoth_pbx.features.trunk.calling import CallingService
-from thoth_pbx.features.trunk.render import DEFAULTS
 from thoth_pbx.features.trunk.http import ShowPhone, calling_routes, pbx_routes
+from thoth_pbx.features.trunk.render import DEFAULTS
 from thoth_pbx.features.trunk.service import PbxService
 
 

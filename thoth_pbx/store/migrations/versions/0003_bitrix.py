@@ -28,8 +28,12 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("active", sa.Boolean(), nullable=False),
         sa.Column("synced_at", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(["app_instance_id"], ["app_instance.id"],
-                                name=op.f("fk_bitrix_user_app_instance_id_app_instance"), ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["app_instance_id"],
+            ["app_instance.id"],
+            name=op.f("fk_bitrix_user_app_instance_id_app_instance"),
+            ondelete="CASCADE",
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_bitrix_user")),
         sa.UniqueConstraint("app_instance_id", "user_id", name="uq_bitrix_user_instance_user"),
     )
