@@ -158,14 +158,9 @@ async def _serve(
 ) -> None:
     from thoth_pbx.sandbox.bitrix import BitrixSimulator, SimUser
 
-    options = {}
-    client_id = args.client_id or settings.bitrix_client_id
-    client_secret = args.client_secret or settings.bitrix_client_secret
-    if client_id:
-        options["client_id"] = client_id
-    if client_secret:
-        options["client_secret"] = client_secret
-    sim = BitrixSimulator(**options)
+    sim = BitrixSimulator()
+    sim.client_id = args.client_id or settings.bitrix_client_id or sim.client_id
+    sim.client_secret = args.client_secret or settings.bitrix_client_secret or sim.client_secret
     await sim.start(host, port)
     people = []
     for uid, name, extension in users:

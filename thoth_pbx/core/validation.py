@@ -37,14 +37,14 @@ def ascii_digits(value: str) -> bool:
 def text(field: str, value: Any, *, max_len: int = 200, min_len: int = 1) -> str:
     if not isinstance(value, str):
         raise FieldError(field, "must be a string")
-    value = value.strip()
-    if len(value) < min_len:
+    cleaned: str = value.strip()
+    if len(cleaned) < min_len:
         raise FieldError(field, "must not be empty" if min_len == 1 else f"must be at least {min_len} characters")
-    if len(value) > max_len:
+    if len(cleaned) > max_len:
         raise FieldError(field, f"must be at most {max_len} characters")
-    if _CONTROL.search(value):
+    if _CONTROL.search(cleaned):
         raise FieldError(field, "must not contain control characters or line breaks")
-    return value
+    return cleaned
 
 
 def optional_text(field: str, value: Any, *, max_len: int = 200) -> str | None:
@@ -60,16 +60,18 @@ def boolean(field: str, value: Any) -> bool:
 
 
 def integer(field: str, value: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, str) and _ASCII_INTEGER.fullmatch(value.strip()):
-            value = int(value.strip())
-        else:
-            raise FieldError(field, "must be a whole number")
-    if minimum is not None and value < minimum:
+    number: int
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and _ASCII_INTEGER.fullmatch(value.strip()):
+        number = int(value.strip())
+    else:
+        raise FieldError(field, "must be a whole number")
+    if minimum is not None and number < minimum:
         raise FieldError(field, f"must be at least {minimum}")
-    if maximum is not None and value > maximum:
+    if maximum is not None and number > maximum:
         raise FieldError(field, f"must be at most {maximum}")
-    return value
+    return number
 
 
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
@@ -96,10 +98,10 @@ def digits_id(field: str, value: Any, *, max_len: int = 32) -> str:
         value = str(value)
     if not isinstance(value, str) or not ascii_digits(value.strip()):
         raise FieldError(field, "must be a numeric id (digits 0-9 only)")
-    value = value.strip()
-    if len(value) > max_len:
+    digits: str = value.strip()
+    if len(digits) > max_len:
         raise FieldError(field, f"must be at most {max_len} digits")
-    return value
+    return digits
 
 
 _HOSTNAME_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")

@@ -55,13 +55,14 @@ from sqlalchemy.orm import aliased
 from thoth_pbx.core.validation import FieldError
 from thoth_pbx.outbox.models import OutboxJob
 from thoth_pbx.store import db
+from thoth_pbx.store.base import table_of
 from thoth_pbx.store.fast_insert import insert_returning_id
 from thoth_pbx.store.types import utcnow
 
 log = logging.getLogger(__name__)
 
 STATUSES = ("pending", "running", "done", "failed")
-JOBS = OutboxJob.__table__
+JOBS = table_of(OutboxJob)
 
 
 class Retry(Exception):
@@ -94,7 +95,8 @@ class Job:
         """The result of the latest done job of `kind` earlier in this chain."""
         for earlier_kind, result in reversed(self.earlier):
             if earlier_kind == kind:
-                return result
+                found: dict[str, Any] | None = result
+                return found
         return None
 
 
@@ -440,8 +442,9 @@ class Outbox:
             result = await session.execute(
                 update(OutboxJob).where(OutboxJob.status == "running").values(status="pending", maybe_delivered=True)
             )
-        if result.rowcount:
-            log.warning("outbox: resuming jobs interrupted by a stop or crash", extra={"jobs": result.rowcount})
+        resumed = getattr(result, "rowcount", 0)  # a CursorResult: UPDATE reports its row count
+        if resumed:
+            log.warning("outbox: resuming jobs interrupted by a stop or crash", extra={"jobs": resumed})
 
     async def _claim(self, limit: int) -> tuple[list[Job], dt.datetime | None]:
         """Mark the due heads of their chains running (one transaction) and return them."""
@@ -521,7 +524,7 @@ class Outbox:
             # found through `next_due` and the poll.
             foreign = job.chain in self._foreign
             if foreign:
-                self._foreign.discard(job.chain)  # type: ignore[arg-type]
+                self._foreign.discard(job.chain)
             if full or foreign or (job.chain is not None and job.chain in self._backlog):
                 self._wake.set()
 
@@ -632,7 +635,7 @@ class Outbox:
 
     def backoff(self, attempt: int) -> float:
         """Exponential with +-20 % jitter so a recovering portal is not hit by a wall of retries."""
-        base = min(self.backoff_cap, self.backoff_base * (2 ** max(0, attempt - 1)))
+        base: float = min(self.backoff_cap, self.backoff_base * (2 ** max(0, attempt - 1)))
         return base * random.uniform(0.8, 1.2)
 
     @property

@@ -323,7 +323,8 @@ class BitrixSimulator:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+        server: Any = site._server
+        sockets = server.sockets if server else []
         self.host, self.port = host, sockets[0].getsockname()[1] if sockets else port
         return self.base_url
 

@@ -417,7 +417,7 @@ def _like(pattern: str, value: str) -> bool:
 
 def _eq(have: Any, want: Any) -> bool:
     if isinstance(have, int):
-        return have == want
+        return bool(have == want)
     return str(have).lower() == str(want).lower()
 
 
@@ -429,25 +429,37 @@ def _order_key(have: Any, want: Any) -> tuple[Any, Any]:
 
 def _user_condition(prefix: str, field: str, wanted: Any) -> Callable[[Any], bool]:
     """One FILTER entry as a predicate on a SimUser (user-get.md, FILTER prefixes)."""
-    get = _USER_FIELDS[field]
+    get: Callable[[Any], Any] = _USER_FIELDS[field]
     values = [_filter_value(field, v) for v in (wanted if isinstance(wanted, list) else [wanted])]
+    test: Callable[[Any], bool]
     if prefix in ("", "=", "@", "!", "!=", "!@"):
         negate = prefix in ("!", "!=", "!@")
         if prefix == "" and field not in ("ID", "ACTIVE", "USER_TYPE"):
             # no prefix on a string field is LIKE: `NAME: "Iv%"` finds names starting with Iv
-            match = lambda u: any(_like(str(v), str(get(u))) for v in values)
+            def test(u: Any) -> bool:
+                return any(_like(str(v), str(get(u))) for v in values)
         else:
-            match = lambda u: any(_eq(get(u), v) for v in values)
-        return (lambda u: not match(u)) if negate else match
-    if prefix in (">", ">=", "<", "<="):
+
+            def test(u: Any) -> bool:
+                return any(_eq(get(u), v) for v in values)
+    elif prefix in (">", ">=", "<", "<="):
         op = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}[prefix]
-        return lambda u: any(op(*_order_key(get(u), v)) for v in values)
-    if prefix in ("%", "!%"):  # substring, the % is not passed
-        hit = lambda u: any(str(v).lower() in str(get(u)).lower() for v in values)
-        return (lambda u: not hit(u)) if prefix == "!%" else hit
-    # "=%", "%=", "!=%", "!%=": LIKE with the % in the value
-    like = lambda u: any(_like(str(v), str(get(u))) for v in values)
-    return (lambda u: not like(u)) if prefix.startswith("!") else like
+        negate = False
+
+        def test(u: Any) -> bool:
+            return any(op(*_order_key(get(u), v)) for v in values)
+    elif prefix in ("%", "!%"):  # substring, the % is not passed
+        negate = prefix == "!%"
+
+        def test(u: Any) -> bool:
+            return any(str(v).lower() in str(get(u)).lower() for v in values)
+    else:  # "=%", "%=", "!=%", "!%=": LIKE with the % in the value
+        negate = prefix.startswith("!")
+
+        def test(u: Any) -> bool:
+            return any(_like(str(v), str(get(u))) for v in values)
+
+    return (lambda u: not test(u)) if negate else test
 
 
 @method("user.get", "user")

@@ -288,7 +288,8 @@ class MetaSimulator:
     @web.middleware
     async def _graph_errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
         try:
-            return await handler(request)
+            response: web.StreamResponse = await handler(request)
+            return response
         except GraphFail as fail:
             return fail.response()
         except _ControlError as exc:
@@ -600,7 +601,7 @@ def _expect_keys(where: str, value: Any, allowed: Iterable[str]) -> dict[str, An
 def _enum(where: str, value: Any, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise invalid(f"Param {where} must be one of {{{', '.join(choices)}}}")
-    return value
+    return str(value)
 
 
 def validate_settings(body: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, MetaData
+from sqlalchemy import JSON, MetaData, Table
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from thoth_pbx.store.types import UtcDateTime, utcnow
@@ -22,6 +22,13 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+def table_of(model: type[DeclarativeBase]) -> Table:
+    """The mapped `Table` of a declarative model (typed: `__table__` is a FromClause to mypy)."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
 
 
 class Base(DeclarativeBase):

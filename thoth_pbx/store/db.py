@@ -121,10 +121,11 @@ def _callbacks(session: AsyncSession, key: str) -> list[Callable[[], None]]:
     sync = session.sync_session
     if not isinstance(sync, StoreSession):
         raise TypeError("sessions must come from store.db.session_factory (StoreSession)")
-    return sync.info.setdefault(key, [])
+    callbacks: list[Callable[[], None]] = sync.info.setdefault(key, [])
+    return callbacks
 
 
-def session_factory(engine: AsyncEngine) -> async_sessionmaker:
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=StoreSession)
 
 

@@ -55,7 +55,7 @@ async def insert_returning_id(session: AsyncSession, table: Table, values: Mappi
     if new_id is not None:
         return new_id
     # locked by another writer: wait for it by awaiting (never by sleeping on the loop)
-    raw = (await (await session.connection()).get_raw_connection()).driver_connection
+    raw: Any = (await (await session.connection()).get_raw_connection()).driver_connection
     cursor = raw.cursor()
     try:
         await cursor.execute(statement.sql, params)

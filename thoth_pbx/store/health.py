@@ -13,6 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from thoth_pbx.core.secrets import SecretBox, SecretKeyError
+from thoth_pbx.store.base import table_of
 from thoth_pbx.store.db import describe_error, error_state, read_file_afresh
 from thoth_pbx.store.keycheck import stored_secret_sample
 from thoth_pbx.store.setting import Setting
@@ -24,7 +25,7 @@ PROBE_KEY = "health.probe"
 async def write_probe(engine: AsyncEngine) -> None:
     now = utcnow()
     insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-    stmt = insert(Setting.__table__).values(key=PROBE_KEY, value={"at": now.isoformat()}, updated_at=now)
+    stmt = insert(table_of(Setting)).values(key=PROBE_KEY, value={"at": now.isoformat()}, updated_at=now)
     stmt = stmt.on_conflict_do_update(
         index_elements=["key"], set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at}
     )

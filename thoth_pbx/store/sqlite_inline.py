@@ -176,7 +176,10 @@ class Connection:
 
     @isolation_level.setter
     def isolation_level(self, value: str | None) -> None:
-        self._live().isolation_level = value
+        self._live().isolation_level = value  # type: ignore[assignment]  # SQLAlchemy sets the values sqlite3 takes
+
+
+_Connection = Connection  # the name `Connection` is also an attribute of _Module below
 
 
 class _Module:
@@ -194,10 +197,10 @@ class _Module:
     __version__ = sqlite3.sqlite_version
 
     @staticmethod
-    async def _open(*args: Any, **kw: Any) -> Connection:
+    async def _open(*args: Any, **kw: Any) -> _Connection:
         kw.pop("check_same_thread", None)
         kw["timeout"] = 0  # never SQLite's sleeping busy handler on the event loop (see above)
-        return Connection(sqlite3.connect(*args, check_same_thread=False, **kw))
+        return Connection(sqlite3.connect(*args, check_same_thread=False, **kw))  # type: ignore[call-overload]
 
     def connect(self, *args: Any, **kw: Any) -> Any:
         return self._open(*args, **kw)
@@ -226,8 +229,8 @@ class SQLiteDialect_inline(SQLiteDialect_aiosqlite):
     supports_statement_cache = True
 
     @classmethod
-    def import_dbapi(cls) -> InlineDBAPI:  # type: ignore[override]
-        return InlineDBAPI(_Module(), sqlite3)  # type: ignore[arg-type]
+    def import_dbapi(cls) -> InlineDBAPI:
+        return InlineDBAPI(_Module(), sqlite3)  # type: ignore[arg-type]  # a module-like object, as aiosqlite is
 
     def retrieve_dbapi_version(self, dbapi: Any) -> Any:
         return tuple(sqlite3.sqlite_version_info)

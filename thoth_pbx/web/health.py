@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -15,7 +17,7 @@ from thoth_pbx.store.health import database_health
 def health_routes(engine: AsyncEngine, box: SecretBox, ami: AmiClient, ari: AriClient) -> list[web.RouteDef]:
     async def healthz(request: web.Request) -> web.Response:
         database = await database_health(engine, box)
-        body = {
+        body: dict[str, Any] = {
             "version": __version__,
             "database": database,
             "ami": ami.status.as_json(),

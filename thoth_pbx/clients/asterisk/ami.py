@@ -102,7 +102,7 @@ class _Link:
         self.lost.set()
 
 
-class _Protocol(AMIProtocol):
+class _Protocol(AMIProtocol):  # type: ignore[misc]  # panoramisk ships no types
     def connection_lost(self, exc: Exception | None) -> None:
         if self.factory is not None:
             super().connection_lost(exc)

@@ -18,7 +18,7 @@ class Backoff:
         self.attempt = 0
 
     def next_delay(self) -> float:
-        delay = min(self.maximum, self.initial * (2**self.attempt)) * random.uniform(0.8, 1.2)
+        delay: float = min(self.maximum, self.initial * (2**self.attempt)) * random.uniform(0.8, 1.2)
         self.attempt += 1
         return delay
 

@@ -95,7 +95,8 @@ def decode_pairs(pairs: list[tuple[str, str]], *, max_depth: int = MAX_DEPTH) ->
                     child = {}
                     node[part] = child
                 node = child
-    return _listify(root)
+    result: dict[str, Any] = _listify(root)
+    return result
 
 
 def _is_index(key: str) -> bool:

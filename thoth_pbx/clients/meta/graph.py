@@ -42,6 +42,7 @@ class GraphError(Exception):
     http_status: int | None = None
     error_data: dict[str, Any] = field(default_factory=dict)
     is_transient: bool = False
+    retry_after: float | None = None  # seconds, from a Retry-After header
 
     def __post_init__(self) -> None:
         super().__init__(self.message)
@@ -139,7 +140,7 @@ class RetryPolicy:
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         if retry_after is not None:
             return min(retry_after, self.max_delay)
-        backoff = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
+        backoff: float = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
         return backoff * (0.5 + random.random() / 2)
 
 
@@ -230,8 +231,8 @@ class GraphClient:
             raise GraphUnavailable(
                 f"HTTP {response.status_code} with a non-JSON body", http_status=response.status_code, is_transient=True
             )
-        exc = error_from_response(response.status_code, body)
+        error = error_from_response(response.status_code, body)
         retry_after = response.headers.get("Retry-After")
         if retry_after and retry_after.isdigit():
-            exc.retry_after = float(retry_after)  # type: ignore[attr-defined]
-        raise exc
+            error.retry_after = float(retry_after)
+        raise error

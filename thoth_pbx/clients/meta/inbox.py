@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 
 from thoth_pbx.clients.meta.payloads import Model, model_of
 from thoth_pbx.clients.meta.tables import WebhookInbox
+from thoth_pbx.store.base import table_of
 from thoth_pbx.store.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 
 def insert_ignoring_duplicates(dialect_name: str) -> Any:
     """`INSERT ... ON CONFLICT (dedup_key) DO NOTHING` in the engine's dialect."""
-    table = WebhookInbox.__table__
+    table = table_of(WebhookInbox)
     if dialect_name == "postgresql":
         return postgresql.insert(table).on_conflict_do_nothing(index_elements=["dedup_key"])
     if dialect_name == "sqlite":
@@ -170,7 +171,7 @@ class InboxWriter:
         mode = "RESTART" if self._wal_frames > WAL_RESTART_FRAMES else "PASSIVE"
         try:
             async with self._engine.connect() as conn:
-                row = (await conn.exec_driver_sql(f"PRAGMA wal_checkpoint({mode})")).first()
+                row: Any = (await conn.exec_driver_sql(f"PRAGMA wal_checkpoint({mode})")).first()
                 await conn.commit()
             self._wal_frames = int(row[1]) if row is not None and row[1] is not None else 0
         except Exception:  # the next one retries; SQLite's own limit still applies to other connections

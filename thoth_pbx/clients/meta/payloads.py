@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from thoth_pbx.core.shapes import sub, sub_or_none
+
 DEDUP_KEY_MAX = 300
 
 
@@ -89,7 +91,7 @@ class Contact:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Contact:
-        profile = raw.get("profile") if isinstance(raw.get("profile"), dict) else {}
+        profile = sub(raw, "profile")
         return cls(
             _str(raw.get("wa_id")),
             _str(profile.get("name")),
@@ -110,7 +112,7 @@ class ErrorInfo:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ErrorInfo:
-        data = raw.get("error_data") if isinstance(raw.get("error_data"), dict) else {}
+        data = sub(raw, "error_data")
         code = raw.get("code")
         return cls(
             code if isinstance(code, int) and not isinstance(code, bool) else None,
@@ -147,7 +149,7 @@ class Message:
             timestamp=_str(raw.get("timestamp")),
             type=kind,
             content=raw.get(kind) if kind else None,
-            context=raw.get("context") if isinstance(raw.get("context"), dict) else None,
+            context=sub_or_none(raw, "context"),
             errors=[ErrorInfo.from_dict(e) for e in _dicts(raw.get("errors"))],
             extra=_split(raw, (*MESSAGE_KEYS, kind or "type")),
         )
@@ -176,7 +178,7 @@ class Status:
             recipient_id=_str(raw.get("recipient_id")),
             type=_str(raw.get("type")),
             biz_opaque_callback_data=_str(raw.get("biz_opaque_callback_data")),
-            pricing=raw.get("pricing") if isinstance(raw.get("pricing"), dict) else None,
+            pricing=sub_or_none(raw, "pricing"),
             errors=[ErrorInfo.from_dict(e) for e in _dicts(raw.get("errors"))],
             extra=_split(raw, STATUS_KEYS),
         )
@@ -208,7 +210,7 @@ class CallEvent:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], value_errors: list[dict[str, Any]] | None = None) -> CallEvent:
-        session = raw.get("session") if isinstance(raw.get("session"), dict) else {}
+        session = sub(raw, "session")
         duration = raw.get("duration")
         if isinstance(duration, str) and duration.isdigit():
             duration = int(duration)
@@ -347,7 +349,7 @@ def events_of(doc: Any) -> list[InboxEvent]:
 def _change_events(
     waba_id: str | None, entry_time: int | None, field_name: str, value: dict[str, Any]
 ) -> Iterator[InboxEvent]:
-    metadata = value.get("metadata") if isinstance(value.get("metadata"), dict) else {}
+    metadata = sub(value, "metadata")
     pnid = _str(metadata.get("phone_number_id"))
     item_keys = _ITEM_KEYS.get(field_name, ())
     context = {k: value[k] for k in _CONTEXT_KEYS if k in value}

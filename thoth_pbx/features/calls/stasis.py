@@ -13,6 +13,7 @@ Bitrix24 is reached only through the `CallNotifier` interface handed in by app.p
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from collections.abc import Mapping
@@ -29,6 +30,7 @@ from thoth_pbx.features.calls import callflow as cf
 from thoth_pbx.features.calls.callflow import CallSettings, Operator
 from thoth_pbx.features.calls.models import Call
 from thoth_pbx.features.directory import Phone
+from thoth_pbx.store.base import table_of
 from thoth_pbx.store.fast_insert import insert_returning_id
 from thoth_pbx.store.types import utcnow
 
@@ -37,7 +39,7 @@ log = logging.getLogger(__name__)
 WACID_VARIABLE = "PJSIP_HEADER(read,X-WA-Meta-WACID)"
 LEG_ARG = "thoth-leg"
 SNOOP_ARG = "thoth-recorder"
-CALLS = Call.__table__
+CALLS = table_of(Call)
 # How long a cached call context (phone, portal settings, user map) may be used when no
 # write of this process invalidated it: writes by other processes (CLI) show up this late.
 CONTEXT_MAX_AGE_S = 10.0
@@ -57,7 +59,8 @@ class CallContext:
 
 # The register's result once delivered (None if it failed for good): routing needs to know
 # which CRM entities the register itself created.
-Registration = asyncio.Future  # [dict[str, Any] | None]
+RegisterResult = dict[str, Any] | None
+Registration = asyncio.Future[RegisterResult]
 
 
 class CallNotifier(Protocol):
@@ -164,7 +167,10 @@ class StasisCalls:
         self._queues[channel_id] = queue
         task = asyncio.create_task(self._run_new_call(channel_id, event, queue), name=f"call-{channel_id}")
         self._tasks[channel_id] = task
-        task.add_done_callback(lambda _t, cid=channel_id: self._forget(cid))
+        task.add_done_callback(functools.partial(self._forget_task, channel_id))
+
+    def _forget_task(self, channel_id: str, _task: asyncio.Task[None]) -> None:
+        self._forget(channel_id)
 
     def _forget(self, channel_id: str) -> None:
         self._tasks.pop(channel_id, None)
@@ -228,7 +234,7 @@ class StasisCalls:
     ) -> tuple[Call, CallContext, Registration | None]:
         """The call row and its register job, one transaction; the commit sends the register."""
         phone_id, ctx = await self._context_for(called)
-        values = {
+        values: dict[str, Any] = {
             "linkedid": linkedid,
             "channel_id": channel_id,
             "phone_id": phone_id,
@@ -331,9 +337,9 @@ class StasisCalls:
         channel_id = (event.get("channel") or {}).get("id")
         if channel_id == state.channel_id and kind in ("StasisEnd", "ChannelDestroyed", "ChannelHangupRequest"):
             state.caller_hung_up = True
-            for leg in legs.values():
-                if leg.result is None:
-                    leg.result = "CANCEL"
+            for ringing in legs.values():
+                if ringing.result is None:
+                    ringing.result = "CANCEL"
             raise _CallEnded
         if kind == "Dial":
             peer_id = (event.get("peer") or {}).get("id")
@@ -541,7 +547,7 @@ class StasisCalls:
             self._run_reattached(call, operator_channel, live, queue), name=f"call-{call.channel_id}"
         )
         self._tasks[call.channel_id] = task
-        task.add_done_callback(lambda _t, cid=call.channel_id: self._forget(cid))
+        task.add_done_callback(functools.partial(self._forget_task, call.channel_id))
         log.info("re-attached to live call", extra={"call": call.id, "state": call.state})
 
     async def _run_reattached(

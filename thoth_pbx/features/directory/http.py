@@ -7,6 +7,7 @@ import logging
 from aiohttp import web
 
 from thoth_pbx.core.http import ADMIN_PREFIX, object_id, read_json
+from thoth_pbx.core.validation import FieldError
 from thoth_pbx.features.directory.service import RESOURCES, Directory, Resource
 
 log = logging.getLogger(__name__)
@@ -20,6 +21,8 @@ def crud_routes(directory: Directory) -> list[web.RouteDef]:
     async def rotate(request: web.Request) -> web.Response:
         body = await read_json(request)
         which = body.get("secret") if isinstance(body, dict) else None
+        if not isinstance(which, str):
+            raise FieldError("secret", "must be verify_token or api_key")
         return web.json_response(await directory.rotate_waba_secret(object_id(request), which))
 
     routes.append(web.post("/api/admin/wabas/{id}/rotate", rotate))

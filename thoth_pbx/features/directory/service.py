@@ -250,6 +250,7 @@ class Directory:
             try:
                 async with session.begin():
                     await self._check_references(session, resource, values)
+                    obj: Any  # a WabaAccount, Phone or AppInstance (the resource's model)
                     if obj_id is None:
                         obj = resource.model()
                         if resource.on_create:

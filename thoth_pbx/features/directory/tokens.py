@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from thoth_pbx.clients.meta.graph import GraphAuthError, GraphClient, GraphError
+from thoth_pbx.core.shapes import sub, sub_or_none
 from thoth_pbx.core.validation import FieldError
 from thoth_pbx.features.directory.models import WabaAccount
 from thoth_pbx.store.types import utcnow
@@ -47,14 +48,14 @@ class TokenInfo:
 
 def parse_debug_token(body: dict[str, Any], checked_with: str = "token") -> TokenInfo:
     """debug_token's `data` -> TokenInfo (pure)."""
-    data = body.get("data") if isinstance(body.get("data"), dict) else {}
+    data = sub(body, "data")
     expires = data.get("expires_at")
     expires_at = (
         dt.datetime.fromtimestamp(expires, dt.UTC)
         if isinstance(expires, int) and not isinstance(expires, bool) and expires > 0
         else None
     )
-    error = data.get("error") if isinstance(data.get("error"), dict) else None
+    error = sub_or_none(data, "error")
     scopes = [s for s in data.get("scopes", []) if isinstance(s, str)] if isinstance(data.get("scopes"), list) else []
     return TokenInfo(
         is_valid=data.get("is_valid") is True,

@@ -34,6 +34,7 @@ from thoth_pbx.clients.bitrix.errors import BitrixAuthError, BitrixLogicError, B
 from thoth_pbx.clients.bitrix.rest import refresh_tokens
 from thoth_pbx.core.logs import register_secret
 from thoth_pbx.core.secrets import constant_time_equal
+from thoth_pbx.core.shapes import sub
 from thoth_pbx.core.validation import FieldError
 from thoth_pbx.features.directory import AppInstance, Phone
 from thoth_pbx.features.portal.portals import Portals, apply_grant
@@ -181,7 +182,7 @@ class BitrixApp:
             raise FieldError("event", "is required")
         if event == "ONAPPINSTALL":
             return await self.install(form)
-        auth = form.get("auth") if isinstance(form.get("auth"), dict) else {}
+        auth = sub(form, "auth")
         member_id = str(auth.get("member_id") or "")
         token = str(auth.get("application_token") or "")
         async with self._sessions() as session, session.begin():

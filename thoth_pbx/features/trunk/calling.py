@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from thoth_pbx.clients.meta.graph import GraphClient, GraphError
 from thoth_pbx.core.logs import register_secret
+from thoth_pbx.core.shapes import sub
 from thoth_pbx.core.validation import FieldError
 from thoth_pbx.features.directory import Phone, WabaAccount
 from thoth_pbx.store.types import utcnow
@@ -112,8 +113,8 @@ def read_back(
     settings: dict[str, Any], *, hostname: str | None, port: int, want_enabled: bool, app_id: str | None = None
 ) -> ReadBack:
     """Compare Meta's settings with ours (pure). Passwords are removed from `state`."""
-    calling = settings.get("calling") if isinstance(settings.get("calling"), dict) else {}
-    sip = calling.get("sip") if isinstance(calling.get("sip"), dict) else {}
+    calling = sub(settings, "calling")
+    sip = sub(calling, "sip")
     servers = [s for s in sip.get("servers", []) if isinstance(s, dict)] if isinstance(sip.get("servers"), list) else []
     password = None
     clean_servers = []
@@ -245,7 +246,7 @@ class CallingService:
 
     async def _show(self, t: _Target) -> CallingResult:
         settings = await self._read(t, "show", "read settings")
-        calling = settings.get("calling") if isinstance(settings.get("calling"), dict) else {}
+        calling = sub(settings, "calling")
         enabled = calling.get("status") == "ENABLED"
         back = read_back(settings, hostname=t.hostname, port=t.port, want_enabled=enabled, app_id=t.app_id)
         async with self._sessions() as session, session.begin():

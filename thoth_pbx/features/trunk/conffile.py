@@ -144,7 +144,7 @@ def parse(text: str) -> ConfFile:
                 raise ConfSyntaxError(lineno, "section header without closing ']'")
             name = line[1:end]
             rest = line[end + 1 :].strip()
-            template, inherits = False, ()
+            template, inherits = False, tuple[str, ...]()
             if rest:
                 if not (rest.startswith("(") and rest.endswith(")")):
                     raise ConfSyntaxError(lineno, f"unexpected text after section [{name}]: {rest!r}")

@@ -74,7 +74,8 @@ def calling_routes(calling: CallingService, show_phone: ShowPhone) -> list[web.R
             raise FieldError("body", 'must be {"action": "enable|disable|show|reset-password"}')
         await show_phone(phone_id)  # 404 for an unknown id, before talking to Meta
         try:
-            result = await calling.run(phone_id, body.get("action"))
+            # not a string: the empty action, refused by run() like any unknown one
+            result = await calling.run(phone_id, str(body.get("action") or ""))
         except CallingFailed as failed:
             error = failed.result.error or {}
             return web.json_response(

@@ -551,7 +551,7 @@ def render(
         "from_user": None,
         "from_domain": None,
     }
-    phone_views = []
+    phone_views: list[dict[str, Any]] = []
     for phone in checked:
         if phone.password is None:
             warnings.append(f"{phone.number} has no sip_user_password yet: no digest auth for it")
