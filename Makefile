@@ -1,6 +1,6 @@
 # thoth-pbx: two commands do all set-up on a fresh Debian/Ubuntu machine.
 #   make run   - venv, install, migrate, start the service on SQLite
-#   make test  - test deps, PostgreSQL, the Asterisk 22 chroot, then the whole suite
+#   make test  - test deps, PostgreSQL, the Asterisk 22 chroot, the gates (make lint), then the whole suite
 #   make bench - benchmarks (JSON), not part of the test run
 
 PYTHON ?= python3
@@ -11,17 +11,34 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test bench venv test-deps system-deps asterisk-harness clean
+.PHONY: run test bench venv test-deps system-deps asterisk-harness clean lint lock
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Versions come from requirements.lock (what the tests ran with); `make lock` renews it.
+$(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "thoth-pbx needs Python >= 3.11"'
 	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q python3-venv; }
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q -r requirements.lock
+	$(PIP) install -q --no-deps --no-build-isolation -e '.[test]'
+	$(PIP) check
 	@touch $@
+
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install -q --upgrade pip && .lock-venv/bin/pip install -q '.[test]'
+	{ echo "# Pinned versions for \`make venv\` (all of '.[test]'), from \`make lock\`. Edit pyproject.toml, then run \`make lock\`."; \
+	  .lock-venv/bin/pip freeze --exclude-editable | grep -v '^thoth' ; } > requirements.lock
+	rm -rf .lock-venv
+
+# The gates: style, types, import rules (pyproject.toml holds their configuration).
+lint: venv
+	$(VENV)/bin/ruff check thoth_pbx tests bench scripts
+	$(VENV)/bin/ruff format --check thoth_pbx tests bench scripts
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 run: venv
 	$(VENV)/bin/thoth-pbx serve
@@ -44,7 +61,7 @@ asterisk-harness: system-deps
 
 test-deps: venv system-deps asterisk-harness
 
-test: test-deps
+test: test-deps lint
 	$(PY) -m pytest -q -p no:cacheprovider --timeout=300 $(PYTEST_ARGS)
 
 bench: test-deps
