@@ -368,3 +368,44 @@ async def test_app_info_answers_the_documented_fields(portal) -> None:  # type: 
     }
     assert (info["CODE"], info["STATUS"], info["INSTALLED"], info["PAYMENT_EXPIRED"]) == (sim.client_id, "L", True, "N")
     assert info["LICENSE"] == f"{info['LANGUAGE_ID']}_{info['LICENSE_TYPE']}"
+
+
+def test_the_standalone_simulator_prints_a_working_incoming_webhook(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`thoth-pbx sandbox bitrix --webhook 2:user` as a newcomer runs it: the printed URL answers
+    user.get with no auth parameter (apidocs.bitrix24.com/local-integrations/local-webhooks.html)."""
+    import json
+    import subprocess
+    import urllib.request
+
+    from tests.support.cli import CLI, free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [*CLI, "sandbox", "bitrix", "--listen", f"127.0.0.1:{port}", "--webhook", "2:user"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = ""
+        while "webhook of user 2" not in line:
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            assert line, proc.stderr.read()  # type: ignore[union-attr]
+        url = line.rsplit(": ", 1)[1].strip()
+        with urllib.request.urlopen(f"{url}user.get.json", timeout=10) as resp:
+            users = json.load(resp)["result"]
+        assert {u["ID"] for u in users} >= {"1", "2", "3"}
+        with urllib.request.urlopen(f"{url}telephony.externalline.get.json", timeout=10) as resp:
+            raise AssertionError("a user-scope webhook must not reach telephony")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 403 and json.load(exc)["error"] == "insufficient_scope"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+    bad = subprocess.run(
+        [*CLI, "sandbox", "bitrix", "--listen", f"127.0.0.1:{free_port()}", "--webhook", "99"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert bad.returncode == 2 and "webhook" in bad.stderr and "99" in bad.stderr

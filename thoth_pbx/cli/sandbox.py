@@ -74,6 +74,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="after start, install the app like a portal: POST ONAPPINSTALL to this URL "
         "(e.g. http://127.0.0.1:8080/api/bitrix/install)",
     )
+    bitrix.add_argument(
+        "--webhook",
+        metavar="USER_ID[:SCOPE,...]",
+        action="append",
+        default=[],
+        help="create an incoming webhook of this user (default scopes: all the simulator knows) and print its URL; "
+        "repeatable (e.g. --webhook 1:user,telephony)",
+    )
     bitrix.set_defaults(func=_cmd_sandbox_bitrix)
 
 
@@ -174,6 +182,14 @@ async def _serve(
     print(
         f"  portal {portal.domain} member_id {portal.member_id}, limit {portal.rate}/s burst {portal.burst}", flush=True
     )
+    for spec in args.webhook:
+        user, _, scope = spec.partition(":")
+        if not user.isascii() or not user.isdigit() or int(user) not in portal.users:
+            raise SettingsError(
+                "webhook", f"{spec!r}: USER_ID must be one of the portal's users ({sorted(portal.users)})"
+            )
+        hook = sim.add_webhook(portal, user_id=int(user), **({"scope": scope} if scope else {}))
+        print(f"  webhook of user {hook.user_id} ({hook.scope}): {sim.webhook_url(portal, hook)}", flush=True)
     if args.install_to:
         status, answer = await sim.install(portal, args.install_to)
         print(f"  install -> {args.install_to}: HTTP {status} {answer}", flush=True)

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from thoth_pbx.sandbox.bitrix import REGISTER_DEDUP_S, Portal, SimError, call_id_for, paged
+from thoth_pbx.sandbox.bitrix.state import REGISTER_DEDUP_S, Portal, SimError, call_id_for, paged
 
 if TYPE_CHECKING:
-    from thoth_pbx.sandbox.bitrix import BitrixSimulator
+    from thoth_pbx.sandbox.bitrix.server import BitrixSimulator
 
 Run = Callable[["BitrixSimulator", Portal, dict[str, Any]], Any]
 

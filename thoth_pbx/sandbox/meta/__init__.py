@@ -1,0 +1,126 @@
+"""A strict simulator of the Graph API endpoints thoth-pbx uses, built from Meta's docs.
+
+Run it with `thoth-pbx sandbox meta` and point the service at it
+(`THOTH_META_GRAPH_URL=http://127.0.0.1:8900`). It is strict on purpose: a lenient fake
+proves nothing. What it enforces (sources: docs/meta.md and the Meta fact sheet):
+
+- auth: `Authorization: Bearer T` or `access_token=T`; none -> code 104 (HTTP 400),
+  unknown -> 190 (401), expired -> 190 subcode 463, missing permission -> 10 (403),
+  a phone outside the token's WABAs -> 100 subcode 33;
+- `POST /{phone_number_id}/settings`: only documented fields (others -> 100 naming the
+  param), enum values, one SIP server per number, hostname required, port 5061 by default,
+  request_uri_user_params <= 128 chars, SIP ENABLED needs a server (100),
+  calling ENABLED needs a messaging limit >= 2000 (138015) and SIP or an app subscribed to
+  the `calls` field (138018); `servers: []` deletes this app's server and its password;
+  DISABLED keeps servers; an omitted `holiday_schedule` deletes the existing one;
+- `GET .../settings[?include_sip_credentials=true]`: the stored settings, servers with
+  `app_id`, the password (one per number + app) only with credentials and only for the
+  caller's app; `srtp_key_exchange_protocol` only when it was set explicitly;
+- `POST /{phone_number_id}/messages` (messages; `status: read` receipts with an optional
+  typing indicator, only for message ids a webhook announced), `POST /{phone_number_id}/calls`
+  (131055 on a SIP number, 138000 when calling is off; accept/reject/terminate only for call ids
+  a `connect` webhook announced or `connect` placed, else 100 naming call_id),
+  `GET /{phone_number_id}` and `GET /{waba_id}/phone_numbers` (`fields=`, unknown field 100),
+  `GET /{phone_number_id}/call_permissions?user_wa_id=`, `GET /debug_token`;
+- control endpoints under `/_sandbox/` (not Graph): seed apps, tokens and phones (PATCH sets
+  `call_permissions` per user), read the state and the request log, make the next call(s) fail
+  with any Graph error, and send signed webhooks (see `WebhookSender`); what those webhooks
+  announce (message and call ids) is remembered by `announce()`."""
+
+from thoth_pbx.sandbox.meta.methods import (
+    _BSUID,
+    _CALLING_KEYS,
+    _DATE,
+    _DAYS,
+    _ENUMS,
+    _HHMM,
+    _PHONE_DEFAULT_FIELDS,
+    _PHONE_FIELDS,
+    _PHONE_LIST_FIELDS,
+    _enum,
+    _expect_keys,
+    _validate_call_hours,
+    call_action,
+    call_permissions_view,
+    mark_read,
+    phone_view,
+    send_message,
+    settings_view,
+    update_settings,
+    validate_settings,
+)
+from thoth_pbx.sandbox.meta.server import MetaSimulator, _body, _control_json, _ControlError, _maybe_json, seeded, serve
+from thoth_pbx.sandbox.meta.state import (
+    GRAPH_VERSION_RE,
+    KNOWN_ERRORS,
+    MANAGEMENT,
+    MESSAGING,
+    FailRule,
+    GraphFail,
+    Seed,
+    SimApp,
+    SimPhone,
+    SimToken,
+    invalid,
+)
+from thoth_pbx.sandbox.meta.webhooks import (
+    WebhookSender,
+    _metadata,
+    call_connect_change,
+    call_terminate_change,
+    delivery,
+    message_change,
+    messages_change,
+    sign,
+    status_change,
+)
+
+__all__ = [
+    "FailRule",
+    "GRAPH_VERSION_RE",
+    "GraphFail",
+    "KNOWN_ERRORS",
+    "MANAGEMENT",
+    "MESSAGING",
+    "MetaSimulator",
+    "Seed",
+    "SimApp",
+    "SimPhone",
+    "SimToken",
+    "WebhookSender",
+    "_BSUID",
+    "_CALLING_KEYS",
+    "_ControlError",
+    "_DATE",
+    "_DAYS",
+    "_ENUMS",
+    "_HHMM",
+    "_PHONE_DEFAULT_FIELDS",
+    "_PHONE_FIELDS",
+    "_PHONE_LIST_FIELDS",
+    "_body",
+    "_control_json",
+    "_enum",
+    "_expect_keys",
+    "_maybe_json",
+    "_metadata",
+    "_validate_call_hours",
+    "call_action",
+    "call_connect_change",
+    "call_permissions_view",
+    "call_terminate_change",
+    "delivery",
+    "invalid",
+    "mark_read",
+    "message_change",
+    "messages_change",
+    "phone_view",
+    "seeded",
+    "send_message",
+    "serve",
+    "settings_view",
+    "sign",
+    "status_change",
+    "update_settings",
+    "validate_settings",
+]
