@@ -166,8 +166,10 @@ async def test_enable_without_hostname_is_refused_before_meta(service) -> None: 
 
 
 async def test_read_back_mismatch_is_an_error(service) -> None:  # type: ignore[no-untyped-def]
+    from thoth_pbx.sandbox.meta import server as graph_server  # where the simulator's Graph routes look it up
+
     phone = await make_phone(service)
-    original = sim.settings_view
+    original = graph_server.settings_view
 
     def lying_view(p, app_id, creds):  # type: ignore[no-untyped-def]
         view = original(p, app_id, creds)
@@ -175,11 +177,11 @@ async def test_read_back_mismatch_is_an_error(service) -> None:  # type: ignore[
             server["hostname"] = "other.example.net"
         return view
 
-    sim.settings_view = lying_view  # Meta answers success but holds something else
+    graph_server.settings_view = lying_view  # Meta answers success but holds something else
     try:
         resp = await calling(service, phone["id"], "enable")
     finally:
-        sim.settings_view = original
+        graph_server.settings_view = original
     assert resp.status == 502
     error = (await resp.json())["phone"]["last_error"]
     assert error["step"] == "read back" and "other.example.net" in error["message"]
