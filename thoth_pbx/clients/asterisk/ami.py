@@ -30,7 +30,7 @@ from panoramisk.actions import Action, Command
 from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message
 
-from thoth_pbx.clients.asterisk.reconnect import Backoff, pause
+from thoth_pbx.clients.asterisk.reconnect import Backoff, Supervisor, pause
 from thoth_pbx.core.logs import register_secret
 from thoth_pbx.core.settings import AmiTarget
 
@@ -131,8 +131,7 @@ class AmiClient:
         self.status = AmiStatus("disabled" if target is None else "connecting", _now())
         self._protocol: _Protocol | None = None
         self._link: _Link | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
+        self._supervisor = Supervisor("ami-supervisor", self._supervise)
         self._connected = asyncio.Event()
         self._handlers: list[tuple[str, re.Pattern[str], EventHandler]] = []
         self._background: set[asyncio.Task[Any]] = set()
@@ -143,20 +142,12 @@ class AmiClient:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        if self.target is None or self._task is not None:
+        if self.target is None:
             return
-        self._stopping.clear()
-        self._task = asyncio.create_task(self._supervise(), name="ami-supervisor")
+        self._supervisor.start()
 
     async def stop(self) -> None:
-        self._stopping.set()
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await self._supervisor.stop()
         self._drop_connection("stopped")
         for task in list(self._background):
             task.cancel()
@@ -204,7 +195,7 @@ class AmiClient:
 
     async def _supervise(self) -> None:
         backoff = Backoff(self.backoff_initial, self.backoff_max)
-        while not self._stopping.is_set():
+        while not self._supervisor.stopping.is_set():
             try:
                 await self._connect_once()
                 backoff.reset()
@@ -221,7 +212,7 @@ class AmiClient:
                 self._set_state("down", reason)
             finally:
                 self._drop_connection(self.status.error or "connection closed")
-            await pause(self._stopping, backoff.next_delay())
+            await pause(self._supervisor.stopping, backoff.next_delay())
 
     async def _connect_once(self) -> None:
         assert self.target is not None

@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp
 
-from thoth_pbx.clients.asterisk.reconnect import Backoff, pause
+from thoth_pbx.clients.asterisk.reconnect import Backoff, Supervisor, pause
 from thoth_pbx.core.logs import register_secret
 from thoth_pbx.core.settings import AriTarget
 
@@ -83,32 +83,23 @@ class AriClient:
         self.status = AriStatus("disabled" if target is None else "connecting", _now())
         self.connections = 0
         self._session: aiohttp.ClientSession | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._supervisor = Supervisor("ari-supervisor", self._supervise)
         self._connected = asyncio.Event()
-        self._stopping = asyncio.Event()
         if target is not None:
             register_secret(target.password)
 
     def start(self) -> None:
-        if self.target is None or self._task is not None:
+        if self.target is None or self._supervisor.running:
             return
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self.max_connections),
             headers={"Authorization": basic_auth_header(self.target.user, self.target.password)},
             timeout=aiohttp.ClientTimeout(total=self.request_timeout),
         )
-        self._stopping.clear()
-        self._task = asyncio.create_task(self._supervise(), name="ari-supervisor")
+        self._supervisor.start()
 
     async def stop(self) -> None:
-        self._stopping.set()
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await self._supervisor.stop()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -128,7 +119,7 @@ class AriClient:
 
     async def _supervise(self) -> None:
         backoff = Backoff(self.backoff_initial, self.backoff_max)
-        while not self._stopping.is_set():
+        while not self._supervisor.stopping.is_set():
             try:
                 await self._run_websocket()
                 backoff.reset()
@@ -141,7 +132,7 @@ class AriClient:
                 self._set_state("down", reason)
             finally:
                 self._connected.clear()
-            await pause(self._stopping, backoff.next_delay())
+            await pause(self._supervisor.stopping, backoff.next_delay())
 
     async def _run_websocket(self) -> None:
         assert self.target is not None and self._session is not None

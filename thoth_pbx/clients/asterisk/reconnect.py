@@ -1,9 +1,11 @@
-"""Reconnect pacing shared by the AMI and ARI supervisors: exponential backoff with jitter."""
+"""What the AMI and ARI clients share: one supervising task that (re)connects until stopped, and
+its pacing (exponential backoff with jitter)."""
 
 from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Awaitable, Callable
 
 
 class Backoff:
@@ -29,3 +31,38 @@ async def pause(stopping: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stopping.wait(), seconds)
     except TimeoutError:
         pass
+
+
+class Supervisor:
+    """The one background task of a client: started once, stopped by setting `stopping` and
+    cancelling it (it may be sleeping in `pause`)."""
+
+    def __init__(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+        self.name = name
+        self._run = run
+        self._task: asyncio.Task[None] | None = None
+        self.stopping = asyncio.Event()
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None
+
+    def start(self) -> None:
+        if self._task is not None:
+            return
+        self.stopping.clear()
+
+        async def run() -> None:
+            await self._run()
+
+        self._task = asyncio.create_task(run(), name=self.name)
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
