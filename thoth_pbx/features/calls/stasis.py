@@ -28,7 +28,9 @@ from thoth_pbx.clients.asterisk.ari import AriClient, AriError
 from thoth_pbx.core.validation import is_extension
 from thoth_pbx.features.calls import callflow as cf
 from thoth_pbx.features.calls.callflow import CallSettings, Operator
+from thoth_pbx.features.calls.entering import Entering
 from thoth_pbx.features.calls.models import Call
+from thoth_pbx.features.calls.recording import SNOOP_ARG, CallRecorder
 from thoth_pbx.features.directory import Phone
 from thoth_pbx.store.base import table_of
 from thoth_pbx.store.fast_insert import insert_returning_id
@@ -38,7 +40,6 @@ log = logging.getLogger(__name__)
 
 WACID_VARIABLE = "PJSIP_HEADER(read,X-WA-Meta-WACID)"
 LEG_ARG = "thoth-leg"
-SNOOP_ARG = "thoth-recorder"
 CALLS = table_of(Call)
 # How long a cached call context (phone, portal settings, user map) may be used when no
 # write of this process invalidated it: writes by other processes (CLI) show up this late.
@@ -126,10 +127,9 @@ class StasisCalls:
         self._queues: dict[str, asyncio.Queue[dict[str, Any]]] = {}  # channel id -> call queue
         self._tasks: dict[str, asyncio.Task[None]] = {}  # WA channel id -> call task
         self._resync_lock = asyncio.Lock()
-        # operator legs we created, until their StasisStart says they may be dialled
-        self._legs_entering: dict[str, asyncio.Future[None]] = {}
-        # live recordings by name, until Asterisk says the file is complete (RecordingFinished)
-        self._recordings: dict[str, asyncio.Future[None]] = {}
+        # operator legs and recording snoops we created, until their StasisStart
+        self._entering = Entering()
+        self.recorder = CallRecorder(ari, self._entering, recordings_dir)
 
     # ------------------------------------------------------------------ event intake
 
@@ -137,9 +137,7 @@ class StasisCalls:
         """ARI event callback: route, never block."""
         kind = event.get("type")
         if kind in ("RecordingFinished", "RecordingFailed"):
-            done = self._recordings.get((event.get("recording") or {}).get("name", ""))
-            if done is not None and not done.done():
-                done.set_result(None)
+            self.recorder.finished((event.get("recording") or {}).get("name", ""))
             return
         channel = event.get("channel") or {}
         channel_id = channel.get("id")
@@ -148,9 +146,7 @@ class StasisCalls:
         if kind == "StasisStart" and channel_id:
             args = event.get("args") or []
             if args and args[0] in (LEG_ARG, SNOOP_ARG):
-                ready = self._legs_entering.get(channel_id)
-                if ready is not None and not ready.done():
-                    ready.set_result(None)
+                self._entering.arrived(channel_id)
                 return
             if channel_id in self._queues:
                 return  # re-attached call: already ours
@@ -388,65 +384,15 @@ class StasisCalls:
             params={"channel": f"{state.channel_id},{leg_id}", "inhibitConnectedLineUpdates": True},
         )
         if ctx.settings.record:
-            await self._start_recording(state)
+            await self.recorder.start(state)
         await self._wait_for_hangup(state, {state.channel_id, leg_id}, queue)
         await self._end_bridge(state)
         for channel_id in (state.channel_id, leg_id):
             await self._hangup(channel_id)
 
-    async def _start_recording(self, state: cf.CallState) -> None:
-        """Record the WhatsApp leg through a snoop channel (both directions), not the bridge.
-
-        Recording a bridge adds a third channel to it, which turns the two-party bridge from
-        passing Opus through into mixing: every leg decoded and encoded again, about 7x the
-        CPU of the call (docs/benchmarks-calls.md). A snoop only decodes a copy."""
-        name = f"thoth-{state.linkedid}".replace("/", "-")
-        snoop_id = f"{state.channel_id}-rec"
-        entered = asyncio.get_running_loop().create_future()
-        self._legs_entering[snoop_id] = entered
-        try:
-            await self.ari.request(
-                "POST",
-                f"/channels/{state.channel_id}/snoop",
-                params={
-                    "spy": "both",
-                    "app": self.ari.app,
-                    "appArgs": f"{SNOOP_ARG},{state.call_id}",
-                    "snoopId": snoop_id,
-                },
-            )
-            state.recorder_channel = snoop_id
-            await asyncio.wait_for(entered, 5.0)  # like a created leg: usable after its StasisStart
-            self._recordings[name] = asyncio.get_running_loop().create_future()
-            await self.ari.request(
-                "POST",
-                f"/channels/{snoop_id}/record",
-                params={"name": name, "format": "wav", "ifExists": "overwrite"},
-            )
-            state.recording = name
-        except (TimeoutError, AriError) as exc:
-            log.warning(
-                "recording failed to start", extra={"call": state.call_id, "error": str(exc) or "no StasisStart"}
-            )
-            self._recordings.pop(name, None)
-        finally:
-            self._legs_entering.pop(snoop_id, None)
-
     async def _end_bridge(self, state: cf.CallState) -> None:
         """Stop the recording (so the file is complete), end its snoop, destroy the bridge."""
-        if state.recording:
-            try:
-                await self.ari.request("POST", f"/recordings/live/{state.recording}/stop")
-            except AriError:
-                pass  # already stopped when the snooped channel went away
-            finished = self._recordings.get(state.recording)
-            if finished is not None:  # the stop is asynchronous: fetched earlier, the file can be empty
-                try:
-                    await asyncio.wait_for(asyncio.shield(finished), 5.0)
-                except TimeoutError:
-                    log.warning("recording not finished after 5 s", extra={"call": state.call_id})
-                finally:
-                    self._recordings.pop(state.recording, None)
+        await self.recorder.stop(state)
         if state.recorder_channel:
             await self._hangup(state.recorder_channel)
         if state.bridge_id:
@@ -466,7 +412,7 @@ class StasisCalls:
 
     async def _finish(self, state: cf.CallState, ctx: CallContext) -> None:
         ended = utcnow()
-        recording_path = await self._fetch_recording(state) if state.recording else None
+        recording_path = await self.recorder.fetch(state) if state.recording else None
         async with self.sessions() as session, session.begin():
             call = await session.get(Call, state.call_id)
             assert call is not None
@@ -637,11 +583,19 @@ class StasisCalls:
             return None
         endpoint = ctx.settings.operator_endpoint.format(extension=operator.extension)
         leg_id = f"{state.channel_id}-{operator.extension}-{uuid.uuid4().hex[:8]}"
-        # a created channel enters Stasis asynchronously; dialling it before its
-        # StasisStart fails with 409 "Channel not in Stasis application"
-        entered = asyncio.get_running_loop().create_future()
-        self._legs_entering[leg_id] = entered
         self._queues[leg_id] = self._queues[state.channel_id]
+        async with self._entering.expect(leg_id) as entered:
+            return await self._create_and_dial(state, operator, endpoint, leg_id, entered, seconds)
+
+    async def _create_and_dial(
+        self,
+        state: cf.CallState,
+        operator: Operator,
+        endpoint: str,
+        leg_id: str,
+        entered: asyncio.Future[None],
+        seconds: int,
+    ) -> str | None:
         try:
             await self.ari.request(
                 "POST",
@@ -666,8 +620,6 @@ class StasisCalls:
             self._queues.pop(leg_id, None)
             await self._hangup(leg_id)
             return None
-        finally:
-            self._legs_entering.pop(leg_id, None)
 
     async def _early_media(self, channel_id: str) -> None:
         try:
@@ -703,16 +655,3 @@ class StasisCalls:
             await self.ari.request("DELETE", f"/channels/{channel_id}")
         except AriError:
             pass  # already gone
-
-    async def _fetch_recording(self, state: cf.CallState) -> Path | None:
-        if self.recordings_dir is None or state.recording is None:
-            return None
-        try:
-            data = await self.ari.request_bytes("GET", f"/recordings/stored/{state.recording}/file")
-        except AriError as exc:
-            log.warning("recording not available", extra={"call": state.call_id, "error": str(exc)})
-            return None
-        self.recordings_dir.mkdir(parents=True, exist_ok=True)
-        path = self.recordings_dir / f"{state.recording}.wav"
-        path.write_bytes(data)
-        return path
