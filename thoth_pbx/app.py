@@ -208,7 +208,7 @@ def build_app(services: Services, login_throttle: LoginThrottle | None = None) -
     app[SERVICES] = services
     app.router.add_routes(health_routes(services.engine, services.secret_box, services.ami, services.ari))
     app.router.add_routes(meta_webhook_routes(services.meta.webhook))
-    app.router.add_routes(outbox_routes(services.outbox))
+    app.router.add_routes(outbox_routes(services.outbox, services.sessions))
     for part in services.parts:
         app.router.add_routes(part.routes)
 

@@ -21,7 +21,8 @@ from tests.support.bitrix import (
 from thoth_pbx.clients.bitrix.telephony import FinishCall
 from thoth_pbx.features.calls.jobs import KIND_FINISH, KIND_REGISTER
 from thoth_pbx.features.calls.models import Call
-from thoth_pbx.outbox.queue import Job, Outbox
+from thoth_pbx.outbox.jobs import Job
+from thoth_pbx.outbox.queue import Outbox
 
 
 @pytest.fixture

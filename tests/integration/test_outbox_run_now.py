@@ -11,8 +11,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.support.bitrix import wait_until
+from thoth_pbx.outbox.jobs import Fail, Job
 from thoth_pbx.outbox.models import OutboxJob
-from thoth_pbx.outbox.queue import Fail, Job, Outbox
+from thoth_pbx.outbox.queue import Outbox
 from thoth_pbx.store import db
 
 

@@ -28,7 +28,10 @@ def test_the_private_adapters_sqlite_inline_subclasses_are_there() -> None:
     assert inspect.isclass(aiosqlite.AsyncAdapt_aiosqlite_connection)
     assert inspect.isclass(aiosqlite.AsyncAdapt_aiosqlite_dbapi)
     assert list(inspect.signature(aiosqlite.AsyncAdapt_aiosqlite_dbapi.__init__).parameters)[:3] == [
-        "self", "aiosqlite", "sqlite"]
+        "self",
+        "aiosqlite",
+        "sqlite",
+    ]
     assert hasattr(aiosqlite.SQLiteDialect_aiosqlite, "import_dbapi")
     from sqlalchemy.util.concurrency import await_  # noqa: F401  (used to drive the adapters)
 

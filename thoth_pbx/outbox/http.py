@@ -8,17 +8,20 @@
 from __future__ import annotations
 
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from thoth_pbx.core import validation as v
 from thoth_pbx.core.http import object_id
+from thoth_pbx.outbox.admin import list_jobs as list_outbox_jobs
 from thoth_pbx.outbox.queue import Outbox
 
 
-def outbox_routes(outbox: Outbox) -> list[web.RouteDef]:
+def outbox_routes(outbox: Outbox, sessions: async_sessionmaker[AsyncSession]) -> list[web.RouteDef]:
     async def list_jobs(request: web.Request) -> web.Response:
         q = request.query
         instance = q.get("instance_id")
-        body = await outbox.list_jobs(
+        body = await list_outbox_jobs(
+            sessions,
             status=q.get("status") or None,
             kind=q.get("kind") or None,
             instance_id=v.integer("instance_id", instance, minimum=1) if instance else None,

@@ -44,7 +44,6 @@ import datetime as dt
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +52,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
 from thoth_pbx.core.validation import FieldError
+from thoth_pbx.outbox.admin import describe
+from thoth_pbx.outbox.jobs import Fail, Handler, Job, JobKind, OnDone, Retry
 from thoth_pbx.outbox.models import OutboxJob
 from thoth_pbx.store import db
 from thoth_pbx.store.base import table_of
@@ -61,53 +62,7 @@ from thoth_pbx.store.types import utcnow
 
 log = logging.getLogger(__name__)
 
-STATUSES = ("pending", "running", "done", "failed")
 JOBS = table_of(OutboxJob)
-
-
-class Retry(Exception):
-    """Try the job again later (`after` seconds, else the backoff)."""
-
-    def __init__(self, message: str, *, after: float | None = None, maybe_delivered: bool = False) -> None:
-        super().__init__(message)
-        self.after = after
-        self.maybe_delivered = maybe_delivered
-
-
-class Fail(Exception):
-    """Stop retrying: the job is marked failed with this message (an admin can retry it)."""
-
-
-@dataclass(frozen=True)
-class Job:
-    """What a handler gets: the stored job plus the results of earlier jobs of its chain."""
-
-    id: int
-    kind: str
-    instance_id: int | None
-    chain: str | None
-    payload: dict[str, Any]
-    attempt: int  # 1 on the first run
-    maybe_delivered: bool
-    earlier: tuple[tuple[str, dict[str, Any] | None], ...] = ()
-
-    def previous(self, kind: str) -> dict[str, Any] | None:
-        """The result of the latest done job of `kind` earlier in this chain."""
-        for earlier_kind, result in reversed(self.earlier):
-            if earlier_kind == kind:
-                found: dict[str, Any] | None = result
-                return found
-        return None
-
-
-Handler = Callable[[Job], Awaitable[dict[str, Any] | None]]
-OnDone = Callable[[AsyncSession, OutboxJob, dict[str, Any] | None], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class JobKind:
-    handler: Handler
-    on_done: OnDone | None = None
 
 
 @dataclass
@@ -311,36 +266,6 @@ class Outbox:
         return self._task is not None and not self._task.done() and not self._stopping
 
     # ------------------------------------------------------------------ admin views
-
-    async def list_jobs(
-        self,
-        *,
-        status: str | None = None,
-        kind: str | None = None,
-        instance_id: int | None = None,
-        chain: str | None = None,
-        limit: int = 100,
-    ) -> dict[str, Any]:
-        """Newest first; without `status`, everything not done yet."""
-        if status is not None and status not in STATUSES:
-            raise FieldError("status", f"must be one of {', '.join(STATUSES)}")
-        async with self._sessions() as session:
-            query = select(OutboxJob)
-            if status is None:
-                query = query.where(OutboxJob.status != "done")
-            else:
-                query = query.where(OutboxJob.status == status)
-            if kind:
-                query = query.where(OutboxJob.kind == kind)
-            if instance_id is not None:
-                query = query.where(OutboxJob.app_instance_id == instance_id)
-            if chain:
-                query = query.where(OutboxJob.chain == chain)
-            rows = (await session.scalars(query.order_by(OutboxJob.id.desc()).limit(limit))).all()
-            counts = dict(
-                (await session.execute(select(OutboxJob.status, func.count()).group_by(OutboxJob.status))).all()
-            )
-        return {"items": [describe(row) for row in rows], "counts": {s: counts.get(s, 0) for s in STATUSES}}
 
     async def retry(self, job_id: int) -> dict[str, Any]:
         """A failed (or backing-off) job is due again now; its attempts are kept."""
@@ -641,27 +566,3 @@ class Outbox:
     @property
     def inflight(self) -> int:
         return len(self._inflight)
-
-
-def describe(row: OutboxJob) -> dict[str, Any]:
-    """Admin view of a job (payloads never hold secrets by contract)."""
-
-    def iso(value: dt.datetime | None) -> str | None:
-        return value.isoformat() if value else None
-
-    return {
-        "id": row.id,
-        "kind": row.kind,
-        "instance_id": row.app_instance_id,
-        "chain": row.chain,
-        "status": row.status,
-        "attempts": row.attempts,
-        "next_attempt_at": iso(row.next_attempt_at) if row.status == "pending" else None,
-        "last_attempt_at": iso(row.last_attempt_at),
-        "last_error": row.last_error,
-        "maybe_delivered": bool(row.maybe_delivered),
-        "payload": row.payload,
-        "result": row.result,
-        "created_at": iso(row.created_at),
-        "done_at": iso(row.done_at),
-    }

@@ -27,7 +27,8 @@ from thoth_pbx.clients.bitrix import telephony
 from thoth_pbx.clients.bitrix.errors import BitrixLogicError
 from thoth_pbx.clients.bitrix.telephony import FinishCall, RegisterCall, RegisteredCall
 from thoth_pbx.features.portal import JobFn, Portals, guarded, job_instance
-from thoth_pbx.outbox.queue import Fail, Job, OnDone, Outbox
+from thoth_pbx.outbox.jobs import Fail, Job, OnDone
+from thoth_pbx.outbox.queue import Outbox
 
 log = logging.getLogger(__name__)
 

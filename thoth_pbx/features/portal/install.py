@@ -39,8 +39,9 @@ from thoth_pbx.core.validation import FieldError
 from thoth_pbx.features.directory import AppInstance, Phone
 from thoth_pbx.features.portal.portals import Portals, apply_grant
 from thoth_pbx.features.portal.users import fetch_users, store_users
+from thoth_pbx.outbox.jobs import Job
 from thoth_pbx.outbox.models import OutboxJob
-from thoth_pbx.outbox.queue import Job, Outbox
+from thoth_pbx.outbox.queue import Outbox
 from thoth_pbx.store.types import utcnow
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,8 @@ from typing import Any
 from thoth_pbx.clients.bitrix.errors import BitrixError, BitrixTransientError, NeedsReauth
 from thoth_pbx.features.portal.install import KIND_EVENT, KIND_SETUP, KIND_USERS, BitrixApp
 from thoth_pbx.features.portal.portals import REAUTH_HINT, PortalGone
-from thoth_pbx.outbox.queue import Fail, Job, Outbox, Retry
+from thoth_pbx.outbox.jobs import Fail, Job, Retry
+from thoth_pbx.outbox.queue import Outbox
 
 log = logging.getLogger(__name__)
 
