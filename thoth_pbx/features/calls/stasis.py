@@ -25,6 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from thoth_pbx.clients.asterisk.ari import AriClient, AriError
+from thoth_pbx.clients.asterisk.events import HANG_UP, AriEvent, ChannelState, DialStatus, EventType, parse_event
 from thoth_pbx.core.validation import is_extension
 from thoth_pbx.features.calls import callflow as cf
 from thoth_pbx.features.calls.callflow import CallSettings, Operator
@@ -39,6 +40,15 @@ from thoth_pbx.store.types import utcnow
 log = logging.getLogger(__name__)
 
 WACID_VARIABLE = "PJSIP_HEADER(read,X-WA-Meta-WACID)"
+# Dial statuses that end a leg's ringing (ANSWER among them); PROGRESS and RINGING do not.
+FINAL_DIAL_STATUSES = (
+    DialStatus.ANSWER,
+    DialStatus.BUSY,
+    DialStatus.NOANSWER,
+    DialStatus.CHANUNAVAIL,
+    DialStatus.CONGESTION,
+    DialStatus.CANCEL,
+)
 LEG_ARG = "thoth-leg"
 CALLS = table_of(Call)
 # How long a cached call context (phone, portal settings, user map) may be used when no
@@ -124,7 +134,7 @@ class StasisCalls:
         # Without a change counter every call reads its context from the database.
         self.changes = changes
         self._contexts: dict[str | None, _CachedContext] = {}
-        self._queues: dict[str, asyncio.Queue[dict[str, Any]]] = {}  # channel id -> call queue
+        self._queues: dict[str, asyncio.Queue[AriEvent]] = {}  # channel id -> call queue
         self._tasks: dict[str, asyncio.Task[None]] = {}  # WA channel id -> call task
         self._resync_lock = asyncio.Lock()
         # operator legs and recording snoops we created, until their StasisStart
@@ -133,33 +143,31 @@ class StasisCalls:
 
     # ------------------------------------------------------------------ event intake
 
-    def on_event(self, event: dict[str, Any]) -> None:
-        """ARI event callback: route, never block."""
-        kind = event.get("type")
-        if kind in ("RecordingFinished", "RecordingFailed"):
-            self.recorder.finished((event.get("recording") or {}).get("name", ""))
+    def on_event(self, raw: dict[str, Any]) -> None:
+        """ARI event callback: parse, route, never block."""
+        event = parse_event(raw)
+        kind = event.type
+        if kind in (EventType.RECORDING_FINISHED, EventType.RECORDING_FAILED):
+            self.recorder.finished(event.recording or "")
             return
-        channel = event.get("channel") or {}
-        channel_id = channel.get("id")
-        if kind == "Dial":
-            channel_id = (event.get("peer") or {}).get("id")
-        if kind == "StasisStart" and channel_id:
-            args = event.get("args") or []
-            if args and args[0] in (LEG_ARG, SNOOP_ARG):
+        channel_id = event.peer.id if kind == EventType.DIAL and event.peer else event.channel_id
+        if kind == EventType.STASIS_START and event.channel is not None:
+            channel_id = event.channel.id
+            if event.args and event.args[0] in (LEG_ARG, SNOOP_ARG):
                 self._entering.arrived(channel_id)
                 return
             if channel_id in self._queues:
                 return  # re-attached call: already ours
-            if not str(channel.get("name", "")).startswith(self.endpoint_prefix):
-                log.warning("call from an unexpected endpoint", extra={"channel": channel.get("name")})
+            if not event.channel.name.startswith(self.endpoint_prefix):
+                log.warning("call from an unexpected endpoint", extra={"channel": event.channel.name})
             self._start_call(channel_id, event)
             return
         queue = self._queues.get(channel_id or "")
         if queue is not None:
             queue.put_nowait(event)
 
-    def _start_call(self, channel_id: str, event: dict[str, Any]) -> None:
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    def _start_call(self, channel_id: str, event: AriEvent) -> None:
+        queue: asyncio.Queue[AriEvent] = asyncio.Queue()
         self._queues[channel_id] = queue
         task = asyncio.create_task(self._run_new_call(channel_id, event, queue), name=f"call-{channel_id}")
         self._tasks[channel_id] = task
@@ -186,19 +194,14 @@ class StasisCalls:
 
     # ------------------------------------------------------------------ one call
 
-    async def _run_new_call(self, channel_id: str, event: dict[str, Any], queue: asyncio.Queue[dict[str, Any]]) -> None:
-        channel = event["channel"]
-        args = event.get("args") or []
-        called = cf.normalise_number(args[0] if args else None) or cf.normalise_number(
-            (channel.get("dialplan") or {}).get("exten")
-        )
-        caller = (
-            cf.normalise_number((channel.get("caller") or {}).get("number"))
-            or (channel.get("caller") or {}).get("number")
-            or "unknown"
-        )
+    async def _run_new_call(self, channel_id: str, event: AriEvent, queue: asyncio.Queue[AriEvent]) -> None:
+        channel = event.channel
+        assert channel is not None  # a StasisStart always names its channel
+        args = event.args
+        called = cf.normalise_number(args[0] if args else None) or cf.normalise_number(channel.exten)
+        caller = cf.normalise_number(channel.caller_number) or channel.caller_number or "unknown"
         wacid = args[1] if len(args) > 1 and args[1] else None
-        linkedid = channel.get("linkedid") or channel_id
+        linkedid = channel.linkedid or channel_id
         if wacid is None:
             wacid = await self._variable(channel_id, WACID_VARIABLE)
         try:
@@ -253,7 +256,7 @@ class StasisCalls:
         self,
         state: cf.CallState,
         ctx: CallContext,
-        queue: asyncio.Queue[dict[str, Any]],
+        queue: asyncio.Queue[AriEvent],
         registration: Registration | None = None,
     ) -> None:
         responsible = await self._safe_responsible(ctx, state, registration)
@@ -272,7 +275,7 @@ class StasisCalls:
         await self._hangup(state.channel_id)
 
     async def _ring_stage(
-        self, state: cf.CallState, ctx: CallContext, stage: cf.RingStage, queue: asyncio.Queue[dict[str, Any]]
+        self, state: cf.CallState, ctx: CallContext, stage: cf.RingStage, queue: asyncio.Queue[AriEvent]
     ) -> Operator | None:
         legs: dict[str, cf.Leg] = {}
         for operator in stage.operators:
@@ -327,43 +330,43 @@ class StasisCalls:
             await self.notifier.answered(session, call, ctx, winner.operator, others)
         return winner.operator
 
-    def _leg_event(self, state: cf.CallState, legs: dict[str, cf.Leg], event: dict[str, Any]) -> cf.Leg | None:
+    def _leg_event(self, state: cf.CallState, legs: dict[str, cf.Leg], event: AriEvent) -> cf.Leg | None:
         """Apply one event during ringing; returns the leg that answered, if any."""
-        kind = event.get("type")
-        channel_id = (event.get("channel") or {}).get("id")
-        if channel_id == state.channel_id and kind in ("StasisEnd", "ChannelDestroyed", "ChannelHangupRequest"):
+        kind = event.type
+        channel_id = event.channel_id
+        if channel_id == state.channel_id and kind in (*HANG_UP, EventType.CHANNEL_HANGUP_REQUEST):
             state.caller_hung_up = True
             for ringing in legs.values():
                 if ringing.result is None:
                     ringing.result = "CANCEL"
             raise _CallEnded
-        if kind == "Dial":
-            peer_id = (event.get("peer") or {}).get("id")
-            leg = legs.get(peer_id or "")
-            status = (event.get("dialstatus") or "").upper()
-            if (
-                leg is not None
-                and leg.result is None
-                and status in ("ANSWER", "BUSY", "NOANSWER", "CHANUNAVAIL", "CONGESTION", "CANCEL")
-            ):
-                leg.result = status
-                if status == "ANSWER":
+        if kind == EventType.DIAL:
+            leg = legs.get(event.peer.id if event.peer else "")
+            status = event.dialstatus
+            if leg is not None and leg.result is None and status in FINAL_DIAL_STATUSES:
+                leg.result = str(status)
+                if status == DialStatus.ANSWER:
                     return leg
             return None
         leg = legs.get(channel_id or "")
         if leg is None:
             return None
-        if kind == "ChannelStateChange" and (event.get("channel") or {}).get("state") == "Up" and leg.result is None:
+        if (
+            kind == EventType.CHANNEL_STATE_CHANGE
+            and event.channel is not None
+            and event.channel.state == ChannelState.UP
+            and leg.result is None
+        ):
             leg.result = "ANSWER"
             return leg
-        if kind == "ChannelHangupRequest" and event.get("cause") is not None:
-            leg.cause = int(event["cause"])  # StasisEnd that follows carries no cause
-        if kind in ("ChannelDestroyed", "StasisEnd") and leg.result is None:
-            leg.result = cf.dial_result_from_cause(event.get("cause") or leg.cause)
+        if kind == EventType.CHANNEL_HANGUP_REQUEST and event.cause is not None:
+            leg.cause = event.cause  # StasisEnd that follows carries no cause
+        if kind in HANG_UP and leg.result is None:
+            leg.result = cf.dial_result_from_cause(event.cause or leg.cause)
         return None
 
     async def _talk(
-        self, state: cf.CallState, ctx: CallContext, operator: Operator, queue: asyncio.Queue[dict[str, Any]]
+        self, state: cf.CallState, ctx: CallContext, operator: Operator, queue: asyncio.Queue[AriEvent]
     ) -> None:
         assert state.answered_by is not None
         leg_id = next(cid for cid, leg in state.legs.items() if leg.result == "ANSWER")
@@ -401,13 +404,10 @@ class StasisCalls:
             except AriError:
                 pass
 
-    async def _wait_for_hangup(
-        self, state: cf.CallState, channels: set[str], queue: asyncio.Queue[dict[str, Any]]
-    ) -> None:
+    async def _wait_for_hangup(self, state: cf.CallState, channels: set[str], queue: asyncio.Queue[AriEvent]) -> None:
         while True:
             event = await queue.get()
-            channel_id = (event.get("channel") or {}).get("id")
-            if channel_id in channels and event.get("type") in ("StasisEnd", "ChannelDestroyed"):
+            if event.channel_id in channels and event.type in HANG_UP:
                 return
 
     async def _finish(self, state: cf.CallState, ctx: CallContext) -> None:
@@ -481,10 +481,10 @@ class StasisCalls:
                 continue
             args = str(channel["dialplan"].get("app_data", "")).split(",")[1:]
             log.warning("picked up a call left in the Stasis app without a record", extra={"channel": channel_id})
-            self._start_call(channel_id, {"type": "StasisStart", "channel": channel, "args": args})
+            self._start_call(channel_id, parse_event({"type": "StasisStart", "channel": channel, "args": args}))
 
     def _reattach(self, call: Call, live: dict[str, Any]) -> None:
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        queue: asyncio.Queue[AriEvent] = asyncio.Queue()
         self._queues[call.channel_id] = queue
         operator_channel = (call.detail or {}).get("operator_channel")
         if operator_channel:
@@ -497,7 +497,7 @@ class StasisCalls:
         log.info("re-attached to live call", extra={"call": call.id, "state": call.state})
 
     async def _run_reattached(
-        self, call: Call, operator_channel: str | None, live: dict[str, Any], queue: asyncio.Queue[dict[str, Any]]
+        self, call: Call, operator_channel: str | None, live: dict[str, Any], queue: asyncio.Queue[AriEvent]
     ) -> None:
         async with self.sessions() as session:
             phone = await session.get(Phone, call.phone_id) if call.phone_id else None
