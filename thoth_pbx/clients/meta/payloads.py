@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from thoth_pbx.clients.meta.contents import Content, MessageType, Text, parse_content
 from thoth_pbx.core.shapes import sub, sub_or_none
 
 DEDUP_KEY_MAX = 300
@@ -138,7 +139,17 @@ class Message:
 
     @property
     def text(self) -> str | None:
-        return self.content.get("body") if self.type == "text" and isinstance(self.content, dict) else None
+        body = self.body
+        return body.body if isinstance(body, Text) else None
+
+    @property
+    def kind(self) -> MessageType:
+        return MessageType(self.type or "unknown")
+
+    @property
+    def body(self) -> Content:
+        """The typed content (clients/meta/contents.py); Unknown for types Meta adds later."""
+        return parse_content(self.type, self.content)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Message:
