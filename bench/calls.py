@@ -25,6 +25,12 @@ event for app `Stasis`, seen by a passive observer app subscribed to the trunk e
 Asterisk stamps events in whole milliseconds, so 0.5 ms is added). The headline figures
 are the probes of the 50-call level: new calls arriving while 50 calls talk. Prints one
 JSON object; targets p50 < 5 ms, p99 < 25 ms at 50 calls.
+
+Absolute times swing about twofold on shared machines from one hour to the next, so each probe
+is paired with the floor of its own path, measured at the same moment: the probe's Stasis event
+received by a bare websocket client (aiohttp, no ARI client code), one SQLite insert + commit
+(WAL, synchronous=NORMAL, on the same disk), one loopback POST to the simulator.
+`announce_floor_ms_p50` is their sum (p50 over the probes) and `announce_ratio_p50` ours / floor.
 """
 
 from __future__ import annotations
@@ -47,6 +53,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.calls.conftest import (  # noqa: E402
@@ -60,7 +68,7 @@ from tests.calls.lab import CallLab, start_lab, stop_lab  # noqa: E402
 from tests.calls.service import ServeProcess, new_simulator, seed, thoth_environ  # noqa: E402
 from tests.support.bitrix import chain_order, free_port  # noqa: E402
 from thoth_pbx.app import close_services, open_services  # noqa: E402
-from thoth_pbx.clients.asterisk.ari import AriClient, AriError  # noqa: E402
+from thoth_pbx.clients.asterisk.ari import AriClient, AriError, basic_auth_header  # noqa: E402
 from thoth_pbx.core.settings import AriTarget, load_settings  # noqa: E402
 from thoth_pbx.features.directory.models import AppInstance  # noqa: E402
 from thoth_pbx.sandbox.bitrix import BitrixSimulator, Recorded  # noqa: E402
@@ -69,6 +77,7 @@ REGISTER = "telephony.externalcall.register"
 OPERATOR = "200"  # an always-answering phone of the lab's pool; it takes any number of calls
 TRUNK_ENDPOINT = "PJSIP/wa.meta.vc"
 OBSERVER_APP = "bench-observer"
+BARE_APP = "bench-bare"  # the floor's websocket: a bare aiohttp client, no ARI client code
 RAMP_PER_S = 10.0  # new calls per second while a level builds up
 PROBE_EVERY_S = 0.25
 # The WhatsApp user's side: the lab's `caller` context answers with Echo, and so do the
@@ -276,6 +285,86 @@ class Lab:
         return (reply or {}).get("value") == "1"
 
 
+class Floor:
+    """The floor of the announce path, sampled next to each probe (see the module docstring)."""
+
+    def __init__(self, lab: CallLab, sim: BitrixSimulator, portal: Any, tmp: Path) -> None:
+        b = lab.business
+        self.base, self.auth = b.ari_base, {"Authorization": basic_auth_header(b.ari_user, b.ari_password)}
+        self.sim, self.portal = sim, portal
+        self.event_ms: dict[str, float] = {}  # wacid -> Asterisk stamp to receipt on the bare socket
+        self.samples: list[dict[str, float]] = []
+        self._db = sqlite3.connect(tmp / "floor.sqlite3", isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, linkedid TEXT, at REAL)")
+        self._http: aiohttp.ClientSession | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._token = ""
+
+    async def start(self) -> None:
+        self._http = aiohttp.ClientSession()
+        self._token = self.sim.issue_tokens(self.portal)["access_token"]
+        ready = asyncio.get_running_loop().create_future()
+        self._task = asyncio.create_task(self._listen(ready))
+        await asyncio.wait_for(ready, 15)
+        async with self._http.post(
+            f"{self.base}/ari/applications/{BARE_APP}/subscription",
+            headers=self.auth,
+            params={"eventSource": f"endpoint:{TRUNK_ENDPOINT}"},
+        ) as resp:
+            resp.raise_for_status()
+
+    async def _listen(self, ready: asyncio.Future[None]) -> None:
+        assert self._http is not None
+        async with self._http.ws_connect(
+            f"{self.base}/ari/events", headers=self.auth, params={"app": BARE_APP, "subscribeAll": "false"}
+        ) as ws:
+            ready.set_result(None)
+            async for msg in ws:
+                received = time.time()
+                event = json.loads(msg.data)
+                dialplan = (event.get("channel") or {}).get("dialplan") or {}
+                if event.get("type") == "ChannelDialplan" and dialplan.get("app_name") == "Stasis":
+                    stamp = dt.datetime.strptime(event["timestamp"], "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+                    wacid = str(dialplan.get("app_data", "")).split(",")[-1]
+                    self.event_ms[wacid] = (received - (stamp + 0.0005)) * 1000
+
+    async def sample(self, wacid: str) -> None:
+        """One floor sample for this probe (its event delay was seen by the bare socket)."""
+        assert self._http is not None
+        t0 = time.perf_counter()
+        self._db.execute("BEGIN")
+        self._db.execute("INSERT INTO t (linkedid, at) VALUES (?, ?)", (wacid, time.time()))
+        self._db.execute("COMMIT")
+        t1 = time.perf_counter()
+        async with self._http.post(f"{self.sim.base_url}/rest/app.info", data={"auth": self._token}) as resp:
+            await resp.read()
+        t2 = time.perf_counter()
+        event = self.event_ms.get(wacid)
+        if event is not None:
+            self.samples.append({"event_ms": event, "sqlite_ms": (t1 - t0) * 1000, "post_ms": (t2 - t1) * 1000})
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._http is not None:
+            await self._http.close()
+        self._db.close()
+
+    def summary(self, since: int) -> dict[str, float | None]:
+        taken = self.samples[since:]
+        total = [s["event_ms"] + s["sqlite_ms"] + s["post_ms"] for s in taken]
+        return {
+            "announce_floor_ms_p50": pct(total, 0.5),
+            "floor_event_ms_p50": pct([s["event_ms"] for s in taken], 0.5),
+            "floor_sqlite_ms_p50": pct([s["sqlite_ms"] for s in taken], 0.5),
+            "floor_post_ms_p50": pct([s["post_ms"] for s in taken], 0.5),
+            "floor_samples": len(taken),
+        }
+
+
 async def until(check: Callable[[], Awaitable[bool]], *, timeout: float, every: float = 0.25) -> bool:
     """Poll a condition that costs a request (so not too often); False once `timeout` passed."""
     deadline = time.monotonic() + timeout
@@ -360,8 +449,10 @@ async def run_level(
     cpu: CpuMeter,
     database: Path,
     logs: dict[str, list[Any]],
+    floor: Floor,
 ) -> dict[str, Any]:
     problems: list[str] = []
+    floor_from = len(floor.samples)
     lab_warnings: list[str] = []  # the Meta side (our load generator) struggled; judged by the calls' outcome
     before = cpu.snapshot()
     started = time.monotonic()
@@ -405,6 +496,7 @@ async def run_level(
         placed.append(probe)
         if not await until(observed.announced(probe.wacid), timeout=10, every=0.001):
             problems.append(f"probe {probe.wacid} not announced within 10 s")
+        await floor.sample(probe.wacid)
         if await lab.hang_up([probe]):
             lab_warnings.append(f"Meta's ARI did not confirm the hangup of probe {probe.wacid}")
     probed = cpu.snapshot()
@@ -476,6 +568,7 @@ async def run_level(
         "announce_ms_ramp_p50": pct(ramp_ms, 0.5),
         "announce_ms_ramp_p99": pct(ramp_ms, 0.99),
         "announce_stages_ms_probe_p50": stages,
+        **floor.summary(floor_from),
         "lost_logs": lost,
         "duplicate_logs": dup,
         "channels_left_up": {
@@ -570,6 +663,7 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     call_lab = start_lab("bench")
     server: ServeProcess | None = None
     sim: BitrixSimulator | None = None
+    floor: Floor | None = None
     lab = Lab(call_lab, args.media)
     try:
         call_lab.add_business_number(BUSINESS, BUSINESS_PASSWORD)
@@ -593,6 +687,8 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         lab.ari.on_connect = subscribe
         lab.ari.start()
         await lab.ari.wait_connected(15)
+        floor = Floor(call_lab, sim, portal, tmp)
+        await floor.start()
         server.start()
         await server.wait_ari()
         assert server.proc is not None
@@ -630,7 +726,7 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 stopped_by = f"time budget ({args.budget:.0f} s) reached before the {n}-call level"
                 break
             try:
-                runs.append(await run_level(n, args, lab, observed, sim, cpu, tmp / "thoth.sqlite3", logs))
+                runs.append(await run_level(n, args, lab, observed, sim, cpu, tmp / "thoth.sqlite3", logs, floor))
             except Exception as exc:  # the JSON must still come out, with what broke
                 traceback.print_exc()
                 runs.append({"calls": n, "passed": False, "problems": [f"bench error: {type(exc).__name__}: {exc}"]})
@@ -651,6 +747,8 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 break
         last = cpu.snapshot()
     finally:
+        if floor is not None:
+            await floor.stop()
         if server is not None:
             server.stop()
         await lab.ari.stop()
@@ -665,6 +763,11 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "benchmark": "calls",
         "announce_ms_p50": headline and headline["announce_ms_probe_p50"],
         "announce_ms_p99": headline and headline["announce_ms_probe_p99"],
+        "announce_floor_ms_p50": headline and headline["announce_floor_ms_p50"],
+        "announce_ratio_p50": headline
+        and headline["announce_floor_ms_p50"]
+        and headline["announce_ms_probe_p50"]
+        and round(headline["announce_ms_probe_p50"] / headline["announce_floor_ms_p50"], 2),
         "announce_samples": headline and headline["probes"],
         "announce_at_calls": 50,
         "concurrent_calls": passed[-1]["calls"] if passed else 0,
