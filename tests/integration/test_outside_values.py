@@ -41,7 +41,7 @@ async def test_a_crm_owner_whose_inner_number_is_no_extension_is_not_dialled(env
     import asyncio
 
     from thoth_pbx.features.calls.callflow import CallSettings, Operator
-    from thoth_pbx.features.calls.stasis import CallContext
+    from thoth_pbx.features.calls.notifier import CallContext
 
     env.portal.users[9] = SimUser(9, "Mallory", "Outside", HOSTILE)
     instance_id = await env.install()
@@ -63,7 +63,7 @@ async def test_the_dial_string_is_checked_again_when_dialling(env: ServiceEnv, j
     import datetime as dt
 
     from thoth_pbx.features.calls.callflow import CallSettings, CallState, Operator
-    from thoth_pbx.features.calls.stasis import CallContext
+    from thoth_pbx.features.calls.notifier import CallContext
 
     state = CallState(1, "chan-1", "1710000000.3", "+79990000042", "+15550100001", dt.datetime.now(dt.UTC))
     ctx = CallContext(None, "15550100001", CallSettings.from_json({}), 1, {})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select, update
@@ -22,12 +23,28 @@ from thoth_pbx.core.validation import is_extension
 from thoth_pbx.features.calls.callflow import ANSWERED, CallSettings, Operator, talk_seconds
 from thoth_pbx.features.calls.jobs import KIND_REGISTER, CallJobs, call_chain
 from thoth_pbx.features.calls.models import Call
-from thoth_pbx.features.calls.stasis import CallContext, Registration
 from thoth_pbx.features.directory import AppInstance, Phone
 from thoth_pbx.features.portal import BitrixUser, Portals
 from thoth_pbx.outbox.models import OutboxJob
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """What the notifier needs to know about the portal side of a call."""
+
+    app_instance_id: int | None
+    line_number: str  # the WhatsApp business number (Bitrix LINE_NUMBER)
+    settings: CallSettings
+    register_user_id: int | None = None  # USER_ID for register/finish when nobody answered
+    extensions: Mapping[int, str] = field(default_factory=dict)  # Bitrix user id -> extension
+
+
+# The register's result once delivered (None if it failed for good): routing needs to know
+# which CRM entities the register itself created.
+RegisterResult = dict[str, Any] | None
+Registration = asyncio.Future[RegisterResult]
 
 # Bitrix24 requires a user on register/finish; user 1 is the portal's first administrator.
 FALLBACK_USER_ID = 1

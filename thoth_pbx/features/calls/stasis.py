@@ -16,8 +16,7 @@ import asyncio
 import functools
 import logging
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,9 +27,10 @@ from thoth_pbx.clients.asterisk.ari import AriClient, AriError
 from thoth_pbx.clients.asterisk.events import HANG_UP, AriEvent, ChannelState, DialStatus, EventType, parse_event
 from thoth_pbx.core.validation import is_extension
 from thoth_pbx.features.calls import callflow as cf
-from thoth_pbx.features.calls.callflow import CallSettings, Operator
+from thoth_pbx.features.calls.callflow import Operator
 from thoth_pbx.features.calls.entering import Entering
 from thoth_pbx.features.calls.models import Call
+from thoth_pbx.features.calls.notifier import CallContext, Registration
 from thoth_pbx.features.calls.recording import SNOOP_ARG, CallRecorder
 from thoth_pbx.features.directory import Phone
 from thoth_pbx.store.base import table_of
@@ -55,23 +55,6 @@ CALLS = table_of(Call)
 # write of this process invalidated it: writes by other processes (CLI) show up this late.
 CONTEXT_MAX_AGE_S = 10.0
 CONTEXT_CACHE_SIZE = 1000
-
-
-@dataclass(frozen=True)
-class CallContext:
-    """What the notifier needs to know about the portal side of a call."""
-
-    app_instance_id: int | None
-    line_number: str  # the WhatsApp business number (Bitrix LINE_NUMBER)
-    settings: CallSettings
-    register_user_id: int | None = None  # USER_ID for register/finish when nobody answered
-    extensions: Mapping[int, str] = field(default_factory=dict)  # Bitrix user id -> extension
-
-
-# The register's result once delivered (None if it failed for good): routing needs to know
-# which CRM entities the register itself created.
-RegisterResult = dict[str, Any] | None
-Registration = asyncio.Future[RegisterResult]
 
 
 class CallNotifier(Protocol):
