@@ -1,6 +1,6 @@
 """Meta's webhook: which account (api-key), handshake, signature, parse, store before 200.
 
-The HTTP edge (admin/meta.py) only moves bytes in and status codes out; the decisions are
+The HTTP edge (web/meta_webhook.py) only moves bytes in and status codes out; the decisions are
 here. Order of checks for a delivery: api-key (403) -> size (413) -> X-Hub-Signature-256
 over the raw bytes with the account's app secret (401, nothing stored) -> JSON and
 envelope (400) -> every change written to `webhook_inbox` and committed -> 200.

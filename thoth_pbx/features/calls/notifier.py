@@ -1,9 +1,9 @@
-"""Where the call flow meets Bitrix24: the `CallNotifier` the Stasis app is handed.
+"""Where the call flow meets Bitrix24: the `CallNotifier` the Stasis app is handed (calls/wire.py).
 
-pbx/ and bitrix/ do not import each other; this adapter (wired only by app.py) turns call
-facts into outbox jobs (bitrix/jobs.py `CallJobs`), in the transaction that stores the
-fact, and answers the two read-only questions the call flow asks: the portal settings of
-a business number, and the CRM owner of a caller.
+It turns call facts into outbox jobs (calls/jobs.py `CallJobs`), in the transaction that
+stores the fact, builds the call's context (the portal side: instance, line, settings, user
+map) and answers the read-only questions the call flow asks: the portal settings of a
+business number, and the CRM owner of a caller.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ value". Outcomes:
   reloaded, and `mismatches` says exactly what Asterisk refused;
 * `failed` - AMI trouble; the previous files were restored.
 
-This module knows files and AMI but no database: pbx/service.py records revisions.
+This module knows files and AMI but no database: trunk/service.py records revisions.
 """
 
 from __future__ import annotations
