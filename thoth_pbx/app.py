@@ -51,6 +51,7 @@ from thoth_pbx.store import setting as _setting  # noqa: E402,F401
 from thoth_pbx.store.keycheck import stored_secret_sample
 from thoth_pbx.store.sqlite_inline import Checkpointer
 from thoth_pbx.store.types import install_secret_box
+from thoth_pbx.web.bitrix_webhook import bitrix_webhook_routes
 from thoth_pbx.web.health import health_routes
 from thoth_pbx.web.http import admin_auth, json_errors
 from thoth_pbx.web.login_throttle import LoginThrottle
@@ -208,6 +209,7 @@ def build_app(services: Services, login_throttle: LoginThrottle | None = None) -
     app[SERVICES] = services
     app.router.add_routes(health_routes(services.engine, services.secret_box, services.ami, services.ari))
     app.router.add_routes(meta_webhook_routes(services.meta.webhook))
+    app.router.add_routes(bitrix_webhook_routes(services.bitrix.app))
     app.router.add_routes(outbox_routes(services.outbox, services.sessions))
     for part in services.parts:
         app.router.add_routes(part.routes)

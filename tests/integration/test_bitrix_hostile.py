@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from thoth_pbx.clients.bitrix import phpquery
-from thoth_pbx.features.portal.http import MAX_FORM
+from thoth_pbx.web.bitrix_webhook import MAX_FORM
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 ROUTES = ["/api/bitrix/events", "/api/bitrix/install"]

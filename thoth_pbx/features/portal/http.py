@@ -1,82 +1,22 @@
-"""HTTP routes of the Bitrix24 side.
+"""Admin routes of the Bitrix24 portal (the public install/events routes are web/bitrix_webhook.py).
 
-- `POST /api/bitrix/install`: the app's "Initial installation path" (ONAPPINSTALL, form-encoded).
-- `POST /api/bitrix/events`: every bound event (form-encoded, application_token checked).
-  Both are called by Bitrix's servers, so no Basic auth; they answer fast (work is queued).
 - `GET /api/admin/bitrix/instances/{id}/users`: the user <-> extension map.
 - `POST /api/admin/bitrix/instances/{id}/sync`: re-bind events, add lines, reload users.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from thoth_pbx.clients.bitrix import phpquery
 from thoth_pbx.core.http import object_id
 from thoth_pbx.core.validation import FieldError
 from thoth_pbx.features.directory import AppInstance
-from thoth_pbx.features.portal.install import EVENTS_PATH, INSTALL_PATH
 from thoth_pbx.features.portal.service import BitrixService
 from thoth_pbx.features.portal.users import list_users
 
-MAX_FORM = 1024 * 1024
-READ_CHUNK = 64 * 1024
 
-
-async def read_body(request: web.Request, limit: int = MAX_FORM) -> bytes:
-    """The body, refused with 413 as soon as the bytes actually read pass `limit`
-    (Content-Length is only a claim: a chunked body has none)."""
-    if request.content_length is not None and request.content_length > limit:
-        raise FieldError("body", f"is larger than {limit} bytes", 413)
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await request.content.read(READ_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise FieldError("body", f"is larger than {limit} bytes", 413)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def read_form(request: web.Request, *, needs_token: bool = False) -> dict[str, Any]:
-    """Bitrix posts PHP-style form fields (`auth[member_id]=...`); parse them into nested dicts.
-
-    Cheap checks first, since anyone can post here: content type, size on the bytes read,
-    a bounded flat parse, the presence of the application token (events), and only then the
-    nested decode, itself linear and bounded in fields, depth and key length.
-    """
-    if request.content_type != "application/x-www-form-urlencoded":
-        raise FieldError("body", "must be application/x-www-form-urlencoded, as Bitrix24 sends it", 415)
-    body = await read_body(request)
-    try:
-        pairs = phpquery.parse_pairs(body)
-        if needs_token:
-            _require_token(pairs)
-        return phpquery.decode_pairs(pairs)
-    except phpquery.FormLimit as exc:
-        raise FieldError("body", str(exc)) from None
-
-
-def _require_token(pairs: list[tuple[str, str]]) -> None:
-    """An event without `auth[application_token]` is refused before any nested parse or query.
-    (ONAPPINSTALL posted here carries no saved token yet: it is verified at the OAuth server.)"""
-    fields = {key: value for key, value in pairs if key in ("event", "auth[application_token]")}
-    if fields.get("event", "").strip().upper() == "ONAPPINSTALL":
-        return
-    if not fields.get("auth[application_token]"):
-        raise FieldError("auth[application_token]", "does not match the token saved at install", 401)
-
-
-def bitrix_routes(bitrix: BitrixService, sessions: async_sessionmaker[AsyncSession]) -> list[web.RouteDef]:
-    async def install(request: web.Request) -> web.Response:
-        return web.json_response(await bitrix.app.install(await read_form(request)))
-
-    async def events(request: web.Request) -> web.Response:
-        return web.json_response(await bitrix.app.receive(await read_form(request, needs_token=True)))
-
+def portal_admin_routes(bitrix: BitrixService, sessions: async_sessionmaker[AsyncSession]) -> list[web.RouteDef]:
     async def users(request: web.Request) -> web.Response:
         instance_id = object_id(request)
         async with sessions() as session:
@@ -89,8 +29,6 @@ def bitrix_routes(bitrix: BitrixService, sessions: async_sessionmaker[AsyncSessi
         return web.json_response({"queued": jobs}, status=202)
 
     return [
-        web.post(INSTALL_PATH, install),
-        web.post(EVENTS_PATH, events),
         web.get("/api/admin/bitrix/instances/{id}/users", users),
         web.post("/api/admin/bitrix/instances/{id}/sync", sync),
     ]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from thoth_pbx.features.deps import Deps, Wired
 from thoth_pbx.features.directory import Directory
-from thoth_pbx.features.portal.http import bitrix_routes
+from thoth_pbx.features.portal.http import portal_admin_routes
 from thoth_pbx.features.portal.service import BitrixService
 
 
 def wire(deps: Deps, directory: Directory) -> tuple[BitrixService, Wired]:
     bitrix = BitrixService(deps.sessions, deps.outbox, deps.settings)
     directory.listeners.append(bitrix.directory_changed)
-    return bitrix, Wired(routes=bitrix_routes(bitrix, deps.sessions), start=bitrix.start, stop=bitrix.stop)
+    return bitrix, Wired(routes=portal_admin_routes(bitrix, deps.sessions), start=bitrix.start, stop=bitrix.stop)
