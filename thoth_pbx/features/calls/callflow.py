@@ -23,6 +23,10 @@ BUSY = "486"
 UNAVAILABLE = "480"
 
 
+class CallEnded(Exception):
+    """The caller hung up: unwinds the call's task to its finish (raised while ringing)."""
+
+
 @dataclass(frozen=True)
 class Operator:
     """A Bitrix24 user reachable on an Asterisk extension."""

@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -49,6 +49,27 @@ Registration = asyncio.Future[RegisterResult]
 # Bitrix24 requires a user on register/finish; user 1 is the portal's first administrator.
 FALLBACK_USER_ID = 1
 TYPE_INCOMING = 2
+
+
+class CallNotifier(Protocol):
+    """Bitrix24 side of a call. The `session` methods add durable jobs to the caller's
+    transaction; the lookups are best-effort reads with their own short timeouts."""
+
+    async def context(self, session: AsyncSession, phone: Phone | None) -> CallContext: ...
+
+    async def registered(self, session: AsyncSession, call: Call, ctx: CallContext) -> Registration | None: ...
+
+    async def ringing(self, session: AsyncSession, call: Call, ctx: CallContext, operators: list[Operator]) -> None: ...
+
+    async def answered(
+        self, session: AsyncSession, call: Call, ctx: CallContext, operator: Operator, others: list[Operator]
+    ) -> None: ...
+
+    async def finished(self, session: AsyncSession, call: Call, ctx: CallContext) -> None: ...
+
+    async def responsible(
+        self, ctx: CallContext, caller: str, linkedid: str, registration: Registration | None
+    ) -> Operator | None: ...
 
 
 class BitrixCallNotifier:

@@ -30,8 +30,9 @@ from thoth_pbx.features.calls import callflow as cf
 from thoth_pbx.features.calls.callflow import Operator
 from thoth_pbx.features.calls.entering import Entering
 from thoth_pbx.features.calls.models import Call
-from thoth_pbx.features.calls.notifier import CallContext, Registration
+from thoth_pbx.features.calls.notifier import CallContext, CallNotifier, Registration
 from thoth_pbx.features.calls.recording import SNOOP_ARG, CallRecorder
+from thoth_pbx.features.calls.recovery import CallRecovery
 from thoth_pbx.features.directory import Phone
 from thoth_pbx.store.base import table_of
 from thoth_pbx.store.fast_insert import insert_returning_id
@@ -57,31 +58,6 @@ CONTEXT_MAX_AGE_S = 10.0
 CONTEXT_CACHE_SIZE = 1000
 
 
-class CallNotifier(Protocol):
-    """Bitrix24 side of a call. The `session` methods add durable jobs to the caller's
-    transaction; the lookups are best-effort reads with their own short timeouts."""
-
-    async def context(self, session: AsyncSession, phone: Phone | None) -> CallContext: ...
-
-    async def registered(self, session: AsyncSession, call: Call, ctx: CallContext) -> Registration | None: ...
-
-    async def ringing(self, session: AsyncSession, call: Call, ctx: CallContext, operators: list[Operator]) -> None: ...
-
-    async def answered(
-        self, session: AsyncSession, call: Call, ctx: CallContext, operator: Operator, others: list[Operator]
-    ) -> None: ...
-
-    async def finished(self, session: AsyncSession, call: Call, ctx: CallContext) -> None: ...
-
-    async def responsible(
-        self, ctx: CallContext, caller: str, linkedid: str, registration: Registration | None
-    ) -> Operator | None: ...
-
-
-class _CallEnded(Exception):
-    pass
-
-
 class ChangeCounter(Protocol):
     """Bumped by every committed write to the rows a call context is made of (store/changes.py)."""
 
@@ -96,7 +72,7 @@ class _CachedContext:
     ctx: CallContext
 
 
-class StasisCalls:
+class StasisCalls(CallRecovery):
     """Runs the calls of our ARI application."""
 
     def __init__(
@@ -202,7 +178,7 @@ class StasisCalls:
         try:
             await ringback
             await self._route_and_talk(state, ctx, queue, registration)
-        except _CallEnded:
+        except cf.CallEnded:
             pass
         except asyncio.CancelledError:
             raise
@@ -289,7 +265,7 @@ class StasisCalls:
                     break
                 winner = self._leg_event(state, legs, event)
         finally:
-            # also when the caller hung up (_CallEnded): no operator phone may keep ringing
+            # also when the caller hung up (cf.CallEnded): no operator phone may keep ringing
             for leg in legs.values():
                 if leg is winner:
                     continue
@@ -322,7 +298,7 @@ class StasisCalls:
             for ringing in legs.values():
                 if ringing.result is None:
                     ringing.result = "CANCEL"
-            raise _CallEnded
+            raise cf.CallEnded
         if kind == EventType.DIAL:
             leg = legs.get(event.peer.id if event.peer else "")
             status = event.dialstatus
@@ -418,108 +394,6 @@ class StasisCalls:
         log.info("whatsapp call ended", extra={"call": state.call_id, "status_code": call.status_code})
 
     # ------------------------------------------------------------------ restart recovery
-
-    async def resync(self) -> None:
-        """After a (re)connect: re-attach to live calls, finish calls that ended meanwhile."""
-        try:
-            await self._resync()
-        except Exception:  # database away: new calls still work; the next (re)connect tries again
-            log.exception("resync failed")
-
-    async def _resync(self) -> None:
-        async with self._resync_lock:
-            try:
-                live = {c["id"]: c for c in await self.ari.request("GET", "/channels") or []}
-            except AriError as exc:
-                log.warning("resync: cannot list channels", extra={"error": str(exc)})
-                return
-            async with self.sessions() as session:
-                open_calls = (await session.scalars(select(Call).where(Call.state != "ended"))).all()
-            for call in open_calls:
-                if call.channel_id in self._tasks:
-                    continue
-                if call.channel_id in live:
-                    self._reattach(call, live)
-                else:
-                    await self._finish_orphan(call)
-            await self._adopt_unrecorded(live)
-
-    async def _adopt_unrecorded(self, live: dict[str, Any]) -> None:
-        """WhatsApp channels waiting in our app with no call row: we went away between their
-        StasisStart and the row's commit. They are started as new calls."""
-        waiting = {
-            cid: c
-            for cid, c in live.items()
-            if cid not in self._queues
-            and str(c.get("name", "")).startswith(self.endpoint_prefix)
-            and (c.get("dialplan") or {}).get("app_name") == "Stasis"
-            and str((c.get("dialplan") or {}).get("app_data", "")).split(",")[0] == self.ari.app
-        }
-        if not waiting:
-            return
-        async with self.sessions() as session:
-            known = set((await session.scalars(select(Call.channel_id).where(Call.channel_id.in_(waiting)))).all())
-        for channel_id, channel in waiting.items():
-            if channel_id in known or channel_id in self._queues:
-                continue
-            args = str(channel["dialplan"].get("app_data", "")).split(",")[1:]
-            log.warning("picked up a call left in the Stasis app without a record", extra={"channel": channel_id})
-            self._start_call(channel_id, parse_event({"type": "StasisStart", "channel": channel, "args": args}))
-
-    def _reattach(self, call: Call, live: dict[str, Any]) -> None:
-        queue: asyncio.Queue[AriEvent] = asyncio.Queue()
-        self._queues[call.channel_id] = queue
-        operator_channel = (call.detail or {}).get("operator_channel")
-        if operator_channel:
-            self._queues[operator_channel] = queue
-        task = asyncio.create_task(
-            self._run_reattached(call, operator_channel, live, queue), name=f"call-{call.channel_id}"
-        )
-        self._tasks[call.channel_id] = task
-        task.add_done_callback(functools.partial(self._forget_task, call.channel_id))
-        log.info("re-attached to live call", extra={"call": call.id, "state": call.state})
-
-    async def _run_reattached(
-        self, call: Call, operator_channel: str | None, live: dict[str, Any], queue: asyncio.Queue[AriEvent]
-    ) -> None:
-        async with self.sessions() as session:
-            phone = await session.get(Phone, call.phone_id) if call.phone_id else None
-            ctx = await self.notifier.context(session, phone)
-        state = cf.CallState(call.id, call.channel_id, call.linkedid, call.caller, call.called, call.started_at)
-        if call.state == "connected" and call.answered_at is not None:
-            state.answered_at = call.answered_at
-            state.answered_by = Operator(call.answered_by_extension or "", call.answered_by_user_id)
-            if operator_channel:
-                state.legs[operator_channel] = cf.Leg(state.answered_by, operator_channel, "ANSWER")
-            watch = {call.channel_id} | ({operator_channel} if operator_channel in live else set())
-            if operator_channel not in live:
-                await self._hangup(call.channel_id)  # operator already gone: end the call
-            else:
-                await self._wait_for_hangup(state, watch, queue)
-            for channel_id in watch:
-                await self._hangup(channel_id)
-        else:
-            try:
-                await self._route_and_talk(state, ctx, queue)
-            except _CallEnded:
-                pass
-        await self._finish(state, ctx)
-
-    async def _finish_orphan(self, call: Call) -> None:
-        """The channel ended while we were away: finish with what we know."""
-        async with self.sessions() as session:
-            phone = await session.get(Phone, call.phone_id) if call.phone_id else None
-            ctx = await self.notifier.context(session, phone)
-        state = cf.CallState(call.id, call.channel_id, call.linkedid, call.caller, call.called, call.started_at)
-        state.answered_at = call.answered_at
-        if call.answered_at is None:
-            state.legs["unknown"] = cf.Leg(Operator(""), "", "NOANSWER")
-        operator_channel = (call.detail or {}).get("operator_channel")
-        if operator_channel:
-            await self._hangup(operator_channel)  # left alone in Stasis when the caller went
-        # the real end time is unknown: the talk time counts up to now (documented in docs/calls.md)
-        await self._finish(state, ctx)
-        log.warning("finished a call that ended while thoth-pbx was down", extra={"call": call.id})
 
     # ------------------------------------------------------------------ ARI helpers
 
