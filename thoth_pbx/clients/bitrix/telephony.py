@@ -93,12 +93,14 @@ class RegisteredCall:
     crm_created_lead: int | None
     crm_created_entities: list[dict[str, Any]] = field(default_factory=list)
     lead_creation_error: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)  # the answer as Bitrix gave it
 
     @classmethod
     def from_result(cls, result: Mapping[str, Any]) -> RegisteredCall:
         if not isinstance(result, Mapping) or not result.get("CALL_ID"):
             raise ValueError(f"register answered without CALL_ID: {result!r}")
         return cls(
+            raw=dict(result),
             call_id=str(result["CALL_ID"]),
             crm_entity_type=result.get("CRM_ENTITY_TYPE") or None,
             crm_entity_id=_opt_int(result.get("CRM_ENTITY_ID")),
@@ -160,10 +162,12 @@ class FinishedCall:
     crm_activity_id: int | None
     crm_entity_type: str | None
     crm_entity_id: int | None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_result(cls, result: Mapping[str, Any]) -> FinishedCall:
         return cls(
+            raw=dict(result),
             call_id=str(result.get("CALL_ID") or ""),
             statistic_id=_opt_int(result.get("ID")),
             duration=_opt_int(result.get("CALL_DURATION")),
@@ -197,13 +201,18 @@ def _opt_int(value: Any) -> int | None:
         return None
 
 
-async def register_call(caller: Caller, request: RegisterCall) -> RegisteredCall:
-    return RegisteredCall.from_result(await caller.call("telephony.externalcall.register", request.params()))
+async def register_call(caller: Caller, request: RegisterCall | Mapping[str, Any]) -> RegisteredCall:
+    """`request` is a RegisterCall, or the parameters one built earlier (an outbox job sends the
+    stored ones again, byte for byte: Bitrix de-duplicates identical registers)."""
+    params = request.params() if isinstance(request, RegisterCall) else dict(request)
+    return RegisteredCall.from_result(await caller.call("telephony.externalcall.register", params))
 
 
-async def finish_call(caller: Caller, call_id: str, request: FinishCall) -> FinishedCall:
-    params = {**request.params(), "CALL_ID": call_id}
-    return FinishedCall.from_result(await caller.call("telephony.externalcall.finish", params))
+async def finish_call(caller: Caller, call_id: str, request: FinishCall | Mapping[str, Any]) -> FinishedCall:
+    """`request` as for register_call; the answer is the finished call's record."""
+    params = {**(request.params() if isinstance(request, FinishCall) else dict(request)), "CALL_ID": call_id}
+    result = await caller.call("telephony.externalcall.finish", params)
+    return FinishedCall.from_result(result if isinstance(result, Mapping) else {"CALL_ID": call_id, "result": result})
 
 
 async def show_call(caller: Caller, call_id: str, user_ids: list[int] | int | None = None) -> bool:

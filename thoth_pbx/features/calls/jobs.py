@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from thoth_pbx.clients.bitrix import telephony
 from thoth_pbx.clients.bitrix.errors import BitrixLogicError
-from thoth_pbx.clients.bitrix.telephony import FinishCall, RegisterCall, RegisteredCall
+from thoth_pbx.clients.bitrix.telephony import FinishCall, RegisterCall
 from thoth_pbx.features.portal import JobFn, Portals, guarded, job_instance
 from thoth_pbx.outbox.jobs import Fail, Job, OnDone
 from thoth_pbx.outbox.queue import Outbox
@@ -118,16 +118,16 @@ def register_call_jobs(outbox: Outbox, portals: Portals, *, on_registered: OnDon
     @guarded
     async def register(job: Job) -> dict[str, Any]:
         client = await portals.client(job_instance(job))
-        result = await client.call("telephony.externalcall.register", job.payload)
-        RegisteredCall.from_result(result)  # a register without CALL_ID is an error, not a success
-        return dict(result)
+        # the stored parameters, byte for byte (a resend is identical); no CALL_ID is an error
+        registered = await telephony.register_call(client, job.payload)
+        return registered.raw
 
     @guarded
     async def finish(job: Job) -> dict[str, Any]:
         call_id = _call_id(job)
         client = await portals.client(job_instance(job))
         try:
-            result = await client.call("telephony.externalcall.finish", {**job.payload, "CALL_ID": call_id})
+            finished = await telephony.finish_call(client, call_id, job.payload)
         except BitrixLogicError as exc:
             if exc.is_call_not_found() and job.maybe_delivered:
                 log.info(
@@ -136,7 +136,7 @@ def register_call_jobs(outbox: Outbox, portals: Portals, *, on_registered: OnDon
                 )
                 return {"CALL_ID": call_id, "already_finished": True}
             raise
-        return dict(result) if isinstance(result, dict) else {"CALL_ID": call_id, "result": result}
+        return finished.raw
 
     def card(show: bool) -> JobFn:
         @guarded
