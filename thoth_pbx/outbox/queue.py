@@ -96,7 +96,11 @@ class _Outcome:
 
 
 class Outbox:
-    """The job table's API (enqueue, admin views) and its worker (start/stop)."""
+    """The job table's producer API (register, enqueue, watch) and its worker (start/stop).
+
+    They share the chain bookkeeping that lets a commit start its own job at once (run_now)
+    and wake the worker only when a claim can find something, so they stay one class; the
+    job model and verdicts are jobs.py, the admin listing admin.py."""
 
     def __init__(
         self,
@@ -139,10 +143,6 @@ class Outbox:
         if kind in self._kinds:
             raise ValueError(f"outbox job kind {kind!r} is already registered")
         self._kinds[kind] = JobKind(handler, on_done)
-
-    def set_on_done(self, kind: str, on_done: OnDone) -> None:
-        """Attach the done-hook of an already registered kind (wiring done in two places)."""
-        self._kinds[kind] = JobKind(self._kinds[kind].handler, on_done)
 
     @property
     def kinds(self) -> list[str]:
