@@ -36,6 +36,9 @@ from thoth_pbx.features.directory import models as _directory_models  # noqa: E4
 from thoth_pbx.features.directory import wire as directory_feature
 from thoth_pbx.features.directory.service import PHONES, Directory
 from thoth_pbx.features.directory.whatsapp import MetaService
+from thoth_pbx.features.messaging import models as _messaging_models  # noqa: E402,F401
+from thoth_pbx.features.messaging import wire as messaging_feature
+from thoth_pbx.features.messaging.lines import MessagingLines
 from thoth_pbx.features.portal import models as _portal_models  # noqa: E402,F401
 from thoth_pbx.features.portal import wire as portal_feature
 from thoth_pbx.features.portal.service import BitrixService
@@ -76,6 +79,7 @@ class Services:
     calls: StasisCalls
     call_jobs: CallJobs
     calling: CallingService  # Calling + SIP on Meta (features/trunk)
+    messaging: MessagingLines  # Open Lines of each WhatsApp number (features/messaging)
     pbx: PbxService
     admin_password_generated: bool = False  # made by this start: the banner shows it once
     checkpointer: Checkpointer | None = None  # inline SQLite only (store/sqlite_inline.py)
@@ -147,6 +151,7 @@ async def open_services(settings: Settings) -> Services:
     bitrix, portal_part = portal_feature.wire(deps, directory)
     pbx, calling, trunk_part = trunk_feature.wire(deps, meta.graph, lambda phone_id: directory.get(PHONES, phone_id))
     calls, call_jobs, calls_part = calls_feature.wire(deps, bitrix.portals, trunk_feature.endpoint_prefix(deps))
+    messaging, messaging_part = messaging_feature.wire(deps, directory, bitrix)
     checkpointer = db.checkpointer(engine)
     outbox, ami, ari = deps.outbox, deps.ami, deps.ari
     # Started in this order, stopped in reverse: the outbox stops before the portal clients it
@@ -161,6 +166,7 @@ async def open_services(settings: Settings) -> Services:
         trunk_part,
         Wired(start=ari.start, stop=ari.stop),
         calls_part,
+        messaging_part,
     ]
     return Services(
         settings=settings,
@@ -176,6 +182,7 @@ async def open_services(settings: Settings) -> Services:
         calls=calls,
         call_jobs=call_jobs,
         calling=calling,
+        messaging=messaging,
         pbx=pbx,
         checkpointer=checkpointer,
         admin_password=admin_password,

@@ -59,7 +59,10 @@ async def test_install_stores_encrypted_tokens_binds_events_adds_lines_and_maps_
     assert "bitrix app installed" in json_logs.text and env.sim.client_secret not in json_logs.text
 
     handler = env.public_url + "/api/bitrix/events"
-    assert {(b["event"], b["handler"]) for b in env.portal.bindings} == {(e, handler) for e in DEFAULT_EVENTS}
+    # the portal's own events and those other features registered (messaging: its line events)
+    bound = env.services.bitrix.app.bound_events
+    assert set(DEFAULT_EVENTS) < set(bound) and "ONIMCONNECTORLINEDELETE" in bound
+    assert {(b["event"], b["handler"]) for b in env.portal.bindings} == {(e, handler) for e in bound}
 
     users = (await (await env.http.get(f"/api/admin/bitrix/instances/{instance_id}/users", headers=env.admin)).json())[
         "items"
@@ -158,7 +161,7 @@ async def test_reinstall_rebinds_events_and_replaces_the_application_token(env: 
     await env.install()
     old_token = env.portal.application_token
     await env.install()  # Bitrix dropped the bindings and issued a new application_token
-    assert len(env.portal.bindings) == len(DEFAULT_EVENTS)
+    assert len(env.portal.bindings) == len(env.services.bitrix.app.bound_events)
     async with env.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(AppInstance)) == 1
     sent = await env.sim.send_event(

@@ -23,7 +23,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from sqlalchemy import select, update
@@ -66,6 +66,10 @@ class BitrixEvent:
 EventHandler = Callable[[BitrixEvent], Awaitable[dict[str, Any] | None]]
 
 
+class SetupHook(Protocol):
+    async def __call__(self, session: AsyncSession, instance_id: int, *, reason: str) -> list[int]: ...
+
+
 def portal_chain(instance_id: int) -> str:
     return f"bitrix-portal:{instance_id}"
 
@@ -86,6 +90,8 @@ class BitrixApp:
         self._portals = portals
         self.handler_url = public_url.rstrip("/") + EVENTS_PATH
         self._handlers: dict[str, EventHandler] = {}
+        # other features' set-up, queued with the portal's (install, admin sync), after it on its chain
+        self.setup_hooks: list[SetupHook] = []
         self._chains: dict[str, Callable[[BitrixEvent], str | None]] = {}
 
     # ------------------------------------------------------------------ event registry
@@ -169,10 +175,13 @@ class BitrixApp:
 
     async def enqueue_setup(self, session: AsyncSession, instance_id: int, *, reason: str) -> list[int]:
         # set-ups of one portal run in order; the user map is independent of them
-        return [
+        jobs = [
             await self._outbox.enqueue(session, KIND_SETUP, instance_id, portal_chain(instance_id), {"reason": reason}),
             await self._outbox.enqueue(session, KIND_USERS, instance_id, None, {"reason": reason}),
         ]
+        for hook in self.setup_hooks:
+            jobs.extend(await hook(session, instance_id, reason=reason))
+        return jobs
 
     # ------------------------------------------------------------------ events
 

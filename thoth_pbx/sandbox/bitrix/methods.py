@@ -562,6 +562,51 @@ def event_unbind(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -
     return {"count": removed}
 
 
+# ---------------------------------------------------------------------------- imopenlines.config.*
+# apidocs.bitrix24.com/api-reference/imopenlines/openlines/ (config-add, config-get,
+# config-list-get, config-delete): a line's settings; `add` answers the new ID.
+
+
+def _line_view(line_id: int, line: dict[str, Any]) -> dict[str, Any]:
+    return {"ID": str(line_id), "LINE_NAME": line["LINE_NAME"], "ACTIVE": line["ACTIVE"]}
+
+
+@method("imopenlines.config.add", "imopenlines")
+def openlines_add(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> int:
+    settings: dict[str, Any] = params["PARAMS"] if isinstance(params.get("PARAMS"), dict) else {}
+    line_id = portal.next_id("openline")
+    portal.open_lines[line_id] = {
+        "LINE_NAME": _text(settings, "LINE_NAME") or f"Open Channel {line_id}",
+        "ACTIVE": "N" if _text(settings, "ACTIVE") == "N" else "Y",
+    }
+    return line_id
+
+
+@method("imopenlines.config.get", "imopenlines")
+def openlines_get(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
+    line_id = _as_int(params.get("CONFIG_ID"))
+    if not line_id:
+        raise _null_arg("CONFIG_ID")
+    if line_id not in portal.open_lines:
+        raise SimError("CONFIG_NOT_FOUND", "Open line not found", 400)
+    return _line_view(line_id, portal.open_lines[line_id])
+
+
+@method("imopenlines.config.list.get", "imopenlines")
+def openlines_list(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> list[dict[str, Any]]:
+    return [_line_view(i, line) for i, line in sorted(portal.open_lines.items())]
+
+
+@method("imopenlines.config.delete", "imopenlines")
+def openlines_delete(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> bool:
+    line_id = _as_int(params.get("CONFIG_ID"))
+    if not line_id or portal.open_lines.pop(line_id, None) is None:
+        raise SimError("CONFIG_NOT_FOUND", "Open line not found", 400)
+    for key in [k for k in portal.connector_lines if k[1] == line_id]:
+        del portal.connector_lines[key]
+    return True
+
+
 # ---------------------------------------------------------------------------- imconnector.* (basics)
 
 

@@ -166,6 +166,7 @@ class Portal:
     crm: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # digits -> entities
     connectors: dict[str, dict[str, Any]] = field(default_factory=dict)
     connector_lines: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+    open_lines: dict[int, dict[str, Any]] = field(default_factory=dict)  # imopenlines.config.* by ID
     senders: dict[str, dict[str, Any]] = field(default_factory=dict)
     # method -> (code, description, HTTP status): the app's user lacks the right to it. Bitrix
     # answers user_access_error / ACCESS_DENIED with 403 in the docs and has been seen with 401.
