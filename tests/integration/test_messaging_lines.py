@@ -98,11 +98,19 @@ async def test_a_line_deleted_in_bitrix_is_set_up_again(env: ServiceEnv) -> None
     (old,) = _line_ids(env)
     del env.portal.open_lines[old]  # the admin deletes the line in the Contact Center ...
     env.portal.connector_lines.pop((CONNECTOR_ID, old))
-    sent = await env.sim.send_event(env.portal, "ONIMCONNECTORLINEDELETE", {"CONNECTOR": CONNECTOR_ID, "LINE": old})
+    sent = await env.sim.send_event(env.portal, "ONIMCONNECTORLINEDELETE", old)  # data is the line ID
     assert [status for _, status in sent] == [200]  # ... and Bitrix24 tells us
     await wait_until(lambda: len(_line_ids(env)) == 1 and _line_ids(env)[0] != old, what="a new line")
     view = await _settled(env, phone["id"], "green")
     assert view["connector"] == "green" and view["line_id"] == _line_ids(env)[0]
+
+    # the connector switched off on the line (data[connector], data[line], lower case): back on
+    line = view["line_id"]
+    env.portal.connector_lines.pop((CONNECTOR_ID, line))
+    sent = await env.sim.send_event(env.portal, "ONIMCONNECTORSTATUSDELETE", {"connector": CONNECTOR_ID, "line": line})
+    assert [status for _, status in sent] == [200]
+    await wait_until(lambda: (CONNECTOR_ID, line) in env.portal.connector_lines, what="the connector back on")
+    assert (await _settled(env, phone["id"], "green"))["line_id"] == line
 
 
 async def test_unlinking_deactivates_the_line_and_nothing_else(env: ServiceEnv) -> None:

@@ -88,7 +88,12 @@ class MessagingLines:
     async def line_event(self, instance_id: int, data: Any) -> dict[str, Any]:
         """ONIMCONNECTORLINEDELETE / ONIMCONNECTORSTATUSDELETE: set the affected line up again
         (a line the admin deleted gets a new one: the number keeps its Open Lines chat)."""
-        line_id = _int(data.get("LINE") if isinstance(data, dict) else data)
+        # ONIMCONNECTORLINEDELETE: data is the line ID itself; ONIMCONNECTORSTATUSDELETE:
+        # data[connector], data[line] in lower case (bitrix24-rest.md §2, Events)
+        if isinstance(data, dict):
+            line_id = _int(data.get("line", data.get("LINE")))
+        else:
+            line_id = _int(data)
         async with self._sessions() as session, session.begin():
             query = select(MessagingLine).where(MessagingLine.app_instance_id == instance_id)
             rows = (await session.scalars(query)).all()
