@@ -32,3 +32,12 @@ def test_status_to_colour() -> None:
     assert state_of({"ERROR": True, "CONFIGURED": True, "STATUS": True})[0] == "red"
     assert state_of({"ERROR": False, "CONFIGURED": False, "STATUS": False})[0] == "red"
     assert state_of(None)[0] == "red"
+
+
+def test_names_bitrix_accepts() -> None:
+    from thoth_pbx.features.messaging.inbound_render import clean_name
+
+    assert clean_name("Anna-Maria O'Neil 2024 🎉") == "Anna-Maria O'Neil"
+    assert clean_name("Иван Петров") == "Иван Петров"  # letters of any script
+    assert clean_name("🎉🎉") == "WhatsApp" and clean_name(None) == "WhatsApp"
+    assert len(clean_name("A" * 40)) == 25

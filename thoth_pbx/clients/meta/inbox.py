@@ -273,6 +273,11 @@ class InboxDispatcher:
                 while await self.run_once() == self._batch:
                     pass
             except Exception:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # stop() cancelled us mid-transaction and the driver's rollback turned the
+                    # CancelledError into its own error: stop as asked, or stop() waits forever
+                    raise asyncio.CancelledError from None
                 log.exception("webhook inbox dispatch failed; retrying on the next delivery")
                 await asyncio.sleep(1)  # back off a failing database, not a synchronisation
                 self._wake.set()

@@ -26,3 +26,16 @@ class MessagingLine(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     checked_at: Mapped[dt.datetime | None]
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class MessagingInbound(Base):
+    """One row per WhatsApp message handed to Bitrix24: the unique wamid makes a re-dispatched
+    inbox event (a crash between the job's commit and the event's processed mark) a no-op."""
+
+    __tablename__ = "messaging_inbound"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    wamid: Mapped[str] = mapped_column(String(255), unique=True)
+    phone_id: Mapped[int]
+    job_id: Mapped[int | None]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -1,20 +1,27 @@
-"""Messaging as app.py wires it: the Open Line of each WhatsApp number (issue 12 adds the bridge)."""
+"""Messaging as app.py wires it: the Open Line of each WhatsApp number, WhatsApp messages into it."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from thoth_pbx.clients.meta.inbox import InboxDispatcher
 from thoth_pbx.features.deps import Deps, Wired
 from thoth_pbx.features.directory import Directory
 from thoth_pbx.features.messaging.connector import LINE_EVENTS
 from thoth_pbx.features.messaging.http import messaging_routes
+from thoth_pbx.features.messaging.inbound import KIND_INBOUND, Inbound
 from thoth_pbx.features.messaging.lines import KIND_LINE, MessagingLines
 from thoth_pbx.features.portal import BitrixEvent, BitrixService, guarded
 
 
-def wire(deps: Deps, directory: Directory, bitrix: BitrixService) -> tuple[MessagingLines, Wired]:
+def wire(
+    deps: Deps, directory: Directory, bitrix: BitrixService, inbox: InboxDispatcher
+) -> tuple[MessagingLines, Wired]:
     lines = MessagingLines(deps.sessions, deps.outbox, bitrix.portals, public_url=deps.settings.public_url)
     deps.outbox.register(KIND_LINE, guarded(lines.run))
+    inbound = Inbound(deps.sessions, deps.outbox, bitrix.portals)
+    deps.outbox.register(KIND_INBOUND, guarded(inbound.run))
+    inbox.subscribe("message", inbound.on_message)
     directory.listeners.append(lines.directory_changed)
     bitrix.app.setup_hooks.append(lines.enqueue_for_portal)
 
