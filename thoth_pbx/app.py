@@ -151,7 +151,7 @@ async def open_services(settings: Settings) -> Services:
     bitrix, portal_part = portal_feature.wire(deps, directory)
     pbx, calling, trunk_part = trunk_feature.wire(deps, meta.graph, lambda phone_id: directory.get(PHONES, phone_id))
     calls, call_jobs, calls_part = calls_feature.wire(deps, bitrix.portals, trunk_feature.endpoint_prefix(deps))
-    messaging, messaging_part = messaging_feature.wire(deps, directory, bitrix, meta.dispatcher)
+    messaging, messaging_part = messaging_feature.wire(deps, directory, bitrix, meta.dispatcher, meta.graph)
     checkpointer = db.checkpointer(engine)
     outbox, ami, ari = deps.outbox, deps.ami, deps.ari
     # Started in this order, stopped in reverse: the outbox stops before the portal clients it

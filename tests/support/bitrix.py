@@ -205,6 +205,7 @@ async def service_env(
     rate: float = 2.0,
     burst: int = 50,
     operating_window_s: float = 600.0,
+    **env: str,
 ) -> AsyncIterator[ServiceEnv]:
     from tests.conftest import make_settings
     from thoth_pbx.app import build_app, open_services
@@ -216,7 +217,7 @@ async def service_env(
     )
     port = free_port()
     public_url = f"http://127.0.0.1:{port}"
-    settings = make_settings(tmp_path, database_url, **bitrix_env(sim, public_url))
+    settings = make_settings(tmp_path, database_url, **{**bitrix_env(sim, public_url), **env})
     services = await open_services(settings)
     # fast retries so outage tests take seconds, not minutes
     services.outbox.backoff_base, services.outbox.backoff_cap = 0.05, 0.5

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from thoth_pbx.clients.meta.graph import GraphClient
 from thoth_pbx.clients.meta.inbox import InboxDispatcher
 from thoth_pbx.features.deps import Deps, Wired
 from thoth_pbx.features.directory import Directory
@@ -11,17 +12,21 @@ from thoth_pbx.features.messaging.connector import LINE_EVENTS
 from thoth_pbx.features.messaging.http import messaging_routes
 from thoth_pbx.features.messaging.inbound import KIND_INBOUND, Inbound
 from thoth_pbx.features.messaging.lines import KIND_LINE, MessagingLines
+from thoth_pbx.features.messaging.outbound import KIND_OUTBOUND, Outbound, event_chain, meta_guarded
 from thoth_pbx.features.portal import BitrixEvent, BitrixService, guarded
 
 
 def wire(
-    deps: Deps, directory: Directory, bitrix: BitrixService, inbox: InboxDispatcher
+    deps: Deps, directory: Directory, bitrix: BitrixService, inbox: InboxDispatcher, graph: GraphClient
 ) -> tuple[MessagingLines, Wired]:
     lines = MessagingLines(deps.sessions, deps.outbox, bitrix.portals, public_url=deps.settings.public_url)
     deps.outbox.register(KIND_LINE, guarded(lines.run))
     inbound = Inbound(deps.sessions, deps.outbox, bitrix.portals)
     deps.outbox.register(KIND_INBOUND, guarded(inbound.run))
     inbox.subscribe("message", inbound.on_message)
+    outbound = Outbound(deps.sessions, deps.outbox, graph)
+    deps.outbox.register(KIND_OUTBOUND, meta_guarded(outbound.run))
+    bitrix.app.on_event("ONIMCONNECTORMESSAGEADD", outbound.on_message_add, chain=event_chain)
     directory.listeners.append(lines.directory_changed)
     bitrix.app.setup_hooks.append(lines.enqueue_for_portal)
 
