@@ -10,7 +10,6 @@ touched."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -18,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from thoth_pbx.clients.bitrix.errors import BitrixLogicError
+from thoth_pbx.core.tasks import BackgroundTasks
 from thoth_pbx.core.validation import FieldError
 from thoth_pbx.features.directory import AppInstance, Phone
 from thoth_pbx.features.messaging import connector
@@ -40,7 +40,7 @@ class MessagingLines:
         self._outbox = outbox
         self._portals = portals
         self.public_url = public_url
-        self._background: set[asyncio.Task[None]] = set()
+        self._background = BackgroundTasks()
 
     # ------------------------------------------------------------------ triggers
 
@@ -55,9 +55,7 @@ class MessagingLines:
         """Directory listener: a phone linked, moved, unlinked or deleted."""
         if collection != "phones":
             return
-        task = asyncio.create_task(self._phone_changed(obj_id))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._background.spawn(self._phone_changed(obj_id))
 
     async def _phone_changed(self, phone_id: int) -> None:
         try:
@@ -208,7 +206,7 @@ class MessagingLines:
         }
 
     async def stop(self) -> None:
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await self._background.wait()
 
 
 def _int(value: Any) -> int | None:

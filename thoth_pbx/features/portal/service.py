@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from thoth_pbx.clients.bitrix.rest import OAuthApp
 from thoth_pbx.clients.bitrix.transport import PortalHttp
 from thoth_pbx.core.settings import Settings
+from thoth_pbx.core.tasks import BackgroundTasks
 from thoth_pbx.core.validation import FieldError
 from thoth_pbx.features.directory import AppInstance, Phone
 from thoth_pbx.features.portal.install import KIND_USERS, BitrixApp
@@ -50,7 +51,7 @@ class BitrixService:
         self.app = BitrixApp(sessions, outbox, self.portals, public_url=settings.public_url)
         self.users_refresh_s = users_refresh_s
         self._task: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[None]] = set()
+        self._background = BackgroundTasks()
         register_portal_jobs(outbox, self.app)
 
     def directory_changed(self, collection: str, obj_id: int) -> None:
@@ -58,9 +59,7 @@ class BitrixService:
         if collection == "instances":
             self.portals.forget(obj_id)
         elif collection == "phones":
-            task = asyncio.create_task(self._phone_changed(obj_id))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._background.spawn(self._phone_changed(obj_id))
 
     async def _phone_changed(self, phone_id: int) -> None:
         """A phone (re)linked to an active portal gets its external line through a set-up job."""
@@ -85,7 +84,7 @@ class BitrixService:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await self._background.wait()
         await self.portals.aclose()
 
     async def resync(self, instance_id: int) -> list[int]:
