@@ -14,3 +14,13 @@ def sub_or_none(doc: Any, key: str) -> dict[str, Any] | None:
 def sub(doc: Any, key: str) -> dict[str, Any]:
     """`doc[key]` when `doc` is a dict and that value is a dict too, else `{}`."""
     return sub_or_none(doc, key) or {}
+
+
+def as_int(value: Any) -> int | None:
+    """An integer from outside (`5`, `"5"`), or None for absent, empty, boolean or non-numeric values."""
+    if value is None or value == "" or isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None

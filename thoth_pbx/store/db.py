@@ -9,10 +9,12 @@ import sqlite3
 import stat
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import Table, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
@@ -27,8 +29,9 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 def create_engine(database_url: str) -> AsyncEngine:
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
-        if url.database and url.database != ":memory:":
-            _private_file(Path(url.database))
+        path = sqlite_file(url)
+        if path is not None:
+            _private_file(path)
         inline = _is_inline(url)
         # inline: SQLite never sleeps on a lock on the event loop; the driver retries by awaiting
         engine = create_async_engine(url, connect_args={} if inline else {"timeout": 30})
@@ -59,10 +62,17 @@ def _private_file(path: Path) -> None:
 
 def checkpointer(engine: AsyncEngine) -> sqlite_inline.Checkpointer | None:
     """The WAL checkpointer an inline SQLite engine needs while the service runs."""
-    url = engine.url
-    if _is_inline(url) and url.database and url.database != ":memory:":
-        return sqlite_inline.Checkpointer(url.database)
+    path = sqlite_file(engine.url)
+    if _is_inline(engine.url) and path is not None:
+        return sqlite_inline.Checkpointer(str(path))
     return None
+
+
+def sqlite_file(url: URL) -> Path | None:
+    """The database file of a SQLite URL; None for other databases and in-memory SQLite."""
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return Path(url.database)
 
 
 def _is_inline(url: URL) -> bool:
@@ -195,10 +205,9 @@ def describe_error(exc: BaseException) -> str:
 def file_hint(engine: AsyncEngine) -> str:
     """For SQLite, what is wrong with the file's place on disk, if anything (a read-only
     filesystem or directory: SQLite needs to create its -wal and -shm files beside it)."""
-    url = engine.url
-    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+    path = sqlite_file(engine.url)
+    if path is None:
         return ""
-    path = Path(url.database)
     if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         return f" ({path} or its directory is read-only; the service needs to write there)"
     return ""
@@ -208,10 +217,9 @@ async def read_file_afresh(engine: AsyncEngine) -> None:
     """SQLite: read the schema through a new connection. The engine's connections keep pages
     cached and go on answering from memory after the file under them was damaged or replaced;
     a new connection reads the header and the schema from disk. No-op on other databases."""
-    url = engine.url
-    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+    path = sqlite_file(engine.url)
+    if path is None:
         return
-    path = url.database
 
     def read() -> None:
         conn = sqlite3.connect(path, timeout=5)
@@ -221,3 +229,13 @@ async def read_file_afresh(engine: AsyncEngine) -> None:
             conn.close()
 
     await asyncio.to_thread(read)
+
+
+def insert_with_conflicts(dialect_name: str, table: Table, what: str) -> Any:
+    """The dialect's INSERT that takes ON CONFLICT (PostgreSQL and SQLite both have one);
+    `what` names the caller in the error for any other database."""
+    if dialect_name == "postgresql":
+        return postgresql.insert(table)
+    if dialect_name == "sqlite":
+        return sqlite.insert(table)
+    raise ValueError(f"{what}: unsupported database {dialect_name!r}")

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from thoth_pbx.core.secrets import SecretBox, SecretKeyError
 from thoth_pbx.store.base import table_of
-from thoth_pbx.store.db import describe_error, error_state, read_file_afresh
+from thoth_pbx.store.db import describe_error, error_state, insert_with_conflicts, read_file_afresh
 from thoth_pbx.store.keycheck import stored_secret_sample
 from thoth_pbx.store.setting import Setting
 from thoth_pbx.store.types import utcnow
@@ -24,8 +23,9 @@ PROBE_KEY = "health.probe"
 
 async def write_probe(engine: AsyncEngine) -> None:
     now = utcnow()
-    insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-    stmt = insert(table_of(Setting)).values(key=PROBE_KEY, value={"at": now.isoformat()}, updated_at=now)
+    stmt = insert_with_conflicts(engine.dialect.name, table_of(Setting), "health probe").values(
+        key=PROBE_KEY, value={"at": now.isoformat()}, updated_at=now
+    )
     stmt = stmt.on_conflict_do_update(
         index_elements=["key"], set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at}
     )

@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from thoth_pbx.core.shapes import sub
+from thoth_pbx.core.shapes import as_int, sub
 
 
 class _WithUnknown(enum.StrEnum):
@@ -111,7 +111,7 @@ def parse_event(raw: dict[str, Any]) -> AriEvent:
         peer=Channel.from_dict(raw.get("peer")),
         args=tuple(str(a) for a in args) if isinstance(args, list) else (),
         dialstatus=DialStatus(status.upper()) if isinstance(status, str) and status else None,
-        cause=cause if isinstance(cause, int) and not isinstance(cause, bool) else _int(cause),
+        cause=as_int(cause),
         recording=_str(recording.get("name")) if isinstance(recording, dict) else None,
         raw=raw,
     )
@@ -119,10 +119,3 @@ def parse_event(raw: dict[str, Any]) -> AriEvent:
 
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from thoth_pbx.clients.meta.payloads import Model, model_of
 from thoth_pbx.clients.meta.tables import WebhookInbox
 from thoth_pbx.store.base import table_of
+from thoth_pbx.store.db import insert_with_conflicts
 from thoth_pbx.store.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -34,12 +34,8 @@ log = logging.getLogger(__name__)
 
 def insert_ignoring_duplicates(dialect_name: str) -> Any:
     """`INSERT ... ON CONFLICT (dedup_key) DO NOTHING` in the engine's dialect."""
-    table = table_of(WebhookInbox)
-    if dialect_name == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing(index_elements=["dedup_key"])
-    if dialect_name == "sqlite":
-        return sqlite.insert(table).on_conflict_do_nothing(index_elements=["dedup_key"])
-    raise ValueError(f"webhook inbox: unsupported database {dialect_name!r}")
+    insert = insert_with_conflicts(dialect_name, table_of(WebhookInbox), "webhook inbox")
+    return insert.on_conflict_do_nothing(index_elements=["dedup_key"])
 
 
 CHECKPOINT_EVERY_ROWS = 2000  # SQLite: WAL checkpoint beside the writer after this many rows

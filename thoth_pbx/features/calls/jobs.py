@@ -26,8 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from thoth_pbx.clients.bitrix import telephony
 from thoth_pbx.clients.bitrix.errors import BitrixLogicError
 from thoth_pbx.clients.bitrix.telephony import FinishCall, RegisterCall
-from thoth_pbx.features.portal import JobFn, Portals, guarded, job_instance
-from thoth_pbx.outbox.jobs import Fail, Job, OnDone
+from thoth_pbx.features.portal import Portals, guarded, job_instance
+from thoth_pbx.outbox.jobs import Fail, Handler, Job, OnDone
 from thoth_pbx.outbox.queue import Outbox
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ def register_call_jobs(outbox: Outbox, portals: Portals, *, on_registered: OnDon
             raise
         return finished.raw
 
-    def card(show: bool) -> JobFn:
+    def card(show: bool) -> Handler:
         @guarded
         async def run(job: Job) -> dict[str, Any]:
             client = await portals.client(job_instance(job))

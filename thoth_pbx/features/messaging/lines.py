@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from thoth_pbx.clients.bitrix.errors import BitrixLogicError
+from thoth_pbx.core.shapes import as_int
 from thoth_pbx.core.tasks import BackgroundTasks
 from thoth_pbx.core.validation import FieldError
 from thoth_pbx.features.directory import AppInstance, Phone
@@ -89,9 +90,9 @@ class MessagingLines:
         # ONIMCONNECTORLINEDELETE: data is the line ID itself; ONIMCONNECTORSTATUSDELETE:
         # data[connector], data[line] in lower case (bitrix24-rest.md §2, Events)
         if isinstance(data, dict):
-            line_id = _int(data.get("line", data.get("LINE")))
+            line_id = as_int(data.get("line", data.get("LINE")))
         else:
-            line_id = _int(data)
+            line_id = as_int(data)
         async with self._sessions() as session, session.begin():
             query = select(MessagingLine).where(MessagingLine.app_instance_id == instance_id)
             rows = (await session.scalars(query)).all()
@@ -158,9 +159,9 @@ class MessagingLines:
         """The admin's line of that name if there is one, else a new one."""
         lines = await client.call("imopenlines.config.list.get", {"PARAMS": {"select": ["ID", "LINE_NAME"]}}) or []
         for line in lines if isinstance(lines, list) else []:
-            if isinstance(line, dict) and line.get("LINE_NAME") == name and _int(line.get("ID")):
+            if isinstance(line, dict) and line.get("LINE_NAME") == name and as_int(line.get("ID")):
                 return int(line["ID"])
-        created = _int(await client.call("imopenlines.config.add", {"PARAMS": {"LINE_NAME": name, "ACTIVE": "Y"}}))
+        created = as_int(await client.call("imopenlines.config.add", {"PARAMS": {"LINE_NAME": name, "ACTIVE": "Y"}}))
         if created is None:
             raise BitrixLogicError("ERROR_CORE", "imopenlines.config.add answered no line ID")
         return created
@@ -207,10 +208,3 @@ class MessagingLines:
 
     async def stop(self) -> None:
         await self._background.wait()
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(value) if value not in (None, "", False) else None
-    except (TypeError, ValueError):
-        return None

@@ -10,31 +10,28 @@ for another connector or a line that is not one of our numbers' are refused (ign
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from thoth_pbx.clients.meta.graph import GraphClient, GraphError, GraphRateLimited, GraphUnavailable
-from thoth_pbx.core.shapes import sub
+from thoth_pbx.core.shapes import as_int, sub
 from thoth_pbx.features.directory import Phone, WabaAccount
 from thoth_pbx.features.messaging import connector
 from thoth_pbx.features.messaging.bbcode import to_whatsapp
 from thoth_pbx.features.messaging.inbound import chat_chain
 from thoth_pbx.features.messaging.models import MessagingLine
 from thoth_pbx.features.portal import BitrixEvent
-from thoth_pbx.outbox.jobs import Fail, Job, Retry
+from thoth_pbx.outbox.jobs import Fail, Handler, Job, Retry
 from thoth_pbx.outbox.queue import Outbox
 
 log = logging.getLogger(__name__)
 
 KIND_OUTBOUND = "meta.messaging.send"
 
-JobFn = Callable[[Job], Awaitable[dict[str, Any] | None]]
 
-
-def meta_guarded(fn: JobFn) -> JobFn:
+def meta_guarded(fn: Handler) -> Handler:
     """Graph errors -> outbox verdicts: what Meta marks transient (or a timeout, a 5xx, a rate
     limit) is retried, after `Retry-After` when given; anything else fails the job with Meta's
     code and message, for the admin (and, next, for the operator's chat)."""
@@ -81,10 +78,7 @@ class Outbound:
         if str(data.get("CONNECTOR") or "").lower() != connector.CONNECTOR_ID:
             log.warning("operator message for another connector ignored", extra={"connector": data.get("CONNECTOR")})
             return {"ignored": "not our connector"}
-        try:
-            line_id = int(data.get("LINE") or 0)
-        except (TypeError, ValueError):
-            line_id = 0
+        line_id = as_int(data.get("LINE")) or 0
         queued = []
         async with self._sessions() as session, session.begin():
             line = await session.scalar(

@@ -5,23 +5,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from thoth_pbx.clients.bitrix.errors import BitrixError, BitrixTransientError, NeedsReauth
 from thoth_pbx.features.portal.install import KIND_EVENT, KIND_SETUP, KIND_USERS, BitrixApp
 from thoth_pbx.features.portal.portals import REAUTH_HINT, PortalGone
-from thoth_pbx.outbox.jobs import Fail, Job, Retry
+from thoth_pbx.outbox.jobs import Fail, Handler, Job, Retry
 from thoth_pbx.outbox.queue import Outbox
 
 log = logging.getLogger(__name__)
 
 REAUTH_RETRY_S = 300.0
 
-JobFn = Callable[[Job], Awaitable[dict[str, Any] | None]]
 
-
-def guarded(fn: JobFn) -> JobFn:
+def guarded(fn: Handler) -> Handler:
     """Bitrix errors -> outbox verdicts: transient ones retry (when Bitrix says), logic ones fail."""
 
     async def run(job: Job) -> dict[str, Any] | None:
