@@ -84,7 +84,7 @@ async def test_an_operator_message_reaches_the_customer_formatted(both) -> None:
     await wait_until(lambda: len(phone.sent) == 1, what="the message at Meta")
     (message,) = phone.sent
     assert message["to"] == CUSTOMER and message["type"] == "text"
-    assert message["text"]["body"] == "*Anna:* \nYour order is _ready_"
+    assert message["text"]["body"] == "*Anna:*\nYour order is _ready_"
 
 
 async def test_in_order_per_chat_and_foreign_events_refused(both) -> None:  # type: ignore[no-untyped-def]

@@ -74,7 +74,8 @@ class SecretBox:
 
     def __init__(self, key: bytes) -> None:
         self._fernet = Fernet(key)
-        self._lookup_key = hashlib.sha256(b"thoth-pbx lookup\0" + key).digest()
+        self._key = key
+        self._lookup_key = self.derive("lookup")
 
     def encrypt(self, plain: str) -> str:
         return self._fernet.encrypt(plain.encode()).decode("ascii")
@@ -86,6 +87,10 @@ class SecretBox:
             raise SecretKeyError(
                 "secret_key_file", "a stored secret cannot be decrypted: the key file does not match the database"
             ) from None
+
+    def derive(self, purpose: str) -> bytes:
+        """A key of its own for one purpose (lookups, signed links), bound to the key file."""
+        return hashlib.sha256(b"thoth-pbx " + purpose.encode() + b"\0" + self._key).digest()
 
     def fingerprint(self, plain: str) -> str:
         return hmac.new(self._lookup_key, plain.encode(), hashlib.sha256).hexdigest()

@@ -82,6 +82,7 @@ class Settings:
     recordings_dir: Path
     trunk: Mapping[str, Any] = field(default_factory=dict)
     calls: Mapping[str, Any] = field(default_factory=dict)
+    messaging: Mapping[str, Any] = field(default_factory=dict)
     source: Path | None = None
 
 
@@ -270,7 +271,7 @@ _SPEC: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
     "log_level": (_choice("debug", "info", "warning", "error"), "info"),
     "recordings_dir": (_path, "var/recordings"),
 }
-_SECTIONS = {"trunk", "calls"}  # tables passed on raw; their owners validate them
+_SECTIONS = {"trunk", "calls", "messaging"}  # tables passed on raw; their owners validate them
 
 
 def setting_keys() -> list[str]:
@@ -321,6 +322,7 @@ def load_settings(
         recordings_dir=values["recordings_dir"],
         trunk=dict(raw.get("trunk", {})),
         calls=dict(raw.get("calls", {})),
+        messaging=dict(raw.get("messaging", {})),
         source=config_path,
     )
 

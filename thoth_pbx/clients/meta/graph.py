@@ -15,6 +15,7 @@ import logging
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -82,6 +83,17 @@ class GraphRateLimited(GraphError):
 
 class GraphUnavailable(GraphError):
     """Network failure, timeout, or a 5xx without a Graph error body."""
+
+
+class MediaTooLarge(GraphError):
+    """A media file over our size cap: not fetched (and not worth retrying)."""
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
 
 
 def error_from_response(status: int, body: Any) -> GraphError:
@@ -174,8 +186,45 @@ class GraphClient:
     async def get(self, path: str, token: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         return await self.request("GET", path, token, params=params, idempotent=True)
 
-    async def post(self, path: str, token: str, json: Mapping[str, Any], *, idempotent: bool = False) -> dict[str, Any]:
-        return await self.request("POST", path, token, json=json, idempotent=idempotent)
+    async def post(
+        self, path: str, token: str, json: Mapping[str, Any], *, idempotent: bool = False, attempts: int | None = None
+    ) -> dict[str, Any]:
+        return await self.request("POST", path, token, json=json, idempotent=idempotent, attempts=attempts)
+
+    async def upload(
+        self, path: str, token: str, fields: Mapping[str, str], file: tuple[str, bytes, str]
+    ) -> dict[str, Any]:
+        """A multipart POST (`/{phone_number_id}/media`): `file` is (name, bytes, MIME type). Not
+        retried here: the caller's job retries, and a repeated upload only costs an orphan id."""
+        register_secret(token)
+        return await self._send("POST", "/" + path.lstrip("/"), token, data=dict(fields), files={"file": file})
+
+    async def download(self, url: str, token: str, dest: Path, *, max_bytes: int) -> int:
+        """Stream a media URL Meta handed out (it needs the Bearer token) into `dest`; returns
+        the size. Larger than `max_bytes`: MediaTooLarge, and nothing is kept."""
+        register_secret(token)
+        written = 0
+        try:
+            async with self._http.stream("GET", url, headers={"Authorization": f"Bearer {token}"}) as response:
+                if not response.is_success:
+                    await response.aread()
+                    raise error_from_response(response.status_code, _json_or_none(response))
+                with dest.open("wb") as fh:
+                    async for chunk in response.aiter_bytes():
+                        written += len(chunk)
+                        if written > max_bytes:
+                            raise MediaTooLarge(f"the file is larger than {max_bytes} bytes", is_transient=False)
+                        fh.write(chunk)
+        except httpx.TimeoutException as exc:
+            dest.unlink(missing_ok=True)
+            raise GraphUnavailable(f"timeout downloading media: {type(exc).__name__}", is_transient=True) from None
+        except httpx.TransportError as exc:
+            dest.unlink(missing_ok=True)
+            raise GraphUnavailable(f"cannot download media: {type(exc).__name__}: {exc}", is_transient=True) from None
+        except BaseException:
+            dest.unlink(missing_ok=True)
+            raise
+        return written
 
     async def request(
         self,
@@ -186,16 +235,19 @@ class GraphClient:
         params: Mapping[str, Any] | None = None,
         json: Mapping[str, Any] | None = None,
         idempotent: bool = False,
+        attempts: int | None = None,
     ) -> dict[str, Any]:
+        """`attempts=1` leaves every retry to the caller (an outbox job keeps its chat's order)."""
         register_secret(token)
         url = "/" + path.lstrip("/")
         attempt = 0
+        limit = self.retry.attempts if attempts is None else attempts
         while True:
             attempt += 1
             try:
-                return await self._once(method, url, token, params, json)
+                return await self._send(method, url, token, params=params, json=json)
             except GraphError as exc:
-                if attempt >= self.retry.attempts or not should_retry(exc, idempotent=idempotent):
+                if attempt >= limit or not should_retry(exc, idempotent=idempotent):
                     raise
                 pause = self.retry.delay(attempt, getattr(exc, "retry_after", None))
                 log.warning(
@@ -211,20 +263,15 @@ class GraphClient:
                 )
                 await asyncio.sleep(pause)
 
-    async def _once(
-        self, method: str, url: str, token: str, params: Mapping[str, Any] | None, json: Mapping[str, Any] | None
-    ) -> dict[str, Any]:
+    async def _send(self, method: str, url: str, token: str, **kwargs: Any) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
-            response = await self._http.request(method, url, params=params, json=json, headers=headers)
+            response = await self._http.request(method, url, headers=headers, **kwargs)
         except httpx.TimeoutException as exc:
             raise GraphUnavailable(f"timeout talking to Graph: {type(exc).__name__}", is_transient=True) from None
         except httpx.TransportError as exc:
             raise GraphUnavailable(f"cannot reach Graph: {type(exc).__name__}: {exc}", is_transient=True) from None
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
+        body = _json_or_none(response)
         if response.is_success and isinstance(body, dict):
             return body
         if response.is_success:

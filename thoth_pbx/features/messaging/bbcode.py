@@ -58,3 +58,34 @@ def to_whatsapp(text: str) -> str:
         result += "\n".join("> " + line for line in quoted.strip("\n").splitlines() or [""]) + "\n" + rest.lstrip("\n")
     result = result.replace("\x00/QUOTE\x00", "")
     return html.unescape(re.sub(r"\n{3,}", "\n\n", result)).strip()
+
+
+_SIGNATURE = re.compile(r"^\s*\[b\][^\[\]\n]{1,120}:\[/b\]\s*(?:\[br\]|\n)?\s*", re.IGNORECASE)
+_DASHES = re.compile(r"^-{20,}$")
+_QUOTE_HEADER = re.compile(r"^.{0,120}\[\d{1,2}\.\d{1,2}\.\d{2,4}[^\]]*\]$")
+
+
+def split_signature(text: str) -> tuple[str, str]:
+    """Bitrix24 prepends "[b]Name:[/b] [br]" when the line's signature is on: (signature, rest)."""
+    match = _SIGNATURE.match(text)
+    return (match.group(0), text[match.end() :]) if match else ("", text)
+
+
+def split_quote(text: str) -> tuple[str | None, str]:
+    """An operator's quote of an earlier message: (the quoted text, what the operator wrote).
+
+    Bitrix24's documented event payload has no reply reference (docs silent), so the quote is
+    read from the text: the messenger's block (a line of dashes, "Name [date]", the quoted
+    lines, a line of dashes) or a [quote]...[/quote] tag at the start."""
+    lines = re.sub(r"\[br\]", "\n", text, flags=re.IGNORECASE).split("\n")
+    if lines and _DASHES.match(lines[0].strip()):
+        for end in range(1, len(lines)):
+            if _DASHES.match(lines[end].strip()):
+                body = lines[1:end]
+                if body and _QUOTE_HEADER.match(body[0].strip()):
+                    body = body[1:]
+                return "\n".join(body).strip(), "\n".join(lines[end + 1 :]).strip()
+    match = re.match(r"^\s*\[quote\](.*?)\[/quote\]", text, flags=re.IGNORECASE | re.DOTALL)
+    if match:
+        return to_whatsapp(match.group(1)).strip(), text[match.end() :].strip()
+    return None, text

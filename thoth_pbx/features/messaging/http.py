@@ -3,6 +3,11 @@
 - `GET /api/admin/phones/{id}/connector`: the number's Open Line and connector state
   (green | yellow | red | pending | unlinked, with the reason).
 - `POST /api/admin/phones/{id}/connector/repair`: set the line up again now (202, job id).
+- `GET /api/admin/phones/{id}/chats`: the number's chats (customer, message count, failures).
+- `GET /api/admin/phones/{id}/chats/{customer}?limit=50`: a chat's last messages with their
+  direction, status and error, oldest first.
+- `GET /api/media/{file}/{name}?expires=&sig=`: a customer's file for Bitrix24 to fetch
+  (signed, expiring link; no Basic auth, the signature is the credential).
 - `GET|POST /api/bitrix/connector`: the connector's PLACEMENT_HANDLER (Contact Center settings
   open it in a frame; Bitrix24's servers and browsers call it, so no Basic auth): a plain page
   saying where the line is managed.
@@ -13,8 +18,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from thoth_pbx.core.http import object_id
+from thoth_pbx.features.messaging.chats import Chats
 from thoth_pbx.features.messaging.connector import PLACEMENT_PATH
 from thoth_pbx.features.messaging.lines import MessagingLines
+from thoth_pbx.features.messaging.media import MediaStore
 
 PLACEMENT_PAGE = """<!doctype html><meta charset="utf-8"><title>WhatsApp (thoth-pbx)</title>
 <p>This WhatsApp line is connected and managed by thoth-pbx: each WhatsApp number linked to this
@@ -22,12 +29,26 @@ portal in thoth-pbx has its own Open Line, <b>THOTH_&lt;number&gt;</b>. Change n
 the thoth-pbx admin panel.</p>"""
 
 
-def messaging_routes(lines: MessagingLines) -> list[web.RouteDef]:
+def messaging_routes(lines: MessagingLines, chats: Chats, media: MediaStore) -> list[web.RouteDef]:
     async def view(request: web.Request) -> web.Response:
         return web.json_response(await lines.view(object_id(request)))
 
     async def repair(request: web.Request) -> web.Response:
         return web.json_response({"queued": await lines.repair(object_id(request))}, status=202)
+
+    async def chat_list(request: web.Request) -> web.Response:
+        return web.json_response(await chats.list(object_id(request)))
+
+    async def chat_messages(request: web.Request) -> web.Response:
+        found = await chats.messages(object_id(request), request.match_info["customer"], request.query.get("limit"))
+        return web.json_response(found)
+
+    async def media_file(request: web.Request) -> web.StreamResponse:
+        opened = media.open(request.match_info["file"], request.query.get("expires", ""), request.query.get("sig", ""))
+        if opened is None:
+            raise web.HTTPNotFound(text="this link is unknown or expired")
+        path, mime_type = opened
+        return web.FileResponse(path, headers={"Content-Type": mime_type, "Cache-Control": "private, no-store"})
 
     async def placement(request: web.Request) -> web.Response:
         return web.Response(text=PLACEMENT_PAGE, content_type="text/html")
@@ -35,6 +56,9 @@ def messaging_routes(lines: MessagingLines) -> list[web.RouteDef]:
     return [
         web.get("/api/admin/phones/{id}/connector", view),
         web.post("/api/admin/phones/{id}/connector/repair", repair),
+        web.get("/api/admin/phones/{id}/chats", chat_list),
+        web.get("/api/admin/phones/{id}/chats/{customer}", chat_messages),
+        web.get("/api/media/{file}/{name}", media_file),
         web.get(PLACEMENT_PATH, placement),
         web.post(PLACEMENT_PATH, placement),
     ]

@@ -2,10 +2,12 @@
 `imconnector.send.messages` entry on the number's Open Line, exactly once and in order per chat.
 
 The inbox dispatcher hands over stored `message` events (already deduplicated by wamid); the
-handler records the wamid and enqueues the job in one transaction, so an event dispatched again
-(a crash before the inbox marked it processed) is a no-op. Jobs of one customer's chat share a
-chain, so the outbox keeps their order; the Bitrix client batches them within the portal's
-rate limit."""
+handler records the message (`messaging_message`, unique wamid) and enqueues the job in one
+transaction, so an event dispatched again (a crash before the inbox marked it processed) is a
+no-op. Jobs of one customer's chat share a chain, so the outbox keeps their order; the Bitrix
+client batches them within the portal's rate limit. A media message first fetches its file
+from Meta (media.py); a Graph failure retries the job (never dropping it), and after
+MEDIA_ATTEMPTS the message goes on without the file, saying so, so the chat is not held."""
 
 from __future__ import annotations
 
@@ -16,20 +18,25 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from thoth_pbx.clients.meta.graph import GraphError, MediaTooLarge
 from thoth_pbx.clients.meta.inbox import InboxItem
 from thoth_pbx.clients.meta.payloads import Message, contacts_of
 from thoth_pbx.core.shapes import sub
-from thoth_pbx.features.messaging import connector
-from thoth_pbx.features.messaging.inbound_render import customer_key, entry
-from thoth_pbx.features.messaging.models import MessagingInbound, MessagingLine
+from thoth_pbx.features.directory import Phone, WabaAccount
+from thoth_pbx.features.messaging import connector, history
+from thoth_pbx.features.messaging.inbound_render import customer_key, entry, media_of, quoted_ids
+from thoth_pbx.features.messaging.media import MediaChanged, MediaStore
+from thoth_pbx.features.messaging.models import MessagingLine, MessagingMessage
 from thoth_pbx.features.portal import Portals, job_instance
 from thoth_pbx.outbox.jobs import Fail, Job, Retry
+from thoth_pbx.outbox.models import OutboxJob
 from thoth_pbx.outbox.queue import Outbox
 
 log = logging.getLogger(__name__)
 
 KIND_INBOUND = "bitrix.messaging.inbound"
 NOT_READY_RETRY_S = 30.0
+MEDIA_ATTEMPTS = 8  # then the message goes on without its file (the chat must not stay blocked)
 
 
 def chat_chain(instance_id: int, line_id: int, customer: str) -> str:
@@ -37,10 +44,13 @@ def chat_chain(instance_id: int, line_id: int, customer: str) -> str:
 
 
 class Inbound:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], outbox: Outbox, portals: Portals) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], outbox: Outbox, portals: Portals, media: MediaStore
+    ) -> None:
         self._sessions = sessions
         self._outbox = outbox
         self._portals = portals
+        self._media = media
 
     async def on_message(self, item: InboxItem) -> None:
         """Inbox handler for `message` events."""
@@ -56,19 +66,64 @@ class Inbound:
         contacts = contacts_of(item.payload)
         contact = contacts[0] if contacts else None
         instance_id = item.phone.app_instance_id
+        customer = customer_key(message, contact)
         async with self._sessions() as session:
             try:
                 async with session.begin():
                     line = await session.scalar(select(MessagingLine).where(MessagingLine.phone_id == item.phone.id))
                     line_id = line.line_id if line is not None else None
-                    record = MessagingInbound(wamid=message.id, phone_id=item.phone.id)
+                    quotes = {}
+                    for wamid in quoted_ids(message):
+                        quoted = await history.by_wamid(session, wamid)
+                        if quoted is not None and quoted.preview:
+                            quotes[wamid] = quoted.preview[:80]
+                    rendered = entry(message, contact, quotes)
+                    record = MessagingMessage(
+                        phone_id=item.phone.id,
+                        app_instance_id=instance_id,
+                        line_id=line_id,
+                        customer=customer,
+                        direction="in",
+                        wamid=message.id,
+                        kind=message.type or "unknown",
+                        preview=history.preview(rendered["message"]["text"]),
+                        status="received",
+                    )
                     session.add(record)
                     await session.flush()  # the unique wamid: a second dispatch stops here
-                    payload = {"phone_id": item.phone.id, "entry": entry(message, contact)}
-                    chain = chat_chain(instance_id, line_id or 0, customer_key(message, contact))
+                    payload = {
+                        "phone_id": item.phone.id,
+                        "row": record.id,
+                        "entry": rendered,
+                        "media": media_of(message),
+                    }
+                    chain = chat_chain(instance_id, line_id or 0, customer)
                     record.job_id = await self._outbox.enqueue(session, KIND_INBOUND, instance_id, chain, payload)
             except IntegrityError:
                 log.info("whatsapp message already handed to Bitrix24", extra={"wamid": message.id})
+
+    async def _with_file(self, job: Job, message: dict[str, Any]) -> dict[str, Any]:
+        media = job.payload.get("media")
+        if not isinstance(media, dict):
+            return message
+        async with self._sessions() as session:
+            phone = await session.get(Phone, int(job.payload["phone_id"]))
+            account = await session.get(WabaAccount, phone.waba_account_id) if phone else None
+        if account is None:
+            return message | {"text": message["text"] + " (the file could not be fetched: the number is gone)"}
+        try:
+            stored = await self._media.fetch(
+                str(message["id"]), str(media["id"]), account.access_token, name=media.get("name"), kind=media["kind"]
+            )
+        except MediaTooLarge:
+            cap = self._media.max_bytes // (1024 * 1024)
+            return message | {"text": message["text"] + f" (the file is larger than {cap} MB and was not brought over)"}
+        except (GraphError, MediaChanged) as exc:
+            if job.attempt < MEDIA_ATTEMPTS:
+                raise Retry(f"fetching the WhatsApp media failed: {exc}") from None
+            log.warning("whatsapp media given up", extra={"wamid": message["id"], "error": str(exc)})
+            return message | {"text": message["text"] + " (the file could not be fetched from WhatsApp)"}
+        return message | {"files": [{"url": self._media.link(stored), "name": stored.name}]}
 
     async def run(self, job: Job) -> dict[str, Any]:
         instance_id = job_instance(job)
@@ -80,14 +135,32 @@ class Inbound:
             # the line is being set up (or repaired): wait for it rather than drop the message
             state = line.state if line else "not set up"
             raise Retry(f"the Open Line of this number is {state}", after=NOT_READY_RETRY_S)
+        item = dict(job.payload["entry"])
+        item["message"] = await self._with_file(job, dict(item["message"]))
         client = await self._portals.client(instance_id)
         answer = await client.call(
             "imconnector.send.messages",
-            {"CONNECTOR": connector.CONNECTOR_ID, "LINE": line.line_id, "MESSAGES": [job.payload["entry"]]},
+            {"CONNECTOR": connector.CONNECTOR_ID, "LINE": line.line_id, "MESSAGES": [item]},
         )
         results = ((answer or {}).get("DATA") or {}).get("RESULT") if isinstance(answer, dict) else None
         first = results[0] if isinstance(results, list) and results else {}
         if not isinstance(answer, dict) or not answer.get("SUCCESS") or not first.get("SUCCESS", True):
             raise Fail(f"imconnector.send.messages refused the message: {answer!r}"[:500])
         session_info = sub(first, "session")
-        return {"line": line.line_id, "chat_id": session_info.get("CHAT_ID"), "bitrix_user": first.get("user")}
+        return {
+            "line": line.line_id,
+            "chat_id": session_info.get("CHAT_ID"),
+            "bitrix_user": first.get("user"),
+            "files": len(item["message"].get("files") or []),
+        }
+
+    async def on_done(self, session: AsyncSession, job: OutboxJob, result: dict[str, Any] | None) -> None:
+        """In the job's own commit: the message is in Bitrix24, in which Open Lines chat."""
+        row = await session.get(MessagingMessage, int(job.payload.get("row") or 0))
+        if row is None or result is None:
+            return
+        row.line_id = result.get("line")
+        chat_id = result.get("chat_id")
+        row.im_chat_id = str(chat_id) if chat_id not in (None, "") else row.im_chat_id
+        if history.moves_forward(row.status, "in_bitrix"):
+            row.status = "in_bitrix"

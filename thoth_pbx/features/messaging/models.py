@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from thoth_pbx.store.base import Base
@@ -28,14 +28,36 @@ class MessagingLine(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
-class MessagingInbound(Base):
-    """One row per WhatsApp message handed to Bitrix24: the unique wamid makes a re-dispatched
-    inbox event (a crash between the job's commit and the event's processed mark) a no-op."""
+class MessagingMessage(Base):
+    """One WhatsApp message of a bridged chat, either way: the wamid <-> Open Lines ids map that
+    statuses need, the per-chat history the admin reads, and (unique wamid) what makes an inbound
+    event dispatched twice a no-op.
 
-    __tablename__ = "messaging_inbound"
+    status: inbound `received` -> `in_bitrix` | `failed`; outbound `queued` -> `sent` ->
+    `delivered` -> `read`, or `failed` with Meta's code."""
+
+    __tablename__ = "messaging_message"
+    __table_args__ = (
+        Index("ix_messaging_message_chat", "phone_id", "customer", "id"),
+        # an operator message (im ids) becomes its parts (text, each file) once, however often handled
+        UniqueConstraint("app_instance_id", "im_chat_id", "im_message_id", "part", name="uq_messaging_message_im"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    wamid: Mapped[str] = mapped_column(String(255), unique=True)
     phone_id: Mapped[int]
+    app_instance_id: Mapped[int | None]
+    line_id: Mapped[int | None]
+    customer: Mapped[str] = mapped_column(String(128))  # the chat: wa_id, else the BSUID
+    direction: Mapped[str] = mapped_column(String(3))  # in | out
+    wamid: Mapped[str | None] = mapped_column(String(255), unique=True)
+    im_chat_id: Mapped[str | None] = mapped_column(String(32))
+    im_message_id: Mapped[str | None] = mapped_column(String(32))
+    part: Mapped[int] = mapped_column(default=0, server_default="0")
+    kind: Mapped[str] = mapped_column(String(32))
+    preview: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16))
+    error_code: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(Text)
     job_id: Mapped[int | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
