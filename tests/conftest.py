@@ -56,6 +56,8 @@ def make_settings(tmp_path: Path, database_url: str | None = None, **env: str) -
         "THOTH_ADMIN_PASSWORD": "correct-horse-battery",
         "THOTH_ADMIN_PASSWORD_FILE": str(tmp_path / "admin-password"),
         "THOTH_ASTERISK_CONFIG_DIR": str(tmp_path / "asterisk"),
+        "THOTH_MEDIA_DIR": str(tmp_path / "media"),
+        "THOTH_RECORDINGS_DIR": str(tmp_path / "recordings"),
         "THOTH_PUBLIC_URL": "https://thoth.example.com",
     }
     base.update(env)

@@ -80,6 +80,7 @@ class Settings:
     bitrix_oauth_url: str
     log_level: str
     recordings_dir: Path
+    media_dir: Path
     trunk: Mapping[str, Any] = field(default_factory=dict)
     calls: Mapping[str, Any] = field(default_factory=dict)
     messaging: Mapping[str, Any] = field(default_factory=dict)
@@ -270,6 +271,7 @@ _SPEC: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
     "bitrix_oauth_url": (_http_url, "https://oauth.bitrix.info/oauth/token"),
     "log_level": (_choice("debug", "info", "warning", "error"), "info"),
     "recordings_dir": (_path, "var/recordings"),
+    "media_dir": (_path, "var/media"),
 }
 _SECTIONS = {"trunk", "calls", "messaging"}  # tables passed on raw; their owners validate them
 
@@ -320,6 +322,7 @@ def load_settings(
         bitrix_oauth_url=values["bitrix_oauth_url"],
         log_level=values["log_level"],
         recordings_dir=values["recordings_dir"],
+        media_dir=values["media_dir"],
         trunk=dict(raw.get("trunk", {})),
         calls=dict(raw.get("calls", {})),
         messaging=dict(raw.get("messaging", {})),

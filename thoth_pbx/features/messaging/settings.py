@@ -8,19 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from thoth_pbx.core.validation import FieldError, boolean, integer, text
+from thoth_pbx.core.validation import FieldError, boolean, integer
 
-_KEYS = {"messages_per_s", "media_max_mb", "media_dir", "media_link_ttl_s", "operator_signature"}
+_KEYS = {"messages_per_s", "media_max_mb", "media_link_ttl_s", "operator_signature"}
 
 
 @dataclass(frozen=True)
 class MessagingSettings:
     messages_per_s: int = 80  # per business phone number (Meta's default throughput)
     media_max_mb: int = 100  # WhatsApp media kept for Bitrix24 larger than this are announced, not fetched
-    media_dir: Path = Path("var/media")
     media_link_ttl_s: int = 86_400  # how long Bitrix24 may fetch a media link we hand it
     operator_signature: bool = True  # keep Bitrix24's "[b]Name:[/b]" line in what the customer gets
 
@@ -39,7 +37,6 @@ class MessagingSettings:
         return cls(
             messages_per_s=integer(f"{prefix}.messages_per_s", data.get("messages_per_s", 80), minimum=1, maximum=1000),
             media_max_mb=integer(f"{prefix}.media_max_mb", data.get("media_max_mb", 100), minimum=1, maximum=100),
-            media_dir=Path(text(f"{prefix}.media_dir", data.get("media_dir", "var/media"), max_len=1000)).expanduser(),
             media_link_ttl_s=integer(
                 f"{prefix}.media_link_ttl_s", data.get("media_link_ttl_s", 86_400), minimum=60, maximum=7 * 86_400
             ),

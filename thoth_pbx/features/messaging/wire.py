@@ -37,7 +37,7 @@ def wire(
     deps.outbox.register(KIND_LINE, guarded(lines.run))
     media = MediaStore(
         graph,
-        settings.media_dir,
+        deps.settings.media_dir,
         deps.box.derive("media links"),
         public_url,
         max_bytes=settings.media_max_bytes,
