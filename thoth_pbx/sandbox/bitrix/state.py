@@ -1,4 +1,4 @@
-"""The simulated portals' state: users, tokens, webhooks, lines, calls, the operating-time baskets, what was recorded; and Bitrix24's error and list shapes."""
+"""The simulated portals' state: users, tokens, webhooks, lines, calls, Open Lines chats, the operating-time baskets, what was recorded; and Bitrix24's error and list shapes."""
 
 from __future__ import annotations
 
@@ -141,6 +141,148 @@ class _Basket:
 
 
 @dataclass
+class ChatFile:
+    """A file of an incoming message as the portal fetched it: `done` once tried, `error` when it failed."""
+
+    url: str
+    name: str
+    status: int | None = None  # the HTTP status the file's server answered
+    sha256: str | None = None
+    size: int | None = None
+    mime: str | None = None
+    error: str | None = None
+    done: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.done and self.error is None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "name": self.name,
+            "status": self.status,
+            "sha256": self.sha256,
+            "size": self.size,
+            "mime": self.mime,
+            "error": self.error,
+            "done": self.done,
+        }
+
+
+@dataclass
+class DiskFile:
+    """A file an operator attached; the simulator serves it at `/_sandbox/disk/<token>`."""
+
+    token: str
+    name: str
+    content: bytes
+    mime: str
+
+    @property
+    def type(self) -> str:
+        """image|video|audio|file, the `type` real ONIMCONNECTORMESSAGEADD payloads carry."""
+        major = self.mime.split("/", 1)[0]
+        return major if major in ("image", "video", "audio") else "file"
+
+    def as_json(self) -> dict[str, Any]:
+        return {"token": self.token, "name": self.name, "mime": self.mime, "size": len(self.content)}
+
+
+# ChatMessage.kind: from the external channel, an operator's, im.message.add with SYSTEM=Y / N
+INCOMING, OPERATOR, SYSTEM, APP = "incoming", "operator", "system", "app"
+
+
+@dataclass
+class ChatMessage:
+    """One message in an Open Lines chat, with its im message id."""
+
+    id: int
+    kind: str  # INCOMING, OPERATOR, SYSTEM or APP
+    author_id: int  # the Bitrix user: the external user's, the operator's, or the calling app's user
+    text: str
+    date: int  # unix seconds
+    external_id: str | None = None  # incoming: the connector's message.id
+    external_user: str | None = None  # incoming: the connector's user.id
+    files: list[ChatFile] = field(default_factory=list)  # incoming files, fetched by the portal
+    disk_files: list[DiskFile] = field(default_factory=list)  # operator files, served by the portal
+    attach: Any = None  # im.message.add ATTACH as given
+    markers: list[str] = field(default_factory=list)  # what the chat shows besides the text
+    delivered: bool = False
+    read: bool = False
+    delivered_ids: list[str] = field(default_factory=list)  # external ids send.status.delivery gave
+    read_ids: list[str] = field(default_factory=list)  # external ids send.status.reading gave
+    edits: list[str] = field(default_factory=list)  # earlier texts, oldest first
+    deleted: bool = False
+
+    @property
+    def shown(self) -> str:
+        """The text as the chat shows it, with markers such as a file that could not be loaded."""
+        return "\n".join([self.text, *self.markers]) if self.markers else self.text
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "author_id": self.author_id,
+            "text": self.text,
+            "shown": self.shown,
+            "date": self.date,
+            "external_id": self.external_id,
+            "external_user": self.external_user,
+            "files": [f.as_json() for f in self.files],
+            "disk_files": [f.as_json() for f in self.disk_files],
+            "attach": self.attach,
+            "markers": list(self.markers),
+            "delivered": self.delivered,
+            "read": self.read,
+            "delivered_ids": list(self.delivered_ids),
+            "read_ids": list(self.read_ids),
+            "edits": list(self.edits),
+            "deleted": self.deleted,
+        }
+
+
+@dataclass
+class OpenLinesChat:
+    """The Open Lines chat of one (connector, line, chat.id), with its stable im chat and session ids."""
+
+    connector: str
+    line: int
+    external_id: str  # the connector's chat.id
+    chat_id: int  # im chat id: session.CHAT_ID, DIALOG_ID chat<N>
+    session_id: int
+    name: str = ""
+    url: str = ""
+    users: dict[str, int] = field(default_factory=dict)  # external user.id -> Bitrix user id
+    messages: list[ChatMessage] = field(default_factory=list)
+
+    def message(self, im_id: int) -> ChatMessage | None:
+        return next((m for m in self.messages if m.id == im_id), None)
+
+    def incoming(self, external_id: str) -> ChatMessage | None:
+        """The latest incoming message the connector sent with this message.id."""
+        return next((m for m in reversed(self.messages) if m.kind == INCOMING and m.external_id == external_id), None)
+
+    def of_kind(self, kind: str) -> list[ChatMessage]:
+        return [m for m in self.messages if m.kind == kind]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "connector": self.connector,
+            "line": self.line,
+            "chat_external_id": self.external_id,
+            "chat_id": self.chat_id,
+            "dialog_id": f"chat{self.chat_id}",
+            "session_id": self.session_id,
+            "name": self.name,
+            "url": self.url,
+            "users": dict(self.users),
+            "messages": [m.as_json() for m in self.messages],
+        }
+
+
+@dataclass
 class Portal:
     """One Bitrix24 account with our app installed (or not yet)."""
 
@@ -168,6 +310,11 @@ class Portal:
     connector_lines: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
     open_lines: dict[int, dict[str, Any]] = field(default_factory=dict)  # imopenlines.config.* by ID
     senders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Open Lines chats by (connector, line, chat.id); Bitrix users of external users by (connector, user.id)
+    chats: dict[tuple[str, int, str], OpenLinesChat] = field(default_factory=dict)
+    im_users: dict[tuple[str, str], int] = field(default_factory=dict)
+    # every send.status.delivery / .reading item as it arrived, with whether it named a known message
+    status_reports: list[dict[str, Any]] = field(default_factory=list)
     # method -> (code, description, HTTP status): the app's user lacks the right to it. Bitrix
     # answers user_access_error / ACCESS_DENIED with 403 in the docs and has been seen with 401.
     refused: dict[str, tuple[str, str, int]] = field(default_factory=dict)
@@ -195,6 +342,13 @@ class Portal:
         except (TypeError, ValueError):
             return None
         return user if user and user.active else None
+
+    def chat(self, connector: str, line: int, external_id: str) -> OpenLinesChat | None:
+        return self.chats.get((connector, line, external_id))
+
+    def chat_by_id(self, chat_id: int) -> OpenLinesChat | None:
+        """The Open Lines chat with this im chat id (`session.CHAT_ID`)."""
+        return next((c for c in self.chats.values() if c.chat_id == chat_id), None)
 
     def user_by_extension(self, extension: Any) -> SimUser | None:
         for user in self.users.values():
