@@ -15,6 +15,14 @@ Switches for bad days: `outage` (every request 503 with an HTML page), `latency`
 answers), `storm_every` (every n-th request finds all access tokens expired),
 `exhaust_operating(method)` (429 OPERATION_TIME_LIMIT until the reset time).
 
+The Open Lines chat side (openlines.py): `imconnector.send.messages` items land in chats
+(`portal.chats`, `portal.chat(connector, line, chat_id)`, `portal.chat_by_id(im_chat_id)`) with
+stable im chat, session and user ids; their `files` are downloaded by the simulator in the
+background (`await files_fetched()`); update/delete messages, delivery/reading statuses and
+`im.message.add` act on those chats; `operator_writes()`, `operator_edits()` and
+`operator_deletes()` post ONIMCONNECTORMESSAGEADD/UPDATE/DELETE as a portal does, operator files
+served at /_sandbox/disk/<token>; `GET /_sandbox/portals/{member_id}/openlines` shows it all.
+
 Everything that reached a method is in `recorder` in arrival order, so tests can assert
 which calls arrived, in which order and how many times; `on_processed` runs after a
 method changed state and before the answer leaves (tests use it to crash the caller in
@@ -38,8 +46,12 @@ from thoth_pbx.sandbox.bitrix.state import (
     MAX_BATCH,
     PAGE,
     REGISTER_DEDUP_S,
+    ChatFile,
+    ChatMessage,
+    DiskFile,
     Hook,
     HttpRecord,
+    OpenLinesChat,
     Portal,
     Recorded,
     Recorder,
@@ -57,10 +69,14 @@ from thoth_pbx.sandbox.bitrix.state import (
 
 __all__ = [
     "BitrixSimulator",
+    "ChatFile",
+    "ChatMessage",
     "DEFAULT_SCOPE",
+    "DiskFile",
     "Hook",
     "HttpRecord",
     "MAX_BATCH",
+    "OpenLinesChat",
     "PAGE",
     "Portal",
     "REGISTER_DEDUP_S",

@@ -504,6 +504,8 @@ KNOWN_EVENTS = {
     "ONEXTERNALCALLSTART",
     "ONEXTERNALCALLBACKSTART",
     "ONIMCONNECTORMESSAGEADD",
+    "ONIMCONNECTORMESSAGEUPDATE",
+    "ONIMCONNECTORMESSAGEDELETE",
     "ONIMCONNECTORLINEDELETE",
     "ONIMCONNECTORSTATUSDELETE",
     "ONCRMLEADADD",
@@ -695,41 +697,6 @@ def connector_data_set(sim: BitrixSimulator, portal: Portal, params: dict[str, A
     return True
 
 
-@method("imconnector.send.messages", "imconnector")
-def connector_send(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
-    connector, line = _connector_line(params)
-    messages = params.get("MESSAGES")
-    if not isinstance(messages, list) or not messages:
-        raise _null_arg("MESSAGES")
-    state = portal.connector_lines.get((connector, line))
-    if not state or not state["active"] or state["error"]:
-        raise SimError("NOT_ACTIVE_LINE", "The line is not active", 400)
-    results = []
-    for item in messages:
-        if not isinstance(item, dict) or not all(isinstance(item.get(k), dict) for k in ("user", "message", "chat")):
-            raise SimError("ERROR_ARGUMENT", "The incorrect structure of a message inside MESSAGES parameter", 400)
-        chat_key = f"{connector}:{line}:{item['chat'].get('id')}"
-        chat_id = portal.ids.setdefault(f"chat:{chat_key}", portal.next_id("chat") + 1700)
-        results.append(
-            {
-                "user": str(portal.next_id("im_user") + 500),
-                "message": item["message"],
-                "chat": item["chat"],
-                "SUCCESS": True,
-                "session": {"ID": str(chat_id - 1400), "CHAT_ID": str(chat_id)},
-            }
-        )
-    return {"SUCCESS": True, "DATA": {"RESULT": results}}
-
-
-@method("imconnector.send.status.delivery", "imconnector")
-def connector_delivery(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
-    _connector_line(params)
-    if not isinstance(params.get("MESSAGES"), list):
-        raise _null_arg("MESSAGES")
-    return {"SUCCESS": True, "DATA": {"RESULT": [{"SUCCESS": True} for _ in params["MESSAGES"]]}}
-
-
 # ---------------------------------------------------------------------------- messageservice.* (basics)
 
 
@@ -829,3 +796,8 @@ def app_info(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> di
         "LICENSE_TYPE": plan,
         "LICENSE_FAMILY": plan,
     }
+
+
+# The Open Lines chat methods (imconnector.send/update/delete.messages, the statuses,
+# im.message.add) live in openlines.py and register themselves here.
+from thoth_pbx.sandbox.bitrix import openlines as _openlines  # noqa: E402, F401

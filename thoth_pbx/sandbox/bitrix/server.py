@@ -1,4 +1,4 @@
-"""The simulator's HTTP side: REST at /rest/<method> (OAuth) and /rest/<user>/<code>/<method> (webhooks), OAuth at /oauth/token/, batch, the leaky bucket, bad-day switches, control endpoints under /_sandbox/, and events posted to the service."""
+"""The simulator's HTTP side: REST at /rest/<method> (OAuth) and /rest/<user>/<code>/<method> (webhooks), OAuth at /oauth/token/, batch, the leaky bucket, bad-day switches, control endpoints under /_sandbox/, events posted to the service, and the Open Lines chat side (openlines.py): file downloads, operators writing, /_sandbox/disk/ and /_sandbox/portals/{member_id}/openlines."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import math
 import re
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,9 +17,11 @@ import aiohttp
 from aiohttp import web
 
 from thoth_pbx.clients.bitrix import phpquery
+from thoth_pbx.sandbox.bitrix import openlines
 from thoth_pbx.sandbox.bitrix.state import (
     DEFAULT_SCOPE,
     MAX_BATCH,
+    DiskFile,
     Hook,
     HttpRecord,
     Portal,
@@ -73,6 +75,11 @@ class BitrixSimulator:
         self._refresh: dict[str, str] = {}  # refresh token -> member_id (one use each)
         self._storm_count = 0
         self._runner: web.AppRunner | None = None
+        # Open Lines: files of incoming messages being fetched, operators' files being served
+        self.file_timeout = 30.0
+        self._downloads: set[asyncio.Task[None]] = set()
+        self.disk: dict[str, DiskFile] = {}
+        self.current_caller: _Caller | None = None  # who runs the method executing now
         self.host = "127.0.0.1"
         self.port = 0
         from thoth_pbx.sandbox.bitrix import methods as bitrix_methods
@@ -103,6 +110,8 @@ class BitrixSimulator:
         app.router.add_post("/_sandbox/switch", self._switch)
         app.router.add_post("/_sandbox/install", self._install_route)
         app.router.add_post("/_sandbox/event", self._event_route)
+        app.router.add_get("/_sandbox/disk/{token}", self._disk_route)
+        app.router.add_get("/_sandbox/portals/{member_id}/openlines", self._openlines_route)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -116,6 +125,10 @@ class BitrixSimulator:
         return self.base_url
 
     async def stop(self) -> None:
+        for task in list(self._downloads):
+            task.cancel()
+        if self._downloads:
+            await asyncio.gather(*self._downloads, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -248,6 +261,22 @@ class BitrixSimulator:
         application_token: str | None = None,
     ) -> list[tuple[str, int]]:
         """POST `event` to every handler bound to it, form-encoded as Bitrix does; (url, status) each."""
+        sent = await self.deliver_event(
+            portal, event, data, with_tokens=with_tokens, application_token=application_token
+        )
+        return [(url, status) for url, status, _ in sent]
+
+    async def deliver_event(
+        self,
+        portal: Portal,
+        event: str,
+        data: Any,
+        *,
+        with_tokens: bool = True,
+        application_token: str | None = None,
+        auth_user_id: int | None = None,
+    ) -> list[tuple[str, int, Any]]:
+        """`send_event` with each handler's answer: (url, status, answer); `auth[user_id]` when given."""
         results = []
         for binding in [b for b in portal.bindings if b["event"] == event.upper()]:
             auth: dict[str, Any] = {
@@ -265,6 +294,8 @@ class BitrixSimulator:
                     scope=portal.scope,
                     status="L",
                 )
+            if auth_user_id is not None:
+                auth["user_id"] = auth_user_id
             form = {
                 "event": event.upper(),
                 "event_handler_id": str(binding["id"]),
@@ -272,9 +303,81 @@ class BitrixSimulator:
                 "ts": str(int(self.clock())),
                 "auth": auth,
             }
-            status, _ = await self._post_form(binding["handler"], form)
-            results.append((binding["handler"], status))
+            status, answer = await self._post_form(binding["handler"], form)
+            results.append((binding["handler"], status, answer))
         return results
+
+    # ------------------------------------------------------------------ Open Lines (openlines.py)
+
+    async def operator_writes(
+        self,
+        portal: Portal,
+        line_id: int,
+        chat_external_id: str,
+        text: str,
+        *,
+        files: Sequence[tuple[str, bytes, str]] | None = None,
+        user_id: int = 1,
+        signature: bool = True,
+        connector: str | None = None,
+    ) -> dict[str, Any]:
+        """An operator answers in the chat: recorded, then ONIMCONNECTORMESSAGEADD to the bound handlers.
+
+        `files` are (name, content, MIME type), served at /_sandbox/disk/<token>. Returns
+        `{chat_id, message_id, status, answer, sent: [{handler, status, answer}]}` (status and
+        answer of the first handler, None when none is bound)."""
+        return await openlines.operator_writes(
+            self,
+            portal,
+            line_id,
+            chat_external_id,
+            text,
+            files=files,
+            user_id=user_id,
+            signature=signature,
+            connector=connector,
+        )
+
+    async def operator_edits(
+        self,
+        portal: Portal,
+        line_id: int,
+        chat_external_id: str,
+        message_id: int,
+        text: str,
+        *,
+        signature: bool = True,
+        connector: str | None = None,
+    ) -> dict[str, Any]:
+        """An operator edits message `message_id`: ONIMCONNECTORMESSAGEUPDATE; returns as `operator_writes`."""
+        return await openlines.operator_edits(
+            self, portal, line_id, chat_external_id, message_id, text, signature=signature, connector=connector
+        )
+
+    async def operator_deletes(
+        self, portal: Portal, line_id: int, chat_external_id: str, message_id: int, *, connector: str | None = None
+    ) -> dict[str, Any]:
+        """An operator deletes message `message_id`: ONIMCONNECTORMESSAGEDELETE; returns as `operator_writes`."""
+        return await openlines.operator_deletes(
+            self, portal, line_id, chat_external_id, message_id, connector=connector
+        )
+
+    def start_download(self, fetch: Coroutine[Any, Any, None]) -> None:
+        """Run a file download in the background, as a portal fetches files after answering."""
+        task = asyncio.get_running_loop().create_task(fetch)
+        self._downloads.add(task)
+        task.add_done_callback(self._downloads.discard)
+
+    async def files_fetched(self) -> None:
+        """Wait until every download started so far (and any they led to) has finished."""
+        while self._downloads:
+            await asyncio.gather(*list(self._downloads), return_exceptions=True)
+
+    def disk_put(self, name: str, content: bytes, mime: str) -> DiskFile:
+        """Keep a file on the portal's disk; it answers at /_sandbox/disk/<token>."""
+        disk = openlines.new_disk_file(name, content, mime)
+        self.disk[disk.token] = disk
+        return disk
 
     async def _post_form(self, url: str, form: Mapping[str, Any]) -> tuple[int, Any]:
         body = phpquery.encode(form)
@@ -451,12 +554,15 @@ class BitrixSimulator:
             record(False, exc.code, exc.description)
             raise
         began = self.clock()
+        self.current_caller = caller
         try:
             result = spec.run(self, portal, params)
         except SimError as exc:
             self._account(portal, key, began)
             record(False, exc.code, exc.description)
             raise
+        finally:
+            self.current_caller = None
         self._account(portal, key, began)
         record(True, None, result)
         return result
@@ -623,6 +729,24 @@ class BitrixSimulator:
         portal = self._only_portal(body.get("member_id"))
         sent = await self.send_event(portal, str(body["event"]), body.get("data", {}))
         return web.json_response({"sent": [{"handler": h, "status": s} for h, s in sent]})
+
+    async def _disk_route(self, request: web.Request) -> web.Response:
+        """An operator's file: its bytes with its MIME type (`?download=1` as an attachment)."""
+        disk = self.disk.get(request.match_info["token"])
+        if disk is None:
+            return web.Response(status=404, text="File not found")
+        disposition = "attachment" if request.query.get("download") else "inline"
+        return web.Response(
+            body=disk.content,
+            content_type=disk.mime,
+            headers={"Content-Disposition": f'{disposition}; filename="{disk.name}"'},
+        )
+
+    async def _openlines_route(self, request: web.Request) -> web.Response:
+        portal = self.portals.get(request.match_info["member_id"])
+        if portal is None:
+            return web.json_response({"error": "no such portal"}, status=404)
+        return web.json_response(openlines.view(portal))
 
     def _only_portal(self, member_id: str | None) -> Portal:
         if member_id:
