@@ -16,8 +16,17 @@ proves nothing. What it enforces (sources: docs/meta.md and the Meta fact sheet)
 - `GET .../settings[?include_sip_credentials=true]`: the stored settings, servers with
   `app_id`, the password (one per number + app) only with credentials and only for the
   caller's app; `srtp_key_exchange_protocol` only when it was set explicitly;
-- `POST /{phone_number_id}/messages` (messages; `status: read` receipts with an optional
-  typing indicator, only for message ids a webhook announced), `POST /{phone_number_id}/calls`
+- `POST /{phone_number_id}/messages`: every message type checked field by field (text, image,
+  video, audio, document, sticker by `id` of media uploaded on the number or by http(s) `link`,
+  location, contacts, interactive, reaction, template; `context` replies); `status: read`
+  receipts with an optional typing indicator, only for message ids a webhook announced. After
+  each accepted send, status webhooks (`sent`, `delivered`, `read`, or `failed` with errors) go
+  signed to the sending app's `callback_url` from a per-phone FIFO background task
+  (`drain_webhooks()` waits for them, `webhook_log` records them);
+- media: `POST /{phone_number_id}/media` (multipart; supported MIME types and sizes, else 131053),
+  `GET /{media_id}` (a `/_media/...` URL on the simulator, Bearer token required, expires 5 minutes
+  later by `sim.clock`), `DELETE /{media_id}`; `add_media()` stores media directly;
+- `POST /{phone_number_id}/calls`
   (131055 on a SIP number, 138000 when calling is off; accept/reject/terminate only for call ids
   a `connect` webhook announced or `connect` placed, else 100 naming call_id),
   `GET /{phone_number_id}` and `GET /{waba_id}/phone_numbers` (`fields=`, unknown field 100),
@@ -27,6 +36,13 @@ proves nothing. What it enforces (sources: docs/meta.md and the Meta fact sheet)
   with any Graph error, and send signed webhooks (see `WebhookSender`); what those webhooks
   announce (message and call ids) is remembered by `announce()`."""
 
+from thoth_pbx.sandbox.meta.media import (
+    MEDIA_URL_TTL,
+    SUPPORTED_MEDIA,
+    SimMedia,
+    check_media,
+    media_view,
+)
 from thoth_pbx.sandbox.meta.methods import (
     _BSUID,
     _CALLING_KEYS,
@@ -37,6 +53,8 @@ from thoth_pbx.sandbox.meta.methods import (
     _PHONE_DEFAULT_FIELDS,
     _PHONE_FIELDS,
     _PHONE_LIST_FIELDS,
+    MEDIA_TYPES,
+    MESSAGE_TYPES,
     _enum,
     _expect_keys,
     _validate_call_hours,
@@ -44,6 +62,7 @@ from thoth_pbx.sandbox.meta.methods import (
     call_permissions_view,
     mark_read,
     phone_view,
+    planned_statuses,
     send_message,
     settings_view,
     update_settings,
@@ -51,6 +70,7 @@ from thoth_pbx.sandbox.meta.methods import (
 )
 from thoth_pbx.sandbox.meta.server import MetaSimulator, _body, _control_json, _ControlError, _maybe_json, seeded, serve
 from thoth_pbx.sandbox.meta.state import (
+    AUTO_STATUSES,
     GRAPH_VERSION_RE,
     KNOWN_ERRORS,
     MANAGEMENT,
@@ -64,29 +84,43 @@ from thoth_pbx.sandbox.meta.state import (
     invalid,
 )
 from thoth_pbx.sandbox.meta.webhooks import (
+    STATUS_ERRORS,
+    StatusDelivery,
+    StatusPoster,
     WebhookSender,
     _metadata,
     call_connect_change,
     call_terminate_change,
     delivery,
+    media_message_change,
     message_change,
     messages_change,
     sign,
     status_change,
+    status_error,
 )
 
 __all__ = [
+    "AUTO_STATUSES",
     "FailRule",
     "GRAPH_VERSION_RE",
     "GraphFail",
     "KNOWN_ERRORS",
     "MANAGEMENT",
+    "MEDIA_TYPES",
+    "MEDIA_URL_TTL",
+    "MESSAGE_TYPES",
     "MESSAGING",
     "MetaSimulator",
+    "STATUS_ERRORS",
+    "SUPPORTED_MEDIA",
     "Seed",
     "SimApp",
+    "SimMedia",
     "SimPhone",
     "SimToken",
+    "StatusDelivery",
+    "StatusPoster",
     "WebhookSender",
     "_BSUID",
     "_CALLING_KEYS",
@@ -109,18 +143,23 @@ __all__ = [
     "call_connect_change",
     "call_permissions_view",
     "call_terminate_change",
+    "check_media",
     "delivery",
     "invalid",
     "mark_read",
+    "media_message_change",
+    "media_view",
     "message_change",
     "messages_change",
     "phone_view",
+    "planned_statuses",
     "seeded",
     "send_message",
     "serve",
     "settings_view",
     "sign",
     "status_change",
+    "status_error",
     "update_settings",
     "validate_settings",
 ]

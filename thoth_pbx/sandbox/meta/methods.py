@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from thoth_pbx.sandbox.meta.state import GraphFail, SimApp, SimPhone, invalid
 
@@ -214,55 +215,306 @@ def settings_view(phone: SimPhone, app_id: str | None, with_credentials: bool) -
     return {"calling": calling}
 
 
-def send_message(phone: SimPhone, body: Any) -> dict[str, Any]:
-    body = _expect_keys(
-        "body",
-        body,
-        {
-            "messaging_product",
-            "recipient_type",
-            "to",
-            "type",
-            "text",
-            "template",
-            "interactive",
-            "context",
-            "image",
-            "audio",
-            "document",
-            "video",
-            "sticker",
-            "location",
-            "contacts",
-            "reaction",
-            "biz_opaque_callback_data",
-        },
-    )
+# ---- POST /{phone_number_id}/messages
+# Sources: developers.facebook.com/docs/whatsapp/cloud-api/reference/messages and the per-type
+# guides under developers.facebook.com/documentation/business-messaging/whatsapp/messages/
+# (text, image, video, audio, document, sticker, location, contacts, interactive reply
+# buttons / list / CTA URL, reaction, template messages; context for replies).
+
+MESSAGE_TYPES = (
+    "text",
+    "image",
+    "video",
+    "audio",
+    "document",
+    "sticker",
+    "location",
+    "contacts",
+    "interactive",
+    "reaction",
+    "template",
+)
+
+MEDIA_TYPES = ("image", "video", "audio", "document", "sticker")
+
+# What each media object may hold: `id` or `link`; caption only for image, video and document;
+# filename only for document; `voice` (send as a voice message) only for audio.
+_MEDIA_KEYS = {
+    "image": ("id", "link", "caption"),
+    "video": ("id", "link", "caption"),
+    "document": ("id", "link", "caption", "filename"),
+    "audio": ("id", "link", "voice"),
+    "sticker": ("id", "link"),
+}
+
+_TOP_KEYS = {
+    "messaging_product",
+    "recipient_type",
+    "to",
+    "recipient",
+    "type",
+    "context",
+    "biz_opaque_callback_data",
+    "recipient_identity_key_hash",
+    *MESSAGE_TYPES,
+}
+
+_INTERACTIVE_TYPES = (
+    "button",
+    "list",
+    "cta_url",
+    "flow",
+    "product",
+    "product_list",
+    "catalog_message",
+    "location_request_message",
+    "address_message",
+    "call_permission_request",
+    "voice_call",
+)
+
+
+def _present(obj: dict[str, Any], key: str) -> bool:
+    """Clients send optional fields as null (pywa does); null counts as absent."""
+    return obj.get(key) is not None
+
+
+def _string(where: str, value: Any, *, max_len: int | None = None, required: bool = True) -> None:
+    if value is None and not required:
+        return
+    if not isinstance(value, str) or not value:
+        raise invalid(f"Param {where} is required and must be a non-empty string")
+    if max_len is not None and len(value) > max_len:
+        raise invalid(f"Param {where} must be at most {max_len} characters")
+
+
+def _number(where: str, value: Any, low: float, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise invalid(f"Param {where} is required and must be a number from {low:g} to {high:g}")
+
+
+def _http_url(where: str, value: Any) -> None:
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+        raise invalid(f"Param {where} must be an http or https URL")
+
+
+def _objects(where: str, value: Any, keys: Iterable[str]) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)):
+        raise invalid(f"Param {where} must be an array")
+    return [_expect_keys(f"{where}[{i}]", item, keys) for i, item in enumerate(value)]
+
+
+def _validate_media(kind: str, value: Any, uploaded: Mapping[str, str]) -> None:
+    media = _expect_keys(kind, value, _MEDIA_KEYS[kind])
+    has_id, has_link = _present(media, "id"), _present(media, "link")
+    if has_id == has_link:
+        raise invalid(f"Param {kind} must have exactly one of {kind}[id] or {kind}[link]")
+    if has_link:
+        _http_url(f"{kind}[link]", media["link"])
+    elif not isinstance(media["id"], str) or media["id"] not in uploaded:
+        # What Graph answers for an id that is not this number's media (seen in many client
+        # projects' error handling): code 100, "Param image['id'] is not a valid whatsapp business
+        # account media attachment ID".
+        message = f"(#100) Param {kind}['id'] is not a valid whatsapp business account media attachment ID"
+        raise GraphFail(100, message, details=message[7:])
+    _string(f"{kind}[caption]", media.get("caption"), max_len=1024, required=False)
+    _string(f"{kind}[filename]", media.get("filename"), max_len=240, required=False)
+    if _present(media, "voice") and not isinstance(media["voice"], bool):
+        raise invalid(f"Param {kind}[voice] must be a boolean")
+
+
+def _validate_location(value: Any) -> None:
+    location = _expect_keys("location", value, {"latitude", "longitude", "name", "address"})
+    _number("location[latitude]", location.get("latitude"), -90, 90)
+    _number("location[longitude]", location.get("longitude"), -180, 180)
+    _string("location[name]", location.get("name"), required=False)
+    _string("location[address]", location.get("address"), required=False)
+
+
+_CONTACT_PARTS: dict[str, tuple[str, ...]] = {
+    "addresses": ("street", "city", "state", "zip", "country", "country_code", "type"),
+    "emails": ("email", "type"),
+    "phones": ("phone", "type", "wa_id"),
+    "urls": ("url", "type"),
+}
+
+
+def _validate_contacts(value: Any) -> None:
+    if not isinstance(value, (list, tuple)) or not value:
+        raise invalid("Param contacts must be a non-empty array")
+    for i, contact in enumerate(value):
+        where = f"contacts[{i}]"
+        contact = _expect_keys(where, contact, {"name", "birthday", "org", *_CONTACT_PARTS})
+        name = _expect_keys(
+            f"{where}[name]",
+            contact.get("name"),
+            ("formatted_name", "first_name", "last_name", "middle_name", "suffix", "prefix"),
+        )
+        _string(f"{where}[name][formatted_name]", name.get("formatted_name"))
+        if _present(contact, "birthday") and not (
+            isinstance(contact["birthday"], str) and _DATE.match(contact["birthday"])
+        ):
+            raise invalid(f"Param {where}[birthday] must be YYYY-MM-DD")
+        if _present(contact, "org"):
+            _expect_keys(f"{where}[org]", contact["org"], ("company", "department", "title"))
+        for part, keys in _CONTACT_PARTS.items():
+            _objects(f"{where}[{part}]", contact.get(part), keys)
+
+
+def _validate_interactive(value: Any) -> None:
+    interactive = _expect_keys("interactive", value, {"type", "header", "body", "footer", "action"})
+    kind = _enum("interactive[type]", interactive.get("type"), _INTERACTIVE_TYPES)
+    if kind != "product" or _present(interactive, "body"):  # body: "Optional for type product"
+        body = _expect_keys("interactive[body]", interactive.get("body"), {"text"})
+        _string("interactive[body][text]", body.get("text"), max_len=4096 if kind == "list" else 1024)
+    if _present(interactive, "footer"):
+        footer = _expect_keys("interactive[footer]", interactive["footer"], {"text"})
+        _string("interactive[footer][text]", footer.get("text"), max_len=60)
+    if _present(interactive, "header"):
+        header = _expect_keys(
+            "interactive[header]", interactive["header"], {"type", "text", "image", "video", "document"}
+        )
+        htype = _enum("interactive[header][type]", header.get("type"), ("text", "image", "video", "document"))
+        if htype == "text":
+            _string("interactive[header][text]", header.get("text"), max_len=60)
+        elif not isinstance(header.get(htype), dict):
+            raise invalid(f"Param interactive[header][{htype}] is required for a {htype} header")
+    action = interactive.get("action")
+    if not isinstance(action, dict):
+        raise invalid("Param interactive[action] is required and must be a JSON object")
+    if kind == "button":
+        buttons = action.get("buttons")
+        if not isinstance(buttons, (list, tuple)) or not 1 <= len(buttons) <= 3:
+            raise invalid("Param interactive[action][buttons] must hold 1 to 3 buttons")
+        for i, button in enumerate(buttons):
+            where = f"interactive[action][buttons][{i}]"
+            button = _expect_keys(where, button, {"type", "reply"})
+            _enum(f"{where}[type]", button.get("type"), ("reply",))
+            reply = _expect_keys(f"{where}[reply]", button.get("reply"), {"id", "title"})
+            _string(f"{where}[reply][id]", reply.get("id"), max_len=256)
+            _string(f"{where}[reply][title]", reply.get("title"), max_len=20)
+    elif kind == "list":
+        _string("interactive[action][button]", action.get("button"), max_len=20)
+        sections = action.get("sections")
+        if not isinstance(sections, (list, tuple)) or not 1 <= len(sections) <= 10:
+            raise invalid("Param interactive[action][sections] must hold 1 to 10 sections")
+        rows_total = 0
+        for i, section in enumerate(sections):
+            where = f"interactive[action][sections][{i}]"
+            section = _expect_keys(where, section, {"title", "rows", "product_items"})
+            _string(f"{where}[title]", section.get("title"), max_len=24, required=len(sections) > 1)
+            rows = _objects(f"{where}[rows]", section.get("rows"), {"id", "title", "description"})
+            if not rows:
+                raise invalid(f"Param {where}[rows] must hold at least one row")
+            rows_total += len(rows)
+            for j, row in enumerate(rows):
+                _string(f"{where}[rows][{j}][id]", row.get("id"), max_len=200)
+                _string(f"{where}[rows][{j}][title]", row.get("title"), max_len=24)
+                _string(f"{where}[rows][{j}][description]", row.get("description"), max_len=72, required=False)
+        if rows_total > 10:
+            raise invalid("Param interactive[action][sections] may hold at most 10 rows in total")
+    elif kind == "cta_url":
+        _enum("interactive[action][name]", action.get("name"), ("cta_url",))
+        parameters = _expect_keys("interactive[action][parameters]", action.get("parameters"), {"display_text", "url"})
+        _string("interactive[action][parameters][display_text]", parameters.get("display_text"), max_len=20)
+        _http_url("interactive[action][parameters][url]", parameters.get("url"))
+
+
+def _validate_reaction(value: Any) -> None:
+    reaction = _expect_keys("reaction", value, {"message_id", "emoji"})
+    _string("reaction[message_id]", reaction.get("message_id"))
+    if not isinstance(reaction.get("emoji"), str):  # "" removes a reaction
+        raise invalid("Param reaction[emoji] is required and must be a string")
+
+
+def _validate_template(value: Any) -> None:
+    template = _expect_keys("template", value, {"name", "language", "components"})
+    if not isinstance(template.get("name"), str) or not isinstance((template.get("language") or {}).get("code"), str):
+        raise invalid("Param template requires name and language.code")
+    if _present(template, "components") and not isinstance(template["components"], (list, tuple)):
+        raise invalid("Param template[components] must be an array")
+
+
+def send_message(phone: SimPhone, body: Any, uploaded: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Validate a send as Meta documents each type; record it in `phone.sent`.
+
+    `uploaded` maps the ids of media uploaded on this number to their media type: a media object's
+    `id` must be one of them (else 100 "... is not a valid whatsapp business account media
+    attachment ID"); whether the type fits is found out later, as on Meta (a `failed` status
+    131053, see `planned_statuses`)."""
+    body = _expect_keys("body", body, _TOP_KEYS)
     if body.get("messaging_product") != "whatsapp":
         raise invalid("Param messaging_product must be whatsapp")
-    to = body.get("to")
-    if not isinstance(to, str) or not re.fullmatch(r"\+?\d{5,15}", to):
+    if _present(body, "recipient_type"):
+        _enum("recipient_type", body["recipient_type"], ("individual", "group"))
+    to, recipient = body.get("to"), body.get("recipient")
+    if to is None and recipient is None:
         raise invalid("Param to must be a phone number")
+    if to is not None and (not isinstance(to, str) or not re.fullmatch(r"\+?\d{5,15}", to)):
+        raise invalid("Param to must be a phone number")
+    if recipient is not None and (not isinstance(recipient, str) or not _BSUID.fullmatch(recipient)):
+        raise invalid("Param recipient must be a business-scoped user id (e.g. US.13491208655302741918)")
     kind = body.get("type", "text")
+    if kind not in MESSAGE_TYPES:
+        raise invalid(f"Param type must be one of {', '.join(MESSAGE_TYPES)}")
     if kind not in body:
         raise invalid(f"Param {kind} is required for type {kind}")
     if kind == "text":
         text = _expect_keys("text", body["text"], {"body", "preview_url"})
         if not isinstance(text.get("body"), str) or not text["body"] or len(text["body"]) > 4096:
             raise invalid("Param text[body] must be 1 to 4096 characters")
-    if kind == "template":
-        template = _expect_keys("template", body["template"], {"name", "language", "components"})
-        if not isinstance(template.get("name"), str) or not isinstance(
-            (template.get("language") or {}).get("code"), str
-        ):
-            raise invalid("Param template requires name and language.code")
+        if _present(text, "preview_url") and not isinstance(text["preview_url"], bool):
+            raise invalid("Param text[preview_url] must be a boolean")
+    elif kind in MEDIA_TYPES:
+        _validate_media(kind, body[kind], uploaded or {})
+    elif kind == "location":
+        _validate_location(body["location"])
+    elif kind == "contacts":
+        _validate_contacts(body["contacts"])
+    elif kind == "interactive":
+        _validate_interactive(body["interactive"])
+    elif kind == "reaction":
+        _validate_reaction(body["reaction"])
+    else:
+        _validate_template(body["template"])
+    if _present(body, "context"):
+        context = _expect_keys("context", body["context"], {"message_id"})
+        _string("context[message_id]", context.get("message_id"))
+    if _present(body, "biz_opaque_callback_data"):
+        _string("biz_opaque_callback_data", body["biz_opaque_callback_data"], max_len=512)
     wamid = "wamid." + secrets.token_urlsafe(24)
     phone.sent.append({"id": wamid, **body})
-    return {
-        "messaging_product": "whatsapp",
-        "contacts": [{"input": to, "wa_id": to.lstrip("+")}],
-        "messages": [{"id": wamid}],
-    }
+    if to is not None:
+        contact = {"input": to, "wa_id": to.lstrip("+")}
+    else:
+        contact = {"input": str(recipient), "user_id": str(recipient)}
+    return {"messaging_product": "whatsapp", "contacts": [contact], "messages": [{"id": wamid}]}
+
+
+def planned_statuses(
+    phone: SimPhone, sent: dict[str, Any], uploaded: Mapping[str, str]
+) -> list[tuple[str, int | None]]:
+    """The statuses Meta reports for an accepted send, as (status, error code or None), in order.
+
+    - media sent by `id` whose type does not fit the message type: `failed` 131053 (a mismatched
+      MIME type, media page);
+    - a reaction: only `sent` (reaction messages page: no delivered or read webhooks); to a
+      message this number never received: `failed` 131009 (same page);
+    - a recipient in `phone.undeliverable`: `sent`, then `failed` with its code;
+    - otherwise each of `phone.auto_statuses`."""
+    kind = sent.get("type", "text")
+    media = sent.get(kind) if kind in MEDIA_TYPES else None
+    if isinstance(media, dict) and _present(media, "id") and uploaded.get(media["id"]) != kind:
+        return [("failed", 131053)]
+    if kind == "reaction":
+        return [("sent", None)] if sent["reaction"]["message_id"] in phone.received else [("failed", 131009)]
+    wa_id = str(sent.get("to") or sent.get("recipient")).lstrip("+")
+    if wa_id in phone.undeliverable:
+        return [("sent", None), ("failed", phone.undeliverable[wa_id])]
+    return [(status, None) for status in phone.auto_statuses]
 
 
 def mark_read(phone: SimPhone, body: Any) -> dict[str, Any]:

@@ -19,6 +19,10 @@ MANAGEMENT = "whatsapp_business_management"
 MESSAGING = "whatsapp_business_messaging"
 
 
+# The statuses a delivered and read message goes through (status messages webhook reference).
+AUTO_STATUSES = ("sent", "delivered", "read")
+
+
 # Documented HTTP status and message per Graph error code (WhatsApp error-code list,
 # troubleshooting page); used when a test asks for an error without giving them.
 KNOWN_ERRORS: dict[int, tuple[int, str, str]] = {
@@ -34,6 +38,7 @@ KNOWN_ERRORS: dict[int, tuple[int, str, str]] = {
     130429: (400, "OAuthException", "(#130429) Rate limit hit"),
     131000: (500, "OAuthException", "(#131000) Something went wrong"),
     131016: (503, "OAuthException", "(#131016) Service unavailable"),
+    131053: (400, "OAuthException", "(#131053) Media upload error"),
     131055: (400, "OAuthException", "(#131055) Graph API calls are not allowed for SIP enabled numbers"),
     138000: (401, "OAuthException", "(#138000) Calling not enabled"),
     138015: (400, "OAuthException", "(#138015) Calling APIs cannot be enabled for this phone number"),
@@ -85,6 +90,10 @@ class SimApp:
     name: str = "Sandbox app"
     live: bool = True
     subscribed_fields: set[str] = field(default_factory=lambda: {"messages"})
+    # where status webhooks for this app's sends go (None: none are sent), and the app's
+    # webhook version: `conversation` is omitted from status webhooks from v24.0 on
+    callback_url: str | None = None
+    webhook_version: str = "v25.0"
 
 
 @dataclass
@@ -128,6 +137,10 @@ class SimPhone:
     calls: dict[str, str] = field(default_factory=dict)  # wacid -> "active" | "ended"
     # user wa_id -> {"status": "temporary"|"permanent", "expiration_time"?: int}
     call_permissions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # statuses posted after each accepted send, in order (see MetaSimulator.drain_webhooks)
+    auto_statuses: list[str] = field(default_factory=lambda: list(AUTO_STATUSES))
+    # recipient wa_id -> error code: such sends get `sent` then `failed` with that code
+    undeliverable: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
