@@ -29,6 +29,7 @@ from thoth_pbx.core.secrets import SecretBox, generate_token, open_key
 from thoth_pbx.core.settings import Settings, SettingsError
 from thoth_pbx.features.calls import models as _calls_models  # noqa: E402,F401
 from thoth_pbx.features.calls import wire as calls_feature
+from thoth_pbx.features.calls.callflow import CallSettings
 from thoth_pbx.features.calls.jobs import CallJobs
 from thoth_pbx.features.calls.stasis import StasisCalls
 from thoth_pbx.features.deps import Deps, Wired
@@ -39,6 +40,7 @@ from thoth_pbx.features.directory.whatsapp import MetaService
 from thoth_pbx.features.messaging import models as _messaging_models  # noqa: E402,F401
 from thoth_pbx.features.messaging import wire as messaging_feature
 from thoth_pbx.features.messaging.lines import MessagingLines
+from thoth_pbx.features.messaging.settings import MessagingSettings
 from thoth_pbx.features.portal import models as _portal_models  # noqa: E402,F401
 from thoth_pbx.features.portal import wire as portal_feature
 from thoth_pbx.features.portal.service import BitrixService
@@ -132,6 +134,9 @@ async def open_database(settings: Settings, revision: str = "heads") -> tuple[As
 
 
 async def open_services(settings: Settings) -> Services:
+    # the tables features validate themselves: checked before the database is touched
+    CallSettings.from_json(settings.calls)
+    MessagingSettings.from_json(settings.messaging)
     engine, box = await open_database(settings)
     admin_password, generated = resolve_admin_password(settings)
     register_secret(admin_password)

@@ -163,3 +163,13 @@ async def test_the_sqlite_file_is_private(tmp_path: Path, json_logs) -> None:  #
     await close_services(services)
     assert oct(older.stat().st_mode & 0o777) == "0o600"
     assert "readable by others" in json_logs.text
+
+
+def test_a_bad_messaging_table_stops_start_in_one_line(tmp_path: Path) -> None:
+    """[messaging] is validated by its feature at start: one line naming the key, exit 2."""
+    config = tmp_path / "thoth.toml"
+    config.write_text("[messaging]\nmessages_per_s = 0\n")
+    env = serve_env(tmp_path, THOTH_CONFIG=str(config))
+    done = subprocess.run([*CLI, "serve"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "thoth-pbx: setting messaging.messages_per_s: must be at least 1"

@@ -13,6 +13,7 @@ from typing import Any
 
 from thoth_pbx import __version__
 from thoth_pbx.core.settings import Settings, SettingsError, load_settings, redact_url
+from thoth_pbx.core.validation import FieldError
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
@@ -146,6 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args, settings))
     except SettingsError as exc:
         print(f"thoth-pbx: {exc}", file=sys.stderr)
+        return 2
+    except FieldError as exc:  # a settings table its feature validates at start ([calls], [messaging])
+        print(f"thoth-pbx: setting {exc}", file=sys.stderr)
         return 2
 
 
