@@ -54,6 +54,7 @@ class BridgeProcess:
     webhook: str = ""
     line_id: int = 0
     phone_id: int = 0
+    instance_id: int = 0
     _meta_runner: web.AppRunner | None = None
     _http: aiohttp.ClientSession | None = None
     environ: dict[str, str] = field(default_factory=dict)
@@ -139,6 +140,7 @@ class BridgeProcess:
             "waba_account_id": waba["id"],
             "app_instance_id": int(body["instance_id"]),
         }
+        self.instance_id = int(body["instance_id"])
         created = await self._admin("POST", "/api/admin/phones", phone)
 
         async def green() -> Any:
@@ -149,6 +151,15 @@ class BridgeProcess:
         self.phone_id = int(created["id"])
         self.webhook = f"/api/waba/?api-key={waba['api_key']}"
         self.meta.apps[SEED.app_id].callback_url = self.public + self.webhook
+
+    async def portal_limit(self, rate: int, burst: int) -> None:
+        """Tell our service the portal's request limit (an Enterprise plan, say) and give the
+        simulated portal the same one."""
+        assert self.portal is not None
+        await self._admin(
+            "PATCH", f"/api/admin/instances/{self.instance_id}", {"rate_per_s": rate, "rate_burst": burst}
+        )
+        self.portal.rate, self.portal.burst = float(rate), burst
 
     async def customers_write(self, messages: list[tuple[str, str, str]]) -> None:
         """One webhook delivery (as Meta batches them) of (customer, text, wamid) messages."""

@@ -9,7 +9,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import func, select
+
 from tests.support.bitrix import ServiceEnv, all_done, service_env, wait_until
+from thoth_pbx.clients.meta.tables import WebhookInbox
 from thoth_pbx.sandbox import meta as meta_sim
 from thoth_pbx.sandbox.meta import MetaSimulator
 
@@ -58,6 +61,17 @@ class Bridge:
         return await resp.json()
 
     async def quiet(self) -> None:
+        """Meta's queued status webhooks answered, every stored webhook event handled, every job done."""
+        await self.meta.drain_webhooks()
+
+        async def inbox_handled() -> bool:
+            async with self.env.sessions() as session:
+                pending = await session.scalar(
+                    select(func.count()).select_from(WebhookInbox).where(WebhookInbox.processed_at.is_(None))
+                )
+            return pending == 0
+
+        await wait_until(inbox_handled, what="every webhook event handled")
         await wait_until(lambda: all_done(self.env.sessions), what="a quiet outbox")
 
 

@@ -54,3 +54,6 @@ OnDone = Callable[[AsyncSession, OutboxJob, dict[str, Any] | None], Awaitable[No
 class JobKind:
     handler: Handler
     on_done: OnDone | None = None
+    # handlers that read `Job.previous()` get their chain's done results; long chains that
+    # never look back (a chat's messages) skip that read, which grows with the chain
+    history: bool = True

@@ -139,10 +139,12 @@ class Outbox:
 
     # ------------------------------------------------------------------ API for producers
 
-    def register(self, kind: str, handler: Handler, *, on_done: OnDone | None = None) -> None:
+    def register(self, kind: str, handler: Handler, *, on_done: OnDone | None = None, history: bool = True) -> None:
+        """`history=False`: the handler never calls `job.previous()`, so its chain's done
+        results are not read at claim time (a chat's chain grows without end)."""
         if kind in self._kinds:
             raise ValueError(f"outbox job kind {kind!r} is already registered")
-        self._kinds[kind] = JobKind(handler, on_done)
+        self._kinds[kind] = JobKind(handler, on_done, history)
 
     @property
     def kinds(self) -> list[str]:
@@ -204,6 +206,20 @@ class Outbox:
         else:
             committed.pending_chains.append(chain)
         return job_id
+
+    async def enqueue_in_order(
+        self, session: AsyncSession, kind: str, instance_id: int | None, chain: str | None, payload: dict[str, Any]
+    ) -> int:
+        """`enqueue`, started by the commit itself (no claim round) when nothing of its chain
+        is unfinished: neither known to this process nor stored (a job backing off, one left
+        by an earlier process). Otherwise it waits its turn like any job."""
+        idle = chain is None or (
+            await session.scalar(
+                select(OutboxJob.id).where(OutboxJob.chain == chain, OutboxJob.status != "done").limit(1)
+            )
+            is None
+        )
+        return await self.enqueue(session, kind, instance_id, chain, payload, run_now=idle)
 
     def _after_commit(self, session: AsyncSession) -> _Committed:
         """What this transaction enqueued, acted on once it commits (dropped on rollback)."""
@@ -398,7 +414,7 @@ class Outbox:
                 elif row.chain is not None:
                     self._foreign.add(row.chain)  # recovered or enqueued elsewhere: successors unknown
             history: dict[str, list[tuple[int, str, dict[str, Any] | None]]] = {}
-            chains = sorted({row.chain for row in rows if row.chain})
+            chains = sorted({row.chain for row in rows if row.chain and self._wants_history(row.kind)})
             for start in range(0, len(chains), 500):
                 part = chains[start : start + 500]
                 done = await session.execute(
@@ -429,6 +445,10 @@ class Outbox:
         if next_due is not None and next_due.tzinfo is None:
             next_due = next_due.replace(tzinfo=dt.UTC)
         return jobs, next_due
+
+    def _wants_history(self, kind: str) -> bool:
+        known = self._kinds.get(kind)
+        return known is None or known.history
 
     async def _run(self, job: Job) -> None:
         try:

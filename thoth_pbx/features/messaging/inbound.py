@@ -98,7 +98,9 @@ class Inbound:
                         "media": media_of(message),
                     }
                     chain = chat_chain(instance_id, line_id or 0, customer)
-                    record.job_id = await self._outbox.enqueue(session, KIND_INBOUND, instance_id, chain, payload)
+                    record.job_id = await self._outbox.enqueue_in_order(
+                        session, KIND_INBOUND, instance_id, chain, payload
+                    )
             except IntegrityError:
                 log.info("whatsapp message already handed to Bitrix24", extra={"wamid": message.id})
 

@@ -59,15 +59,6 @@ def _messages(data: Any) -> list[dict[str, Any]]:
     return _listed(data.get("MESSAGES") if isinstance(data, dict) else None)
 
 
-def event_chain(event: BitrixEvent) -> str | None:
-    """The operator events of one chat are handled in order (their jobs share this chain), so
-    their sends are enqueued, and so sent, in the order the operator wrote."""
-    data = event.data if isinstance(event.data, dict) else {}
-    messages = _messages(data)
-    customer = str(sub(messages[0], "chat").get("id") or "") if messages else ""
-    return f"bitrix-ol:{event.instance_id}:{data.get('LINE')}:{customer}"[:128] if customer else None
-
-
 def parts_of(message: dict[str, Any], *, keep_signature: bool) -> tuple[str | None, list[dict[str, Any]]]:
     """(quoted text, parts): the text part first, then one part per file (pure)."""
     body = sub(message, "message")
@@ -131,66 +122,68 @@ class Outbound:
             )
         return line
 
-    async def on_message_add(self, event: BitrixEvent) -> dict[str, Any]:
+    async def message_added(self, session: AsyncSession, event: BitrixEvent) -> dict[str, Any]:
+        """ONIMCONNECTORMESSAGEADD, in the transaction that receives it: the parts and their
+        send jobs are stored with the event (database work only)."""
         queued: list[int] = []
-        async with self._sessions() as session, session.begin():
-            line = await self._our_line(session, event)
-            if line is None or line.line_id is None:
-                return {"ignored": "not our connector or line"}
-            for message in _messages(event.data):
-                customer = str(sub(message, "chat").get("id") or "")
-                im = sub(message, "im")
-                im_chat, im_message = str(im.get("chat_id") or ""), str(im.get("message_id") or "")
-                if not customer:
-                    continue
-                if im_message and await session.scalar(
-                    select(MessagingMessage.id).where(
-                        MessagingMessage.app_instance_id == event.instance_id,
-                        MessagingMessage.im_chat_id == im_chat,
-                        MessagingMessage.im_message_id == im_message,
-                    )
-                ):
-                    continue  # this event was handled before
-                quoted, parts = parts_of(message, keep_signature=self._settings.operator_signature)
-                reply_to = await history.quoted_inbound(session, line.phone_id, customer, quoted) if quoted else None
-                chain = chat_chain(event.instance_id, line.line_id, customer)
-                for index, part in enumerate(parts):
-                    row = MessagingMessage(
-                        phone_id=line.phone_id,
-                        app_instance_id=event.instance_id,
-                        line_id=line.line_id,
-                        customer=customer,
-                        direction="out",
-                        im_chat_id=im_chat or None,
-                        im_message_id=im_message or None,
-                        part=index,
-                        kind=part["type"] if part["type"] == "text" else "file",
-                        preview=history.preview(part.get("text") or part.get("name") or ""),
-                        status="queued",
-                    )
-                    session.add(row)
-                    await session.flush()
-                    payload = {"row": row.id, "phone_id": line.phone_id, "to": customer, "part": part}
-                    if reply_to and index == 0:
-                        payload["reply_to"] = reply_to
-                    row.job_id = await self._outbox.enqueue(session, KIND_OUTBOUND, event.instance_id, chain, payload)
-                    queued.append(row.job_id)
+        line = await self._our_line(session, event)
+        if line is None or line.line_id is None:
+            return {"ignored": "not our connector or line"}
+        for message in _messages(event.data):
+            customer = str(sub(message, "chat").get("id") or "")
+            im = sub(message, "im")
+            im_chat, im_message = str(im.get("chat_id") or ""), str(im.get("message_id") or "")
+            if not customer:
+                continue
+            if im_message and await session.scalar(
+                select(MessagingMessage.id).where(
+                    MessagingMessage.app_instance_id == event.instance_id,
+                    MessagingMessage.im_chat_id == im_chat,
+                    MessagingMessage.im_message_id == im_message,
+                )
+            ):
+                continue  # this event was handled before
+            quoted, parts = parts_of(message, keep_signature=self._settings.operator_signature)
+            reply_to = await history.quoted_inbound(session, line.phone_id, customer, quoted) if quoted else None
+            chain = chat_chain(event.instance_id, line.line_id, customer)
+            for index, part in enumerate(parts):
+                row = MessagingMessage(
+                    phone_id=line.phone_id,
+                    app_instance_id=event.instance_id,
+                    line_id=line.line_id,
+                    customer=customer,
+                    direction="out",
+                    im_chat_id=im_chat or None,
+                    im_message_id=im_message or None,
+                    part=index,
+                    kind=part["type"] if part["type"] == "text" else "file",
+                    preview=history.preview(part.get("text") or part.get("name") or ""),
+                    status="queued",
+                )
+                session.add(row)
+                await session.flush()
+                payload = {"row": row.id, "phone_id": line.phone_id, "to": customer, "part": part}
+                if reply_to and index == 0:
+                    payload["reply_to"] = reply_to
+                row.job_id = await self._outbox.enqueue_in_order(
+                    session, KIND_OUTBOUND, event.instance_id, chain, payload
+                )
+                queued.append(row.job_id)
         return {"queued": queued}
 
-    async def on_message_change(self, event: BitrixEvent, notice: str) -> dict[str, Any]:
+    async def message_changed(self, session: AsyncSession, event: BitrixEvent, notice: str) -> dict[str, Any]:
         """ONIMCONNECTORMESSAGEUPDATE / DELETE: WhatsApp cannot follow; the operator is told."""
         queued = []
-        async with self._sessions() as session, session.begin():
-            line = await self._our_line(session, event)
-            if line is None or line.line_id is None:
-                return {"ignored": "not our connector or line"}
-            for message in _messages(event.data):
-                customer = str(sub(message, "chat").get("id") or "")
-                im_chat = str(sub(message, "im").get("chat_id") or "")
-                chain = chat_chain(event.instance_id, line.line_id, customer)
-                job = await enqueue_notice(session, self._outbox, event.instance_id, chain, im_chat or None, notice)
-                if job is not None:
-                    queued.append(job)
+        line = await self._our_line(session, event)
+        if line is None or line.line_id is None:
+            return {"ignored": "not our connector or line"}
+        for message in _messages(event.data):
+            customer = str(sub(message, "chat").get("id") or "")
+            im_chat = str(sub(message, "im").get("chat_id") or "")
+            chain = chat_chain(event.instance_id, line.line_id, customer)
+            job = await enqueue_notice(session, self._outbox, event.instance_id, chain, im_chat or None, notice)
+            if job is not None:
+                queued.append(job)
         return {"queued": queued}
 
     # ------------------------------------------------------------------ the send job

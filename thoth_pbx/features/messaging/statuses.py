@@ -32,7 +32,9 @@ from thoth_pbx.outbox.queue import Outbox
 log = logging.getLogger(__name__)
 
 KIND_STATUS = "bitrix.messaging.status"
-_KNOWN = ("sent", "delivered", "read", "failed")
+# `sent` needs no job: the send job's own commit marks the message sent, and Bitrix24 hears of
+# nothing before `delivered`
+_KNOWN = ("delivered", "read", "failed")
 
 
 class Statuses:

@@ -8,6 +8,8 @@ import contextlib
 import logging
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from thoth_pbx.clients.meta.graph import GraphClient
 from thoth_pbx.clients.meta.inbox import InboxDispatcher
 from thoth_pbx.features.deps import Deps, Wired
@@ -19,7 +21,7 @@ from thoth_pbx.features.messaging.inbound import KIND_INBOUND, Inbound
 from thoth_pbx.features.messaging.lines import KIND_LINE, MessagingLines
 from thoth_pbx.features.messaging.media import MediaStore
 from thoth_pbx.features.messaging.notices import KIND_NOTICE, Notices
-from thoth_pbx.features.messaging.outbound import DELETE_NOTICE, EDIT_NOTICE, KIND_OUTBOUND, Outbound, event_chain
+from thoth_pbx.features.messaging.outbound import DELETE_NOTICE, EDIT_NOTICE, KIND_OUTBOUND, Outbound
 from thoth_pbx.features.messaging.settings import MessagingSettings
 from thoth_pbx.features.messaging.statuses import KIND_STATUS, Statuses
 from thoth_pbx.features.portal import BitrixEvent, BitrixService, guarded
@@ -44,24 +46,24 @@ def wire(
         ttl_s=settings.media_link_ttl_s,
     )
     inbound = Inbound(deps.sessions, deps.outbox, bitrix.portals, media)
-    deps.outbox.register(KIND_INBOUND, guarded(inbound.run), on_done=inbound.on_done)
+    deps.outbox.register(KIND_INBOUND, guarded(inbound.run), on_done=inbound.on_done, history=False)
     inbox.subscribe("message", inbound.on_message)
     statuses = Statuses(deps.sessions, deps.outbox, bitrix.portals)
-    deps.outbox.register(KIND_STATUS, guarded(statuses.run), on_done=statuses.on_done)
+    deps.outbox.register(KIND_STATUS, guarded(statuses.run), on_done=statuses.on_done, history=False)
     inbox.subscribe("status", statuses.on_status)
-    deps.outbox.register(KIND_NOTICE, guarded(Notices(bitrix.portals).run))
+    deps.outbox.register(KIND_NOTICE, guarded(Notices(bitrix.portals).run), history=False)
     outbound = Outbound(deps.sessions, deps.outbox, graph, settings)
-    deps.outbox.register(KIND_OUTBOUND, outbound.run, on_done=outbound.on_done)
-    bitrix.app.on_event("ONIMCONNECTORMESSAGEADD", outbound.on_message_add, chain=event_chain)
+    deps.outbox.register(KIND_OUTBOUND, outbound.run, on_done=outbound.on_done, history=False)
+    bitrix.app.on_event_inline("ONIMCONNECTORMESSAGEADD", outbound.message_added)
 
-    async def edited(event: BitrixEvent) -> dict[str, Any]:
-        return await outbound.on_message_change(event, EDIT_NOTICE)
+    async def edited(session: AsyncSession, event: BitrixEvent) -> dict[str, Any]:
+        return await outbound.message_changed(session, event, EDIT_NOTICE)
 
-    async def deleted(event: BitrixEvent) -> dict[str, Any]:
-        return await outbound.on_message_change(event, DELETE_NOTICE)
+    async def deleted(session: AsyncSession, event: BitrixEvent) -> dict[str, Any]:
+        return await outbound.message_changed(session, event, DELETE_NOTICE)
 
-    bitrix.app.on_event("ONIMCONNECTORMESSAGEUPDATE", edited, chain=event_chain)
-    bitrix.app.on_event("ONIMCONNECTORMESSAGEDELETE", deleted, chain=event_chain)
+    bitrix.app.on_event_inline("ONIMCONNECTORMESSAGEUPDATE", edited)
+    bitrix.app.on_event_inline("ONIMCONNECTORMESSAGEDELETE", deleted)
     directory.listeners.append(lines.directory_changed)
     bitrix.app.setup_hooks.append(lines.enqueue_for_portal)
 

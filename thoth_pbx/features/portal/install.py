@@ -64,6 +64,9 @@ class BitrixEvent:
 
 
 EventHandler = Callable[[BitrixEvent], Awaitable[dict[str, Any] | None]]
+# handled inside the transaction that receives the event: database work only (no remote
+# calls), so the event and what it leads to (its jobs) are stored together, with no job hop
+InlineHandler = Callable[[AsyncSession, BitrixEvent], Awaitable[dict[str, Any] | None]]
 
 
 class SetupHook(Protocol):
@@ -93,6 +96,7 @@ class BitrixApp:
         # other features' set-up, queued with the portal's (install, admin sync), after it on its chain
         self.setup_hooks: list[SetupHook] = []
         self._chains: dict[str, Callable[[BitrixEvent], str | None]] = {}
+        self._inline: dict[str, InlineHandler] = {}
 
     # ------------------------------------------------------------------ event registry
 
@@ -107,9 +111,16 @@ class BitrixApp:
         if chain is not None:
             self._chains[name] = chain
 
+    def on_event_inline(self, event: str, handler: InlineHandler) -> None:
+        """React to `event` in the transaction that receives it (bound like any event)."""
+        name = event.upper()
+        if name in self._handlers or name in self._inline:
+            raise ValueError(f"a handler for {name} is already registered")
+        self._inline[name] = handler
+
     @property
     def bound_events(self) -> list[str]:
-        return sorted(set(DEFAULT_EVENTS) | set(self._handlers))
+        return sorted(set(DEFAULT_EVENTS) | set(self._handlers) | set(self._inline))
 
     # ------------------------------------------------------------------ install
 
@@ -220,6 +231,11 @@ class BitrixApp:
                 job_id = None
             elif row.status == "uninstalled":
                 raise FieldError("member_id", "the app is uninstalled on this portal", 410)
+            elif event in self._inline:
+                inline = await self._inline[event](
+                    session, BitrixEvent(row.id, event, form.get("data"), form.get("ts"))
+                )
+                return {"handled": inline}
             else:
                 instance_id = row.id
                 payload = {
@@ -232,7 +248,7 @@ class BitrixApp:
                 chain = (
                     chain_of(BitrixEvent(instance_id, event, form.get("data"), form.get("ts"))) if chain_of else None
                 )
-                job_id = await self._outbox.enqueue(session, KIND_EVENT, instance_id, chain, payload)
+                job_id = await self._outbox.enqueue_in_order(session, KIND_EVENT, instance_id, chain, payload)
         if event == "ONAPPUNINSTALL":
             self._portals.forget(instance_id)
             log.info("bitrix app uninstalled", extra={"member_id": member_id, "instance": instance_id})

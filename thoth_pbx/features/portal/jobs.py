@@ -42,7 +42,7 @@ def register_portal_jobs(outbox: Outbox, app: BitrixApp) -> None:
     """Teach the outbox the portal's job kinds (the portal feature's wiring calls this once)."""
     outbox.register(KIND_SETUP, guarded(app.setup))
     outbox.register(KIND_USERS, guarded(app.sync_users))
-    outbox.register(KIND_EVENT, guarded(app.run_event))
+    outbox.register(KIND_EVENT, guarded(app.run_event), history=False)  # a chat's events: a chain without end
 
 
 def job_instance(job: Job) -> int:

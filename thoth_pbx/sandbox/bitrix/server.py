@@ -112,6 +112,7 @@ class BitrixSimulator:
         app.router.add_post("/_sandbox/event", self._event_route)
         app.router.add_get("/_sandbox/disk/{token}", self._disk_route)
         app.router.add_get("/_sandbox/portals/{member_id}/openlines", self._openlines_route)
+        app.router.add_post("/_sandbox/operator-message", self._operator_route)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -741,6 +742,19 @@ class BitrixSimulator:
             content_type=disk.mime,
             headers={"Content-Disposition": f'{disposition}; filename="{disk.name}"'},
         )
+
+    async def _operator_route(self, request: web.Request) -> web.Response:
+        """An operator answers in a chat (for people trying the bridge): `{"line", "chat", "text",
+        "member_id"?, "user_id"?}` -> ONIMCONNECTORMESSAGEADD to the app, as `operator_writes`."""
+        try:
+            body = await request.json()
+            portal = self._only_portal(body.get("member_id"))
+            sent = await self.operator_writes(
+                portal, int(body["line"]), str(body["chat"]), str(body["text"]), user_id=int(body.get("user_id", 1))
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            return web.json_response({"error": f"{type(exc).__name__}: {exc}"}, status=400)
+        return web.json_response({k: sent[k] for k in ("chat_id", "message_id", "status")})
 
     async def _openlines_route(self, request: web.Request) -> web.Response:
         portal = self.portals.get(request.match_info["member_id"])

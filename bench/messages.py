@@ -1,0 +1,211 @@
+"""The messaging bridge under load: WhatsApp -> Bitrix24 throughput to a rate-limited portal,
+and latency both ways at 50 messages/s.
+
+    python bench/messages.py [--messages 6000] [--customers 200] [--latency-seconds 20]
+
+`thoth-pbx serve` runs as its own process (SQLite) between the Meta simulator and the Bitrix24
+simulator, both in this process (loopback only; tests/support/bridge_process.py).
+
+- Throughput: `--messages` WhatsApp messages from `--customers` customers, posted as fast as
+  Meta would (deliveries of 50), to one portal limited to 2 requests/s with a burst of 50
+  (a standard plan). `inbound_per_s` is the sustained rate, counted after the portal's burst
+  is spent (from the 60th REST request on); `limit_errors` counts QUERY_LIMIT_EXCEEDED.
+- Latency at 50 messages/s over 50 chats: `inbound_ms_*` from our webhook's 200 to the message
+  executing at the Bitrix24 simulator; `outbound_ms_*` from the simulated portal posting
+  ONIMCONNECTORMESSAGEADD to the send reaching the Meta simulator. The headline figures use a
+  portal allowing 50 requests/s (our path, not the portal's bucket); `latency_standard_portal`
+  repeats them on a standard portal, where 2 requests/s bound the inbound wait (messages wait
+  for the next request slot and share it: about 250 ms on average).
+- `lost` / `duplicated`: messages of all scenarios that never arrived / arrived twice.
+
+Prints one JSON object with the figures and the machine."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.support.bitrix import wait_until  # noqa: E402
+from tests.support.bridge_process import BridgeProcess  # noqa: E402
+from thoth_pbx.sandbox.bitrix import Recorded  # noqa: E402
+
+SEND = "imconnector.send.messages"
+RATE = 50.0  # messages per second in the latency scenarios
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))], 2)
+
+
+def customers(n: int) -> list[str]:
+    return [f"1555{i:07d}" for i in range(n)]
+
+
+async def throughput(tmp: Path, count: int, people: int) -> dict[str, Any]:
+    bridge = BridgeProcess(tmp / "throughput", f"sqlite:///{tmp / 'throughput' / 'db.sqlite3'}", rate=2.0, burst=50)
+    (tmp / "throughput").mkdir()
+    arrivals: list[float] = []
+    requests: list[float] = []
+
+    def seen(_portal: object, entry: Recorded) -> None:
+        if entry.method == SEND and entry.ok:
+            arrivals.append(time.monotonic())
+
+    try:
+        await bridge.open()
+        bridge.sim.recorder.clear()
+        bridge.sim.on_processed = seen
+        who = customers(people)
+        wamids = [f"wamid.t{i}" for i in range(count)]
+        messages = [(who[i % people], f"t {i}", wamids[i]) for i in range(count)]
+        started = time.monotonic()
+        for i in range(0, count, 50):
+            await bridge.customers_write(messages[i : i + 50])
+        posted = time.monotonic() - started
+        await wait_until(lambda: len(arrivals) >= count, timeout=count / 50 + 120, what="every message at Bitrix24")
+        requests = [r.at for r in bridge.sim.recorder.requests]
+        limit_errors = bridge.sim.recorder.errors("QUERY_LIMIT_EXCEEDED")
+        texts = Counter(m["message"]["id"] for m in bridge.in_bitrix())
+    finally:
+        bridge.sim.on_processed = None
+        await bridge.close()
+    steady_from = requests[59] if len(requests) > 60 else requests[0]
+    steady = [t for t in arrivals if t >= steady_from]
+    span = max(arrivals) - steady_from if steady else 0.0
+    return {
+        "inbound_per_s": round(len(steady) / span, 1) if span > 0 else None,
+        "inbound_all_per_s": round(count / (max(arrivals) - started), 1),
+        "webhook_post_s": round(posted, 2),
+        "rest_requests": len(requests),
+        "messages_per_request": round(count / max(1, len(requests)), 1),
+        "limit_errors": limit_errors,
+        "lost": sum(1 for w in wamids if texts[w] == 0),
+        "duplicated": sum(1 for w in wamids if texts[w] > 1),
+    }
+
+
+async def latency(tmp: Path, seconds: float, limit: tuple[int, int] | None) -> dict[str, Any]:
+    """Paced at RATE both ways; `limit` (requests/s, burst) given to the portal and to our
+    service, None for a standard portal (2/s, burst 50)."""
+    where = tmp / f"latency-{'standard' if limit is None else limit[0]}"
+    where.mkdir()
+    bridge = BridgeProcess(where, f"sqlite:///{where / 'db.sqlite3'}", rate=2.0, burst=50)
+    arrived: dict[str, float] = {}
+
+    def seen(_portal: object, entry: Recorded) -> None:
+        if entry.method == SEND and entry.ok:
+            for m in entry.params.get("MESSAGES") or []:
+                arrived.setdefault(str(m["message"]["id"]), time.monotonic())
+
+    who = customers(50)
+    count = int(seconds * RATE)
+    try:
+        await bridge.open()
+        if limit is not None:
+            await bridge.portal_limit(*limit)
+        bridge.sim.on_processed = seen
+        # the chats exist and the first answers went (so no first-message work is measured)
+        await bridge.customers_write([(c, "hello", f"wamid.open.{c}") for c in who])
+        await wait_until(lambda: len(arrived) >= len(who), timeout=60, what="the chats")
+        for c in who:
+            await bridge.operator_writes(c, "welcome")
+        await wait_until(lambda: len(bridge.sent) >= len(who), timeout=60, what="the first answers")
+        await bridge.meta.drain_webhooks()  # their statuses, then a quiet portal: not part of the measure
+        reading = "imconnector.send.status.reading"
+        await wait_until(lambda: bridge.sim.recorder.count(reading) >= len(who), timeout=120, what="quiet")
+
+        posted: dict[str, float] = {}
+        start = time.monotonic()
+        for i in range(count):
+            await asyncio.sleep(max(0.0, start + i / RATE - time.monotonic()))  # pacing the load, not waiting on it
+            wamid = f"wamid.l{i}"
+            await bridge.customers_write([(who[i % 50], f"l {i}", wamid)])
+            posted[wamid] = time.monotonic()
+        await wait_until(lambda: all(w in arrived for w in posted), timeout=60, what="the paced messages")
+        inbound = [(arrived[w] - t) * 1000 for w, t in posted.items()]
+
+        events: dict[str, float] = {}
+        start = time.monotonic()
+        for i in range(count):
+            await asyncio.sleep(max(0.0, start + i / RATE - time.monotonic()))  # pacing the load
+            text = f"o {i}"
+            events[text] = time.time()
+            await bridge.operator_writes(who[i % 50], text)
+        meta_at: dict[str, float] = {}
+
+        def at_meta() -> bool:
+            for request in bridge.meta.requests:
+                body = request.get("json") or {}
+                text = ((body.get("text") or {}).get("body") or "").rsplit("\n", 1)[-1]
+                if text in events:
+                    meta_at.setdefault(text, float(request["at"]))
+            return len(meta_at) >= count
+
+        await wait_until(at_meta, timeout=60, what="the operators' messages at Meta")
+        outbound = [(meta_at[t] - events[t]) * 1000 for t in events]
+        sent = Counter(((m.get("text") or {}).get("body") or "").rsplit("\n", 1)[-1] for m in bridge.sent)
+        got = Counter(m["message"]["id"] for m in bridge.in_bitrix())
+    finally:
+        bridge.sim.on_processed = None
+        await bridge.close()
+    return {
+        "inbound_ms_p50": pct(inbound, 50),
+        "inbound_ms_p99": pct(inbound, 99),
+        "outbound_ms_p50": pct(outbound, 50),
+        "outbound_ms_p99": pct(outbound, 99),
+        "latency_messages_each_way": count,
+        "lost": sum(1 for w in posted if got[w] == 0) + sum(1 for t in events if sent[t] == 0),
+        "duplicated": sum(1 for w in posted if got[w] > 1) + sum(1 for t in events if sent[t] > 1),
+    }
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-messages-") as tmp:
+        lat = await latency(Path(tmp), args.latency_seconds, (50, 1000))
+        standard = await latency(Path(tmp), args.latency_seconds, None)
+        thr = await throughput(Path(tmp), args.messages, args.customers)
+    return {
+        "benchmark": "messages",
+        "inbound_per_s": thr["inbound_per_s"],
+        "inbound_ms_p50": lat["inbound_ms_p50"],
+        "inbound_ms_p99": lat["inbound_ms_p99"],
+        "outbound_ms_p50": lat["outbound_ms_p50"],
+        "outbound_ms_p99": lat["outbound_ms_p99"],
+        "lost": thr["lost"] + lat["lost"] + standard["lost"],
+        "duplicated": thr["duplicated"] + lat["duplicated"] + standard["duplicated"],
+        "limit_errors": thr["limit_errors"],
+        "throughput": thr,
+        "latency": lat | {"portal_limit": {"rate_per_s": 50, "burst": 1000}},
+        "latency_standard_portal": standard | {"portal_limit": {"rate_per_s": 2, "burst": 50}},
+        "portal_limit": {"rate_per_s": 2, "burst": 50, "commands_per_batch": 50},
+        "ceiling": "inbound: 2 requests/s x 50 commands per batch = 100 messages/s per standard portal",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=6000)
+    parser.add_argument("--customers", type=int, default=200)
+    parser.add_argument("--latency-seconds", type=float, default=20.0)
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(bench(args)), indent=2))
+
+
+if __name__ == "__main__":
+    main()
