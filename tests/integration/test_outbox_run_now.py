@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,6 +16,7 @@ from thoth_pbx.outbox.jobs import Fail, Job
 from thoth_pbx.outbox.models import OutboxJob
 from thoth_pbx.outbox.queue import Outbox
 from thoth_pbx.store import db
+from thoth_pbx.store.types import utcnow
 
 
 class Recorder:
@@ -170,3 +172,35 @@ async def test_no_claim_transaction_finds_nothing_to_run(
     # Only the start-up claim was empty: the commit did not wake the worker while the head
     # ran, the head's end claimed its successor, and the successor's end woke nobody.
     assert box.stats.claims == 6 and box.stats.empty_claims == 1, box.stats
+
+
+async def test_enqueue_in_order_starts_an_idle_chain_at_once_and_waits_behind_a_stored_job(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A job stored pending for later (backing off, or left by an earlier process) is unknown to
+    this process's bookkeeping: enqueue_in_order still queues behind it; on an idle chain the job
+    starts with its commit."""
+    later = utcnow() + dt.timedelta(hours=1)
+    async with sessions() as session, session.begin():
+        old = OutboxJob(kind="t", chain="chat", payload={"name": "old"}, status="pending", next_attempt_at=later)
+        session.add(old)
+    recorder = Recorder()
+    box = Outbox(sessions, poll_interval=60.0)
+    box.register("t", recorder.handle, history=False)
+    box.start()
+    await wait_until(lambda: box.stats.claims >= 1, what="the worker's first claim")
+    try:
+        async with sessions() as session, session.begin():
+            await box.enqueue_in_order(session, "t", None, "chat", {"name": "behind"})
+        async with sessions() as session, session.begin():
+            await box.enqueue_in_order(session, "t", None, "idle", {"name": "alone"})
+        await wait_until(lambda: "alone" in recorder.ran, what="the idle chain's job")
+        assert recorder.ran == ["alone"]  # "behind" did not jump ahead of the stored job
+        async with sessions() as session, session.begin():
+            row = await session.get(OutboxJob, old.id)
+            assert row is not None
+            row.next_attempt_at = utcnow()
+        box.wake()
+        await wait_until(lambda: recorder.ran == ["alone", "old", "behind"], what="the chain in order")
+    finally:
+        await box.stop()

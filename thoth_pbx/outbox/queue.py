@@ -80,6 +80,7 @@ class _Committed:
 
     started: list[Job] = field(default_factory=list)
     pending_chains: list[str | None] = field(default_factory=list)
+    pending_ids: list[int] = field(default_factory=list)
     watched: list[int] = field(default_factory=list)
 
     def chains(self) -> set[str | None]:
@@ -126,6 +127,8 @@ class Outbox:
         # the chain finishes, only these make a new claim worthwhile (no empty claims)
         self._backlog: dict[str, int] = {}
         self._foreign: set[str] = set()
+        # ids of the pending jobs behind `_backlog` (a stored job of the same chain is not one)
+        self._own_pending: set[int] = set()
         self._running_chains: dict[str, int] = {}
         self._watchers: dict[int, asyncio.Future[dict[str, Any] | None]] = {}
         self._wake = asyncio.Event()
@@ -205,6 +208,7 @@ class Outbox:
             committed.started.append(Job(job_id, kind, instance_id, chain, dict(payload), 1, False))
         else:
             committed.pending_chains.append(chain)
+            committed.pending_ids.append(job_id)
         return job_id
 
     async def enqueue_in_order(
@@ -260,6 +264,7 @@ class Outbox:
             if self._stopping or self._task is None:
                 continue  # left `running`: recovered (run again, flagged) on the next start
             self._start(job)
+        self._own_pending.update(committed.pending_ids)
         if committed.pending_chains:
             for chain in committed.pending_chains:
                 if chain is not None:
@@ -295,7 +300,9 @@ class Outbox:
                 )
             row.status = "pending"
             row.next_attempt_at = utcnow()
-            self._after_commit(session).pending_chains.append(row.chain)
+            committed = self._after_commit(session)
+            committed.pending_chains.append(row.chain)
+            committed.pending_ids.append(row.id)
         log.info("outbox job retried by admin", extra={"job": job_id, "kind": row.kind})
         return describe(row)
 
@@ -405,7 +412,9 @@ class Outbox:
                 row.status = "running"
                 row.attempts += 1
                 row.last_attempt_at = now
-                if row.chain in self._backlog:
+                own = row.id in self._own_pending
+                self._own_pending.discard(row.id)
+                if own and row.chain in self._backlog:
                     left = self._backlog[row.chain] - 1
                     if left > 0:
                         self._backlog[row.chain] = left
