@@ -63,7 +63,7 @@ async def throughput(tmp: Path, count: int, people: int) -> dict[str, Any]:
 
     def seen(_portal: object, entry: Recorded) -> None:
         if entry.method == SEND and entry.ok:
-            arrivals.append(time.monotonic())
+            arrivals.extend([time.monotonic()] * len(entry.params.get("MESSAGES") or []))
 
     try:
         await bridge.open()
@@ -80,6 +80,7 @@ async def throughput(tmp: Path, count: int, people: int) -> dict[str, Any]:
         requests = [r.at for r in bridge.sim.recorder.requests]
         limit_errors = bridge.sim.recorder.errors("QUERY_LIMIT_EXCEEDED")
         texts = Counter(m["message"]["id"] for m in bridge.in_bitrix())
+        send_calls = bridge.sim.recorder.count(SEND, ok=True)
     finally:
         bridge.sim.on_processed = None
         await bridge.close()
@@ -92,6 +93,7 @@ async def throughput(tmp: Path, count: int, people: int) -> dict[str, Any]:
         "webhook_post_s": round(posted, 2),
         "rest_requests": len(requests),
         "messages_per_request": round(count / max(1, len(requests)), 1),
+        "send_calls": send_calls,
         "limit_errors": limit_errors,
         "lost": sum(1 for w in wamids if texts[w] == 0),
         "duplicated": sum(1 for w in wamids if texts[w] > 1),

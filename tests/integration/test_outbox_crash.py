@@ -22,13 +22,13 @@ from sqlalchemy import func, select
 from tests.support.bitrix import (
     USERS,
     all_done,
-    bitrix_env,
     enqueue_call_logs,
     free_port,
     jobs,
     seed_instance,
     wait_until,
 )
+from tests.support.bridge_process import serve_environ
 from thoth_pbx.app import close_services, open_services
 from thoth_pbx.core.settings import load_settings
 from thoth_pbx.features.calls.jobs import KIND_FINISH
@@ -38,19 +38,6 @@ from thoth_pbx.store import db
 
 CALLS = 120
 REGISTER, FINISH = "telephony.externalcall.register", "telephony.externalcall.finish"
-
-
-def service_environ(tmp_path: Path, database_url: str, sim: BitrixSimulator, port: int) -> dict[str, str]:
-    return {
-        "THOTH_DATABASE_URL": database_url,
-        "THOTH_LISTEN": f"127.0.0.1:{port}",
-        "THOTH_SECRET_KEY_FILE": str(tmp_path / "secret.key"),
-        "THOTH_ADMIN_PASSWORD": "correct-horse-battery",
-        "THOTH_ADMIN_PASSWORD_FILE": str(tmp_path / "admin-password"),
-        "THOTH_ASTERISK_CONFIG_DIR": str(tmp_path / "asterisk"),
-        "THOTH_LOG_LEVEL": "warning",
-        **bitrix_env(sim, f"http://127.0.0.1:{port}"),
-    }
 
 
 async def start_service(environ: dict[str, str], log: Path) -> asyncio.subprocess.Process:
@@ -66,7 +53,7 @@ async def test_sigkill_mid_delivery_loses_nothing_and_duplicates_nothing(tmp_pat
     await sim.start()
     # a small, fast bucket: a restarted service first waits for what the killed one may have used
     portal = sim.add_portal(users=USERS, rate=5.0, burst=20)
-    environ = service_environ(tmp_path, database_url, sim, free_port())
+    environ = serve_environ(tmp_path, database_url, sim, free_port())
     services = await open_services(load_settings(None, environ=environ))
     try:
         instance_id = await seed_instance(services.sessions, sim, portal)

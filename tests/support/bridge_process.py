@@ -26,8 +26,11 @@ SEED = meta_sim.Seed()
 ADMIN = {"Authorization": "Basic " + base64.b64encode(b"admin:correct-horse-battery").decode()}
 
 
-def serve_environ(tmp_path: Path, database_url: str, sim: BitrixSimulator, port: int, graph_url: str) -> dict[str, str]:
-    return {
+def serve_environ(
+    tmp_path: Path, database_url: str, sim: BitrixSimulator, port: int, graph_url: str | None = None
+) -> dict[str, str]:
+    """THOTH_* settings of a `serve` process on `port`, pointed at the simulators."""
+    environ = {
         "THOTH_DATABASE_URL": database_url,
         "THOTH_LISTEN": f"127.0.0.1:{port}",
         "THOTH_SECRET_KEY_FILE": str(tmp_path / "secret.key"),
@@ -36,9 +39,11 @@ def serve_environ(tmp_path: Path, database_url: str, sim: BitrixSimulator, port:
         "THOTH_ASTERISK_CONFIG_DIR": str(tmp_path / "asterisk"),
         "THOTH_MEDIA_DIR": str(tmp_path / "media"),
         "THOTH_LOG_LEVEL": "warning",
-        "THOTH_META_GRAPH_URL": graph_url,
         **bitrix_env(sim, f"http://127.0.0.1:{port}"),
     }
+    if graph_url:
+        environ["THOTH_META_GRAPH_URL"] = graph_url
+    return environ
 
 
 @dataclass
