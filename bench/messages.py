@@ -15,7 +15,9 @@ simulator, both in this process (loopback only; tests/support/bridge_process.py)
   ONIMCONNECTORMESSAGEADD to the send reaching the Meta simulator. The headline figures use a
   portal allowing 50 requests/s (our path, not the portal's bucket); `latency_standard_portal`
   repeats them on a standard portal, where 2 requests/s bound the inbound wait (messages wait
-  for the next request slot and share it: about 250 ms on average).
+  for the next request slot and share it: about 250 ms on average). `outbound_floor_ms_p50` is
+  a bare loopback request from this process to the Meta simulator made at the same moments
+  (every fifth message), and `outbound_ratio_p50` ours / that floor.
 - `lost` / `duplicated`: messages of all scenarios that never arrived / arrived twice.
 
 Prints one JSON object with the figures and the machine."""
@@ -33,6 +35,8 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -141,12 +145,20 @@ async def latency(tmp: Path, seconds: float, limit: tuple[int, int] | None) -> d
         inbound = [(arrived[w] - t) * 1000 for w, t in posted.items()]
 
         events: dict[str, float] = {}
+        floor: list[float] = []
+        probe = aiohttp.ClientSession()
         start = time.monotonic()
         for i in range(count):
             await asyncio.sleep(max(0.0, start + i / RATE - time.monotonic()))  # pacing the load
             text = f"o {i}"
             events[text] = time.time()
             await bridge.operator_writes(who[i % 50], text)
+            if i % 5 == 0:  # the floor, at the same moment: a bare loopback request (a 404) to the Meta simulator
+                began = time.perf_counter()
+                async with probe.get(bridge.meta_url + "/_floor") as resp:
+                    await resp.read()
+                floor.append((time.perf_counter() - began) * 1000)
+        await probe.close()
         meta_at: dict[str, float] = {}
 
         def at_meta() -> bool:
@@ -169,6 +181,8 @@ async def latency(tmp: Path, seconds: float, limit: tuple[int, int] | None) -> d
         "inbound_ms_p99": pct(inbound, 99),
         "outbound_ms_p50": pct(outbound, 50),
         "outbound_ms_p99": pct(outbound, 99),
+        "outbound_floor_ms_p50": pct(floor, 50),
+        "outbound_ratio_p50": round((pct(outbound, 50) or 0) / (pct(floor, 50) or 1), 1),
         "latency_messages_each_way": count,
         "lost": sum(1 for w in posted if got[w] == 0) + sum(1 for t in events if sent[t] == 0),
         "duplicated": sum(1 for w in posted if got[w] > 1) + sum(1 for t in events if sent[t] > 1),

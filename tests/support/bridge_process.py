@@ -63,6 +63,7 @@ class BridgeProcess:
     _meta_runner: web.AppRunner | None = None
     _http: aiohttp.ClientSession | None = None
     environ: dict[str, str] = field(default_factory=dict)
+    meta_url: str = ""
 
     @property
     def http(self) -> aiohttp.ClientSession:
@@ -83,6 +84,7 @@ class BridgeProcess:
         await self._meta_runner.setup()
         meta_port = free_port()
         await web.TCPSite(self._meta_runner, "127.0.0.1", meta_port).start()
+        self.meta_url = f"http://127.0.0.1:{meta_port}"
         await self.sim.start()
         self.portal = self.sim.add_portal(users=USERS, rate=self.rate, burst=self.burst)
         port = free_port()
