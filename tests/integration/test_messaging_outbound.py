@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.support.bitrix import all_done, wait_until
@@ -59,3 +60,18 @@ async def test_in_order_per_chat_and_foreign_events_refused(wa: Bridge) -> None:
     await wait_until(lambda: len(phone.sent) >= 3, what="three messages at Meta")
     await wait_until(lambda: all_done(env.sessions), what="a quiet outbox")
     assert [m["text"]["body"] for m in phone.sent] == ["m1", "m2", "m3"]
+
+
+async def test_an_operator_message_from_the_simulators_control_endpoint(wa: Bridge) -> None:
+    """`POST /_sandbox/operator-message` (what docs/messaging.md's try-it uses) writes as an
+    operator does; a bad body is a 400 naming the problem."""
+    await wa.customer_writes("Hello?", wamid="wamid.CTRL")
+    await wait_until(lambda: wa.in_bitrix(), what="the customer's message")
+    async with aiohttp.ClientSession() as http:
+        body = {"line": wa.line_id, "chat": CUSTOMER, "text": "Hi [i]there[/i]"}
+        async with http.post(wa.env.sim.base_url + "/_sandbox/operator-message", json=body) as resp:
+            assert resp.status == 200 and (await resp.json())["status"] == 200
+        async with http.post(wa.env.sim.base_url + "/_sandbox/operator-message", json={"line": 1}) as resp:
+            assert resp.status == 400 and "chat" in (await resp.json())["error"]
+    await wait_until(lambda: len(wa.phone.sent) == 1, what="the message at Meta")
+    assert wa.phone.sent[0]["text"]["body"] == "*Anna Admin:*\nHi _there_"
