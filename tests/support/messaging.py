@@ -113,4 +113,9 @@ async def bridge(
     ) as service:
         webhook, phone_id, line_id = await link_number(service)
         meta.apps[SEED.app_id].callback_url = service.public_url + webhook
-        yield Bridge(service, meta, webhook, phone_id, line_id)
+        try:
+            yield Bridge(service, meta, webhook, phone_id, line_id)
+        finally:
+            # no status webhook may reach the service while it stops
+            meta.apps[SEED.app_id].callback_url = None
+            await meta.drain_webhooks()

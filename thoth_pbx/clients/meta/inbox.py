@@ -329,6 +329,12 @@ class InboxDispatcher:
             try:
                 await handler(item)
             except Exception as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # stop() cancelled us inside a handler's transaction and the driver's rollback
+                    # turned the CancelledError into its own error: stop, or stop() waits forever
+                    # (the row stays pending and is handled after the next start)
+                    raise asyncio.CancelledError from None
                 log.exception("webhook handler failed", extra={"kind": item.kind, "inbox_id": item.id})
                 errors.append(f"{getattr(handler, '__qualname__', handler)}: {type(exc).__name__}: {exc}"[:1000])
         return "\n".join(errors) or None
