@@ -11,6 +11,7 @@ when Meta says for sure nothing was done (rate limits), never after an ambiguous
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 from collections.abc import Mapping
@@ -199,11 +200,13 @@ class GraphClient:
         register_secret(token)
         return await self._send("POST", "/" + path.lstrip("/"), token, data=dict(fields), files={"file": file})
 
-    async def download(self, url: str, token: str, dest: Path, *, max_bytes: int) -> int:
+    async def download(self, url: str, token: str, dest: Path, *, max_bytes: int) -> tuple[int, str]:
         """Stream a media URL Meta handed out (it needs the Bearer token) into `dest`; returns
-        the size. Larger than `max_bytes`: MediaTooLarge, and nothing is kept."""
+        the size and the sha256 (hex) of what was written. Larger than `max_bytes`:
+        MediaTooLarge, and nothing is kept."""
         register_secret(token)
         written = 0
+        digest = hashlib.sha256()
         try:
             async with self._http.stream("GET", url, headers={"Authorization": f"Bearer {token}"}) as response:
                 if not response.is_success:
@@ -214,6 +217,7 @@ class GraphClient:
                         written += len(chunk)
                         if written > max_bytes:
                             raise MediaTooLarge(f"the file is larger than {max_bytes} bytes", is_transient=False)
+                        digest.update(chunk)
                         fh.write(chunk)
         except httpx.TimeoutException as exc:
             dest.unlink(missing_ok=True)
@@ -224,7 +228,7 @@ class GraphClient:
         except BaseException:
             dest.unlink(missing_ok=True)
             raise
-        return written
+        return written, digest.hexdigest()
 
     async def request(
         self,

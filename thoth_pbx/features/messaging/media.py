@@ -97,8 +97,7 @@ class MediaStore:
             raise MediaChanged(f"Graph gave no download URL for media {media_id}")
         self.directory.mkdir(parents=True, exist_ok=True)
         partial = data_path.with_suffix(".part")
-        size = await self._graph.download(url, token, partial, max_bytes=self.max_bytes)
-        digest = hashlib.sha256(partial.read_bytes()).hexdigest()
+        size, digest = await self._graph.download(url, token, partial, max_bytes=self.max_bytes)
         expected = info.get("sha256")
         if isinstance(expected, str) and expected and expected != digest:
             partial.unlink(missing_ok=True)
