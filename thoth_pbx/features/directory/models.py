@@ -10,6 +10,7 @@ import datetime as dt
 from typing import Any
 
 from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, inspect
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 from sqlalchemy.orm.base import NO_VALUE
 
@@ -100,3 +101,10 @@ class Phone(Timestamps, Base):
         if (old is NO_VALUE or old != value) and (key == "sip_enabled" or state.dict.get("sip_enabled")):
             self.trunk_needs_apply = True
         return value
+
+
+async def phone_and_account(session: AsyncSession, phone_id: int) -> tuple[Phone, WabaAccount] | None:
+    """A WhatsApp number with the account whose token speaks for it (None: the number is gone)."""
+    phone = await session.get(Phone, phone_id)
+    account = await session.get(WabaAccount, phone.waba_account_id) if phone else None
+    return (phone, account) if phone is not None and account is not None else None

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -22,11 +21,11 @@ from thoth_pbx.clients.meta.graph import GraphError, MediaTooLarge
 from thoth_pbx.clients.meta.inbox import InboxItem
 from thoth_pbx.clients.meta.payloads import Message, contacts_of
 from thoth_pbx.core.shapes import sub
-from thoth_pbx.features.directory import Phone, WabaAccount
+from thoth_pbx.features.directory import phone_and_account
 from thoth_pbx.features.messaging import connector, history
 from thoth_pbx.features.messaging.inbound_render import customer_key, entry, media_of, quoted_ids
 from thoth_pbx.features.messaging.media import MediaChanged, MediaStore
-from thoth_pbx.features.messaging.models import MessagingLine, MessagingMessage
+from thoth_pbx.features.messaging.models import MessagingMessage, line_of
 from thoth_pbx.features.portal import Portals, job_instance
 from thoth_pbx.outbox.jobs import Fail, Job, Retry
 from thoth_pbx.outbox.models import OutboxJob
@@ -70,7 +69,7 @@ class Inbound:
         async with self._sessions() as session:
             try:
                 async with session.begin():
-                    line = await session.scalar(select(MessagingLine).where(MessagingLine.phone_id == item.phone.id))
+                    line = await line_of(session, item.phone.id)
                     line_id = line.line_id if line is not None else None
                     quotes = {}
                     for wamid in quoted_ids(message):
@@ -109,10 +108,10 @@ class Inbound:
         if not isinstance(media, dict):
             return message
         async with self._sessions() as session:
-            phone = await session.get(Phone, int(job.payload["phone_id"]))
-            account = await session.get(WabaAccount, phone.waba_account_id) if phone else None
-        if account is None:
+            number = await phone_and_account(session, int(job.payload["phone_id"]))
+        if number is None:
             return message | {"text": message["text"] + " (the file could not be fetched: the number is gone)"}
+        _, account = number
         try:
             stored = await self._media.fetch(
                 str(message["id"]), str(media["id"]), account.access_token, name=media.get("name"), kind=media["kind"]
@@ -130,9 +129,7 @@ class Inbound:
     async def run(self, job: Job) -> dict[str, Any]:
         instance_id = job_instance(job)
         async with self._sessions() as session:
-            line = await session.scalar(
-                select(MessagingLine).where(MessagingLine.phone_id == int(job.payload["phone_id"]))
-            )
+            line = await line_of(session, int(job.payload["phone_id"]))
         if line is None or line.line_id is None or line.state != "green" or line.app_instance_id != instance_id:
             # the line is being set up (or repaired): wait for it rather than drop the message
             state = line.state if line else "not set up"

@@ -22,7 +22,7 @@ from thoth_pbx.core.tasks import BackgroundTasks
 from thoth_pbx.core.validation import FieldError
 from thoth_pbx.features.directory import AppInstance, Phone
 from thoth_pbx.features.messaging import connector
-from thoth_pbx.features.messaging.models import MessagingLine
+from thoth_pbx.features.messaging.models import MessagingLine, line_of
 from thoth_pbx.features.portal import Portals, portal_chain
 from thoth_pbx.outbox.jobs import Fail, Job
 from thoth_pbx.outbox.queue import Outbox
@@ -62,7 +62,7 @@ class MessagingLines:
         try:
             async with self._sessions() as session, session.begin():
                 phone = await session.get(Phone, phone_id)
-                row = await session.scalar(select(MessagingLine).where(MessagingLine.phone_id == phone_id))
+                row = await line_of(session, phone_id)
                 instance = (
                     await session.get(AppInstance, phone.app_instance_id) if phone and phone.app_instance_id else None
                 )
@@ -119,7 +119,7 @@ class MessagingLines:
         phone_id = int(job.payload["phone_id"])
         client = await self._portals.client(job.instance_id)
         async with self._sessions() as session:
-            row = await session.scalar(select(MessagingLine).where(MessagingLine.phone_id == phone_id))
+            row = await line_of(session, phone_id)
             phone = await session.get(Phone, phone_id)
         if job.payload.get("deactivate"):
             if row is not None and row.line_id:
@@ -176,7 +176,7 @@ class MessagingLines:
         reason: str | None,
     ) -> None:
         async with self._sessions() as session, session.begin():
-            row = await session.scalar(select(MessagingLine).where(MessagingLine.phone_id == phone_id))
+            row = await line_of(session, phone_id)
             if row is None:
                 row = MessagingLine(phone_id=phone_id, number=number or "")
                 session.add(row)
@@ -192,7 +192,7 @@ class MessagingLines:
             phone = await session.get(Phone, phone_id)
             if phone is None:
                 raise FieldError("id", f"no phone with id {phone_id}", 404)
-            row = await session.scalar(select(MessagingLine).where(MessagingLine.phone_id == phone_id))
+            row = await line_of(session, phone_id)
         linked = phone.app_instance_id is not None
         return {
             "phone_id": phone_id,

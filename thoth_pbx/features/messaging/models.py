@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from thoth_pbx.store.base import Base
@@ -61,3 +62,8 @@ class MessagingMessage(Base):
     job_id: Mapped[int | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+async def line_of(session: AsyncSession, phone_id: int) -> MessagingLine | None:
+    """The Open Line row of a WhatsApp number (None before its first set-up)."""
+    return await session.scalar(select(MessagingLine).where(MessagingLine.phone_id == phone_id))

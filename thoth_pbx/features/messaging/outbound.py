@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from thoth_pbx.clients.bitrix.bucket import LeakyBucket
 from thoth_pbx.clients.meta.graph import GraphClient, GraphError, GraphRateLimited, GraphUnavailable
 from thoth_pbx.core.shapes import as_int, sub
-from thoth_pbx.features.directory import AppInstance, Phone, WabaAccount
+from thoth_pbx.features.directory import AppInstance, Phone, phone_and_account
 from thoth_pbx.features.messaging import connector, history
 from thoth_pbx.features.messaging.bbcode import split_quote, split_signature, to_whatsapp
 from thoth_pbx.features.messaging.hints import failure_notice
@@ -270,10 +270,10 @@ class Outbound:
 
     async def run(self, job: Job) -> dict[str, Any]:
         async with self._sessions() as session:
-            phone = await session.get(Phone, int(job.payload["phone_id"]))
-            account = await session.get(WabaAccount, phone.waba_account_id) if phone else None
-        if phone is None or account is None:
+            number = await phone_and_account(session, int(job.payload["phone_id"]))
+        if number is None:
             return {"failed": None, "error": "the WhatsApp number of this chat no longer exists"}
+        phone, account = number
         token = account.access_token
         read_up_to = await self._mark_read(phone, token, str(job.payload["to"]))
         try:

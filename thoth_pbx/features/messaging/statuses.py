@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from thoth_pbx.clients.meta.inbox import InboxItem
@@ -22,7 +21,7 @@ from thoth_pbx.clients.meta.payloads import Status
 from thoth_pbx.features.messaging import connector, history
 from thoth_pbx.features.messaging.hints import failure_notice
 from thoth_pbx.features.messaging.inbound import chat_chain
-from thoth_pbx.features.messaging.models import MessagingLine, MessagingMessage
+from thoth_pbx.features.messaging.models import MessagingMessage, line_of
 from thoth_pbx.features.messaging.notices import enqueue_notice
 from thoth_pbx.features.portal import Portals, job_instance
 from thoth_pbx.outbox.jobs import Job
@@ -53,7 +52,7 @@ class Statuses:
         customer = status.recipient_id or str(status.extra.get("recipient_user_id") or "")
         errors = [{"code": e.code, "title": e.title, "message": e.message, "details": e.details} for e in status.errors]
         async with self._sessions() as session, session.begin():
-            line = await session.scalar(select(MessagingLine).where(MessagingLine.phone_id == item.phone.id))
+            line = await line_of(session, item.phone.id)
             chain = chat_chain(item.phone.app_instance_id, (line.line_id if line else None) or 0, customer)
             payload = {"wamid": status.id, "status": status.status, "timestamp": status.timestamp, "errors": errors}
             await self._outbox.enqueue(session, KIND_STATUS, item.phone.app_instance_id, chain, payload)
