@@ -104,19 +104,21 @@ class BitrixApp:
         self, event: str, handler: EventHandler, *, chain: Callable[[BitrixEvent], str | None] | None = None
     ) -> None:
         """React to `event` (bound on the next install/sync); `chain` orders related events."""
-        name = event.upper()
-        if name in self._handlers:
-            raise ValueError(f"a handler for {name} is already registered")
+        name = self._new_event(event)
         self._handlers[name] = handler
         if chain is not None:
             self._chains[name] = chain
 
     def on_event_inline(self, event: str, handler: InlineHandler) -> None:
         """React to `event` in the transaction that receives it (bound like any event)."""
+        self._inline[self._new_event(event)] = handler
+
+    def _new_event(self, event: str) -> str:
+        """One handler per event, queued or inline."""
         name = event.upper()
         if name in self._handlers or name in self._inline:
             raise ValueError(f"a handler for {name} is already registered")
-        self._inline[name] = handler
+        return name
 
     @property
     def bound_events(self) -> list[str]:
