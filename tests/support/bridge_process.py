@@ -18,11 +18,11 @@ import aiohttp
 from aiohttp import web
 
 from tests.support.bitrix import USERS, bitrix_env, free_port, wait_until
+from tests.support.messaging import SEED, link_seed_number
 from thoth_pbx.sandbox import meta as meta_sim
 from thoth_pbx.sandbox.bitrix import BitrixSimulator, Portal
 from thoth_pbx.sandbox.meta import MetaSimulator
 
-SEED = meta_sim.Seed()
 ADMIN = {"Authorization": "Basic " + base64.b64encode(b"admin:correct-horse-battery").decode()}
 
 
@@ -139,24 +139,8 @@ class BridgeProcess:
         assert self.portal is not None
         status, body = await self.sim.install(self.portal, self.public + "/api/bitrix/install")
         assert status == 200, body
-        account = {"name": "Main", "waba_id": SEED.waba_id, "access_token": SEED.token, "app_secret": SEED.app_secret}
-        waba = await self._admin("POST", "/api/admin/wabas", account)
-        phone = {
-            "number": SEED.display_phone_number,
-            "phone_number_id": SEED.phone_number_id,
-            "waba_account_id": waba["id"],
-            "app_instance_id": int(body["instance_id"]),
-        }
         self.instance_id = int(body["instance_id"])
-        created = await self._admin("POST", "/api/admin/phones", phone)
-
-        async def green() -> Any:
-            view = await self._admin("GET", f"/api/admin/phones/{created['id']}/connector")
-            return view if view["connector"] == "green" else None
-
-        self.line_id = int((await wait_until(green, timeout=30, what="the green line"))["line_id"])
-        self.phone_id = int(created["id"])
-        self.webhook = f"/api/waba/?api-key={waba['api_key']}"
+        self.webhook, self.phone_id, self.line_id = await link_seed_number(self._admin, self.instance_id, timeout=30)
         self.meta.apps[SEED.app_id].callback_url = self.public + self.webhook
 
     async def portal_limit(self, rate: int, burst: int) -> None:

@@ -4,7 +4,7 @@ simulator, a linked number with a green line, Meta's status webhooks pointed at 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -75,26 +75,40 @@ class Bridge:
         await wait_until(lambda: all_done(self.env.sessions), what="a quiet outbox")
 
 
-async def link_number(env: ServiceEnv) -> tuple[str, int, int]:
-    """Install the app, add the seeded account and number linked to the portal, wait for green."""
-    instance_id = await env.install()
+Admin = Callable[[str, str, "dict[str, Any] | None"], Awaitable[Any]]
+
+
+async def link_seed_number(
+    admin: Admin, instance_id: int, *, settled: Callable[[], Awaitable[bool]] | None = None, timeout: float = 15.0
+) -> tuple[str, int, int]:
+    """Through the admin API: the seeded account, its number linked to the portal, the line
+    green (and `settled`, when given); returns the webhook path, the phone id and the line id."""
     account = {"name": "Main", "waba_id": SEED.waba_id, "access_token": SEED.token, "app_secret": SEED.app_secret}
-    waba = await (await env.http.post("/api/admin/wabas", json=account, headers=env.admin)).json()
+    waba = await admin("POST", "/api/admin/wabas", account)
     phone = {
         "number": SEED.display_phone_number,
         "phone_number_id": SEED.phone_number_id,
         "waba_account_id": waba["id"],
         "app_instance_id": instance_id,
     }
-    created = await (await env.http.post("/api/admin/phones", json=phone, headers=env.admin)).json()
+    created = await admin("POST", "/api/admin/phones", phone)
 
     async def green() -> Any:
-        resp = await env.http.get(f"/api/admin/phones/{created['id']}/connector", headers=env.admin)
-        view = await resp.json()
-        return view if view["connector"] == "green" and await all_done(env.sessions) else None
+        view = await admin("GET", f"/api/admin/phones/{created['id']}/connector", None)
+        return view if view["connector"] == "green" and (settled is None or await settled()) else None
 
-    view = await wait_until(green, what="the green line")
+    view = await wait_until(green, timeout=timeout, what="the green line")
     return f"/api/waba/?api-key={waba['api_key']}", int(created["id"]), int(view["line_id"])
+
+
+async def link_number(env: ServiceEnv) -> tuple[str, int, int]:
+    """Install the app, add the seeded account and number linked to the portal, wait for green."""
+    instance_id = await env.install()
+
+    async def admin(method: str, path: str, body: dict[str, Any] | None) -> Any:
+        return await (await env.http.request(method, path, json=body, headers=env.admin)).json()
+
+    return await link_seed_number(admin, instance_id, settled=lambda: all_done(env.sessions))
 
 
 @asynccontextmanager
