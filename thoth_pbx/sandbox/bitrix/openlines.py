@@ -263,6 +263,15 @@ def _own_message(portal: Portal, connector: str, line: int, item: dict[str, Any]
     return chat.incoming(_text(item["message"], "id")) if chat else None
 
 
+def _target(portal: Portal, connector: str, line: int, item: dict[str, Any]) -> tuple[ChatMessage | None, list[str]]:
+    """The message an update/delete item names, or why it names none (the item fails alone)."""
+    problems = _item_problems(item)
+    message = None if problems else _own_message(portal, connector, line, item)
+    if not problems and message is None:
+        problems.append("The message was not found")
+    return message, problems
+
+
 @method("imconnector.update.messages", "imconnector", app_only=_WRONG_AUTH)
 def connector_update(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
     """imconnector-update-messages.md: new text and/or files for a message sent before, by message.id and chat.id.
@@ -274,10 +283,7 @@ def connector_update(sim: BitrixSimulator, portal: Portal, params: dict[str, Any
     _require_active(portal, connector, line)
     results = []
     for item in items:
-        problems = _item_problems(item)
-        message = None if problems else _own_message(portal, connector, line, item)
-        if not problems and message is None:
-            problems.append("The message was not found")
+        message, problems = _target(portal, connector, line, item)
         if message is None:
             results.append(_result(portal, connector, item, problems))
             continue
@@ -302,10 +308,7 @@ def connector_delete(sim: BitrixSimulator, portal: Portal, params: dict[str, Any
     _require_active(portal, connector, line)
     results = []
     for item in items:
-        problems = _item_problems(item)
-        message = None if problems else _own_message(portal, connector, line, item)
-        if not problems and message is None:
-            problems.append("The message was not found")
+        message, problems = _target(portal, connector, line, item)
         if message is not None:
             message.deleted = True
         results.append(_result(portal, connector, item, problems))
