@@ -60,8 +60,14 @@ class Served:
         await self.serve.wait_ari()
         placed = lab.whatsapp_call(BUSINESS, caller)
         call = await wait_until(lambda: self.row(caller, "connected"), timeout=20, what="call connected")
+        # the answer reaches the WhatsApp side over SIP a moment after our row says connected
+        await wait_until(lambda: self.meta_leg_up(lab, placed), timeout=10, what="WhatsApp leg answered")
         self.serve.kill()
         return placed, call
+
+    @staticmethod
+    async def meta_leg_up(lab: CallLab, placed: dict) -> bool:
+        return any(c["id"] == placed["meta_channel"] and c["state"] == "Up" for c in lab.meta_channels())
 
     async def stop(self) -> None:
         self.serve.stop()
@@ -90,10 +96,9 @@ async def test_killed_service_call_keeps_working_and_is_finished_after_restart(t
     try:
         caller = "+79990000101"
         placed, call = await served.connect_then_kill(lab, caller)
-        # Asterisk keeps the bridge: the WhatsApp leg is still up while thoth-pbx is dead
-        meta_leg = [c for c in lab.meta_channels() if c["id"] == placed["meta_channel"]]
-        assert meta_leg and meta_leg[0]["state"] == "Up"
         await _talk(1.2)
+        # Asterisk keeps the bridge: the WhatsApp leg is still up while thoth-pbx is dead
+        assert await served.meta_leg_up(lab, placed)
         serve.start()
         await serve.wait_ari()
         await _talk(0.5)
