@@ -44,13 +44,16 @@ run: venv
 	$(VENV)/bin/thoth-pbx serve
 
 # Debian packages the tests need: PostgreSQL server binaries, debootstrap for the
-# Asterisk chroot, psql. Installed only when missing.
+# Asterisk chroot, psql, Chromium and its driver for the panel's browser tests
+# (tests/browser/). Installed only when missing.
 system-deps:
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v psql >/dev/null || missing="$$missing postgresql-client"; \
 	command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
 	[ -e /usr/share/keyrings/debian-archive-keyring.gpg ] || missing="$$missing debian-archive-keyring"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	[ -x /usr/bin/chromedriver ] || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; \
