@@ -18,6 +18,7 @@ from aiohttp import web
 
 from thoth_pbx.clients.bitrix import phpquery
 from thoth_pbx.sandbox.bitrix import openlines
+from thoth_pbx.sandbox.bitrix import scope as _scope  # noqa: F401  (registers the `scope` method)
 from thoth_pbx.sandbox.bitrix.state import (
     DEFAULT_SCOPE,
     MAX_BATCH,
