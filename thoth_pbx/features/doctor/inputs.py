@@ -1,0 +1,46 @@
+"""What the doctor is handed by app.py (features meet through interfaces, never internals).
+
+`TrunkFacts` is the part of the trunk settings the checks read; the trunk feature's own
+settings object satisfies it structurally. `TrunkSource` is the trunk service (effective
+settings and its status report). `TokenCheck` is the directory's debug_token check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+
+class TrunkFacts(Protocol):
+    @property
+    def transport_name(self) -> str: ...
+    @property
+    def endpoint_name(self) -> str: ...
+    @property
+    def bind_address(self) -> str: ...
+    @property
+    def bind_port(self) -> int: ...
+    @property
+    def external_media_address(self) -> str | None: ...
+    @property
+    def external_signaling_address(self) -> str | None: ...
+    @property
+    def cert_file(self) -> str | None: ...
+    @property
+    def priv_key_file(self) -> str | None: ...
+    @property
+    def local_net(self) -> tuple[str, ...]: ...
+    @property
+    def context(self) -> str: ...
+    @property
+    def media_encryption(self) -> str | None: ...
+    @property
+    def identify_match(self) -> tuple[str, ...] | None: ...
+
+
+class TrunkSource(Protocol):
+    async def trunk_settings(self) -> TrunkFacts: ...
+    async def status(self) -> dict[str, Any]: ...
+
+
+TokenCheck = Callable[[int], Awaitable[dict[str, Any]]]
