@@ -132,10 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = cfgsub.add_parser("check", help="validate the settings and print them (secrets hidden)")
     check.set_defaults(func=_cmd_config_check)
 
-    from thoth_pbx.cli import sandbox, trunk
+    from thoth_pbx.cli import doctor, sandbox, trunk
 
     trunk.register(sub)  # pbx render|apply|status|restart, calling enable|disable|show|reset-password
     sandbox.register(sub)  # sandbox meta|meta-webhook|bitrix
+    doctor.register(sub)  # doctor [--json]: preflight checks
     return parser
 
 
