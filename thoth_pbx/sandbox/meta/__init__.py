@@ -34,7 +34,15 @@ proves nothing. What it enforces (sources: docs/meta.md and the Meta fact sheet)
 - control endpoints under `/_sandbox/` (not Graph): seed apps, tokens and phones (PATCH sets
   `call_permissions` per user), read the state and the request log, make the next call(s) fail
   with any Graph error, and send signed webhooks (see `WebhookSender`); what those webhooks
-  announce (message and call ids) is remembered by `announce()`."""
+  announce (message and call ids) is remembered by `announce()`;
+- templates (templates.py): per WABA, `GET /{waba_id}/message_templates` and `GET /{template_id}`;
+  a template send must name an APPROVED translation (132001, paused 132015, disabled 132016) with
+  the right parameter counts (132000) and formats (132012); the recorded send keeps `rendered`,
+  what the customer sees; `set_template_status()` posts `message_template_status_update`;
+- the 24-hour customer service window: a customer's message announced by `announce()` (or
+  `customer_wrote()`) opens it by `sim.clock`; a free-form send outside it fails with 131047
+  (a `failed` status webhook, or the Graph answer with `window_error="response"`); per phone
+  `enforce_window=False` turns it off."""
 
 from thoth_pbx.sandbox.meta.media import (
     MEDIA_URL_TTL,
@@ -83,6 +91,17 @@ from thoth_pbx.sandbox.meta.state import (
     SimToken,
     invalid,
 )
+from thoth_pbx.sandbox.meta.templates import (
+    TEMPLATE_FIELD,
+    WINDOW_S,
+    SimTemplate,
+    TemplateControl,
+    check_template_send,
+    find_template,
+    list_templates,
+    seed_templates,
+    status_update_change,
+)
 from thoth_pbx.sandbox.meta.webhooks import (
     STATUS_ERRORS,
     StatusDelivery,
@@ -118,9 +137,13 @@ __all__ = [
     "SimApp",
     "SimMedia",
     "SimPhone",
+    "SimTemplate",
     "SimToken",
     "StatusDelivery",
     "StatusPoster",
+    "TEMPLATE_FIELD",
+    "TemplateControl",
+    "WINDOW_S",
     "WebhookSender",
     "_BSUID",
     "_CALLING_KEYS",
@@ -144,8 +167,11 @@ __all__ = [
     "call_permissions_view",
     "call_terminate_change",
     "check_media",
+    "check_template_send",
     "delivery",
+    "find_template",
     "invalid",
+    "list_templates",
     "mark_read",
     "media_message_change",
     "media_view",
@@ -153,6 +179,7 @@ __all__ = [
     "messages_change",
     "phone_view",
     "planned_statuses",
+    "seed_templates",
     "seeded",
     "send_message",
     "serve",
@@ -160,6 +187,7 @@ __all__ = [
     "sign",
     "status_change",
     "status_error",
+    "status_update_change",
     "update_settings",
     "validate_settings",
 ]

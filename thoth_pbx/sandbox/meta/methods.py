@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 from thoth_pbx.sandbox.meta.state import GraphFail, SimApp, SimPhone, invalid
+from thoth_pbx.sandbox.meta.templates import SimTemplate, check_template_send, recipient_key, window_open
+from thoth_pbx.sandbox.meta.webhooks import STATUS_ERRORS
 
 _CALLING_KEYS = {
     "status",
@@ -432,19 +434,35 @@ def _validate_reaction(value: Any) -> None:
 
 def _validate_template(value: Any) -> None:
     template = _expect_keys("template", value, {"name", "language", "components"})
-    if not isinstance(template.get("name"), str) or not isinstance((template.get("language") or {}).get("code"), str):
+    language = template.get("language")
+    if isinstance(language, dict):
+        _expect_keys("template[language]", language, {"code", "policy"})
+    if not isinstance(template.get("name"), str) or not isinstance((language or {}).get("code"), str):
         raise invalid("Param template requires name and language.code")
     if _present(template, "components") and not isinstance(template["components"], (list, tuple)):
         raise invalid("Param template[components] must be an array")
 
 
-def send_message(phone: SimPhone, body: Any, uploaded: Mapping[str, str] | None = None) -> dict[str, Any]:
+def send_message(
+    phone: SimPhone,
+    body: Any,
+    uploaded: Mapping[str, str] | None = None,
+    *,
+    templates: Sequence[SimTemplate] | None = None,
+    now: float | None = None,
+) -> dict[str, Any]:
     """Validate a send as Meta documents each type; record it in `phone.sent`.
 
     `uploaded` maps the ids of media uploaded on this number to their media type: a media object's
     `id` must be one of them (else 100 "... is not a valid whatsapp business account media
     attachment ID"); whether the type fits is found out later, as on Meta (a `failed` status
-    131053, see `planned_statuses`)."""
+    131053, see `planned_statuses`).
+
+    `templates` (the WABA's): a template send must name an approved translation with the right
+    parameters (templates.py: 132001, 132015, 132016, 132000, 132012); the recorded send gets
+    `rendered`, what the customer sees. `now` (the simulator's clock): a free-form message to a
+    customer whose last message is 24 hours old or more fails with 131047 when the phone
+    `enforce_window`s (see SimPhone.window_error)."""
     body = _expect_keys("body", body, _TOP_KEYS)
     if body.get("messaging_product") != "whatsapp":
         raise invalid("Param messaging_product must be whatsapp")
@@ -485,8 +503,24 @@ def send_message(phone: SimPhone, body: Any, uploaded: Mapping[str, str] | None 
         _string("context[message_id]", context.get("message_id"))
     if _present(body, "biz_opaque_callback_data"):
         _string("biz_opaque_callback_data", body["biz_opaque_callback_data"], max_len=512)
+    rendered = None
+    if kind == "template" and templates is not None:
+        rendered = check_template_send(
+            templates, body["template"], lambda media_kind, media: _validate_media(media_kind, media, uploaded or {})
+        )
+    outside = (
+        kind != "template"
+        and now is not None
+        and phone.enforce_window
+        and not window_open(phone, recipient_key(body), now)
+    )
+    if outside and phone.window_error == "response":
+        title, details = STATUS_ERRORS[131047]
+        raise GraphFail(131047, f"(#131047) {title}", details=details)
     wamid = "wamid." + secrets.token_urlsafe(24)
-    phone.sent.append({"id": wamid, **body})
+    phone.sent.append({"id": wamid, **body, **({"rendered": rendered} if rendered is not None else {})})
+    if outside:
+        phone.window_closed.append(wamid)
     if to is not None:
         contact = {"input": to, "wa_id": to.lstrip("+")}
     else:
@@ -499,12 +533,16 @@ def planned_statuses(
 ) -> list[tuple[str, int | None]]:
     """The statuses Meta reports for an accepted send, as (status, error code or None), in order.
 
+    - a free-form message sent outside the customer service window: `failed` 131047 (error
+      codes: "Re-engagement message", reported in the status webhook);
     - media sent by `id` whose type does not fit the message type: `failed` 131053 (a mismatched
       MIME type, media page);
     - a reaction: only `sent` (reaction messages page: no delivered or read webhooks); to a
       message this number never received: `failed` 131009 (same page);
     - a recipient in `phone.undeliverable`: `sent`, then `failed` with its code;
     - otherwise each of `phone.auto_statuses`."""
+    if sent.get("id") in phone.window_closed:
+        return [("failed", 131047)]
     kind = sent.get("type", "text")
     media = sent.get(kind) if kind in MEDIA_TYPES else None
     if isinstance(media, dict) and _present(media, "id") and uploaded.get(media["id"]) != kind:

@@ -43,6 +43,12 @@ KNOWN_ERRORS: dict[int, tuple[int, str, str]] = {
     138000: (401, "OAuthException", "(#138000) Calling not enabled"),
     138015: (400, "OAuthException", "(#138015) Calling APIs cannot be enabled for this phone number"),
     138018: (400, "OAuthException", "(#138018) Calling settings update failed: technical pre-requisites are not met"),
+    131047: (400, "OAuthException", "(#131047) Re-engagement message"),
+    132000: (400, "OAuthException", "(#132000) Number of parameters does not match the expected number of params"),
+    132001: (404, "OAuthException", "(#132001) Template name does not exist in the translation"),
+    132012: (400, "OAuthException", "(#132012) Parameter format does not match format in the created template"),
+    132015: (400, "OAuthException", "(#132015) Template is Paused"),
+    132016: (400, "OAuthException", "(#132016) Template is disabled"),
 }
 
 
@@ -141,6 +147,14 @@ class SimPhone:
     auto_statuses: list[str] = field(default_factory=lambda: list(AUTO_STATUSES))
     # recipient wa_id -> error code: such sends get `sent` then `failed` with that code
     undeliverable: dict[str, int] = field(default_factory=dict)
+    # the 24-hour customer service window: customer (wa_id or BSUID) -> `sim.clock()` of their
+    # last message announced to the business (templates.py). With `enforce_window`, a free-form
+    # message outside it fails with 131047: by default accepted, then a `failed` status webhook
+    # (how Meta usually reports it); `window_error="response"` refuses the send itself instead.
+    last_inbound: dict[str, float] = field(default_factory=dict)
+    enforce_window: bool = True
+    window_error: str = "webhook"  # "webhook" | "response"
+    window_closed: list[str] = field(default_factory=list)  # wamids accepted outside the window
 
 
 @dataclass
