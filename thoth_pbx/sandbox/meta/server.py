@@ -51,6 +51,7 @@ from thoth_pbx.sandbox.meta.state import (
     SimToken,
     invalid,
 )
+from thoth_pbx.sandbox.meta.templates import TEMPLATE_FIELD, SimTemplate, TemplateControl, seed_templates
 from thoth_pbx.sandbox.meta.webhooks import (
     StatusDelivery,
     StatusPoster,
@@ -71,11 +72,14 @@ _PHONE_PATCH_FIELDS = (
     "call_permissions",
     "auto_statuses",
     "undeliverable",
+    "enforce_window",
+    "window_error",
 )
 
 
-class MetaSimulator:
-    """State of the simulated Meta plus the aiohttp application serving it."""
+class MetaSimulator(TemplateControl):
+    """State of the simulated Meta plus the aiohttp application serving it (templates and the
+    customer service window: templates.py)."""
 
     def __init__(self) -> None:
         self.apps: dict[str, SimApp] = {}
@@ -90,6 +94,7 @@ class MetaSimulator:
         self.media_downloads: list[dict[str, Any]] = []  # {"media_id", "ok", "status"} per download
         self.webhook_log: list[dict[str, Any]] = []  # {"wamid", "status", "http_status", "attempt"}
         self.status_poster = StatusPoster(self.webhook_log)
+        self.templates: dict[str, SimTemplate] = {}
 
     # ---- seeding (also reachable over HTTP under /_sandbox/)
 
@@ -157,6 +162,7 @@ class MetaSimulator:
             "media": {k: v.summary() for k, v in self.media.items()},
             "media_downloads": self.media_downloads,
             "webhook_log": self.webhook_log,
+            "templates": {k: asdict(v) for k, v in self.templates.items()},
         }
 
     # ---- Graph plumbing
@@ -273,6 +279,9 @@ class MetaSimulator:
                 type_=rule.type,
             )
         parts = path.split("/")
+        found = self.template_graph(token, request.method, parts, request.query, request.url) if token else None
+        if found is not None:
+            return web.json_response(found)
         if path == "debug_token" and request.method == "GET":
             return web.json_response(self.debug_token(request))
         if len(parts) == 2 and parts[1] == "settings":
@@ -293,7 +302,8 @@ class MetaSimulator:
             if isinstance(body, dict) and "status" in body:
                 return web.json_response(mark_read(phone, body))
             uploaded = self.uploaded_media(phone.phone_number_id)
-            answer = send_message(phone, body, uploaded)
+            templates = self.templates_of(phone.waba_id)
+            answer = send_message(phone, body, uploaded, templates=templates, now=self.clock())
             self.queue_statuses(phone, self.apps.get(token.app_id), phone.sent[-1], uploaded)
             return web.json_response(answer)
         if len(parts) == 2 and parts[1] == "media" and request.method == "POST":
@@ -452,6 +462,7 @@ class MetaSimulator:
                 phone = self.phones.get(str((value.get("metadata") or {}).get("phone_number_id")))
                 if phone is None:
                     continue
+                self.note_inbound(value, phone)
                 for message in value.get("messages") or []:
                     if (
                         isinstance(message, dict)
@@ -616,6 +627,8 @@ class MetaSimulator:
                 raise _ControlError(f"auto_statuses must be a list of {', '.join(AUTO_STATUSES)}")
         if "undeliverable" in data:
             data["undeliverable"] = _undeliverable(data["undeliverable"])
+        if data.get("window_error", "webhook") not in ("webhook", "response"):
+            raise _ControlError("window_error must be webhook or response")
         for key, value in data.items():
             setattr(phone, key, value)
         return web.json_response(asdict(phone))
@@ -722,12 +735,15 @@ def _maybe_json(value: str) -> Any:
 
 
 def seeded(seed: Seed | None = None) -> MetaSimulator:
-    """A simulator with one live app (subscribed to messages and calls), a permanent token and a phone."""
+    """A simulator with one live app (subscribed to messages, calls and template status updates), a
+    permanent token, a phone and the seeded templates (templates.seed_templates)."""
     seed = seed or Seed()
     sim = MetaSimulator()
-    sim.add_app(seed.app_id, seed.app_secret, subscribed_fields={"messages", "calls"})
+    sim.add_app(seed.app_id, seed.app_secret, subscribed_fields={"messages", "calls", TEMPLATE_FIELD})
     sim.add_token(seed.token, seed.app_id)
     sim.add_phone(seed.phone_number_id, seed.display_phone_number, seed.waba_id)
+    for template in seed_templates():
+        sim.add_template(seed.waba_id, **template)
     return sim
 
 
