@@ -697,83 +697,7 @@ def connector_data_set(sim: BitrixSimulator, portal: Portal, params: dict[str, A
     return True
 
 
-# ---------------------------------------------------------------------------- messageservice.* (basics)
-
-
-def _sender_error(description: str, code: str = "ERROR_SENDER_VALIDATION_FAILURE") -> SimError:
-    return SimError(code, description, 400)
-
-
-@method("messageservice.sender.add", "messageservice", app_only=_APP_CONTEXT)
-def sender_add(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> bool:
-    if not params:
-        raise _sender_error("Empty data!")
-    code = _text(params, "CODE")
-    if not code:
-        raise _sender_error("Empty sender code!")
-    if not re.fullmatch(r"[a-zA-Z0-9._-]+", code):
-        raise _sender_error("Wrong sender code!")
-    if not params.get("NAME"):
-        raise _sender_error("Empty sender NAME!")
-    if not _text(params, "TYPE"):
-        raise _sender_error("Empty sender message TYPE!")
-    if _text(params, "TYPE") != "SMS":
-        raise _sender_error("Unknown sender message TYPE!")
-    if not _text(params, "HANDLER"):
-        raise _sender_error("Empty sender HANDLER!")
-    if code in portal.senders:
-        raise _sender_error("Sender already installed!", "ERROR_SENDER_ALREADY_INSTALLED")
-    portal.senders[code] = {
-        "CODE": code,
-        "NAME": params["NAME"],
-        "HANDLER": _text(params, "HANDLER"),
-        "DESCRIPTION": params.get("DESCRIPTION"),
-    }
-    return True
-
-
-@method("messageservice.sender.update", "messageservice", app_only=_APP_CONTEXT)
-def sender_update(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> bool:
-    code = _text(params, "CODE")
-    if not code:
-        raise _sender_error("Empty sender code!")
-    sender = portal.senders.get(code)
-    if sender is None:
-        raise SimError("ERROR_SENDER_NOT_FOUND", "Sender not found!", 400)
-    for key in ("HANDLER", "NAME", "DESCRIPTION"):
-        if key in params:
-            sender[key] = params[key]
-    return True
-
-
-@method("messageservice.sender.list", "messageservice", app_only=_APP_CONTEXT)
-def sender_list(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> list[str]:
-    return list(portal.senders)
-
-
-@method("messageservice.sender.delete", "messageservice", app_only=_APP_CONTEXT)
-def sender_delete(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> bool:
-    if portal.senders.pop(_text(params, "CODE"), None) is None:
-        raise SimError("ERROR_SENDER_NOT_FOUND", "Sender not found!", 400)
-    return True
-
-
-_SMS_STATUSES = {"queued", "sent", "delivered", "undelivered", "failed"}
-
-
-@method("messageservice.message.status.update", "messageservice", app_only=_APP_CONTEXT)
-def sms_status(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> bool:
-    code, message_id, status = _text(params, "CODE"), _text(params, "MESSAGE_ID"), _text(params, "STATUS")
-    if not code:
-        raise _sender_error("Empty sender code!")
-    if code not in portal.senders:
-        raise SimError("ERROR_SENDER_NOT_FOUND", "Sender not found!", 400)
-    if message_id not in portal.sms_messages:
-        raise SimError("ERROR_MESSAGE_NOT_FOUND", "Message not found!", 400)
-    if status not in _SMS_STATUSES:
-        raise SimError("ERROR_MESSAGE_STATUS_INCORRECT", "Incorrect message status!", 400)
-    portal.sms_messages[message_id]["status"] = status
-    return True
+# messageservice.* (the SMS provider) lives in messageservice.py and registers itself here.
 
 
 # ---------------------------------------------------------------------------- app.info
@@ -800,4 +724,5 @@ def app_info(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> di
 
 # The Open Lines chat methods (imconnector.send/update/delete.messages, the statuses,
 # im.message.add) live in openlines.py and register themselves here.
+from thoth_pbx.sandbox.bitrix import messageservice as _messageservice  # noqa: E402, F401
 from thoth_pbx.sandbox.bitrix import openlines as _openlines  # noqa: E402, F401

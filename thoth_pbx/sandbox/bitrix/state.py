@@ -318,7 +318,10 @@ class Portal:
     # method -> (code, description, HTTP status): the app's user lacks the right to it. Bitrix
     # answers user_access_error / ACCESS_DENIED with 403 in the docs and has been seen with 401.
     refused: dict[str, tuple[str, str, int]] = field(default_factory=dict)
+    # SMS the portal handed to our senders (messageservice.py), by message_id, and every accepted
+    # messageservice.message.status.update in arrival order
     sms_messages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sms_status_updates: list[dict[str, Any]] = field(default_factory=list)
     ids: dict[str, int] = field(default_factory=dict)
     # limits
     level: float = 0.0
