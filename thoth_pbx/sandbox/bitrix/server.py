@@ -17,7 +17,7 @@ import aiohttp
 from aiohttp import web
 
 from thoth_pbx.clients.bitrix import phpquery
-from thoth_pbx.sandbox.bitrix import openlines
+from thoth_pbx.sandbox.bitrix import messageservice, openlines
 from thoth_pbx.sandbox.bitrix import scope as _scope  # noqa: F401  (registers the `scope` method)
 from thoth_pbx.sandbox.bitrix.state import (
     DEFAULT_SCOPE,
@@ -114,6 +114,7 @@ class BitrixSimulator:
         app.router.add_get("/_sandbox/disk/{token}", self._disk_route)
         app.router.add_get("/_sandbox/portals/{member_id}/openlines", self._openlines_route)
         app.router.add_post("/_sandbox/operator-message", self._operator_route)
+        app.router.add_post("/_sandbox/sms", self._sms_route)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -363,6 +364,17 @@ class BitrixSimulator:
         return await openlines.operator_deletes(
             self, portal, line_id, chat_external_id, message_id, connector=connector
         )
+
+    # ------------------------------------------------------------------ SMS provider (messageservice.py)
+
+    async def send_sms(self, portal: Portal, code: str, to: str, text: str, **kw: Any) -> dict[str, Any]:
+        """A CRM user sends an SMS through sender `code`: the handler request goes to its HANDLER;
+        returns `{message_id, status, answer}` (see messageservice.send_sms for the options)."""
+        return await messageservice.send_sms(self, portal, code, to, text, **kw)
+
+    def sms_statuses(self, portal: Portal) -> list[dict[str, Any]]:
+        """The status updates our sender reported, in order: {code, message_id, status, at}."""
+        return messageservice.sms_statuses(portal)
 
     def start_download(self, fetch: Coroutine[Any, Any, None]) -> None:
         """Run a file download in the background, as a portal fetches files after answering."""
@@ -756,6 +768,19 @@ class BitrixSimulator:
         except (ValueError, KeyError, TypeError) as exc:
             return web.json_response({"error": f"{type(exc).__name__}: {exc}"}, status=400)
         return web.json_response({k: sent[k] for k in ("chat_id", "message_id", "status")})
+
+    async def _sms_route(self, request: web.Request) -> web.Response:
+        """A CRM user sends an SMS (for people trying the provider): `{"code", "to", "text",
+        "member_id"?, "module_id"?}` -> the handler request, as `send_sms`."""
+        try:
+            body = await request.json()
+            portal = self._only_portal(body.get("member_id"))
+            sent = await self.send_sms(
+                portal, str(body["code"]), str(body["to"]), str(body["text"]), module_id=body.get("module_id", "crm")
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            return web.json_response({"error": f"{type(exc).__name__}: {exc}"}, status=400)
+        return web.json_response(sent)
 
     async def _openlines_route(self, request: web.Request) -> web.Response:
         portal = self.portals.get(request.match_info["member_id"])
