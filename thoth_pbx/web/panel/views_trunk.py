@@ -1,0 +1,129 @@
+"""The WhatsApp trunk on Asterisk: settings with where each value comes from, a preview of the
+files as a diff against the disk, apply with its verified result or the rollback reason,
+revisions, drift, restart when convenient."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+from aiohttp import web
+
+from thoth_pbx.core.validation import FieldError
+from thoth_pbx.features.trunk import files as trunk_files
+from thoth_pbx.features.trunk import render as trunk
+from thoth_pbx.web.panel import forms
+from thoth_pbx.web.panel.auth import PANEL, SESSION
+from thoth_pbx.web.panel.deps import PanelDeps
+from thoth_pbx.web.panel.render import Pages
+
+FIELD_TYPES = {f.name: str(f.type) for f in dataclasses.fields(trunk.TrunkSettings)}
+KEYS = tuple(trunk.VALIDATORS)
+
+
+def kind(key: str) -> str:
+    """bool | list | text: how the form shows a setting."""
+    declared = FIELD_TYPES[key]
+    if declared.startswith("bool"):
+        return "bool"
+    if declared.startswith("tuple"):
+        return "list"
+    return "text"
+
+
+def shown(value: Any, key: str) -> str:
+    """A setting as the form shows it (and compares it, to send only what the admin changed)."""
+    if value is None:
+        return ""
+    if kind(key) == "bool":
+        return "yes" if value else "no"
+    if kind(key) == "list":
+        return ", ".join(str(item) for item in value)
+    return str(value)
+
+
+def typed(text: str, key: str) -> Any:
+    """What the admin typed as the API takes it (strings are validated by the API's own rules)."""
+    if kind(key) == "bool":
+        return {"yes": True, "no": False}.get(text)
+    if text == "":
+        return None if trunk.omittable(key) or kind(key) != "list" else []
+    return text
+
+
+def trunk_routes(deps: PanelDeps, pages: Pages) -> list[web.RouteDef]:
+    base = f"{PANEL}/trunk"
+    actor = f"panel:{deps.settings.admin_user}"
+
+    async def page(
+        request: web.Request, values: dict[str, str] | None = None, exc: FieldError | None = None, **extra: Any
+    ) -> web.Response:
+        view = await deps.pbx.trunk_view()
+        errors, form_error = forms.errors_of(exc.field, exc.message, KEYS) if exc else ({}, None)
+        rows = [
+            {
+                "key": key,
+                "kind": kind(key),
+                "value": (values or {}).get(key, shown(view["settings"][key], key)),
+                "source": view["source"][key],
+                "default": shown(view["defaults"][key], key),
+                "omittable": key in view["omittable"],
+            }
+            for key in KEYS
+        ]
+        status = await deps.pbx.status()
+        context = {"nav": "trunk", "rows": rows, "status": status, "errors": errors, "form_error": form_error, **extra}
+        return pages.render(request, "trunk.html", context, status=exc.status if exc and exc.status < 500 else 200)
+
+    async def show(request: web.Request) -> web.Response:
+        return await page(request)
+
+    async def update(request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        current = (await deps.pbx.trunk_view())["settings"]
+        values = {key: forms.text(form, key) for key in KEYS if key in form}
+        changed = {key: typed(text, key) for key, text in values.items() if text != shown(current[key], key)}
+        _ = pages.translator(request)
+        if not changed:
+            request[SESSION].flash(_("Nothing changed."))
+            raise web.HTTPSeeOther(base)
+        try:
+            await deps.pbx.update_trunk(changed, actor)
+        except FieldError as exc:
+            return await page(request, values, exc)
+        request[SESSION].flash(_("Saved. Preview the files, then apply them to Asterisk."))
+        raise web.HTTPSeeOther(f"{base}/preview")
+
+    async def preview(request: web.Request) -> web.Response:
+        try:
+            rendered = await deps.pbx.render()
+        except FieldError as exc:
+            return await page(request, None, exc)
+        diff = trunk_files.diff(await asyncio.to_thread(deps.pbx.applier.plan, rendered))
+        context = {"nav": "trunk", "diff": diff, "warnings": rendered.warnings, "files": rendered.masked()}
+        return pages.render(request, "trunk_preview.html", context)
+
+    async def apply(request: web.Request) -> web.Response:
+        try:
+            outcome, revision = await deps.pbx.apply(actor)
+        except FieldError as exc:
+            return await page(request, None, exc)
+        context = {"nav": "trunk", "outcome": outcome.as_json(), "ok": outcome.ok, "revision": revision}
+        return pages.render(request, "trunk_applied.html", context, status=200 if outcome.ok else 409)
+
+    async def restart(request: web.Request) -> web.StreamResponse:
+        request[SESSION].flash(await deps.pbx.restart_when_convenient())
+        raise web.HTTPSeeOther(base)
+
+    async def revisions(request: web.Request) -> web.Response:
+        return pages.render(request, "trunk_revisions.html", {"nav": "trunk", "revisions": await deps.pbx.revisions()})
+
+    return [
+        web.get(base, show),
+        web.post(base, update),
+        web.get(base + "/preview", preview),
+        web.post(base + "/apply", apply),
+        web.post(base + "/restart", restart),
+        web.get(base + "/revisions", revisions),
+    ]
