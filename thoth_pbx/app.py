@@ -41,6 +41,7 @@ from thoth_pbx.features.messaging import models as _messaging_models  # noqa: E4
 from thoth_pbx.features.messaging import wire as messaging_feature
 from thoth_pbx.features.messaging.lines import MessagingLines
 from thoth_pbx.features.messaging.settings import MessagingSettings
+from thoth_pbx.features.messaging.wire import Messaging
 from thoth_pbx.features.portal import models as _portal_models  # noqa: E402,F401
 from thoth_pbx.features.portal import wire as portal_feature
 from thoth_pbx.features.portal.service import BitrixService
@@ -61,6 +62,7 @@ from thoth_pbx.web.health import health_routes
 from thoth_pbx.web.http import admin_auth, json_errors
 from thoth_pbx.web.login_throttle import LoginThrottle
 from thoth_pbx.web.meta_webhook import meta_webhook_routes
+from thoth_pbx.web.panel import PanelDeps, panel
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,7 @@ class Services:
     call_jobs: CallJobs
     calling: CallingService  # Calling + SIP on Meta (features/trunk)
     messaging: MessagingLines  # Open Lines of each WhatsApp number (features/messaging)
+    messaging_parts: Messaging  # the lines, templates, 24-hour windows and the SMS provider
     pbx: PbxService
     admin_password_generated: bool = False  # made by this start: the banner shows it once
     checkpointer: Checkpointer | None = None  # inline SQLite only (store/sqlite_inline.py)
@@ -156,7 +159,7 @@ async def open_services(settings: Settings) -> Services:
     bitrix, portal_part = portal_feature.wire(deps, directory)
     pbx, calling, trunk_part = trunk_feature.wire(deps, meta.graph, lambda phone_id: directory.get(PHONES, phone_id))
     calls, call_jobs, calls_part = calls_feature.wire(deps, bitrix.portals, trunk_feature.endpoint_prefix(deps))
-    messaging, messaging_part = messaging_feature.wire(deps, directory, bitrix, meta.dispatcher, meta.graph)
+    messaging_parts, messaging_part = messaging_feature.wire(deps, directory, bitrix, meta.dispatcher, meta.graph)
     checkpointer = db.checkpointer(engine)
     outbox, ami, ari = deps.outbox, deps.ami, deps.ari
     # Started in this order, stopped in reverse: the outbox stops before the portal clients it
@@ -187,7 +190,8 @@ async def open_services(settings: Settings) -> Services:
         calls=calls,
         call_jobs=call_jobs,
         calling=calling,
-        messaging=messaging,
+        messaging=messaging_parts.lines,
+        messaging_parts=messaging_parts,
         pbx=pbx,
         checkpointer=checkpointer,
         admin_password=admin_password,
@@ -214,9 +218,33 @@ async def close_services(services: Services) -> None:
 def build_app(services: Services, login_throttle: LoginThrottle | None = None) -> web.Application:
     """The aiohttp application around already opened services; closes them on cleanup."""
     settings = services.settings
+    throttle = login_throttle or LoginThrottle()  # one count of failed logins: API and panel
+    admin_panel = panel(
+        PanelDeps(
+            settings=settings,
+            engine=services.engine,
+            sessions=services.sessions,
+            box=services.secret_box,
+            admin_password=services.admin_password,
+            throttle=throttle,
+            directory=services.directory,
+            meta=services.meta,
+            outbox=services.outbox,
+            bitrix=services.bitrix,
+            calling=services.calling,
+            messaging=services.messaging,
+            pbx=services.pbx,
+            ami=services.ami,
+            ari=services.ari,
+        )
+    )
     app = web.Application(
         client_max_size=4 * 1024 * 1024,
-        middlewares=[json_errors, admin_auth(settings.admin_user, services.admin_password, login_throttle)],
+        middlewares=[
+            json_errors,
+            admin_auth(settings.admin_user, services.admin_password, throttle),
+            admin_panel.middleware,  # sessions + CSRF for /panel/ (`/` redirects there)
+        ],
     )
     app[SERVICES] = services
     app.router.add_routes(health_routes(services.engine, services.secret_box, services.ami, services.ari))
@@ -225,6 +253,7 @@ def build_app(services: Services, login_throttle: LoginThrottle | None = None) -
     app.router.add_routes(outbox_routes(services.outbox, services.sessions))
     for part in services.parts:
         app.router.add_routes(part.routes)
+    app.router.add_routes(admin_panel.routes)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await start_background(services)
