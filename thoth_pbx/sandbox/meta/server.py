@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from thoth_pbx.sandbox.meta import apps
 from thoth_pbx.sandbox.meta.media import (
     MAX_MEDIA,
     MEDIA_URL_TTL,
@@ -225,6 +226,7 @@ class MetaSimulator(TemplateControl):
         app.router.add_patch("/_sandbox/phones/{pnid}", self._h_patch_phone)
         app.router.add_post("/_sandbox/fail-next", self._h_fail_next)
         app.router.add_post("/_sandbox/webhooks", self._h_send_webhooks)
+        app.router.add_routes(apps.routes(self))  # subscribed_apps, app subscriptions (sandbox/meta/apps.py)
         app.router.add_route("*", "/{version}/{path:.*}", self._h_graph)
         return app
 
