@@ -37,6 +37,7 @@ from thoth_pbx.features.directory import models as _directory_models  # noqa: E4
 from thoth_pbx.features.directory import wire as directory_feature
 from thoth_pbx.features.directory.service import PHONES, Directory
 from thoth_pbx.features.directory.whatsapp import MetaService
+from thoth_pbx.features.doctor import wire as doctor_feature
 from thoth_pbx.features.messaging import models as _messaging_models  # noqa: E402,F401
 from thoth_pbx.features.messaging import wire as messaging_feature
 from thoth_pbx.features.messaging.lines import MessagingLines
@@ -160,6 +161,7 @@ async def open_services(settings: Settings) -> Services:
     pbx, calling, trunk_part = trunk_feature.wire(deps, meta.graph, lambda phone_id: directory.get(PHONES, phone_id))
     calls, call_jobs, calls_part = calls_feature.wire(deps, bitrix.portals, trunk_feature.endpoint_prefix(deps))
     messaging_parts, messaging_part = messaging_feature.wire(deps, directory, bitrix, meta.dispatcher, meta.graph)
+    _doctor, doctor_part = doctor_feature.wire(deps, pbx, meta.graph, meta.tokens.check, bitrix.portals)
     checkpointer = db.checkpointer(engine)
     outbox, ami, ari = deps.outbox, deps.ami, deps.ari
     # Started in this order, stopped in reverse: the outbox stops before the portal clients it
@@ -175,6 +177,7 @@ async def open_services(settings: Settings) -> Services:
         Wired(start=ari.start, stop=ari.stop),
         calls_part,
         messaging_part,
+        doctor_part,  # routes only (GET /api/admin/doctor)
     ]
     return Services(
         settings=settings,
