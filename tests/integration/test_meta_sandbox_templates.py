@@ -343,6 +343,7 @@ async def test_free_form_outside_the_window_fails_with_131047(env: Env, receiver
         ("delivered", None),
         ("read", None),
     ]
+    assert statuses(receiver)[-3]["pricing"]["category"] == "utility"  # priced by the template's category
     assert len(env.sim.phones[PNID].sent) == 4 and env.sim.phones[PNID].window_closed == [
         env.sim.phones[PNID].sent[0]["id"],
         env.sim.phones[PNID].sent[2]["id"],
@@ -441,6 +442,39 @@ async def test_status_change_posts_the_template_status_webhook(env: Env, receive
     assert len(receiver.got) == 3 and promo.status == "APPROVED"
     with pytest.raises(ValueError, match="event must be one of"):
         env.sim.set_template_status(promo.id, "GONE")
+
+
+async def test_control_endpoints_add_and_review_templates(env: Env, receiver: Receiver) -> None:
+    """For people trying the simulator: `POST /_sandbox/templates` adds a template (here with a
+    TEXT header variable, COMPONENTS), `POST /_sandbox/templates/{id}/status` reviews it and
+    posts the webhook; bad bodies are 400."""
+    components = [
+        {"type": "HEADER", "format": "TEXT", "text": "Visit {{1}}"},
+        {"type": "BODY", "text": "See you at {{1}}.", "example": {"body_text": [["10:00"]]}},
+    ]
+    resp = await env.client.post(
+        "/_sandbox/templates", json={"name": "visit", "language": "de", "components": components}
+    )
+    assert resp.status == 201, await resp.text()
+    added = await resp.json()
+    assert (added["waba_id"], added["status"]) == (WABA, "APPROVED")
+    header = {"type": "header", "parameters": [{"type": "text", "text": "Dr. Who"}]}
+    status, _ = await env.send(template("visit", "de", header, body("10:30")))
+    assert status == 200 and env.sim.phones[PNID].sent[-1]["rendered"]["text"] == "Visit Dr. Who\nSee you at 10:30."
+    resp = await env.client.post(f"/_sandbox/templates/{added['id']}/status", json={"event": "PAUSED"})
+    assert resp.status == 200 and (await resp.json())["entry"][0]["changes"][0]["value"]["event"] == "PAUSED"
+    status, answer = await env.send(template("visit", "de", header, body("10:30")))
+    assert (status, answer["error"]["code"]) == (400, 132015)
+    await env.sim.drain_webhooks()
+    reviews = [c["value"] for d in receiver.docs() for c in d["entry"][0]["changes"] if c["field"] != "messages"]
+    assert [(r["message_template_name"], r["event"]) for r in reviews] == [("visit", "PAUSED")]
+    for path, payload in (
+        ("/_sandbox/templates", {"name": "Bad Name", "language": "de", "components": components}),
+        ("/_sandbox/templates", {"name": "x", "language": "de", "components": [{"type": "FOOTER", "text": "f"}]}),
+        (f"/_sandbox/templates/{added['id']}/status", {"event": "GONE"}),
+        ("/_sandbox/templates/1/status", {"event": "APPROVED"}),
+    ):
+        assert (await env.client.post(path, json=payload)).status == 400, payload
 
 
 # ---- pywa

@@ -22,9 +22,10 @@ import binascii
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from aiohttp import web
 from yarl import URL
 
 from thoth_pbx.sandbox.meta.state import MANAGEMENT, GraphFail, SimApp, SimPhone, SimToken, invalid
@@ -714,3 +715,34 @@ class TemplateControl:
             if isinstance(message, dict):
                 for key in customer_keys(message, value.get("contacts") or []):
                     phone.last_inbound[key] = self.clock()
+
+    # ---- control endpoints (for people trying it with `thoth-pbx sandbox meta`)
+
+    def template_routes(self, app: web.Application) -> None:
+        """`POST /_sandbox/templates` adds one; `POST /_sandbox/templates/{id}/status` reviews one."""
+        app.router.add_post("/_sandbox/templates", self._h_add_template)
+        app.router.add_post("/_sandbox/templates/{template_id}/status", self._h_template_status)
+
+    async def _h_add_template(self, request: web.Request) -> web.Response:
+        """`{"name", "language", "components", "waba_id"?, "status"?, "category"?}`; the WABA
+        defaults to the first phone's."""
+        try:
+            data = await request.json()
+            waba_id = data.pop("waba_id", None) or next(iter(self.phones.values())).waba_id
+            template = self.add_template(
+                str(waba_id), str(data.pop("name")), str(data.pop("language")), data.pop("components"), **data
+            )
+        except (ValueError, KeyError, TypeError, StopIteration, AttributeError) as exc:
+            return web.json_response({"error": f"{type(exc).__name__}: {exc}"}, status=400)
+        return web.json_response(asdict(template), status=201)
+
+    async def _h_template_status(self, request: web.Request) -> web.Response:
+        """`{"event", "reason"?}` -> the status changes and the webhook is queued; answers it."""
+        try:
+            data = await request.json()
+            doc = self.set_template_status(
+                request.match_info["template_id"], str(data["event"]), reason=data.get("reason")
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            return web.json_response({"error": f"{type(exc).__name__}: {exc}"}, status=400)
+        return web.json_response(doc)
