@@ -511,8 +511,8 @@ async def test_conversation_object_only_before_v24(env: Env, receiver: Receiver)
     await env.sim.drain_webhooks()
     sent, delivered, read = receiver.statuses()
     assert sent["conversation"]["expiration_timestamp"] == str(1_750_000_000 + 86400)
-    assert sent["conversation"]["origin"] == {"type": "marketing"}
-    assert delivered["conversation"] == {"id": sent["conversation"]["id"], "origin": {"type": "marketing"}}
+    assert sent["conversation"]["origin"] == {"type": "utility"}  # hello_world is a UTILITY template
+    assert delivered["conversation"] == {"id": sent["conversation"]["id"], "origin": {"type": "utility"}}
     assert "conversation" not in read and sent["pricing"]["billable"] is True
 
 

@@ -227,6 +227,7 @@ class MetaSimulator(TemplateControl):
         app.router.add_post("/_sandbox/fail-next", self._h_fail_next)
         app.router.add_post("/_sandbox/webhooks", self._h_send_webhooks)
         app.router.add_routes(apps.routes(self))  # subscribed_apps, app subscriptions (sandbox/meta/apps.py)
+        self.template_routes(app)
         app.router.add_route("*", "/{version}/{path:.*}", self._h_graph)
         return app
 
@@ -396,13 +397,14 @@ class MetaSimulator(TemplateControl):
         recipient = str(sent.get("to") or sent.get("recipient")).lstrip("+")
         template = sent.get("type") == "template"
         # Per-message pricing (status reference): non-template messages are sent inside the
-        # customer service window here (free, category service); templates are priced as
-        # marketing (the simulator keeps no template categories).
+        # customer service window here (free, category service); templates are priced by their
+        # category (templates.py keeps it in `rendered`).
+        category = str((sent.get("rendered") or {}).get("category", "marketing")).lower()
         pricing = {
             "billable": template,
             "pricing_model": "PMP",
             "type": "regular" if template else "free_customer_service",
-            "category": "marketing" if template else "service",
+            "category": category if template else "service",
         }
         # `conversation` is omitted entirely from v24.0 webhooks on; before, one id per message.
         version = re.match(r"v(\d+)\.(\d+)", app.webhook_version)
