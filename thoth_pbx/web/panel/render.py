@@ -31,6 +31,11 @@ SECURITY_HEADERS = {
 Translate = Callable[[str], str]
 
 
+def N_(message: str) -> str:  # noqa: N802 (gettext's name for "mark for the catalog, translate later")
+    """Marks a message for the catalog; it is translated where it is shown (`Pages.flash`)."""
+    return message
+
+
 class Pages:
     def __init__(self, catalogs: dict[str, gettext.NullTranslations] | None = None) -> None:
         self.catalogs = catalogs if catalogs is not None else i18n.load_catalogs()
@@ -56,6 +61,10 @@ class Pages:
 
     def translator(self, request: web.Request) -> Translate:
         return self.catalogs[self.lang(request)].gettext
+
+    def flash(self, request: web.Request, message: str, kind: str = "ok", **values: Any) -> None:
+        """A message for the next page, in the admin's language (`message` marked with N_)."""
+        request[SESSION].flash(self.translator(request)(message).format(**values), kind)
 
     def render(
         self, request: web.Request, template: str, context: dict[str, Any] | None = None, *, status: int = 200

@@ -20,9 +20,9 @@ from thoth_pbx.features.messaging.chats import Chats
 from thoth_pbx.features.portal.install import INSTALL_PATH
 from thoth_pbx.features.portal.users import list_users
 from thoth_pbx.outbox.admin import STATUSES, list_jobs
-from thoth_pbx.web.panel.auth import PANEL, SESSION
+from thoth_pbx.web.panel.auth import PANEL
 from thoth_pbx.web.panel.deps import PanelDeps
-from thoth_pbx.web.panel.render import Pages
+from thoth_pbx.web.panel.render import N_, Pages
 
 PAGE_SIZE = 100
 
@@ -130,7 +130,7 @@ def list_routes(deps: PanelDeps, pages: Pages) -> list[web.RouteDef]:
     async def retry(request: web.Request) -> web.StreamResponse:
         job_id = object_id(request)
         await deps.outbox.retry(job_id)
-        request[SESSION].flash(pages.translator(request)("Job {id} runs again now.").format(id=job_id))
+        pages.flash(request, N_("Job {id} runs again now."), id=job_id)
         raise web.HTTPSeeOther(f"{PANEL}/outbox")
 
     # ------------------------------------------------------------------ portals
@@ -157,7 +157,7 @@ def list_routes(deps: PanelDeps, pages: Pages) -> list[web.RouteDef]:
     async def sync(request: web.Request) -> web.StreamResponse:
         instance_id = object_id(request)
         await deps.bitrix.resync(instance_id)
-        request[SESSION].flash(pages.translator(request)("Events, lines and users are being set up again."))
+        pages.flash(request, N_("Events, lines and users are being set up again."))
         raise web.HTTPSeeOther(f"{PANEL}/portals/{instance_id}")
 
     return [

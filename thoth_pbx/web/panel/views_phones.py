@@ -14,7 +14,7 @@ from thoth_pbx.features.trunk.calling import DEFAULT_SIP_PORT, CallingFailed
 from thoth_pbx.web.panel import forms
 from thoth_pbx.web.panel.auth import PANEL, SESSION
 from thoth_pbx.web.panel.deps import PanelDeps
-from thoth_pbx.web.panel.render import Pages
+from thoth_pbx.web.panel.render import N_, Pages
 
 TEXTS = ("number", "phone_number_id", "waba_account_id", "app_instance_id", "sip_hostname", "sip_port")
 SHOWN = (*TEXTS, "sms_service", "action")
@@ -72,7 +72,7 @@ def phone_routes(deps: PanelDeps, pages: Pages) -> list[web.RouteDef]:
             created = await deps.directory.create(PHONES, body_of(form, create=True))
         except FieldError as exc:
             return await page(request, None, typed(form), exc)
-        request[SESSION].flash(pages.translator(request)("Phone added."))
+        pages.flash(request, N_("Phone added."))
         raise web.HTTPSeeOther(f"{base}/{created['id']}")
 
     def stored(phone: dict[str, Any]) -> dict[str, Any]:
@@ -89,7 +89,7 @@ def phone_routes(deps: PanelDeps, pages: Pages) -> list[web.RouteDef]:
             await deps.directory.update(PHONES, phone_id, body_of(form, create=False))
         except FieldError as exc:
             return await page(request, await deps.directory.get(PHONES, phone_id), typed(form), exc)
-        request[SESSION].flash(pages.translator(request)("Saved."))
+        pages.flash(request, N_("Saved."))
         raise web.HTTPSeeOther(f"{base}/{phone_id}")
 
     async def calling(request: web.Request) -> web.StreamResponse:
@@ -116,12 +116,12 @@ def phone_routes(deps: PanelDeps, pages: Pages) -> list[web.RouteDef]:
     async def repair(request: web.Request) -> web.StreamResponse:
         phone_id = object_id(request)
         await deps.messaging.repair(phone_id)
-        request[SESSION].flash(pages.translator(request)("The Open Line is being set up again."))
+        pages.flash(request, N_("The Open Line is being set up again."))
         raise web.HTTPSeeOther(f"{base}/{phone_id}")
 
     async def delete(request: web.Request) -> web.StreamResponse:
         await deps.directory.delete(PHONES, object_id(request))
-        request[SESSION].flash(pages.translator(request)("Deleted."))
+        pages.flash(request, N_("Deleted."))
         raise web.HTTPSeeOther(base)
 
     return [

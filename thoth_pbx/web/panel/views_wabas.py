@@ -14,7 +14,7 @@ from thoth_pbx.features.directory.service import PHONES, WABAS
 from thoth_pbx.web.panel import forms
 from thoth_pbx.web.panel.auth import PANEL, SESSION
 from thoth_pbx.web.panel.deps import PanelDeps
-from thoth_pbx.web.panel.render import Pages
+from thoth_pbx.web.panel.render import N_, Pages
 from thoth_pbx.web.panel.views_dashboard import token_state
 
 PLAIN = ("name", "waba_id", "app_id", "token_expires_at")
@@ -46,10 +46,8 @@ def waba_routes(deps: PanelDeps, pages: Pages) -> list[web.RouteDef]:
             created = await deps.directory.create(WABAS, forms.filled(form, SHOWN))
         except FieldError as exc:
             return form_page(request, None, {n: forms.text(form, n) for n in PLAIN}, exc)
-        request[SESSION].flash(
-            pages.translator(request)(
-                "WABA account added. Copy the callback URL and the verify token into Meta's app dashboard."
-            )
+        pages.flash(
+            request, N_("WABA account added. Copy the callback URL and the verify token into Meta's app dashboard.")
         )
         raise web.HTTPSeeOther(f"{base}/{created['id']}")
 
@@ -75,7 +73,7 @@ def waba_routes(deps: PanelDeps, pages: Pages) -> list[web.RouteDef]:
             return form_page(
                 request, waba, {**{n: forms.text(form, n) for n in PLAIN}, "_phones": await _phones(waba_id)}, exc
             )
-        request[SESSION].flash(pages.translator(request)("Saved."))
+        pages.flash(request, N_("Saved."))
         raise web.HTTPSeeOther(f"{base}/{waba_id}")
 
     async def rotate(request: web.Request) -> web.StreamResponse:
@@ -109,7 +107,7 @@ def waba_routes(deps: PanelDeps, pages: Pages) -> list[web.RouteDef]:
         except FieldError as exc:
             session.flash(exc.message, "error")
             raise web.HTTPSeeOther(f"{base}/{waba_id}") from None
-        session.flash(pages.translator(request)("Deleted."))
+        pages.flash(request, N_("Deleted."))
         raise web.HTTPSeeOther(base)
 
     return [
