@@ -13,7 +13,9 @@ dev.1c-bitrix.ru/rest_help/general/scope.php.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import json
 import os
 import shutil
 import socket
@@ -29,8 +31,9 @@ import pytest
 from tests.harness import asterisk as ah
 from tests.harness.asterisk import AsteriskInstance
 from tests.integration.conftest import in_asterisk
-from tests.support.bitrix import ServiceEnv, all_done, service_env, wait_until
+from tests.support.bitrix import ServiceEnv, all_done, bitrix_env, service_env, wait_until
 from tests.support.certs import Issued, TestCA
+from tests.support.cli import CLI
 from thoth_pbx.features.doctor import Doctor, Report
 from thoth_pbx.sandbox import meta as meta_sim
 from thoth_pbx.sandbox.meta import MetaSimulator
@@ -94,6 +97,8 @@ class DoctorEnv:
     phone_id: int
     instance_id: int
     bundle: str
+    environ: dict[str, str]  # the service's settings, for a `thoth-pbx` subprocess
+    meta_url: str
 
     async def admin(self, method: str, path: str, body: Any = None, status: int = 200) -> Any:
         resp = await self.env.http.request(method, path, json=body, headers=self.env.admin)
@@ -157,7 +162,15 @@ async def doctor_env(lab: Lab, tmp_path: Path, aiohttp_server: Any, aiohttp_clie
     ) as env:
         await env.services.ami.wait_connected(15)
         instance_id = await env.install()
-        d = DoctorEnv(env, meta, lab, 0, instance_id, str(lab.ca.ca_path))
+        environ = {
+            **settings,
+            **bitrix_env(env.sim, env.public_url),
+            "THOTH_DATABASE_URL": f"sqlite:///{tmp_path / 'doctor.sqlite3'}",
+            "THOTH_SECRET_KEY_FILE": str(tmp_path / "secret.key"),
+            "THOTH_ADMIN_PASSWORD": "correct-horse-battery",
+            "THOTH_ADMIN_PASSWORD_FILE": str(tmp_path / "admin-password"),
+        }
+        d = DoctorEnv(env, meta, lab, 0, instance_id, str(lab.ca.ca_path), environ, meta_url)
         waba = await d.admin(
             "POST",
             "/api/admin/wabas",
@@ -207,7 +220,6 @@ async def doctor_env(lab: Lab, tmp_path: Path, aiohttp_server: Any, aiohttp_clie
         )
         applied = await d.admin("POST", "/api/admin/pbx/apply")
         assert applied["result"] in ("applied", "unchanged"), applied
-        d.meta_url = meta_url  # type: ignore[attr-defined]
         yield d
 
 
@@ -254,6 +266,26 @@ async def test_the_good_set_up_passes_every_check(
         assert [c["check"] for c in failed] == ["tls.trust"]
         assert "not publicly trusted" in failed[0]["message"] and "public CA" in failed[0]["fix"]
         assert body["ok"] is False and body["exit_code"] == 1
+
+
+async def test_cli_json_on_the_good_set_up(lab: Lab, tmp_path: Path, aiohttp_server: Any, aiohttp_client: Any) -> None:
+    """`thoth-pbx doctor --json` in its own process: the public bundle does not hold our test CA,
+    so tls.trust is the one failure and the exit code is 1."""
+    async with doctor_env(lab, tmp_path, aiohttp_server, aiohttp_client) as d:
+        proc = await asyncio.create_subprocess_exec(
+            *CLI,
+            "doctor",
+            "--json",
+            env={**os.environ, **d.environ},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode == 1, stderr.decode()
+        report = json.loads(stdout)
+        failed = [c["check"] for c in report["checks"] if c["status"] not in ("ok", "cannot_check")]
+        assert failed == ["tls.trust"]
+        assert [c["check"] for c in report["checks"] if c["status"] == "cannot_check"] == ["network.from_meta"]
 
 
 async def test_wrong_certificate_host_fails(lab: Lab, tmp_path: Path, aiohttp_server: Any, aiohttp_client: Any) -> None:
@@ -313,7 +345,7 @@ async def test_dtls_at_meta_fails(lab: Lab, tmp_path: Path, aiohttp_server: Any,
             f"{SEED.phone_number_id}/settings",
             SEED.token,
             {"calling": {"srtp_key_exchange_protocol": "DTLS"}},
-        )  # type: ignore[attr-defined]
+        )
         report = await d.run()
         [verdict] = report.by_check("meta.srtp")
         assert verdict.status == "fail" and "DTLS" in verdict.message and verdict.subject == SEED.display_phone_number
@@ -362,7 +394,7 @@ async def test_webhook_field_and_app_not_subscribed_fail(
         [fields] = report.by_check("meta.webhook_fields")
         assert fields.status == "fail" and "calls" in fields.message and fields.fix
         assert statuses(report, "meta.webhook_app") == ["ok"]
-        await graph(d.meta_url, "DELETE", f"{SEED.waba_id}/subscribed_apps", SEED.token)  # type: ignore[attr-defined]
+        await graph(d.meta_url, "DELETE", f"{SEED.waba_id}/subscribed_apps", SEED.token)
         report = await d.run()
         [app] = report.by_check("meta.webhook_app")
         assert app.status == "fail" and "subscribed_apps" in (app.fix or "")

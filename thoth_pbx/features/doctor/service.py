@@ -144,8 +144,12 @@ class Doctor:
         target = self.settings.ami
         if target is None:
             return [
-                cannot(name, "ami_url is not set: thoth-pbx has no way to look at Asterisk", "set ami_url")
-                for name in ASTERISK_CHECKS
+                fail(
+                    "ami.connection",
+                    "ami_url is not set: thoth-pbx cannot apply the trunk or look at Asterisk",
+                    "set ami_url (tcp://user:secret@host:5038)",
+                ),
+                *[cannot(name, "ami_url is not set", "see ami.connection") for name in ASTERISK_CHECKS],
             ]
         if not self.ami.connected:
             why = self.ami.status.error or self.ami.status.state
@@ -224,7 +228,13 @@ class Doctor:
     async def _ari(self) -> list[Verdict]:
         target = self.settings.ari
         if target is None:
-            return [cannot("ari.permissions", "ari_url is not set", "set ari_url")]
+            return [
+                fail(
+                    "ari.permissions",
+                    "ari_url is not set: no call can reach thoth-pbx",
+                    "set ari_url (http://user:password@host:8088)",
+                )
+            ]
         # a client of its own under another app name: the service's app keeps its websocket
         client = AriClient(target, f"{self.settings.ari_app}-doctor", request_timeout=self.tls_timeout)
         client.start()
@@ -243,7 +253,7 @@ class Doctor:
         by_id = {a.id: a for a in accounts}
         if not phones:
             out.append(
-                cannot(
+                fail(
                     "meta.calling",
                     "no phone is set up for calls (sip_hostname, calling or SIP enabled)",
                     "add a phone with sip_hostname, then `thoth-pbx calling enable NUMBER`",
@@ -327,9 +337,9 @@ class Doctor:
         out: list[Verdict] = []
         if not instances:
             return [
-                cannot(
+                fail(
                     "bitrix.scopes",
-                    "no Bitrix24 portal has the application installed",
+                    "no Bitrix24 portal has the application installed: calls and chats have nowhere to go",
                     "install the application on your portal",
                 )
             ]
