@@ -20,6 +20,8 @@ from tests.support.messaging import CUSTOMER, Bridge, bridge
 @pytest.fixture
 async def wa(tmp_path, database_url, aiohttp_server, aiohttp_client) -> AsyncIterator[Bridge]:  # type: ignore[no-untyped-def]
     async with bridge(tmp_path, database_url, aiohttp_server, aiohttp_client) as b:
+        await b.customer_writes("hello", wamid="wamid.opens-the-window")  # WhatsApp's 24-hour window
+        await b.quiet()
         yield b
 
 

@@ -240,14 +240,14 @@ async def test_unknown_field_and_event_kept_and_logged_once(service, account, js
             "calls": [{"id": "wacid.X", "event": "call_created", "from": "1", "to": "2"}],
         },
     }
-    new_field = {"field": "message_template_status_update", "value": {"event": "APPROVED", "message_template_id": 1}}
+    new_field = {"field": "business_capability_update", "value": {"max_daily_conversation_per_phone": 1}}
     for i in range(2):
         doc = sim.delivery(WABA_ID, [weird, new_field])
         doc["entry"][0]["changes"][0]["value"]["calls"][0]["id"] = f"wacid.X{i}"
-        doc["entry"][0]["changes"][1]["value"]["message_template_id"] = i
+        doc["entry"][0]["changes"][1]["value"]["max_daily_conversation_per_phone"] = 1000 + i
         assert (await post(service, account, json.dumps(doc).encode())).status == 200
     kinds = [r.kind for r in await inbox(service)]
-    assert kinds == ["call.call_created", "unknown.message_template_status_update"] * 2
+    assert kinds == ["call.call_created", "unknown.business_capability_update"] * 2
     notices = [line for line in json_logs.lines if "unknown field, event or key" in line]
     assert len(notices) == 2  # one per unknown kind, not one per delivery
 

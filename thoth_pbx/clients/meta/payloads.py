@@ -376,7 +376,7 @@ def _change_events(
     # Nothing in it identifies the delivery but its content and the entry's time: the same
     # setting switched off and on again is the same value twice, at two times (a retry of one
     # delivery keeps its time).
-    if field_name == "account_settings_update":
+    if field_name in ("account_settings_update", "message_template_status_update"):
         kind, known = field_name, True
     elif field_name in _ITEM_KEYS and "errors" in value and set(value) <= set(_CONTEXT_KEYS):
         kind, known = f"{field_name}.errors", True

@@ -3,6 +3,7 @@ with direction, status and error."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from sqlalchemy import func, select
@@ -11,7 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from thoth_pbx.core.validation import FieldError, integer
 from thoth_pbx.features.directory import Phone
 from thoth_pbx.features.messaging import history
-from thoth_pbx.features.messaging.models import MessagingMessage
+from thoth_pbx.features.messaging.models import MessagingMessage, MessagingWindow
+from thoth_pbx.features.messaging.window import Windows, closes_at, is_open
+from thoth_pbx.store.types import utcnow
 
 CUSTOMER_MAX = 128
 
@@ -27,6 +30,7 @@ class Chats:
         return phone
 
     async def list(self, phone_id: int) -> dict[str, Any]:
+        now = utcnow()
         async with self._sessions() as session:
             await self._phone(session, phone_id)
             rows = (
@@ -43,6 +47,12 @@ class Chats:
                     .limit(500)
                 )
             ).all()
+            windows = {
+                w.customer: w
+                for w in (
+                    await session.scalars(select(MessagingWindow).where(MessagingWindow.phone_id == phone_id))
+                ).all()
+            }
             failed = dict(
                 (
                     await session.execute(
@@ -55,7 +65,13 @@ class Chats:
         return {
             "phone_id": phone_id,
             "chats": [
-                {"customer": c, "messages": n, "failed": failed.get(c, 0), "last_at": at.isoformat()}
+                {
+                    "customer": c,
+                    "messages": n,
+                    "failed": failed.get(c, 0),
+                    "last_at": at.isoformat(),
+                    "window": window_state(windows[c].last_inbound_at if c in windows else None, now),
+                }
                 for c, n, _, at in rows
             ],
         }
@@ -74,6 +90,21 @@ class Chats:
                     .limit(count)
                 )
             ).all()
+            last_inbound = await Windows.last_inbound(session, phone_id, customer)
         if not rows:
             raise FieldError("customer", f"no chat with {customer} on this number", 404)
-        return {"phone_id": phone_id, "customer": customer, "messages": [history.view(r) for r in reversed(rows)]}
+        return {
+            "phone_id": phone_id,
+            "customer": customer,
+            "window": window_state(last_inbound, utcnow()),
+            "messages": [history.view(r) for r in reversed(rows)],
+        }
+
+
+def window_state(last_inbound: dt.datetime | None, now: dt.datetime) -> dict[str, Any]:
+    """A chat's 24-hour window as the admin reads it (pure)."""
+    return {
+        "open": is_open(last_inbound, now),
+        "last_customer_message_at": last_inbound.isoformat() if last_inbound else None,
+        "closes_at": closes_at(last_inbound).isoformat() if last_inbound else None,
+    }

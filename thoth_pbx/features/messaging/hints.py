@@ -5,9 +5,15 @@ Codes and meanings: developers.facebook.com/docs/whatsapp/cloud-api/support/erro
 
 from __future__ import annotations
 
+from thoth_pbx.features.messaging.template_command import SYNTAX
+
+_WINDOW = (
+    "more than 24 hours have passed since the customer last wrote: only an approved template can be sent now, "
+    f"as {SYNTAX}"
+)
 HINTS: dict[int, str] = {
-    131047: "more than 24 hours have passed since the customer last wrote: only an approved template can be sent now",
-    470: "more than 24 hours have passed since the customer last wrote: only an approved template can be sent now",
+    131047: _WINDOW,
+    470: _WINDOW,
     131026: "the message could not be delivered: the number may not be on WhatsApp, or the customer's app is too old",
     131053: "WhatsApp refused the file: check its type and size",
     131052: "WhatsApp could not download the customer's file",

@@ -26,6 +26,7 @@ from thoth_pbx.features.messaging import connector, history
 from thoth_pbx.features.messaging.inbound_render import customer_key, entry, media_of, quoted_ids
 from thoth_pbx.features.messaging.media import MediaChanged, MediaStore
 from thoth_pbx.features.messaging.models import MessagingMessage, line_of
+from thoth_pbx.features.messaging.window import Windows, opened_at
 from thoth_pbx.features.portal import Portals, job_instance
 from thoth_pbx.outbox.jobs import Fail, Job, Retry
 from thoth_pbx.outbox.models import OutboxJob
@@ -90,6 +91,14 @@ class Inbound:
                     )
                     session.add(record)
                     await session.flush()  # the unique wamid: a second dispatch stops here
+                    await Windows.opened(
+                        session,
+                        phone_id=item.phone.id,
+                        customer=customer,
+                        at=opened_at(message.timestamp, item.received_at),
+                        instance_id=instance_id,
+                        line_id=line_id,
+                    )
                     payload = {
                         "phone_id": item.phone.id,
                         "row": record.id,
@@ -163,3 +172,4 @@ class Inbound:
         row.im_chat_id = str(chat_id) if chat_id not in (None, "") else row.im_chat_id
         if history.moves_forward(row.status, "in_bitrix"):
             row.status = "in_bitrix"
+        await Windows.chat_known(session, row.phone_id, row.customer, row.im_chat_id)

@@ -28,18 +28,21 @@ from thoth_pbx.clients.bitrix.bucket import LeakyBucket
 from thoth_pbx.clients.meta.graph import GraphClient, GraphError, GraphRateLimited, GraphUnavailable
 from thoth_pbx.core.shapes import as_int, sub
 from thoth_pbx.features.directory import AppInstance, Phone, phone_and_account
-from thoth_pbx.features.messaging import connector, history
+from thoth_pbx.features.messaging import connector, history, template_command, templates, window
 from thoth_pbx.features.messaging.bbcode import split_quote, split_signature, to_whatsapp
 from thoth_pbx.features.messaging.hints import failure_notice
 from thoth_pbx.features.messaging.inbound import chat_chain
 from thoth_pbx.features.messaging.models import MessagingLine, MessagingMessage
 from thoth_pbx.features.messaging.notices import enqueue_notice
 from thoth_pbx.features.messaging.settings import MessagingSettings
+from thoth_pbx.features.messaging.sms import SmsProvider
+from thoth_pbx.features.messaging.templates import Templates
 from thoth_pbx.features.messaging.whatsapp_media import CAPTIONED, plan
 from thoth_pbx.features.portal import BitrixEvent
 from thoth_pbx.outbox.jobs import Job, Retry
 from thoth_pbx.outbox.models import OutboxJob
 from thoth_pbx.outbox.queue import Outbox
+from thoth_pbx.store.types import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +71,9 @@ def parts_of(message: dict[str, Any], *, keep_signature: bool) -> tuple[str | No
     lead = to_whatsapp(signature) if keep_signature else ""
     files = [f for f in _listed(body.get("files")) if f.get("downloadLink") or f.get("link")]
     parts: list[dict[str, Any]] = []
-    if text:
+    if text and template_command.looks_like(text):
+        parts.append({"type": "template", "command": text})  # checked against the templates by the caller
+    elif text:
         parts.append({"type": "text", "text": (f"{lead}\n{text}" if lead else text)[:4096]})
     for index, file in enumerate(files):
         part: dict[str, Any] = {
@@ -78,7 +83,7 @@ def parts_of(message: dict[str, Any], *, keep_signature: bool) -> tuple[str | No
             "mime": str(file.get("mime") or ""),
             "size": as_int(file.get("size")),
         }
-        if index == 0 and not text and lead:
+        if index == 0 and not parts and lead:
             part["caption"] = lead  # a file sent alone still says who sent it
         parts.append(part)
     return quoted, parts
@@ -91,8 +96,12 @@ class Outbound:
         outbox: Outbox,
         graph: GraphClient,
         settings: MessagingSettings,
+        templates: Templates,
+        sms: SmsProvider,
     ) -> None:
         self._sessions = sessions
+        self._templates = templates
+        self._sms = sms
         self._outbox = outbox
         self._graph = graph
         self._settings = settings
@@ -146,7 +155,18 @@ class Outbound:
             quoted, parts = parts_of(message, keep_signature=self._settings.operator_signature)
             reply_to = await history.quoted_inbound(session, line.phone_id, customer, quoted) if quoted else None
             chain = chat_chain(event.instance_id, line.line_id, customer)
+            window_open = window.is_open(await window.Windows.last_inbound(session, line.phone_id, customer), utcnow())
+            notices: list[str] = []
             for index, part in enumerate(parts):
+                refusal: str | None = None
+                if part["type"] == "template":
+                    part, refusal = await self._template_part(session, line.phone_id, part["command"])
+                elif not window_open:
+                    refusal = "outside the 24-hour window: only a template can be sent"
+                    if window.CLOSED_TEXT not in notices:
+                        notices.append(window.CLOSED_TEXT)
+                if refusal is not None and part["type"] == "template":
+                    notices.append(f"Template not sent: {refusal}.")
                 row = MessagingMessage(
                     phone_id=line.phone_id,
                     app_instance_id=event.instance_id,
@@ -156,12 +176,15 @@ class Outbound:
                     im_chat_id=im_chat or None,
                     im_message_id=im_message or None,
                     part=index,
-                    kind=part["type"] if part["type"] == "text" else "file",
-                    preview=history.preview(part.get("text") or part.get("name") or ""),
-                    status="queued",
+                    kind=part["type"] if part["type"] in ("text", "template") else "file",
+                    preview=history.preview(part.get("text") or part.get("rendered") or part.get("name") or ""),
+                    status="queued" if refusal is None else "failed",
+                    error=refusal[:1000] if refusal else None,
                 )
                 session.add(row)
                 await session.flush()
+                if refusal is not None:
+                    continue  # held back: nothing goes to Meta, the operator is told below
                 payload = {"row": row.id, "phone_id": line.phone_id, "to": customer, "part": part}
                 if reply_to and index == 0:
                     payload["reply_to"] = reply_to
@@ -169,7 +192,32 @@ class Outbound:
                     session, KIND_OUTBOUND, event.instance_id, chain, payload
                 )
                 queued.append(row.job_id)
+            for text in notices:
+                await enqueue_notice(session, self._outbox, event.instance_id, chain, im_chat or None, text)
         return {"queued": queued}
+
+    async def _template_part(
+        self, session: AsyncSession, phone_id: int, text: str
+    ) -> tuple[dict[str, Any], str | None]:
+        """(the part to send, None) or (the part as typed, why it is not sent)."""
+        as_typed: dict[str, Any] = {"type": "template", "text": text}
+        phone = await session.get(Phone, phone_id)
+        if phone is None:
+            return as_typed, "the WhatsApp number of this chat no longer exists"
+        try:
+            command = template_command.parse(text)
+        except template_command.CommandError as exc:
+            return as_typed, f"{exc}; the form is {template_command.SYNTAX}"
+        if command is None:
+            return as_typed, f"the command cannot be read; the form is {template_command.SYNTAX}"
+        if not await templates.ever_synced(session, phone.waba_account_id):
+            self._templates.refresh_soon(phone.waba_account_id)
+            return as_typed, "the templates of this WhatsApp account are being synchronised; send it again in a minute"
+        try:
+            checked = template_command.check(command, await templates.known(session, phone.waba_account_id))
+        except template_command.Refusal as exc:
+            return as_typed, str(exc)
+        return {"type": "template", "template": checked.template, "rendered": checked.rendered}, None
 
     async def message_changed(self, session: AsyncSession, event: BitrixEvent, notice: str) -> dict[str, Any]:
         """ONIMCONNECTORMESSAGEUPDATE / DELETE: WhatsApp cannot follow; the operator is told."""
@@ -251,6 +299,8 @@ class Outbound:
             body["context"] = {"message_id": job.payload["reply_to"]}
         if part["type"] == "text":
             return body | {"type": "text", "text": {"preview_url": False, "body": part["text"]}}
+        if part["type"] == "template":
+            return body | {"type": "template", "template": part["template"]}
         media_plan = plan(part["mime"], part.get("size"))
         if media_plan.kind is None:
             raise _Refused(media_plan.refusal or "WhatsApp does not accept this file")
@@ -303,13 +353,24 @@ class Outbound:
             return
         if result.get("read_up_to"):
             await history.mark_inbound_read(session, row.phone_id, row.customer, int(result["read_up_to"]))
+        sms_id = job.payload.get("sms")
         if result.get("wamid"):
             row.wamid = str(result["wamid"])
             if history.moves_forward(row.status, "sent"):
                 row.status = "sent"
+            if isinstance(sms_id, int):
+                await self._sms.send_done(session, sms_id, row)
+            rendered = (job.payload.get("part") or {}).get("rendered")
+            if rendered:  # the operator sees what the customer got, values filled in
+                text = f"Sent to WhatsApp as a template:\n{rendered}"
+                await enqueue_notice(
+                    session, self._outbox, int(job.app_instance_id or 0), job.chain, row.im_chat_id, text
+                )
             return
         code = result.get("failed") if isinstance(result.get("failed"), int) else None
         row.status, row.error_code, row.error = "failed", code, str(result.get("error") or "")[:1000]
+        if isinstance(sms_id, int):
+            await self._sms.send_done(session, sms_id, row)
         what = "The message was not sent" if code is not None else "The message was not sent to WhatsApp"
         text = failure_notice(code, str(result.get("error") or ""), what=what)
         await enqueue_notice(session, self._outbox, int(job.app_instance_id or 0), job.chain, row.im_chat_id, text)

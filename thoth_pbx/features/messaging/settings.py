@@ -12,7 +12,7 @@ from typing import Any
 
 from thoth_pbx.core.validation import FieldError, boolean, integer
 
-_KEYS = {"messages_per_s", "media_max_mb", "media_link_ttl_s", "operator_signature"}
+_KEYS = {"messages_per_s", "media_max_mb", "media_link_ttl_s", "operator_signature", "window_notice_before_min"}
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,7 @@ class MessagingSettings:
     media_max_mb: int = 100  # WhatsApp media kept for Bitrix24 larger than this are announced, not fetched
     media_link_ttl_s: int = 86_400  # how long Bitrix24 may fetch a media link we hand it
     operator_signature: bool = True  # keep Bitrix24's "[b]Name:[/b]" line in what the customer gets
+    window_notice_before_min: int = 60  # the chat is told this long before its 24-hour window closes (0: not)
 
     @property
     def media_max_bytes(self) -> int:
@@ -41,4 +42,7 @@ class MessagingSettings:
                 f"{prefix}.media_link_ttl_s", data.get("media_link_ttl_s", 86_400), minimum=60, maximum=7 * 86_400
             ),
             operator_signature=boolean(f"{prefix}.operator_signature", data.get("operator_signature", True)),
+            window_notice_before_min=integer(
+                f"{prefix}.window_notice_before_min", data.get("window_notice_before_min", 60), minimum=0, maximum=1380
+            ),
         )

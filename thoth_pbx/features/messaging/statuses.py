@@ -23,6 +23,7 @@ from thoth_pbx.features.messaging.hints import failure_notice
 from thoth_pbx.features.messaging.inbound import chat_chain
 from thoth_pbx.features.messaging.models import MessagingMessage, line_of
 from thoth_pbx.features.messaging.notices import enqueue_notice
+from thoth_pbx.features.messaging.sms import SmsProvider
 from thoth_pbx.features.portal import Portals, job_instance
 from thoth_pbx.outbox.jobs import Job
 from thoth_pbx.outbox.models import OutboxJob
@@ -37,8 +38,11 @@ _KNOWN = ("delivered", "read", "failed")
 
 
 class Statuses:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], outbox: Outbox, portals: Portals) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], outbox: Outbox, portals: Portals, sms: SmsProvider
+    ) -> None:
         self._sessions = sessions
+        self._sms = sms
         self._outbox = outbox
         self._portals = portals
 
@@ -95,10 +99,13 @@ class Statuses:
         if row is None or not history.moves_forward(row.status, new):
             return
         row.status = new
+        first: dict[str, Any] = {}
         if new == "failed":
             first = (job.payload.get("errors") or [{}])[0]
-            code = first.get("code") if isinstance(first.get("code"), int) else None
-            row.error_code = code
+            row.error_code = first.get("code") if isinstance(first.get("code"), int) else None
             row.error = str(first.get("details") or first.get("message") or first.get("title") or "failed")[:1000]
-            text = failure_notice(code, first.get("title"))
+        if row.im_chat_id is None:
+            await self._sms.status_changed(session, row)  # an SMS from the CRM: the portal wants its status
+        elif new == "failed":
+            text = failure_notice(row.error_code, first.get("title"))
             await enqueue_notice(session, self._outbox, int(job.app_instance_id or 0), job.chain, row.im_chat_id, text)

@@ -5,34 +5,57 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from thoth_pbx.clients.meta.graph import GraphClient
 from thoth_pbx.clients.meta.inbox import InboxDispatcher
+from thoth_pbx.core.tasks import BackgroundTasks
 from thoth_pbx.features.deps import Deps, Wired
 from thoth_pbx.features.directory import Directory
 from thoth_pbx.features.messaging.chats import Chats
 from thoth_pbx.features.messaging.connector import LINE_EVENTS
 from thoth_pbx.features.messaging.http import messaging_routes
-from thoth_pbx.features.messaging.inbound import KIND_INBOUND, Inbound
+from thoth_pbx.features.messaging.inbound import KIND_INBOUND, Inbound, chat_chain
 from thoth_pbx.features.messaging.lines import KIND_LINE, MessagingLines
 from thoth_pbx.features.messaging.media import MediaStore
 from thoth_pbx.features.messaging.notices import KIND_NOTICE, Notices
 from thoth_pbx.features.messaging.outbound import DELETE_NOTICE, EDIT_NOTICE, KIND_OUTBOUND, Outbound
 from thoth_pbx.features.messaging.settings import MessagingSettings
+from thoth_pbx.features.messaging.sms import KIND_SENDERS, KIND_SMS_STATUS, SmsProvider
 from thoth_pbx.features.messaging.statuses import KIND_STATUS, Statuses
+from thoth_pbx.features.messaging.templates import REFRESH_EVERY_S, RETRY_FAILED_EVERY_S, Templates
+from thoth_pbx.features.messaging.window import Windows
 from thoth_pbx.features.portal import BitrixEvent, BitrixService, guarded
+from thoth_pbx.store.types import utcnow
 
 log = logging.getLogger(__name__)
 SWEEP_EVERY_S = 3600.0
+WINDOW_SCAN_EVERY_S = 60.0
+
+
+@dataclass(frozen=True)
+class Messaging:
+    """The messaging parts other code (app.py, tests) may reach: the lines, the templates, the
+    24-hour windows (scan with a given clock) and the SMS provider."""
+
+    lines: MessagingLines
+    templates: Templates
+    windows: Windows
+    sms: SmsProvider
+
+    async def scan_windows(self, now: dt.datetime) -> int:
+        """Post the window notices due at `now` (the service calls it every minute)."""
+        return await self.windows.scan(now, chat_chain)
 
 
 def wire(
     deps: Deps, directory: Directory, bitrix: BitrixService, inbox: InboxDispatcher, graph: GraphClient
-) -> tuple[MessagingLines, Wired]:
+) -> tuple[Messaging, Wired]:
     settings = MessagingSettings.from_json(deps.settings.messaging)
     public_url = deps.settings.public_url
     lines = MessagingLines(deps.sessions, deps.outbox, bitrix.portals, public_url=public_url)
@@ -48,11 +71,21 @@ def wire(
     inbound = Inbound(deps.sessions, deps.outbox, bitrix.portals, media)
     deps.outbox.register(KIND_INBOUND, guarded(inbound.run), on_done=inbound.on_done, history=False)
     inbox.subscribe("message", inbound.on_message)
-    statuses = Statuses(deps.sessions, deps.outbox, bitrix.portals)
+    templates = Templates(deps.sessions, graph)
+    inbox.subscribe("message_template_status_update", templates.on_status_webhook)
+    directory.listeners.append(templates.directory_changed)
+    sms = SmsProvider(
+        deps.sessions, deps.outbox, bitrix.portals, templates, public_url=public_url, outbound_kind=KIND_OUTBOUND
+    )
+    deps.outbox.register(KIND_SENDERS, guarded(sms.reconcile), history=False)
+    deps.outbox.register(KIND_SMS_STATUS, guarded(sms.run_status), history=False)
+    bitrix.app.setup_hooks.append(sms.enqueue_for_portal)
+    windows = Windows(deps.sessions, deps.outbox, notice_before=dt.timedelta(minutes=settings.window_notice_before_min))
+    statuses = Statuses(deps.sessions, deps.outbox, bitrix.portals, sms)
     deps.outbox.register(KIND_STATUS, guarded(statuses.run), on_done=statuses.on_done, history=False)
     inbox.subscribe("status", statuses.on_status)
     deps.outbox.register(KIND_NOTICE, guarded(Notices(bitrix.portals).run), history=False)
-    outbound = Outbound(deps.sessions, deps.outbox, graph, settings)
+    outbound = Outbound(deps.sessions, deps.outbox, graph, settings, templates, sms)
     deps.outbox.register(KIND_OUTBOUND, outbound.run, on_done=outbound.on_done, history=False)
     bitrix.app.on_event_inline("ONIMCONNECTORMESSAGEADD", outbound.message_added)
 
@@ -65,6 +98,13 @@ def wire(
     bitrix.app.on_event_inline("ONIMCONNECTORMESSAGEUPDATE", edited)
     bitrix.app.on_event_inline("ONIMCONNECTORMESSAGEDELETE", deleted)
     directory.listeners.append(lines.directory_changed)
+    background = BackgroundTasks()
+
+    def phones_changed(collection: str, _obj_id: int) -> None:
+        if collection == "phones":
+            background.spawn(sms.phones_changed())
+
+    directory.listeners.append(phones_changed)
     bitrix.app.setup_hooks.append(lines.enqueue_for_portal)
 
     async def line_event(event: BitrixEvent) -> dict[str, Any]:
@@ -85,8 +125,29 @@ def wire(
                 log.exception("sweeping expired media files failed")
             await asyncio.sleep(SWEEP_EVERY_S)
 
+    messaging = Messaging(lines, templates, windows, sms)
+
+    async def scan_windows_forever() -> None:
+        while True:
+            try:
+                await messaging.scan_windows(utcnow())
+            except Exception:
+                log.exception("checking the chats' 24-hour windows failed; trying again")
+            await asyncio.sleep(WINDOW_SCAN_EVERY_S)  # a schedule, not a synchronisation
+
+    async def refresh_templates_forever() -> None:
+        """All accounts at start and every REFRESH_EVERY_S; failed listings again sooner."""
+        since_full = REFRESH_EVERY_S
+        while True:
+            full = since_full >= REFRESH_EVERY_S
+            await templates.refresh_all(failed_only=not full)
+            since_full = 0.0 if full else since_full + RETRY_FAILED_EVERY_S
+            await asyncio.sleep(RETRY_FAILED_EVERY_S)  # a schedule, not a synchronisation
+
     def start() -> None:
-        sweeper.append(asyncio.get_running_loop().create_task(sweep_forever()))
+        loop = asyncio.get_running_loop()
+        for forever in (sweep_forever(), scan_windows_forever(), refresh_templates_forever()):
+            sweeper.append(loop.create_task(forever))
 
     async def stop() -> None:
         for task in sweeper:
@@ -94,7 +155,9 @@ def wire(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await outbound.close()
+        await background.wait()
+        await templates.stop()
         await lines.stop()
 
-    routes = messaging_routes(lines, Chats(deps.sessions), media)
-    return lines, Wired(routes=routes, start=start, stop=stop)
+    routes = messaging_routes(messaging, Chats(deps.sessions), media)
+    return messaging, Wired(routes=routes, start=start, stop=stop)

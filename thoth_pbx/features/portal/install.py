@@ -77,6 +77,24 @@ def portal_chain(instance_id: int) -> str:
     return f"bitrix-portal:{instance_id}"
 
 
+async def verified_instance(session: AsyncSession, form: dict[str, Any], *, what: str) -> AppInstance:
+    """The portal that posted `form` (an event, an SMS to our sender), proven by the
+    `auth[application_token]` saved at install for its `auth[member_id]`; 401 otherwise."""
+    auth = sub(form, "auth")
+    member_id = str(auth.get("member_id") or "")
+    token = str(auth.get("application_token") or "")
+    row = await session.scalar(select(AppInstance).where(AppInstance.member_id == member_id)) if member_id else None
+    expected = (row.application_token if row is not None else None) or ""
+    # compare even when we have nothing, so timing does not tell which member_ids exist
+    matches = constant_time_equal(token, expected or "\0" * 32) and bool(expected) and bool(token)
+    if not matches or row is None:
+        log.warning(
+            "bitrix request refused: application_token does not match", extra={"what": what, "member_id": member_id}
+        )
+        raise FieldError("auth[application_token]", "does not match the token saved at install", 401)
+    return row
+
+
 class BitrixApp:
     """Install/uninstall/events of the app and the portal set-up jobs."""
 
@@ -205,25 +223,9 @@ class BitrixApp:
             raise FieldError("event", "is required")
         if event == "ONAPPINSTALL":
             return await self.install(form)
-        auth = sub(form, "auth")
-        member_id = str(auth.get("member_id") or "")
-        token = str(auth.get("application_token") or "")
         async with self._sessions() as session, session.begin():
-            row = (
-                await session.scalar(select(AppInstance).where(AppInstance.member_id == member_id))
-                if member_id
-                else None
-            )
-            expected = (row.application_token if row is not None else None) or ""
-            # compare even when we have nothing, so timing does not tell which member_ids exist
-            matches = constant_time_equal(token, expected or "\0" * 32) and bool(expected) and bool(token)
-            if not matches:
-                log.warning(
-                    "bitrix event refused: application_token does not match",
-                    extra={"event": event, "member_id": member_id},
-                )
-                raise FieldError("auth[application_token]", "does not match the token saved at install", 401)
-            assert row is not None
+            row = await verified_instance(session, form, what=event)
+            member_id = row.member_id
             if event == "ONAPPUNINSTALL":
                 row.status = "uninstalled"
                 row.status_detail = f"uninstalled from the portal at {utcnow().isoformat(timespec='seconds')}"
