@@ -222,7 +222,9 @@ def fields_uncheckable(waba: str) -> Verdict:
 
 
 def token_verdict(verdict: Mapping[str, Any], waba: str) -> Verdict:
-    """The directory's debug_token verdict as a doctor verdict."""
+    """The directory's debug_token verdict as a doctor verdict. `GET /debug_token?input_token=`
+    answers is_valid, expires_at and scopes; Meta documents it with an app access token (or an
+    app developer's token): https://developers.facebook.com/docs/graph-api/reference/debug_token."""
     check = "meta.token"
     fix = "create a permanent system-user token with whatsapp_business_management and whatsapp_business_messaging, and store it on the WABA account"
     if verdict.get("is_valid") is None:
@@ -240,4 +242,9 @@ def token_verdict(verdict: Mapping[str, Any], waba: str) -> Verdict:
     if verdict.get("warning"):
         return warn(check, str(verdict["warning"]), fix, waba)
     scopes = ", ".join(s for s in verdict.get("scopes") or [] if s.startswith("whatsapp"))
-    return ok(check, f"the token is valid with {scopes}", waba)
+    how = (
+        ""
+        if verdict.get("checked_with") == "app"
+        else " (asked with the token itself; Meta documents debug_token with the app access token: set app_secret)"
+    )
+    return ok(check, f"the token is valid with {scopes}{how}", waba)
