@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -134,13 +135,21 @@ def sign_in(driver: WebDriver, base: str, password: str = PASSWORD) -> None:
 
 
 def submit_and_wait(driver: WebDriver, button_css: str, ready: str = "main", *, confirm: bool = False) -> None:
-    """Click a submit button (saying yes when the page asks first) and wait for the next page."""
-    old = driver.find_element(By.TAG_NAME, "html")
+    """Click a submit button (saying yes when the page asks first) and wait for the next page:
+    the old page's window carries a mark the new one has not."""
+    driver.execute_script("window.thothOldPage = true")
     click(driver, button_css)
     if confirm:
         accept_confirm(driver)
-    wait(driver).until(ec.staleness_of(old))
+    wait(driver).until(_new_page)
     find(driver, ready)
+
+
+def _new_page(driver: WebDriver) -> bool:
+    try:
+        return bool(driver.execute_script("return window.thothOldPage !== true && document.readyState === 'complete'"))
+    except WebDriverException:  # the page is being replaced under the script
+        return False
 
 
 def accept_confirm(driver: WebDriver) -> str:
