@@ -174,6 +174,7 @@ def screenshot(driver: WebDriver, name: str) -> None:
     Path(folder).mkdir(parents=True, exist_ok=True)
     height = int(driver.execute_script("return document.documentElement.scrollHeight"))
     driver.set_window_size(WIDTH, max(HEIGHT, min(height, 3000)))
+    driver.execute_script("window.scrollTo(0, 0)")
     try:
         driver.save_screenshot(str(Path(folder) / f"{name}.png"))
     finally:

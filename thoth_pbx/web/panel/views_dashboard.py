@@ -45,7 +45,10 @@ async def attention(deps: PanelDeps, phones: list[dict[str, Any]], _: Translate)
                 "href": f"{PANEL}/trunk",
             }
         )
-    if trunk.get("apply_needed") or any(p["trunk_needs_apply"] for p in phones):
+    # files that differ from the settings matter once the trunk is in use (a phone with SIP, or
+    # an earlier apply); a messaging-only install is not nagged about a trunk it never wanted
+    in_use = trunk.get("last_revision") or any(p["sip_enabled"] for p in phones)
+    if (trunk.get("apply_needed") and in_use) or any(p["trunk_needs_apply"] for p in phones):
         items.append(
             {
                 "text": _("The trunk needs an apply: the files on disk are not what the settings render."),
