@@ -11,7 +11,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test bench venv test-deps system-deps asterisk-harness clean lint lock
+.PHONY: run test bench venv test-deps system-deps asterisk-harness clean lint lock screenshots
 
 venv: $(STAMP)
 
@@ -66,6 +66,11 @@ test-deps: venv system-deps asterisk-harness
 
 test: test-deps lint
 	$(PY) -m pytest -q -p no:cacheprovider --timeout=300 $(PYTEST_ARGS)
+
+# The admin panel's screenshots in docs/panel.md, taken by its browser tests (tests/browser/).
+screenshots: test-deps
+	rm -rf docs/img/panel
+	THOTH_SCREENSHOTS=docs/img/panel $(PY) -m pytest -q -p no:cacheprovider --timeout=300 tests/browser
 
 bench: test-deps
 	@mkdir -p bench/results
