@@ -48,6 +48,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     hook.add_argument("--duplicate", action="store_true", help="send every delivery twice")
     hook.add_argument("--reorder", action="store_true", help="shuffle the deliveries (e.g. terminate before connect)")
     hook.add_argument("--corrupt-signature", action="store_true", help="send a wrong signature (expect 401)")
+    hook.add_argument(
+        "--via",
+        metavar="META_SIMULATOR_URL",
+        help="post through a running Meta simulator (e.g. http://127.0.0.1:8900), so it knows the customer wrote"
+        " (the 24-hour window, read marks) as Meta would",
+    )
     hook.set_defaults(func=_cmd_sandbox_webhook)
 
     bitrix = sandbox.add_parser(
@@ -128,15 +134,20 @@ def _cmd_sandbox_webhook(args: argparse.Namespace, settings: Settings) -> int:
             call_id = f"wacid.sandbox{i}"
             docs.append(sim.delivery(args.waba_id, [sim.call_connect_change(pnid, display, call_id, sender)]))
             docs.append(sim.delivery(args.waba_id, [sim.call_terminate_change(pnid, display, call_id, sender)]))
-    sender_ = sim.WebhookSender(args.url, args.app_secret)
-    statuses = asyncio.run(
-        sender_.send(
-            [json.dumps(d).encode() for d in docs],
-            duplicate=args.duplicate,
-            reorder=args.reorder,
-            corrupt_signature=args.corrupt_signature,
-        )
-    )
+    flags = {"duplicate": args.duplicate, "reorder": args.reorder, "corrupt_signature": args.corrupt_signature}
+    if args.via:
+        import httpx
+
+        control = {"url": args.url, "app_secret": args.app_secret, "deliveries": docs, **flags}
+        response = httpx.post(args.via.rstrip("/") + "/_sandbox/webhooks", json=control, timeout=60)
+        if response.status_code != 200:
+            raise SettingsError(
+                "via", f"the Meta simulator answered HTTP {response.status_code}: {response.text[:200]}"
+            )
+        statuses = list(response.json()["statuses"])
+    else:
+        sender_ = sim.WebhookSender(args.url, args.app_secret)
+        statuses = asyncio.run(sender_.send([json.dumps(d).encode() for d in docs], **flags))
     _print({"sent": len(statuses), "statuses": statuses})
     return 0 if all(s == 200 for s in statuses) else 1
 
