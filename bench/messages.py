@@ -18,6 +18,9 @@ simulator, both in this process (loopback only; tests/support/bridge_process.py)
   for the next request slot and share it: about 250 ms on average). `outbound_floor_ms_p50` is
   a bare loopback request from this process to the Meta simulator made at the same moments
   (every fifth message), and `outbound_ratio_p50` ours / that floor.
+- `template_ms_*`: an operator's template command (`template-order_update+en_US+...`, the
+  account's templates already synchronised, as they are in production) from the portal posting
+  the event to the template send reaching the Meta simulator, paced at 50/s.
 - `lost` / `duplicated`: messages of all scenarios that never arrived / arrived twice.
 
 Prints one JSON object with the figures and the machine."""
@@ -171,6 +174,7 @@ async def latency(tmp: Path, seconds: float, limit: tuple[int, int] | None) -> d
 
         await wait_until(at_meta, timeout=60, what="the operators' messages at Meta")
         outbound = [(meta_at[t] - events[t]) * 1000 for t in events]
+        template_ms = await templates(bridge, who, count // 4)
         sent = Counter(((m.get("text") or {}).get("body") or "").rsplit("\n", 1)[-1] for m in bridge.sent)
         got = Counter(m["message"]["id"] for m in bridge.in_bitrix())
     finally:
@@ -183,10 +187,37 @@ async def latency(tmp: Path, seconds: float, limit: tuple[int, int] | None) -> d
         "outbound_ms_p99": pct(outbound, 99),
         "outbound_floor_ms_p50": pct(floor, 50),
         "outbound_ratio_p50": round((pct(outbound, 50) or 0) / (pct(floor, 50) or 1), 1),
+        "template_ms_p50": pct(template_ms, 50),
+        "template_ms_p99": pct(template_ms, 99),
         "latency_messages_each_way": count,
+        "template_commands": len(template_ms),
         "lost": sum(1 for w in posted if got[w] == 0) + sum(1 for t in events if sent[t] == 0),
         "duplicated": sum(1 for w in posted if got[w] > 1) + sum(1 for t in events if sent[t] > 1),
     }
+
+
+async def templates(bridge: BridgeProcess, who: list[str], count: int) -> list[float]:
+    """Template commands paced at RATE (the account's templates already listed, as in
+    production): ms from the portal posting the operator's command to the send at Meta."""
+    commands: dict[str, float] = {}
+    start = time.monotonic()
+    for i in range(count):
+        await asyncio.sleep(max(0.0, start + i / RATE - time.monotonic()))  # pacing the load
+        commands[f"#{i}"] = time.time()
+        await bridge.operator_writes(who[i % 50], f"template-order_update+en_US+Bench|#{i}")
+    at: dict[str, float] = {}
+
+    def arrived() -> bool:
+        for request in bridge.meta.requests:
+            template = (request.get("json") or {}).get("template") or {}
+            for component in template.get("components") or []:
+                values = [p.get("text") for p in component.get("parameters") or []]
+                if len(values) == 2 and values[1] in commands:
+                    at.setdefault(values[1], float(request["at"]))
+        return len(at) >= count
+
+    await wait_until(arrived, timeout=60, what="the template commands at Meta")
+    return [(at[k] - t) * 1000 for k, t in commands.items()]
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -201,6 +232,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "inbound_ms_p99": lat["inbound_ms_p99"],
         "outbound_ms_p50": lat["outbound_ms_p50"],
         "outbound_ms_p99": lat["outbound_ms_p99"],
+        "template_ms_p50": lat["template_ms_p50"],
+        "template_ms_p99": lat["template_ms_p99"],
         "lost": thr["lost"] + lat["lost"] + standard["lost"],
         "duplicated": thr["duplicated"] + lat["duplicated"] + standard["duplicated"],
         "limit_errors": thr["limit_errors"],

@@ -28,7 +28,7 @@ from thoth_pbx.clients.bitrix.bucket import LeakyBucket
 from thoth_pbx.clients.meta.graph import GraphClient, GraphError, GraphRateLimited, GraphUnavailable
 from thoth_pbx.core.shapes import as_int, sub
 from thoth_pbx.features.directory import AppInstance, Phone, phone_and_account
-from thoth_pbx.features.messaging import connector, history, template_command, templates, window
+from thoth_pbx.features.messaging import connector, history, template_command, window
 from thoth_pbx.features.messaging.bbcode import split_quote, split_signature, to_whatsapp
 from thoth_pbx.features.messaging.hints import failure_notice
 from thoth_pbx.features.messaging.inbound import chat_chain
@@ -210,11 +210,12 @@ class Outbound:
             return as_typed, f"{exc}; the form is {template_command.SYNTAX}"
         if command is None:
             return as_typed, f"the command cannot be read; the form is {template_command.SYNTAX}"
-        if not await templates.ever_synced(session, phone.waba_account_id):
+        known = await self._templates.of_account(session, phone.waba_account_id)
+        if known is None:
             self._templates.refresh_soon(phone.waba_account_id)
             return as_typed, "the templates of this WhatsApp account are being synchronised; send it again in a minute"
         try:
-            checked = template_command.check(command, await templates.known(session, phone.waba_account_id))
+            checked = template_command.check(command, known)
         except template_command.Refusal as exc:
             return as_typed, str(exc)
         return {"type": "template", "template": checked.template, "rendered": checked.rendered}, None

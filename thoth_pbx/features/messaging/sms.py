@@ -235,7 +235,8 @@ class SmsProvider:
 
     async def _part(self, session: AsyncSession, phone: Phone, to: str, body: str) -> tuple[dict[str, Any], str | None]:
         """What to send for this SMS text, or why nothing goes."""
-        known = await templates.known(session, phone.waba_account_id)
+        listed = await self._templates.of_account(session, phone.waba_account_id)
+        known = listed or []
         try:
             command = template_command.parse(body)
             if command is None:
@@ -244,7 +245,7 @@ class SmsProvider:
         except template_command.CommandError as exc:
             return {"type": "template", "text": body}, f"{exc}; the form is {template_command.SYNTAX}"
         if command is not None:
-            if not known and not await templates.ever_synced(session, phone.waba_account_id):
+            if listed is None:
                 self._templates.refresh_soon(phone.waba_account_id)
                 return {
                     "type": "template",

@@ -15,6 +15,7 @@ the admin's view)."""
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -54,11 +55,27 @@ async def ever_synced(session: AsyncSession, account_id: int) -> bool:
     return row is not None and row.synced_at is not None
 
 
+CACHE_TTL_S = 60.0  # another process (a second instance, an admin's sync there) is seen this late at most
+
+
 class Templates:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], graph: GraphClient) -> None:
         self._sessions = sessions
         self._graph = graph
         self._background = BackgroundTasks()
+        self._cache: dict[int, tuple[float, list[Template]]] = {}
+
+    async def of_account(self, session: AsyncSession, account_id: int) -> list[Template] | None:
+        """The account's templates as a command is checked against them (cached; dropped when
+        a listing or a status webhook changes them here), None when never listed."""
+        hit = self._cache.get(account_id)
+        if hit is not None and time.monotonic() - hit[0] < CACHE_TTL_S:
+            return hit[1]
+        if not await ever_synced(session, account_id):
+            return None
+        listed = await known(session, account_id)
+        self._cache[account_id] = (time.monotonic(), listed)
+        return listed
 
     def refresh_soon(self, account_id: int) -> None:
         """A listing in the background (a template command found none, an account changed)."""
@@ -98,6 +115,7 @@ class Templates:
                 )
                 if row is not None:
                     row.status = event
+            self._cache.pop(item.waba_account_id, None)
         self.refresh_soon(item.waba_account_id)
 
     async def refresh_all(self, *, failed_only: bool = False) -> int:
@@ -184,6 +202,7 @@ class Templates:
                 session.add(MessagingTemplateSync(account_id=account_id, synced_at=utcnow(), error=None))
             else:
                 sync.synced_at, sync.error = utcnow(), None
+        self._cache.pop(account_id, None)
         return {"templates": len(seen), "removed": len(gone)}
 
     async def _failed(self, account_id: int, error: str) -> None:
