@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.support.bitrix import USERS, MemoryTokenStore, wait_until
+from thoth_pbx.clients.bitrix.bucket import LeakyBucket
 from thoth_pbx.clients.bitrix.errors import (
     BitrixLogicError,
     BitrixUnavailable,
@@ -61,16 +62,39 @@ def register(i: int) -> dict:  # type: ignore[type-arg]
     return {"USER_ID": 2, "PHONE_NUMBER": f"+1415555{i:04d}", "TYPE": 2, "EXTERNAL_CALL_ID": f"call-{i}"}
 
 
-async def test_calls_queued_together_leave_as_batches(sim: BitrixSimulator, http: PortalHttp) -> None:
+async def test_calls_made_together_leave_first_alone_then_as_batches(sim: BitrixSimulator, http: PortalHttp) -> None:
+    """The first call of a burst does not wait for the others: it leaves alone, at once, and the
+    119 made while it is out follow in order as batches of at most 50 (limits.md: 50 per batch)."""
     portal = sim.add_portal(users=USERS)
     client, _ = make_client(sim, portal, http)
     results = await asyncio.gather(*(client.call(REGISTER, register(i)) for i in range(120)))
     assert len({r["CALL_ID"] for r in results}) == 120
     registered = sim.recorder.calls(REGISTER, ok=True)
     assert [e.params["EXTERNAL_CALL_ID"] for e in registered] == [f"call-{i}" for i in range(120)]
-    assert all(e.batch is not None for e in registered)
-    assert [r.path for r in sim.recorder.requests] == ["/rest/batch"] * 3  # 50 + 50 + 20
-    assert client.stats.requests == 3 and client.stats.commands == 120
+    assert registered[0].batch is None and all(e.batch is not None for e in registered[1:])
+    assert [r.path for r in sim.recorder.requests] == [f"/rest/{REGISTER}"] + ["/rest/batch"] * 3  # 1, 50, 50, 19
+    assert client.stats.requests == 4 and client.stats.batches == 3 and client.stats.commands == 120
+    await client.aclose()
+
+
+async def test_the_first_call_of_a_burst_leaves_at_once_and_the_rest_batch_behind_it_at_the_limit(
+    sim: BitrixSimulator, http: PortalHttp
+) -> None:
+    """With room in the portal's bucket for one more request only (limits.md: 2 requests/s, 50 at
+    once), the first call of a burst is sent at once, alone; the 19 made while it is out wait for
+    the bucket to drain and leave in order, as one batch behind it."""
+    portal = sim.add_portal(users=USERS)
+    capacity = LeakyBucket(portal.rate, portal.burst).capacity  # our limit: the portal's less a headroom
+    bucket = LeakyBucket(portal.rate, portal.burst, level=capacity - 1)  # room for one request
+    client, _ = make_client(sim, portal, http, bucket=bucket)
+    calls = [asyncio.ensure_future(client.call(REGISTER, register(i))) for i in range(20)]
+    done, _ = await asyncio.wait(calls, return_when=asyncio.FIRST_COMPLETED)
+    assert done == {calls[0]}  # answered while the others still wait for the bucket
+    await asyncio.gather(*calls)
+    registered = sim.recorder.calls(REGISTER, ok=True)
+    assert [e.params["EXTERNAL_CALL_ID"] for e in registered] == [f"call-{i}" for i in range(20)]
+    assert registered[0].batch is None and len({e.batch for e in registered[1:]}) == 1
+    assert [r.path for r in sim.recorder.requests] == [f"/rest/{REGISTER}", "/rest/batch"]
     await client.aclose()
 
 
@@ -116,7 +140,8 @@ async def test_expired_token_is_renewed_exactly_once_for_20_concurrent_calls(
     assert all(len(r) == 1 for r in results)
     assert sim.oauth_refreshes == 1 and len(store.grants) == 1
     expired = [r for r in sim.recorder.requests if r.error == "expired_token"]
-    assert len(expired) == (1 if max_batch == 50 else 20)  # 20 requests really were on the wire at once
+    # 20 requests really were on the wire at once; batched: the first alone, 19 in a batch behind it
+    assert len(expired) == (2 if max_batch == 50 else 20)
     await client.aclose()
 
 

@@ -204,3 +204,40 @@ async def test_enqueue_in_order_starts_an_idle_chain_at_once_and_waits_behind_a_
         await wait_until(lambda: recorder.ran == ["alone", "old", "behind"], what="the chain in order")
     finally:
         await box.stop()
+
+
+async def test_started_resolves_after_the_jobs_first_step_at_the_commit_for_pending_and_on_rollback(
+    outbox: tuple[Outbox, Recorder], sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """`started` lets a producer put its job first (a burst of calls: each register leaves before
+    the next call is stored): for a run_now job it resolves once the job has run up to its first
+    wait; a job left to the worker's claim is not waited for; a rolled back one neither."""
+    box, _ = outbox
+    entered: list[str] = []
+    gate = asyncio.Event()
+
+    async def handler(job: Job) -> None:
+        entered.append(job.payload["name"])  # the first step: where a Bitrix request goes on the wire
+        await gate.wait()
+
+    box.register("s", handler)
+    seen_at_resolution: list[list[str]] = []
+    async with sessions() as session, session.begin():
+        first = await box.enqueue(session, "s", None, "chain-s", {"name": "first"}, run_now=True)
+        started = box.started(session, first)
+        started.add_done_callback(lambda _: seen_at_resolution.append(list(entered)))
+        assert not started.done()  # nothing before the commit
+    await asyncio.wait_for(started, 10)
+    assert seen_at_resolution == [["first"]]
+    async with sessions() as session, session.begin():  # behind `first` in its chain: left to the worker
+        second = await box.enqueue(session, "s", None, "chain-s", {"name": "second"}, run_now=True)
+        waiting = box.started(session, second)
+    assert waiting.done() and entered == ["first"]
+    with pytest.raises(RuntimeError):
+        async with sessions() as session, session.begin():
+            gone = await box.enqueue(session, "s", None, "chain-gone", {"name": "gone"}, run_now=True)
+            rolled_back = box.started(session, gone)
+            raise RuntimeError("the producer's transaction fails")
+    assert rolled_back.done()
+    gate.set()
+    await wait_until(lambda: entered == ["first", "second"] and box.inflight == 0, what="both jobs to run")

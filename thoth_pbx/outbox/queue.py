@@ -13,6 +13,8 @@ How to use it (call flow, Bitrix installer, message bridges)::
     # on commit the worker is woken and runs the job at once: no polling delay;
     # run_now=True (a new chain's first job): the commit itself starts it, no claim at all;
     # outbox.watch(session, job_id) -> future of its result (call routing needs register's)
+    # outbox.started(session, job_id) -> future: the job has run up to its first wait (a burst
+    #   of calls lets each register leave before the next call is stored)
 
     async def handler(job: Job) -> dict | None:                  # the return value is stored as the result
         call_id = job.previous("bitrix.call.register")["CALL_ID"]  # results earlier in the chain
@@ -82,6 +84,7 @@ class _Committed:
     pending_chains: list[str | None] = field(default_factory=list)
     pending_ids: list[int] = field(default_factory=list)
     watched: list[int] = field(default_factory=list)
+    starting: dict[int, asyncio.Future[None]] = field(default_factory=dict)
 
     def chains(self) -> set[str | None]:
         return {job.chain for job in self.started} | set(self.pending_chains)
@@ -131,6 +134,7 @@ class Outbox:
         self._own_pending: set[int] = set()
         self._running_chains: dict[str, int] = {}
         self._watchers: dict[int, asyncio.Future[dict[str, Any] | None]] = {}
+        self._starting: dict[int, asyncio.Future[None]] = {}  # job id -> resolved as its run begins
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -240,6 +244,8 @@ class Outbox:
 
         def on_rollback() -> None:
             info.pop(key, None)
+            for begun in committed.starting.values():  # the job never existed: nothing to wait for
+                _resolve(begun)
             for job_id in committed.watched:  # the job never existed
                 waiter = self._watchers.pop(job_id, None)
                 if waiter is not None:
@@ -259,11 +265,28 @@ class Outbox:
         self._after_commit(session).watched.append(job_id)
         return waiter
 
+    def started(self, session: AsyncSession, job_id: int) -> asyncio.Future[None]:
+        """Resolved when the job enqueued in `session`'s open transaction has run up to its first
+        wait: a job started by the commit (run_now) one loop turn after its task took that first
+        step (a Bitrix request is then on the wire, or queued behind the portal's rate limit and
+        its dispatcher has had its turn); any other job (left to the worker's claim) at the
+        commit, and on rollback. A producer that awaits it after the commit lets its job go
+        before its own next work (a burst of calls: each register leaves before the next call
+        is stored)."""
+        begun: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._after_commit(session).starting[job_id] = begun
+        return begun
+
     def _committed(self, committed: _Committed) -> None:
         for job in committed.started:
             if self._stopping or self._task is None:
                 continue  # left `running`: recovered (run again, flagged) on the next start
+            begun = committed.starting.pop(job.id, None)
+            if begun is not None:
+                self._starting[job.id] = begun
             self._start(job)
+        for begun in committed.starting.values():  # not started here: nobody should wait for a claim
+            _resolve(begun)
         self._own_pending.update(committed.pending_ids)
         if committed.pending_chains:
             for chain in committed.pending_chains:
@@ -330,6 +353,9 @@ class Outbox:
         for job_id in interrupted:
             self._inflight[job_id].cancel()
         await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+        for begun in self._starting.values():  # jobs cancelled before their first step
+            _resolve(begun)
+        self._starting.clear()
         if self._settler is not None:  # store what finished; give up after the grace (recovered next start)
             self._settler_stopping = True
             self._settle_wake.set()
@@ -460,6 +486,11 @@ class Outbox:
         return known is None or known.history
 
     async def _run(self, job: Job) -> None:
+        begun = self._starting.pop(job.id, None)
+        if begun is not None:
+            # resolved a turn after this step (which runs the handler up to its first wait), so
+            # that whatever the step woke (the Bitrix client's dispatcher) also goes before the waiter
+            asyncio.get_running_loop().call_soon(_resolve, begun)
         try:
             outcome = await self._attempt(job)
             await self._settle(job, outcome)
@@ -595,3 +626,8 @@ class Outbox:
     @property
     def inflight(self) -> int:
         return len(self._inflight)
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

@@ -67,6 +67,11 @@ class CallJobs:
         """The stored result of a job enqueued in `session`'s transaction (Outbox.watch)."""
         return self._outbox.watch(session, job_id)
 
+    def started(self, session: AsyncSession, job_id: int) -> asyncio.Future[None]:
+        """Resolved once that job has run up to its first wait (Outbox.started): awaited before the
+        next call of a burst is stored, so each register leaves in arrival order, at once."""
+        return self._outbox.started(session, job_id)
+
     async def show(self, session: AsyncSession, instance_id: int, external_call_id: str, user_ids: list[int]) -> int:
         return await self._outbox.enqueue(
             session, KIND_SHOW, instance_id, call_chain(instance_id, external_call_id), {"USER_ID": list(user_ids)}

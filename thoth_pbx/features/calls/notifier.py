@@ -46,6 +46,16 @@ class CallContext:
 RegisterResult = dict[str, Any] | None
 Registration = asyncio.Future[RegisterResult]
 
+
+@dataclass(frozen=True)
+class Registering:
+    """A register enqueued with its call: `leaving` resolves once its job has run up to its first
+    wait (the request is on the wire, or queued behind the portal's limit), `result` once done."""
+
+    result: Registration
+    leaving: asyncio.Future[None]
+
+
 # Bitrix24 requires a user on register/finish; user 1 is the portal's first administrator.
 FALLBACK_USER_ID = 1
 TYPE_INCOMING = 2
@@ -57,7 +67,7 @@ class CallNotifier(Protocol):
 
     async def context(self, session: AsyncSession, phone: Phone | None) -> CallContext: ...
 
-    async def registered(self, session: AsyncSession, call: Call, ctx: CallContext) -> Registration | None: ...
+    async def registered(self, session: AsyncSession, call: Call, ctx: CallContext) -> Registering | None: ...
 
     async def ringing(self, session: AsyncSession, call: Call, ctx: CallContext, operators: list[Operator]) -> None: ...
 
@@ -107,7 +117,7 @@ class BitrixCallNotifier:
             instance.id, line, settings, int(register_user), {uid: ext for ext, uid in by_extension.items()}
         )
 
-    async def registered(self, session: AsyncSession, call: Call, ctx: CallContext) -> Registration | None:
+    async def registered(self, session: AsyncSession, call: Call, ctx: CallContext) -> Registering | None:
         if ctx.app_instance_id is None:
             return None
         job_id = await self.jobs.register(
@@ -125,7 +135,7 @@ class BitrixCallNotifier:
                 add_to_chat=True,
             ),
         )
-        return self.jobs.result_of(session, job_id)
+        return Registering(self.jobs.result_of(session, job_id), self.jobs.started(session, job_id))
 
     async def ringing(self, session: AsyncSession, call: Call, ctx: CallContext, operators: list[Operator]) -> None:
         users = [op.user_id for op in operators if op.user_id is not None]

@@ -2,10 +2,17 @@
 
 Event handling never blocks: the ARI event callback only routes each event into the
 queue of the call it belongs to, and every call runs in its own task. A slow Bitrix24 or
-a slow call therefore delays nobody else. Facts go to the database first (the `call` row
-plus the notifier's outbox jobs in the same transaction), so a restart loses nothing:
-on every (re)connect `resync()` re-attaches to live channels and finishes calls whose
-channel disappeared while we were away.
+a slow call therefore delays nobody else.
+
+Bursts (docs/calls.md "Bursts"): one task, the announcer, stores new calls one at a time
+in arrival order, each in its own transaction, and lets each call's register leave before
+it stores the next; the rest of every call's flow (ringback, CRM lookup, ringing) waits,
+for at most ANNOUNCE_FIRST_MAX_S, until no call is left to announce. So the first caller of
+a burst reaches Bitrix24 first, without waiting for the others to be stored.
+
+Facts go to the database first (the `call` row plus the notifier's outbox jobs in the same
+transaction), so a restart loses nothing: on every (re)connect `resync()` re-attaches to
+live channels and finishes calls whose channel disappeared while we were away.
 
 Bitrix24 is reached only through the `CallNotifier` interface handed in by app.py.
 """
@@ -16,6 +23,7 @@ import asyncio
 import functools
 import logging
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,7 +38,7 @@ from thoth_pbx.features.calls import callflow as cf
 from thoth_pbx.features.calls.callflow import Operator
 from thoth_pbx.features.calls.entering import Entering
 from thoth_pbx.features.calls.models import Call
-from thoth_pbx.features.calls.notifier import CallContext, CallNotifier, Registration
+from thoth_pbx.features.calls.notifier import CallContext, CallNotifier, Registering, Registration
 from thoth_pbx.features.calls.recording import SNOOP_ARG, CallRecorder
 from thoth_pbx.features.calls.recovery import CallRecovery
 from thoth_pbx.features.directory import Phone
@@ -56,12 +64,30 @@ CALLS = table_of(Call)
 # write of this process invalidated it: writes by other processes (CLI) show up this late.
 CONTEXT_MAX_AGE_S = 10.0
 CONTEXT_CACHE_SIZE = 1000
+# How long a call's ringback and routing may wait behind the announces of later calls of a
+# burst: a steady stream of new calls must not hold a ringing back for long.
+ANNOUNCE_FIRST_MAX_S = 1.0
 
 
 class ChangeCounter(Protocol):
     """Bumped by every committed write to the rows a call context is made of (store/changes.py)."""
 
     generation: int
+
+
+Stored = tuple[Call, CallContext, Registration | None]
+
+
+@dataclass(frozen=True)
+class _Arrival:
+    """A new call waiting for the announcer; `stored` resolves to its row, or None if it failed."""
+
+    channel_id: str
+    linkedid: str
+    caller: str
+    called: str | None
+    wacid: str | None
+    stored: asyncio.Future[Stored | None]
 
 
 @dataclass(frozen=True)
@@ -96,6 +122,12 @@ class StasisCalls(CallRecovery):
         self._queues: dict[str, asyncio.Queue[AriEvent]] = {}  # channel id -> call queue
         self._tasks: dict[str, asyncio.Task[None]] = {}  # WA channel id -> call task
         self._resync_lock = asyncio.Lock()
+        # new calls not yet stored with their register on its way (counted from the StasisStart)
+        self._announcing = 0
+        self._announced = asyncio.Event()
+        self._announced.set()
+        self._arrivals: deque[_Arrival] = deque()  # in arrival order, for the announcer
+        self._announcer: asyncio.Task[None] | None = None
         # operator legs and recording snoops we created, until their StasisStart
         self._entering = Entering()
         self.recorder = CallRecorder(ari, self._entering, recordings_dir)
@@ -126,6 +158,8 @@ class StasisCalls(CallRecovery):
             queue.put_nowait(event)
 
     def _start_call(self, channel_id: str, event: AriEvent) -> None:
+        self._announcing += 1  # counted from the event on: its task may not have started yet
+        self._announced.clear()
         queue: asyncio.Queue[AriEvent] = asyncio.Queue()
         self._queues[channel_id] = queue
         task = asyncio.create_task(self._run_new_call(channel_id, event, queue), name=f"call-{channel_id}")
@@ -143,6 +177,8 @@ class StasisCalls(CallRecovery):
 
     async def stop(self) -> None:
         tasks = list(self._tasks.values())
+        if self._announcer is not None:
+            tasks.append(self._announcer)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -161,19 +197,21 @@ class StasisCalls(CallRecovery):
         caller = cf.normalise_number(channel.caller_number) or channel.caller_number or "unknown"
         wacid = args[1] if len(args) > 1 and args[1] else None
         linkedid = channel.linkedid or channel_id
-        if wacid is None:
-            wacid = await self._variable(channel_id, WACID_VARIABLE)
         try:
-            call, ctx, registration = await self._store_new_call(channel_id, linkedid, caller, called, wacid)
-        except Exception:  # database down or broken: the call must still ring somewhere
-            log.exception("cannot store the call; handing it to the dialplan fallback", extra={"channel": channel_id})
+            if wacid is None:
+                wacid = await self._variable(channel_id, WACID_VARIABLE)
+            stored = await self._announce(channel_id, linkedid, caller, called, wacid)
+        finally:
+            self._announce_done()
+        if stored is None:  # database down or broken: the call must still ring somewhere
             await self._to_fallback(channel_id)
             return
-        # Ringback right after the commit, behind the register the commit started: the dialplan's
-        # Progress() already gave Meta early media (it drops a call with none within 20 s), so
-        # the tone can wait the millisecond the register needs to leave first.
+        call, ctx, registration = stored
+        # Ringback and routing wait behind the registers of a burst's later calls (bounded): the
+        # dialplan's Progress() already gave Meta early media (it drops a call with none within
+        # 20 s), so the tone can wait the milliseconds the announces need.
+        await self._behind_announces()
         ringback = asyncio.create_task(self._early_media(channel_id))
-        log.info("whatsapp call", extra={"call": call.id, "caller": caller, "called": called, "channel": channel_id})
         state = cf.CallState(call.id, channel_id, linkedid, caller, call.called, call.started_at)
         try:
             await ringback
@@ -187,29 +225,98 @@ class StasisCalls(CallRecovery):
             await self._hangup(channel_id)
         await self._finish(state, ctx)
 
-    async def _store_new_call(
+    async def _announce(
         self, channel_id: str, linkedid: str, caller: str, called: str | None, wacid: str | None
-    ) -> tuple[Call, CallContext, Registration | None]:
+    ) -> Stored | None:
+        """The call stored by the announcer, its register on its way; None if it could not be stored."""
+        arrival = _Arrival(channel_id, linkedid, caller, called, wacid, asyncio.get_running_loop().create_future())
+        self._arrivals.append(arrival)
+        if self._announcer is None or self._announcer.done():
+            self._announcer = asyncio.create_task(self._announce_arrivals(), name="calls-announcer")
+        return await arrival.stored
+
+    async def _announce_arrivals(self) -> None:
+        """Store new calls one at a time, in arrival order, each with its register in its own
+        transaction, and let each register leave before the next call is stored: in a burst the
+        first caller reaches Bitrix24 first instead of behind every other call's row. One
+        session serves the whole burst (closing one costs turns of the event loop)."""
+        try:
+            while self._arrivals:
+                async with self.sessions() as session:
+                    await self._announce_with(session)
+        finally:
+            for arrival in self._arrivals:  # stopping: their call tasks are cancelled too
+                arrival.stored.cancel()
+            self._arrivals.clear()
+
+    def _announce_done(self) -> None:
+        self._announcing -= 1
+        if self._announcing <= 0:
+            self._announcing = 0
+            self._announced.set()
+
+    async def _behind_announces(self) -> None:
+        """Wait (at most ANNOUNCE_FIRST_MAX_S) until no new call is left to store and announce."""
+        if self._announced.is_set():
+            return
+        try:
+            async with asyncio.timeout(ANNOUNCE_FIRST_MAX_S):
+                await self._announced.wait()
+        except TimeoutError:
+            pass
+
+    async def _announce_with(self, session: AsyncSession) -> None:
+        """Announce arrivals with `session` until none is left, or one fails (a fresh session then)."""
+        while self._arrivals:
+            arrival = self._arrivals.popleft()
+            if arrival.stored.done():
+                continue  # its call task is gone (stopping): resync picks the channel up
+            try:
+                call, ctx, registering = await self._store_new_call(session, arrival)
+            except Exception:
+                log.exception(
+                    "cannot store the call; handing it to the dialplan fallback", extra={"channel": arrival.channel_id}
+                )
+                arrival.stored.set_result(None)
+                return
+            log.info(
+                "whatsapp call",
+                extra={
+                    "call": call.id,
+                    "caller": arrival.caller,
+                    "called": arrival.called,
+                    "channel": arrival.channel_id,
+                },
+            )
+            arrival.stored.set_result((call, ctx, registering.result if registering else None))
+            if registering is not None:
+                # resumes once the register's job has taken its first step: the request is on the
+                # wire, or queued behind the portal's rate limit (later registers batch behind it)
+                await registering.leaving
+
+    async def _store_new_call(
+        self, session: AsyncSession, arrival: _Arrival
+    ) -> tuple[Call, CallContext, Registering | None]:
         """The call row and its register job, one transaction; the commit sends the register."""
-        phone_id, ctx = await self._context_for(called)
+        phone_id, ctx = await self._context_for(arrival.called)
         values: dict[str, Any] = {
-            "linkedid": linkedid,
-            "channel_id": channel_id,
+            "linkedid": arrival.linkedid,
+            "channel_id": arrival.channel_id,
             "phone_id": phone_id,
             "app_instance_id": ctx.app_instance_id,
-            "caller": caller,
-            "called": called or "unknown",
-            "wacid": wacid,
+            "caller": arrival.caller,
+            "called": arrival.called or "unknown",
+            "wacid": arrival.wacid,
             "state": "ringing",
             "started_at": utcnow(),
             "detail": {},
         }
         call = Call(**values)
-        async with self.sessions() as session, session.begin():
+        async with session.begin():
             # the hot path of every call: a compiled INSERT, not the ORM's flush (fast_insert.py)
             call.id = await insert_returning_id(session, CALLS, values)
-            registration = await self.notifier.registered(session, call, ctx)
-        return call, ctx, registration
+            registering = await self.notifier.registered(session, call, ctx)
+        return call, ctx, registering
 
     async def _route_and_talk(
         self,

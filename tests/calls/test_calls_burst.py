@@ -1,0 +1,109 @@
+"""A burst of WhatsApp calls arriving together (issue 19): the first callers reach Bitrix24 first,
+without waiting for the later calls to be stored, and every call is still logged once, in order.
+
+Real parts: Meta's Asterisk places the calls (TLS, SDES-SRTP, Opus) all at once, our Asterisk
+puts them into Stasis, the service runs in this process with the Bitrix24 simulator. The
+simulator's hook reads, as each register is executed, how many call rows are committed
+(SQLite, WAL: a reader sees committed rows only), so the test asserts the order of events,
+never a duration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.calls.conftest import BUSINESS
+from tests.calls.lab import CallLab
+from tests.calls.service import Thoth, start_thoth, stop_thoth
+from tests.support.bitrix import chain_order, wait_until
+from thoth_pbx.clients.asterisk.ari import basic_auth_header
+from thoth_pbx.sandbox.bitrix import Recorded
+
+REGISTER = "telephony.externalcall.register"
+BURST = 20
+
+
+@pytest.fixture
+async def thoth(tmp_path: Path, lab: CallLab) -> AsyncIterator[Thoth]:
+    t = await start_thoth(tmp_path, lab, record=False)
+    yield t
+    await stop_thoth(t)
+
+
+async def _place_at_once(lab: CallLab, callers: list[str]) -> list[str]:
+    """Meta's ARI originates every call in one go (one connection each); returns Meta's channel ids."""
+    meta = lab.meta
+    digits = BUSINESS.lstrip("+")
+    auth = {"Authorization": basic_auth_header(meta.ari_user, meta.ari_password)}
+    async with aiohttp.ClientSession(base_url=meta.ari_base, headers=auth) as http:
+
+        async def one(i: int, caller: str) -> str:
+            params = {
+                "endpoint": f"PJSIP/{BUSINESS}@biz{digits}",
+                "context": "caller",
+                "extension": "s",
+                "priority": "1",
+                "callerId": caller,
+                "timeout": "60",
+            }
+            body = {"variables": {"PJSIP_HEADER(add,X-WA-Meta-WACID)": f"wacid.burst{i:03d}"}}
+            async with http.post("/ari/channels", params=params, json=body) as resp:
+                resp.raise_for_status()
+                return str((await resp.json())["id"])
+
+        return list(await asyncio.gather(*(one(i, c) for i, c in enumerate(callers))))
+
+
+async def test_a_burst_announces_the_first_callers_while_later_calls_are_still_being_stored(
+    thoth: Thoth, lab: CallLab
+) -> None:
+    await thoth.set_calls(ring_group=["101"], group_ring_seconds=20, responsible_first_seconds=0)
+    database = Path(thoth.services.settings.database_url.split("///", 1)[1])
+    callers = [f"+7999100{i:04d}" for i in range(BURST)]
+    # as each register is executed: (its EXTERNAL_CALL_ID, burst calls committed at that moment)
+    seen: list[tuple[str, int]] = []
+    reader = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+
+    def on_processed(_portal: Any, entry: Recorded) -> None:
+        if entry.method == REGISTER and entry.ok:
+            marks = ",".join("?" * len(callers))
+            (stored,) = reader.execute(f"SELECT count(*) FROM call WHERE caller IN ({marks})", callers).fetchone()
+            seen.append((str(entry.params["EXTERNAL_CALL_ID"]), stored))
+
+    thoth.sim.on_processed = on_processed
+    meta_channels = await _place_at_once(lab, callers)
+    try:
+        await wait_until(lambda: len(seen) >= BURST, timeout=30, what=f"{BURST} registers")
+    finally:
+        for channel in meta_channels:
+            await asyncio.to_thread(lab.hangup_meta, channel)
+    rows = reader.execute(
+        f"SELECT linkedid FROM call WHERE caller IN ({','.join('?' * BURST)}) ORDER BY id", callers
+    ).fetchall()
+    reader.close()
+    stored_order = [linkedid for (linkedid,) in rows]
+    assert len(stored_order) == BURST
+    # registers leave in the order the calls were stored: never a later call in front of an earlier one
+    # the first call stored is the first announced: no later call of the burst goes in front of it
+    # (later ones may overtake each other by a place: two requests on the wire at once)
+    assert seen[0][0] == stored_order[0], (seen, stored_order)
+    assert sorted(linkedid for linkedid, _ in seen) == sorted(stored_order)
+    # the first callers are announced while the burst is still being stored (before issue 19 the
+    # calls of a burst were all or nearly all stored before the first register left)
+    assert seen[0][1] <= 3, seen
+    assert sum(1 for _, stored in seen if stored < BURST) >= BURST // 2, seen
+    # and each call is still logged exactly once: one register and one finish
+    await wait_until(
+        lambda: all(chain_order(thoth.sim).get(lid, []).count("finish") == 1 for lid in stored_order),
+        timeout=30,
+        what="every call of the burst finished in Bitrix24",
+    )
+    order = chain_order(thoth.sim)
+    assert all(order[lid].count("register") == 1 and order[lid][0] == "register" for lid in stored_order), order
