@@ -195,6 +195,7 @@ class Lab:
         b = lab.business
         self.ari = AriClient(AriTarget(b.ari_base, b.ari_user, b.ari_password), OBSERVER_APP, heartbeat=30)
         self._serial = 0
+        self._http: aiohttp.ClientSession | None = None  # Meta's ARI, for calls placed at once
 
     def prepare_media(self) -> None:
         if self.media == "tone":
@@ -206,27 +207,62 @@ class Lab:
 
     def place(self, probe: bool) -> Placed:
         """One WhatsApp call from Meta (blocking: run it in a thread)."""
+        params, body, wacid = self._originate()
+        channel = self.lab._meta_ari("POST", "/channels", params=params, body=body)
+        return Placed(wacid, channel["id"], probe)
+
+    def _originate(self) -> tuple[dict[str, str], dict[str, Any], str]:
+        """Meta's ARI request for one WhatsApp call (lab.whatsapp_call's, in the talking context with `tone`)."""
         self._serial += 1
-        caller = f"+7999{self._serial:07d}"
-        if self.media == "echo":
-            placed = self.lab.whatsapp_call(BUSINESS, caller)
-        else:  # lab.whatsapp_call with the talking caller context instead of `caller`
-            wacid = f"wacid.bench{self._serial:07d}"
-            channel = self.lab._meta_ari(
-                "POST",
-                "/channels",
-                params={
-                    "endpoint": f"PJSIP/{BUSINESS}@biz{BUSINESS.lstrip('+')}",
-                    "context": "bench-caller",
-                    "extension": "s",
-                    "priority": "1",
-                    "callerId": caller,
-                    "timeout": "60",
-                },
-                body={"variables": {"PJSIP_HEADER(add,X-WA-Meta-WACID)": wacid}},
+        wacid = f"wacid.bench{self._serial:07d}"
+        params = {
+            "endpoint": f"PJSIP/{BUSINESS}@biz{BUSINESS.lstrip('+')}",
+            "context": "bench-caller" if self.media == "tone" else "caller",
+            "extension": "s",
+            "priority": "1",
+            "callerId": f"+7999{self._serial:07d}",
+            "timeout": "60",
+        }
+        return params, {"variables": {"PJSIP_HEADER(add,X-WA-Meta-WACID)": wacid}}, wacid
+
+    def _meta_http(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            meta = self.lab.meta
+            self._http = aiohttp.ClientSession(
+                base_url=meta.ari_base,
+                headers={"Authorization": basic_auth_header(meta.ari_user, meta.ari_password)},
+                timeout=aiohttp.ClientTimeout(total=15),
             )
-            placed = {"meta_channel": channel["id"], "wacid": wacid}
-        return Placed(placed["wacid"], placed["meta_channel"], probe)
+        return self._http
+
+    async def place_at_once(self, n: int) -> list[Placed]:
+        """N WhatsApp calls from Meta at the same instant: N originate requests sent together, each on
+        its own connection (kept alive between bursts); the spread of their arrival is reported."""
+        http = self._meta_http()
+
+        async def one(params: dict[str, str], body: dict[str, Any], wacid: str) -> Placed:
+            async with http.post("/ari/channels", params=params, json=body) as resp:
+                resp.raise_for_status()
+                channel = await resp.json()
+            return Placed(wacid, channel["id"], False)
+
+        return list(await asyncio.gather(*(one(*self._originate()) for _ in range(n))))
+
+    async def hang_up_at_once(self, calls: list[Placed]) -> int:
+        """Meta ends these calls together; returns how many hangup requests failed."""
+        http = self._meta_http()
+
+        async def one(call: Placed) -> None:
+            async with http.delete(f"/ari/channels/{call.meta_channel}") as resp:
+                if resp.status not in (204, 404):
+                    resp.raise_for_status()
+
+        results = await asyncio.gather(*(one(c) for c in calls), return_exceptions=True)
+        return sum(isinstance(r, Exception) for r in results)
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
 
     async def hang_up(self, calls: list[Placed]) -> int:
         """Meta ends these calls; returns how many hangup requests failed (Meta's ARI too slow)."""
@@ -379,10 +415,9 @@ async def until(check: Callable[[], Awaitable[bool]], *, timeout: float, every: 
         await asyncio.sleep(every)
 
 
-def announce_stages(calls: list[Placed], observed: Observed, database: Path, serve_log: Path) -> dict[str, Any]:
-    """Where the announce time goes: Stasis -> the call row's started_at (the service took the
-    event and read phone + portal) -> the `whatsapp call` log line (row and register job
-    committed) -> the register at the simulator (outbox claim + Bitrix24 client + HTTP)."""
+def service_times(database: Path, serve_log: Path) -> tuple[dict[str, float], dict[str, float]]:
+    """When the service stored each call: the row's `started_at` (by linkedid) and its `whatsapp
+    call` log line, written right after the commit of the row and its register job (by channel)."""
     started = {
         lid: dt.datetime.fromisoformat(at).replace(tzinfo=dt.UTC).timestamp()
         for lid, at in db_rows(database, "SELECT linkedid, started_at FROM call")
@@ -392,6 +427,17 @@ def announce_stages(calls: list[Placed], observed: Observed, database: Path, ser
         if '"whatsapp call"' in line:
             entry = json.loads(line)
             committed[entry["channel"]] = dt.datetime.strptime(entry["ts"], "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+    return started, committed
+
+
+def announce_stages(
+    calls: list[Placed], observed: Observed, database: Path, serve_log: Path, q: float = 0.5
+) -> dict[str, Any]:
+    """Where the announce time goes: Stasis -> the call row's started_at (the service took the
+    event and read phone + portal) -> the `whatsapp call` log line (row and register job
+    committed) -> the register at the simulator (outbox job + Bitrix24 client + HTTP).
+    Percentile `q` of each stage."""
+    started, committed = service_times(database, serve_log)
     spans: dict[str, list[float]] = {"stasis_to_row": [], "row_to_committed": [], "committed_to_register": []}
     for p in calls:
         lid, channel = observed.linkedid.get(p.wacid), observed.channel.get(p.wacid)
@@ -399,7 +445,7 @@ def announce_stages(calls: list[Placed], observed: Observed, database: Path, ser
             spans["stasis_to_row"].append((started[lid] - observed.stasis_at[p.wacid]) * 1000)
             spans["row_to_committed"].append((committed[channel] - started[lid]) * 1000)
             spans["committed_to_register"].append((observed.register_at[lid] - committed[channel]) * 1000)
-    return {name: pct(values, 0.5) for name, values in spans.items()}
+    return {name: pct(values, q) for name, values in spans.items()}
 
 
 def log_counts(path: Path, offset: int, patterns: dict[str, str]) -> tuple[dict[str, int], int]:
@@ -655,6 +701,187 @@ def per_call(run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# ------------------------------------------------------------------ bursts (issue 19)
+
+# at N simultaneous calls: burst p50 / p99 at most this many times the same run's single call
+BURST_TARGETS = {20: (2.0, 3.0), 50: (3.0, 4.0)}
+
+
+@dataclass
+class Scene:
+    """What a burst or a block of single calls needs from the bench."""
+
+    lab: Lab
+    observed: Observed
+    sim: BitrixSimulator
+    database: Path
+    serve_log: Path
+    floor: Floor
+
+
+async def settle(scene: Scene, placed: list[Placed]) -> list[str]:
+    """Wait until every call that reached us is finished in Bitrix24, the outbox is idle and no
+    channel is left on either side; returns what did not happen."""
+    problems = []
+    linked = [scene.observed.linkedid[p.wacid] for p in placed if p.wacid in scene.observed.linkedid]
+    if len(linked) < len(placed):
+        problems.append(f"{len(placed) - len(linked)} calls never reached Stasis on our Asterisk")
+
+    async def settled() -> bool:
+        order = chain_order(scene.sim)
+        pending = db_rows(scene.database, "SELECT count(*) FROM outbox_job WHERE status IN ('pending', 'running')")
+        return pending[0][0] == 0 and all(order.get(lid, []).count("finish") >= 1 for lid in linked)
+
+    if not await until(settled, timeout=60):
+        problems.append("not every call was finished in Bitrix24 within 60 s")
+
+    async def no_channels() -> bool:
+        ours, theirs = await scene.lab.channels()
+        return not ours and not theirs
+
+    if not await until(no_channels, timeout=10):
+        left = await scene.lab.clear()
+        problems.append(f"{len(left)} channels left up on our Asterisk")
+    return problems
+
+
+async def run_singles(scene: Scene, count: int) -> tuple[list[Placed], list[str]]:
+    """`count` calls one at a time on an otherwise idle service, each hung up once announced."""
+    placed: list[Placed] = []
+    problems: list[str] = []
+    start = time.monotonic()
+    for i in range(count):
+        await asyncio.sleep(max(0.0, start + i * PROBE_EVERY_S - time.monotonic()))  # pacing
+        call = await asyncio.to_thread(scene.lab.place, True)
+        placed.append(call)
+        if not await until(scene.observed.announced(call.wacid), timeout=10, every=0.001):
+            problems.append(f"single call {call.wacid} not announced within 10 s")
+        await scene.lab.hang_up_at_once([call])
+    return placed, problems + await settle(scene, placed)
+
+
+async def run_burst(scene: Scene, n: int) -> dict[str, Any]:
+    """N calls at the same instant; each rings the operator (who answers after 0.2 s) until all N
+    are announced, then Meta hangs them all up. Per call: Stasis -> register at the simulator."""
+    observed, sim = scene.observed, scene.sim
+    first_seq = max((e.seq for e in sim.recorder.entries), default=0)
+    placed = await scene.lab.place_at_once(n)
+
+    async def all_announced() -> bool:
+        return all(observed.announce_ms(p.wacid) is not None for p in placed)
+
+    problems = [] if await until(all_announced, timeout=30, every=0.002) else ["not all announced within 30 s"]
+    if await scene.lab.hang_up_at_once(placed):
+        problems.append("Meta's ARI refused some hangups")
+    problems += await settle(scene, placed)
+    ms = [v for p in placed if (v := observed.announce_ms(p.wacid)) is not None]
+    # Asterisk's side of the first stage: its Stasis event reaching a bare websocket in this process
+    event_ms = [scene.floor.event_ms[p.wacid] for p in placed if p.wacid in scene.floor.event_ms]
+    stasis = [observed.stasis_at[p.wacid] for p in placed if p.wacid in observed.stasis_at]
+    # how the registers left: the size of each request that carried some (1 = alone, else a batch)
+    sizes: dict[int, int] = {}
+    for e in sim.recorder.entries:
+        if e.seq > first_seq and e.ok and e.method == REGISTER:
+            sizes[e.batch if e.batch is not None else -e.seq] = (
+                sizes.get(e.batch if e.batch is not None else -e.seq, 0) + 1
+            )
+    _, committed = service_times(scene.database, scene.serve_log)
+    stored = [committed[observed.channel[p.wacid]] for p in placed if observed.channel.get(p.wacid) in committed]
+    registers = sorted(
+        observed.register_at[observed.linkedid[p.wacid]] for p in placed if observed.announce_ms(p.wacid) is not None
+    )
+    last_stored = max(stored, default=0.0)
+    return {
+        "calls": n,
+        "placed": placed,
+        "ms": ms,
+        "problems": problems,
+        "event_ms": event_ms,
+        "arrival_spread_ms": round((max(stasis) - min(stasis)) * 1000, 2) if stasis else None,
+        "store_spread_ms": round((max(stored) - min(stored)) * 1000, 2) if stored else None,
+        "register_requests": list(sizes.values()),
+        # the first register reached Bitrix24 before the last call of the burst was stored
+        "registers_before_last_stored": sum(1 for at in registers if at < last_stored),
+        "first_register_ms_after_first_stasis": round((registers[0] - min(stasis)) * 1000, 2)
+        if registers and stasis
+        else None,
+    }
+
+
+async def run_bursts(args: argparse.Namespace, scene: Scene, cpu: CpuMeter) -> dict[str, Any]:
+    """Single calls and bursts of each size, interleaved round by round so that both see the same
+    machine; the ratios burst / single are the result (absolute times move with the host)."""
+    load_before = os.getloadavg()
+    _, warm_problems = await run_singles(scene, 5)  # a fresh service's first calls are cold
+    before = cpu.snapshot()
+    singles: list[Placed] = []
+    problems: list[str] = list(warm_problems)
+    bursts: dict[int, list[dict[str, Any]]] = {n: [] for n in args.bursts}
+    for _ in range(args.burst_rounds):
+        for n in args.bursts:
+            placed, trouble = await run_singles(scene, args.singles)
+            singles += placed
+            problems += trouble
+            bursts[n].append(await run_burst(scene, n))
+            problems += bursts[n][-1]["problems"]
+            print(
+                json.dumps({k: v for k, v in bursts[n][-1].items() if k not in ("placed", "ms", "event_ms")}),
+                file=sys.stderr,
+            )
+    after = cpu.snapshot()
+    observed = scene.observed
+    single_ms = [v for p in singles if (v := observed.announce_ms(p.wacid)) is not None]
+    s50, s99 = pct(single_ms, 0.5), pct(single_ms, 0.99)
+    everyone = singles + [p for runs in bursts.values() for r in runs for p in r["placed"]]
+    lost, dup, statuses, _wrong = judge_logs(everyone, observed, scene.sim, False)
+    at: dict[str, Any] = {}
+    for n, runs in bursts.items():
+        ms = [v for r in runs for v in r["ms"]]
+        placed = [p for r in runs for p in r["placed"]]
+        events = [v for r in runs for v in r["event_ms"]]
+        b50, b99 = pct(ms, 0.5), pct(ms, 0.99)
+        r50 = round(b50 / s50, 2) if b50 and s50 else None
+        r99 = round(b99 / s99, 2) if b99 and s99 else None
+        target = BURST_TARGETS.get(n)
+        at[str(n)] = {
+            "burst_ms_p50": b50,
+            "burst_ms_p99": b99,
+            "ratio_p50": r50,
+            "ratio_p99": r99,
+            "target_ratio_p50_p99": target,
+            "target_met": target is not None
+            and r50 is not None
+            and r99 is not None
+            and r50 <= target[0]
+            and r99 <= target[1],
+            "samples": len(ms),
+            "stages_ms_p50": announce_stages(placed, observed, scene.database, scene.serve_log, 0.5),
+            "stages_ms_p99": announce_stages(placed, observed, scene.database, scene.serve_log, 0.99),
+            "bare_websocket_event_ms_p50_p99": (pct(events, 0.5), pct(events, 0.99)),
+            "bursts": [{k: v for k, v in r.items() if k not in ("placed", "ms", "calls", "event_ms")} for r in runs],
+        }
+    return {
+        "single_ms_p50": s50,
+        "single_ms_p99": s99,
+        "single_samples": len(single_ms),
+        "single_stages_ms_p50": announce_stages(singles, observed, scene.database, scene.serve_log, 0.5),
+        "single_bare_websocket_event_ms_p50": pct(
+            [scene.floor.event_ms[p.wacid] for p in singles if p.wacid in scene.floor.event_ms], 0.5
+        ),
+        "at": at,
+        "lost_logs": lost,
+        "duplicate_logs": dup,
+        "finish_status": statuses,
+        "problems": problems,
+        "load_average_1_5_15": {
+            "before": [round(x, 2) for x in load_before],
+            "after": [round(x, 2) for x in os.getloadavg()],
+        },
+        "cpu": CpuMeter.between(before, after),
+        "thoth_cpu_ms_per_call": round(1000 * (after["thoth_pbx"] - before["thoth_pbx"]) / max(1, len(everyone)), 2),
+    }
+
+
 # ------------------------------------------------------------------ orchestration
 
 
@@ -714,8 +941,11 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         setup_s = time.monotonic() - t0
         runs: list[dict[str, Any]] = []
         first = cpu.snapshot()
+        burst = None
+        if args.scenario in ("burst", "all"):
+            burst = await run_bursts(args, Scene(lab, observed, sim, tmp / "thoth.sqlite3", server.log, floor), cpu)
         stopped_by = "every level passed"
-        for n in args.levels:
+        for n in args.levels if args.scenario in ("levels", "all") else []:
             # a level lasts about as long as the last one, scaled by its size (or a first guess)
             expected = (
                 runs[-1].get("seconds", 0) * n / runs[-1]["calls"]
@@ -752,6 +982,7 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         if server is not None:
             server.stop()
         await lab.ari.stop()
+        await lab.close()
         if sim is not None:
             await sim.stop()
         stop_lab(call_lab)
@@ -761,6 +992,8 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     totals = CpuMeter.between(first, last)
     return {
         "benchmark": "calls",
+        "scenario": args.scenario,
+        **(burst_headline(burst) if burst else {}),
         "announce_ms_p50": headline and headline["announce_ms_probe_p50"],
         "announce_ms_p99": headline and headline["announce_ms_probe_p99"],
         "announce_floor_ms_p50": headline and headline["announce_floor_ms_p50"],
@@ -799,7 +1032,19 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "asterisk": call_lab.business.version,
         },
         "runs": runs,
+        "burst": burst,
     }
+
+
+def burst_headline(burst: dict[str, Any]) -> dict[str, Any]:
+    """The figures issue 19 asks for, per burst size, at the top of the JSON."""
+    out: dict[str, Any] = {"single_ms_p50": burst["single_ms_p50"], "single_ms_p99": burst["single_ms_p99"]}
+    for n, at in burst["at"].items():
+        for key in ("burst_ms_p50", "burst_ms_p99", "ratio_p50", "ratio_p99", "target_met"):
+            out[f"{key}_at_{n}"] = at[key]
+    out["burst_lost_logs"] = burst["lost_logs"]
+    out["burst_duplicate_logs"] = burst["duplicate_logs"]
+    return out
 
 
 def main() -> None:
@@ -810,6 +1055,15 @@ def main() -> None:
     parser.add_argument("--talk", type=float, default=3.0, help="seconds every level's calls talk once all are up")
     parser.add_argument("--probes", type=int, default=30, help="calls announced one by one while a level talks")
     parser.add_argument("--media", choices=("tone", "echo"), default="tone")
+    parser.add_argument(
+        "--scenario",
+        choices=("levels", "burst", "all"),
+        default="all",
+        help="levels: the concurrency ramp; burst: N calls at the same instant against single calls",
+    )
+    parser.add_argument("--bursts", type=lambda s: [int(x) for x in s.split(",")], default=[20, 50])
+    parser.add_argument("--burst-rounds", type=int, default=3, help="bursts of each size, interleaved with singles")
+    parser.add_argument("--singles", type=int, default=10, help="single calls before each burst")
     parser.add_argument("--record", action="store_true", help="record every bridge (wav) and attach it in Bitrix24")
     parser.add_argument("--workdir", type=Path, help="keep the service's database and log here (default: a temp dir)")
     parser.add_argument("--budget", type=float, default=420.0, help="seconds; no level starts that would end later")
