@@ -240,6 +240,7 @@ async def test_the_good_set_up_passes_every_check(
             "tls.expiry",
             "transport.nat",
             "identify.meta_ranges",
+            "trunk.applied",
             "config.includes",
             "dialplan.context",
             "ami.permissions",
@@ -383,6 +384,18 @@ async def test_identify_range_missing_fails(lab: Lab, tmp_path: Path, aiohttp_se
         finally:
             await d.admin("PUT", "/api/admin/pbx/trunk", {"identify_match": None})
             await d.admin("POST", "/api/admin/pbx/apply")
+
+
+async def test_settings_changed_but_not_applied_warns(
+    lab: Lab, tmp_path: Path, aiohttp_server: Any, aiohttp_client: Any
+) -> None:
+    async with doctor_env(lab, tmp_path, aiohttp_server, aiohttp_client) as d:
+        await d.admin("PUT", "/api/admin/pbx/trunk", {"fallback_timeout": 45})
+        report = await d.run()
+        [verdict] = report.by_check("trunk.applied")
+        assert verdict.status == "warn" and "since the last apply" in verdict.message
+        assert "pbx apply" in (verdict.fix or "")
+        assert report.exit_code == 3
 
 
 async def test_webhook_field_and_app_not_subscribed_fail(

@@ -285,6 +285,18 @@ def test_includes() -> None:
     assert statuses(out) == [OK, FAIL] and "#tryinclude extensions_thoth.conf" in (out[1].fix or "")
 
 
+def test_trunk_applied() -> None:
+    assert asterisk.applied_verdict({"apply_needed": False, "drift": False}).status == OK
+    assert asterisk.applied_verdict({"apply_needed": True}).status == WARN
+    assert asterisk.applied_verdict({"drift": True}).status == WARN
+    pending = asterisk.applied_verdict({"restart_pending": [{"object": "transport t", "option": "bind"}]})
+    assert pending.status == WARN and "restart" in (pending.fix or "")
+    live = asterisk.applied_verdict({"live_mismatches": [{"message": "endpoint wa.meta.vc: not loaded by Asterisk"}]})
+    assert live.status == FAIL and "wa.meta.vc" in live.message
+    bad = asterisk.applied_verdict({"render_error": {"field": "cert_file", "message": "is required"}})
+    assert bad.status == FAIL and "cert_file" in bad.message
+
+
 def test_ami_and_ari_permissions() -> None:
     every = {a.lower() for a in asterisk.AMI_ACTIONS}
     assert asterisk.ami_verdict(every, "system,call", "thoth").status == OK

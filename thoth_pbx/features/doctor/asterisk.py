@@ -270,6 +270,37 @@ def include_verdicts(files: Mapping[str, Mapping[str, Any]], mode: str) -> list[
     return out
 
 
+def applied_verdict(status: Mapping[str, Any]) -> Verdict:
+    """From the trunk status: is what Asterisk runs what the settings and phones render?"""
+    check = "trunk.applied"
+    apply = "run `thoth-pbx pbx apply`"
+    if status.get("render_error"):
+        err = status["render_error"]
+        return fail(
+            check,
+            f"the trunk does not render: {err.get('field')}: {err.get('message')}",
+            "fix that setting, then apply",
+        )
+    pending = status.get("restart_pending") or []
+    mismatches = status.get("live_mismatches") or []
+    if pending:
+        return warn(
+            check,
+            f"{len(pending)} transport option(s) wait for an Asterisk restart",
+            "`thoth-pbx pbx restart --when-convenient`",
+        )
+    if mismatches:
+        more = f" (and {len(mismatches) - 1} more)" if len(mismatches) > 1 else ""
+        return fail(
+            check, f"Asterisk runs something else than our file says: {mismatches[0].get('message')}{more}", apply
+        )
+    if status.get("apply_needed"):
+        return warn(check, "the settings or phones changed since the last apply: Asterisk runs the old trunk", apply)
+    if status.get("drift"):
+        return warn(check, "our files were edited by hand since the last apply (the next apply overwrites them)", apply)
+    return ok(check, "Asterisk runs the trunk as the settings and phones render it")
+
+
 def dialplan_verdict(context: str, app: str, shown: str) -> Verdict:
     check = "dialplan.context"
     fix = "run `thoth-pbx pbx apply` (it writes and reloads extensions_thoth.conf)"

@@ -41,6 +41,7 @@ ASTERISK_CHECKS = (
     "tls.expiry",
     "transport.nat",
     "identify.meta_ranges",
+    "trunk.applied",
     "config.includes",
     "dialplan.context",
     "ami.permissions",
@@ -172,9 +173,15 @@ class Doctor:
             events = await asterisk.read_endpoint(self.ami, settings.endpoint_name)
             transport = asterisk.detail(events, "TransportDetail")
             host = asterisk.probe_host(settings, target.host)
-            found = await tls.probe(host, settings.bind_port, bundle=self.bundle, timeout=self.tls_timeout)
-            out.append(asterisk.transport_verdict(settings, transport, found.connect_error, found.target))
             hostnames = sorted({p.sip_hostname.lower() for p in phones if p.sip_hostname})
+            found = await tls.probe(
+                host,
+                settings.bind_port,
+                bundle=self.bundle,
+                timeout=self.tls_timeout,
+                server_name=hostnames[0] if hostnames else None,
+            )
+            out.append(asterisk.transport_verdict(settings, transport, found.connect_error, found.target))
             out += tls.tls_verdicts(
                 found,
                 hostnames,
@@ -217,7 +224,7 @@ class Doctor:
         except (FieldError, AmiError) as exc:
             return [cannot("config.includes", f"the trunk status could not be read: {exc}")]
         files = status.get("files") or {}
-        return asterisk.include_verdicts(files, str(status.get("mode")))
+        return [asterisk.applied_verdict(status), *asterisk.include_verdicts(files, str(status.get("mode")))]
 
     async def _dialplan(self, context: str) -> str:
         try:

@@ -43,22 +43,24 @@ class Probe:
     verify_error: str | None = None  # OpenSSL's reason when the chain did not verify against the bundle
 
 
-async def probe(host: str, port: int, *, bundle: str, timeout: float = 5.0) -> Probe:
+async def probe(host: str, port: int, *, bundle: str, timeout: float = 5.0, server_name: str | None = None) -> Probe:
     """Two handshakes: one that accepts anything (to read the certificate, even a bad one) and
-    one that verifies the chain against `bundle` (host names are judged separately, per name)."""
+    one that verifies the chain against `bundle` (host names are judged separately, per name).
+    `server_name` goes out as SNI, as Meta sends the configured host name (an SBC in front of
+    Asterisk may pick its certificate by it)."""
     target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     loose = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     loose.check_hostname = False
     loose.verify_mode = ssl.CERT_NONE
     try:
-        leaf = await _handshake(host, port, loose, timeout)
+        leaf = await _handshake(host, port, loose, timeout, server_name)
     except (OSError, TimeoutError, ssl.SSLError) as exc:
         return Probe(target, connect_error=_describe(exc))
     strict = ssl.create_default_context(cafile=bundle)
     strict.check_hostname = False
     verify_error = None
     try:
-        await _handshake(host, port, strict, timeout)
+        await _handshake(host, port, strict, timeout, server_name)
     except ssl.SSLCertVerificationError as exc:
         verify_error = exc.verify_message or str(exc)
     except (OSError, TimeoutError, ssl.SSLError) as exc:
@@ -66,9 +68,14 @@ async def probe(host: str, port: int, *, bundle: str, timeout: float = 5.0) -> P
     return Probe(target, leaf, None, verify_error)
 
 
-async def _handshake(host: str, port: int, context: ssl.SSLContext, timeout: float) -> bytes | None:
+async def _handshake(
+    host: str, port: int, context: ssl.SSLContext, timeout: float, server_name: str | None
+) -> bytes | None:
     reader, writer = await asyncio.wait_for(
-        asyncio.open_connection(host, port, ssl=context, ssl_handshake_timeout=timeout), timeout
+        asyncio.open_connection(
+            host, port, ssl=context, ssl_handshake_timeout=timeout, server_hostname=server_name or host
+        ),
+        timeout,
     )
     try:
         sslobj = writer.get_extra_info("ssl_object")
