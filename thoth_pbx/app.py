@@ -32,6 +32,8 @@ from thoth_pbx.features.calls import wire as calls_feature
 from thoth_pbx.features.calls.callflow import CallSettings
 from thoth_pbx.features.calls.jobs import CallJobs
 from thoth_pbx.features.calls.stasis import StasisCalls
+from thoth_pbx.features.customers import models as _customer_models  # noqa: E402,F401
+from thoth_pbx.features.customers import wire as customers_feature
 from thoth_pbx.features.deps import Deps, Wired
 from thoth_pbx.features.directory import models as _directory_models  # noqa: E402,F401
 from thoth_pbx.features.directory import wire as directory_feature
@@ -161,6 +163,7 @@ async def open_services(settings: Settings) -> Services:
     pbx, calling, trunk_part = trunk_feature.wire(deps, meta.graph, lambda phone_id: directory.get(PHONES, phone_id))
     calls, call_jobs, calls_part = calls_feature.wire(deps, bitrix.portals, trunk_feature.endpoint_prefix(deps))
     messaging_parts, messaging_part = messaging_feature.wire(deps, directory, bitrix, meta.dispatcher, meta.graph)
+    customers_part = customers_feature.wire(deps)
     _doctor, doctor_part = doctor_feature.wire(deps, pbx, meta.graph, meta.tokens.check, bitrix.portals)
     checkpointer = db.checkpointer(engine)
     outbox, ami, ari = deps.outbox, deps.ami, deps.ari
@@ -178,6 +181,7 @@ async def open_services(settings: Settings) -> Services:
         calls_part,
         messaging_part,
         doctor_part,  # routes only (GET /api/admin/doctor)
+        customers_part,  # routes only (GET /api/admin/customers)
     ]
     return Services(
         settings=settings,
