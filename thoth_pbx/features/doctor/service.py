@@ -8,6 +8,7 @@ unreachable service never hides the verdicts of the others.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from collections.abc import Callable
@@ -81,8 +82,13 @@ class Doctor:
         self.bundle = bundle or tls.public_bundle()
         self.clock = clock
         self.tls_timeout = tls_timeout
+        self._one_at_a_time = asyncio.Lock()  # a second request waits for the running check, not doubles the load
 
     async def run(self) -> Report:
+        async with self._one_at_a_time:
+            return await self._run()
+
+    async def _run(self) -> Report:
         verdicts: list[Verdict] = []
         phones, accounts, instances, lines = await self._directory()
         try:
