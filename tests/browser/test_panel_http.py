@@ -13,6 +13,7 @@ from yarl import URL
 
 from thoth_pbx.clients.asterisk.ari import basic_auth_header
 from thoth_pbx.web.panel import i18n
+from thoth_pbx.web.panel.auth import SessionStore, safe_next
 
 PANEL_DIR = Path(i18n.__file__).parent
 
@@ -93,3 +94,17 @@ def test_every_message_of_the_panel_has_a_russian_translation(tmp_path: Path) ->
 def test_accept_language_order() -> None:
     assert i18n.accepted("de-DE,de;q=0.9,ru;q=0.95,en;q=0.1") == ["de", "ru", "de", "en"]
     assert i18n.accepted("en;q=0, ru") == ["ru"]
+
+
+def test_sessions_expire_and_sign_in_only_goes_back_into_the_panel() -> None:
+    now = [1000.0]
+    store = SessionStore(ttl_s=60, clock=lambda: now[0])
+    session = store.new("admin")
+    assert store.get(session.token) is session and session.csrf != session.token
+    now[0] += 59
+    assert store.get(session.token) is session
+    now[0] += 1
+    assert store.get(session.token) is None and store.get(None) is None
+    assert safe_next("/panel/phones?x=1") == "/panel/phones?x=1"
+    for elsewhere in ("https://evil.example/", "//evil.example/panel/", "/api/admin/wabas", "/panel\\..\\x", None):
+        assert safe_next(elsewhere) == "/panel/"

@@ -39,7 +39,7 @@ from tests.browser.support import (
 from tests.harness import asterisk as ah
 from tests.harness.asterisk import AsteriskInstance
 from tests.integration.conftest import tls_files
-from tests.support.bitrix import free_port
+from tests.support.bitrix import free_port, wait_until
 from tests.support.messaging import SEED
 from thoth_pbx.sandbox import meta as meta_sim
 
@@ -144,6 +144,20 @@ def test_add_a_waba_see_the_error_beside_the_field_then_copy_its_callback_url(
         assert resp.read() == b"4242"
 
 
+def test_check_the_token_at_meta_and_rotate_the_verify_token_after_a_confirmation(
+    served: tuple[Loop, PanelProcess], browser: WebDriver
+) -> None:
+    _, process = served
+    go(browser, process.public + "/panel/wabas/1", "#check-token")
+    assert text(browser, "#token .badge") == "not checked yet"
+    submit_and_wait(browser, "#check-token", "#token")
+    assert text(browser, ".flash.ok") == "The access token is valid."
+    assert text(browser, "#token .badge") == "valid"  # debug_token at the Meta simulator
+    old = text(browser, "#verify-token")
+    submit_and_wait(browser, "#rotate-verify_token", "#verify-token", confirm=True)
+    assert text(browser, "#verify-token") not in ("", old)
+
+
 def test_add_a_phone_enable_calling_and_sip_then_read_metas_error(
     served: tuple[Loop, PanelProcess], browser: WebDriver
 ) -> None:
@@ -220,6 +234,27 @@ def test_change_a_trunk_setting_see_the_diff_apply_to_asterisk_and_read_the_veri
     assert len(browser.find_elements(By.CSS_SELECTOR, "details.revision")) == 2
     go(browser, process.public + "/panel/phones", "#phone-list")
     assert "needs apply" not in text(browser, "#phone-list tbody tr")
+
+
+def test_a_customer_message_shows_in_the_chats_of_its_line(
+    served: tuple[Loop, PanelProcess], browser: WebDriver
+) -> None:
+    loop, process = served
+    go(browser, process.public + "/panel/wabas/1", "#callback-url")
+    process.webhook = text(browser, "#callback-url").removeprefix(process.public)
+    loop.run(process.customers_write([("15551234567", "Hello from WhatsApp", "wamid.panel-1")]))
+
+    async def stored() -> bool:
+        return bool((await process._admin("GET", "/api/admin/phones/1/chats"))["chats"])
+
+    loop.run(wait_until(stored, what="the message stored on the line"))
+    go(browser, process.public + "/panel/chats", "main h1")
+    assert "THOTH_15550100001" in text(browser, "main table")
+    go(browser, process.public + "/panel/chats/1", "main table")
+    submit_and_wait(browser, "a[href='/panel/chats/1/15551234567']", ".chat")
+    message = text(browser, ".chat .message.in")
+    assert "Hello from WhatsApp" in message and "customer" in message
+    screenshot(browser, "chat")
 
 
 def test_dashboard_and_the_other_pages(served: tuple[Loop, PanelProcess], browser: WebDriver) -> None:
