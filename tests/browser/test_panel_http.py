@@ -43,6 +43,10 @@ async def test_the_session_cookie_is_secure_on_https_and_no_api_credential(servi
     # the panel's cookie opens the panel ...
     session = {"Cookie": cookie.split(";")[0]}
     assert (await service.get("/panel/wabas", headers=session, allow_redirects=False)).status == 200
+    resp = await service.get("/panel/phones/999", headers=session)
+    assert resp.status == 404 and "id: no phone with id 999" in await resp.text()  # a page, not JSON
+    resp = await service.get("/panel/no-such-page", headers=session)
+    assert resp.status == 404 and "Page not found" in await resp.text()
     # ... but the JSON API keeps HTTP Basic
     resp = await service.get("/api/admin/wabas", headers=session)
     assert resp.status == 401 and resp.headers["WWW-Authenticate"].startswith("Basic")

@@ -114,6 +114,8 @@ def guard(
             return await handler(request)
         except FieldError as exc:  # an unknown id, a refused action: a page, not the API's JSON
             return refuse(request, exc.status, f"{exc.field}: {exc.message}")
+        except web.HTTPNotFound:
+            return refuse(request, 404, "not-found")
 
     return middleware
 
