@@ -11,6 +11,7 @@ Screenshots for docs/panel.md are written when THOTH_SCREENSHOTS names a folder
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import threading
 from collections.abc import Coroutine
@@ -172,10 +173,6 @@ def screenshot(driver: WebDriver, name: str) -> None:
     if not folder:
         return
     Path(folder).mkdir(parents=True, exist_ok=True)
-    height = int(driver.execute_script("return document.documentElement.scrollHeight"))
-    driver.set_window_size(WIDTH, max(HEIGHT, min(height, 3000)))
     driver.execute_script("window.scrollTo(0, 0)")
-    try:
-        driver.save_screenshot(str(Path(folder) / f"{name}.png"))
-    finally:
-        driver.set_window_size(WIDTH, HEIGHT)
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
+    (Path(folder) / f"{name}.png").write_bytes(base64.b64decode(shot["data"]))

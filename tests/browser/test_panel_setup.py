@@ -235,6 +235,22 @@ def test_change_a_trunk_setting_see_the_diff_apply_to_asterisk_and_read_the_veri
     go(browser, process.public + "/panel/phones", "#phone-list")
     assert "needs apply" not in text(browser, "#phone-list tbody tr")
 
+    # a value our rules accept but Asterisk refuses: rolled back, and the page says why
+    go(browser, process.public + "/panel/trunk", "#trunk-form")
+    fill(browser, {"codecs": "opus, nosuchcodec"})
+    submit_and_wait(browser, "#save", "#diff")
+    submit_and_wait(browser, "#apply", "#apply-result", confirm=True)
+    assert find(browser, "#apply-result .badge").text == "rolled back"
+    assert text(browser, "#rollback") == "Not applied: the previous files were put back. Rollback verified."
+    assert any(
+        "endpoint wa.meta.vc" in m.text and "allow" in m.text
+        for m in browser.find_elements(By.CSS_SELECTOR, ".mismatch")
+    )
+    screenshot(browser, "trunk-rolled-back")
+    go(browser, process.public + "/panel/trunk", "#trunk-form")
+    fill(browser, {"codecs": "opus"})
+    submit_and_wait(browser, "#save", "#no-diff")  # the files on disk are still the verified ones
+
 
 def test_a_customer_message_shows_in_the_chats_of_its_line(
     served: tuple[Loop, PanelProcess], browser: WebDriver
