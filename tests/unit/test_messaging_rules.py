@@ -89,7 +89,8 @@ def test_an_operator_message_becomes_its_parts() -> None:
 def test_failure_hints_name_the_code() -> None:
     assert failure_notice(131047, "Re-engagement message") == (
         "The message was not delivered (WhatsApp error 131047): more than 24 hours have passed since the "
-        "customer last wrote: only an approved template can be sent now."
+        "customer last wrote: only an approved template can be sent now, as template-NAME+LANG+value1|value2 "
+        "(header=URL or header=text, buttonN=value for the rest)."
     )
     assert "Something new" in failure_notice(139999, "Something new")
 

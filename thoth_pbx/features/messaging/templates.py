@@ -14,6 +14,7 @@ the admin's view)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -85,6 +86,9 @@ class Templates:
         try:
             await self.sync(account_id)
         except Exception:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError from None  # stopped mid-transaction: stop, do not log
             log.exception("synchronising the message templates failed", extra={"account": account_id})
 
     def directory_changed(self, collection: str, obj_id: int) -> None:

@@ -132,6 +132,10 @@ def wire(
             try:
                 await messaging.scan_windows(utcnow())
             except Exception:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # stopped mid-transaction: the driver turned the cancel into its own error
+                    raise asyncio.CancelledError from None
                 log.exception("checking the chats' 24-hour windows failed; trying again")
             await asyncio.sleep(WINDOW_SCAN_EVERY_S)  # a schedule, not a synchronisation
 
