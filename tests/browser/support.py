@@ -138,8 +138,14 @@ def sign_in(driver: WebDriver, base: str, password: str = PASSWORD) -> None:
 def submit_and_wait(driver: WebDriver, button_css: str, ready: str = "main", *, confirm: bool = False) -> None:
     """Click a submit button (saying yes when the page asks first) and wait for the next page:
     the old page's window carries a mark the new one has not."""
+    press_and_wait(
+        driver, wait(driver).until(ec.element_to_be_clickable((By.CSS_SELECTOR, button_css))), ready, confirm=confirm
+    )
+
+
+def press_and_wait(driver: WebDriver, element: WebElement, ready: str = "main", *, confirm: bool = False) -> None:
     driver.execute_script("window.thothOldPage = true")
-    click(driver, button_css)
+    element.click()
     if confirm:
         accept_confirm(driver)
     wait(driver).until(_new_page)

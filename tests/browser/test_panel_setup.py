@@ -16,6 +16,7 @@ import os
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from selenium.webdriver.common.by import By
@@ -31,6 +32,7 @@ from tests.browser.support import (
     find,
     go,
     open_panel,
+    press_and_wait,
     screenshot,
     sign_in,
     submit_and_wait,
@@ -271,6 +273,37 @@ def test_a_customer_message_shows_in_the_chats_of_its_line(
     message = text(browser, ".chat .message.in")
     assert "Hello from WhatsApp" in message and "customer" in message
     screenshot(browser, "chat")
+
+
+def test_a_job_waiting_on_a_bitrix24_outage_is_shown_and_retried_from_the_outbox(
+    served: tuple[Loop, PanelProcess], browser: WebDriver
+) -> None:
+    loop, process = served
+
+    async def outage(on: bool) -> None:
+        process.sim.outage = on
+
+    loop.run(outage(True))
+    loop.run(process.customers_write([("15551234567", "Sent while Bitrix24 is down", "wamid.panel-2")]))
+
+    async def backing_off() -> dict[str, Any] | None:
+        jobs = (await process._admin("GET", "/api/admin/outbox?status=pending"))["items"]
+        return next((j for j in jobs if j["attempts"] >= 1 and j["last_error"]), None)
+
+    job = loop.run(wait_until(backing_off, what="a job backing off"))
+    go(browser, process.public + "/panel/outbox", "#job-list")
+    row = browser.find_element(By.XPATH, f"//table[@id='job-list']//tr[td[1][normalize-space()='{job['id']}']]")
+    assert job["kind"] in row.text and "pending" in row.text
+    screenshot(browser, "outbox")
+
+    loop.run(outage(False))
+    press_and_wait(browser, row.find_element(By.CSS_SELECTOR, "button"), ".flash.ok")
+    assert text(browser, ".flash.ok") == f"Job {job['id']} runs again now."
+
+    async def delivered() -> bool:
+        return any(m["message"]["text"] == "Sent while Bitrix24 is down" for m in process.in_bitrix())
+
+    loop.run(wait_until(delivered, what="the message in Bitrix24 after the retry"))
 
 
 def test_dashboard_and_the_other_pages(served: tuple[Loop, PanelProcess], browser: WebDriver) -> None:
