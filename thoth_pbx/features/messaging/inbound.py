@@ -21,9 +21,10 @@ from thoth_pbx.clients.meta.graph import GraphError, MediaTooLarge
 from thoth_pbx.clients.meta.inbox import InboxItem
 from thoth_pbx.clients.meta.payloads import Message, contacts_of
 from thoth_pbx.core.shapes import sub
+from thoth_pbx.features.customers import Customer, identify, number_changed
 from thoth_pbx.features.directory import phone_and_account
 from thoth_pbx.features.messaging import connector, history
-from thoth_pbx.features.messaging.inbound_render import customer_key, entry, media_of, quoted_ids
+from thoth_pbx.features.messaging.inbound_render import Sender, entry, media_of, quoted_ids, sender_of
 from thoth_pbx.features.messaging.media import MediaChanged, MediaStore
 from thoth_pbx.features.messaging.models import MessagingMessage, line_of
 from thoth_pbx.features.messaging.window import Windows, opened_at
@@ -41,6 +42,31 @@ MEDIA_ATTEMPTS = 8  # then the message goes on without its file (the chat must n
 
 def chat_chain(instance_id: int, line_id: int, customer: str) -> str:
     return f"wa-chat:{instance_id}:{line_id}:{customer}"[:128]
+
+
+_CHANGED = {"user_changed_number", "customer_changed_number", "user_changed_user_id", "customer_identity_changed"}
+
+
+async def _who(session: AsyncSession, account_id: int, message: Message, sender: Sender) -> Customer:
+    """The customer behind a message; a system message saying they changed their number (a
+    new BSUID) moves their identity on, keeping the chat (Meta: webhooks/reference/messages/system)."""
+    system = message.content if message.type == "system" and isinstance(message.content, dict) else {}
+    if str(system.get("type") or "") in _CHANGED:
+        new_phone = system.get("wa_id") or system.get("new_wa_id")
+        new_bsuid = system.get("user_id") or system.get("new_user_id")
+        moved = await number_changed(
+            session,
+            account_id,
+            old_bsuid=sender.bsuid,
+            old_phone=sender.phone,
+            new_bsuid=str(new_bsuid) if new_bsuid else None,
+            new_phone=str(new_phone) if new_phone else None,
+        )
+        if moved is not None:
+            return moved
+    return await identify(
+        session, account_id, bsuid=sender.bsuid, phone=sender.phone, username=sender.username, name=sender.name
+    )
 
 
 class Inbound:
@@ -64,12 +90,13 @@ class Inbound:
             )
             return
         contacts = contacts_of(item.payload)
-        contact = contacts[0] if contacts else None
+        sender = sender_of(message, contacts[0] if contacts else None)
         instance_id = item.phone.app_instance_id
-        customer = customer_key(message, contact)
         async with self._sessions() as session:
             try:
                 async with session.begin():
+                    who = await _who(session, item.phone.waba_account_id, message, sender)
+                    customer = who.chat_key
                     line = await line_of(session, item.phone.id)
                     line_id = line.line_id if line is not None else None
                     quotes = {}
@@ -77,7 +104,7 @@ class Inbound:
                         quoted = await history.by_wamid(session, wamid)
                         if quoted is not None and quoted.preview:
                             quotes[wamid] = quoted.preview[:80]
-                    rendered = entry(message, contact, quotes)
+                    rendered = entry(message, sender, customer, quotes)
                     record = MessagingMessage(
                         phone_id=item.phone.id,
                         app_instance_id=instance_id,

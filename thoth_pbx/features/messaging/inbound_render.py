@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from thoth_pbx.clients.meta.contents import (
@@ -24,6 +25,7 @@ from thoth_pbx.clients.meta.contents import (
     Unknown,
 )
 from thoth_pbx.clients.meta.payloads import Contact, Message
+from thoth_pbx.core.shapes import sub
 
 _NAME_CHARS = re.compile(r"[^\w\s'\-]|[\d_]", re.UNICODE)
 
@@ -34,10 +36,27 @@ def clean_name(name: str | None) -> str:
     return cleaned[:25].strip() or "WhatsApp"
 
 
-def customer_key(message: Message, contact: Contact | None) -> str:
-    """The chat and user id of a customer: the WhatsApp id (phone) when Meta gives one, else the
-    business-scoped user id (BSUID); issue 17 makes this a stored identity."""
-    return message.from_ or (contact.user_id if contact else None) or "unknown"
+@dataclass(frozen=True)
+class Sender:
+    """Who wrote, as Meta describes them: the BSUID (contacts[].user_id or the message's
+    from_user_id), the phone (`from`), the username and profile name when shared."""
+
+    bsuid: str | None
+    phone: str | None
+    username: str | None
+    name: str | None
+
+
+def sender_of(message: Message, contact: Contact | None) -> Sender:
+    profile = sub(contact.extra, "profile") if contact else {}
+    username = (contact.extra.get("username") if contact else None) or profile.get("username")
+    bsuid = (contact.user_id if contact else None) or message.extra.get("from_user_id")
+    return Sender(
+        str(bsuid) if bsuid else None,
+        message.from_,
+        str(username) if username else None,
+        (contact.name if contact else None),
+    )
 
 
 _MEDIA_LABELS = {"image": "Image", "video": "Video", "audio": "Audio", "sticker": "Sticker", "document": "Document"}
@@ -102,9 +121,9 @@ def text_of(message: Message, quotes: Mapping[str, str] | None = None) -> str:
     return text
 
 
-def entry(message: Message, contact: Contact | None, quotes: Mapping[str, str] | None = None) -> dict[str, Any]:
-    key = customer_key(message, contact)
-    user: dict[str, Any] = {"id": key, "name": clean_name(contact.name if contact else None)}
+def entry(message: Message, sender: Sender, key: str, quotes: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The imconnector.send.messages entry; `key` is the customer's chat key (customers feature)."""
+    user: dict[str, Any] = {"id": key, "name": clean_name(sender.name or sender.username)}
     if message.from_:
         user |= {"phone": "+" + message.from_.lstrip("+"), "skip_phone_validate": "Y"}
     date = int(message.timestamp) if message.timestamp and message.timestamp.isdigit() else None

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from thoth_pbx.clients.bitrix.bucket import LeakyBucket
 from thoth_pbx.clients.meta.graph import GraphClient, GraphError, GraphRateLimited, GraphUnavailable
 from thoth_pbx.core.shapes import as_int, sub
+from thoth_pbx.features.customers import recipient_of
 from thoth_pbx.features.directory import AppInstance, Phone, phone_and_account
 from thoth_pbx.features.messaging import connector, history, template_command, window
 from thoth_pbx.features.messaging.bbcode import split_quote, split_signature, to_whatsapp
@@ -291,10 +292,13 @@ class Outbound:
 
     async def _body(self, job: Job, phone: Phone, token: str) -> dict[str, Any]:
         part = job.payload["part"]
+        async with self._sessions() as session:
+            # the chat's customer as they are now (a number change moved them on)
+            recipient = await recipient_of(session, phone.waba_account_id, str(job.payload["to"]))
         body: dict[str, Any] = {
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
-            "to": job.payload["to"],
+            **recipient.fields(),
         }
         if job.payload.get("reply_to"):
             body["context"] = {"message_id": job.payload["reply_to"]}

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from thoth_pbx.clients.bitrix.errors import BitrixLogicError
 from thoth_pbx.core.validation import FieldError
+from thoth_pbx.features.customers import find
 from thoth_pbx.features.directory import AppInstance, Phone
 from thoth_pbx.features.messaging import history, template_command, templates, window
 from thoth_pbx.features.messaging.inbound import chat_chain
@@ -183,6 +184,8 @@ class SmsProvider:
             )
             if existing is not None:
                 return {"message_id": message_id, "status": existing.status, "duplicate": True}
+            known = await find(session, phone.waba_account_id, phone=to)
+            chat = known.chat_key if known is not None else to  # the customer's chat, after a number change too
             sms = MessagingSms(
                 app_instance_id=instance.id,
                 phone_id=phone.id,
@@ -194,14 +197,14 @@ class SmsProvider:
             )
             session.add(sms)
             await session.flush()
-            part, refusal = await self._part(session, phone, to, body)
+            part, refusal = await self._part(session, phone, chat, body)
             line = await line_of(session, phone.id)
             line_id = line.line_id if line is not None and line.line_id is not None else 0
             row = MessagingMessage(
                 phone_id=phone.id,
                 app_instance_id=instance.id,
                 line_id=line_id or None,
-                customer=to,
+                customer=chat,
                 direction="out",
                 part=0,
                 kind="template" if part["type"] == "template" else "text",
@@ -216,9 +219,9 @@ class SmsProvider:
                 sms.status, sms.error = "failed", refusal
                 await self._report(session, sms, "failed")
                 return {"message_id": message_id, "status": "failed", "error": refusal}
-            payload = {"row": row.id, "phone_id": phone.id, "to": to, "part": part, "sms": sms.id}
+            payload = {"row": row.id, "phone_id": phone.id, "to": chat, "part": part, "sms": sms.id}
             row.job_id = await self._outbox.enqueue_in_order(
-                session, self._outbound_kind, instance.id, chat_chain(instance.id, line_id, to), payload
+                session, self._outbound_kind, instance.id, chat_chain(instance.id, line_id, chat), payload
             )
             return {"message_id": message_id, "status": "queued"}
 

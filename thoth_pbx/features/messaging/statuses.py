@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from thoth_pbx.clients.meta.inbox import InboxItem
 from thoth_pbx.clients.meta.payloads import Status
+from thoth_pbx.features.customers import find
 from thoth_pbx.features.messaging import connector, history
 from thoth_pbx.features.messaging.hints import failure_notice
 from thoth_pbx.features.messaging.inbound import chat_chain
@@ -53,9 +54,12 @@ class Statuses:
             return
         if item.phone is None or item.phone.app_instance_id is None:
             return
-        customer = status.recipient_id or str(status.extra.get("recipient_user_id") or "")
+        bsuid = str(status.extra.get("recipient_user_id") or "") or None
         errors = [{"code": e.code, "title": e.title, "message": e.message, "details": e.details} for e in status.errors]
         async with self._sessions() as session, session.begin():
+            who = await find(session, item.phone.waba_account_id, bsuid=bsuid, phone=status.recipient_id)
+            # the chat's chain, so the status runs behind the send it reports on
+            customer = who.chat_key if who is not None else (status.recipient_id or bsuid or "")
             line = await line_of(session, item.phone.id)
             chain = chat_chain(item.phone.app_instance_id, (line.line_id if line else None) or 0, customer)
             payload = {"wamid": status.id, "status": status.status, "timestamp": status.timestamp, "errors": errors}
