@@ -41,11 +41,12 @@ from tests.browser.support import (
 from tests.harness import asterisk as ah
 from tests.harness.asterisk import AsteriskInstance
 from tests.integration.conftest import tls_files
-from tests.support.bitrix import free_port, wait_until
+from tests.support.bitrix import USERS, free_port, wait_until
 from tests.support.messaging import SEED
 from thoth_pbx.sandbox import meta as meta_sim
 
 SIP_HOST = "pbx.example.com"
+ACTIVE = [u for u in USERS if u.active]  # the portal's employees we keep
 
 
 @pytest.fixture(scope="module")
@@ -307,7 +308,7 @@ def test_a_job_waiting_on_a_bitrix24_outage_is_shown_and_retried_from_the_outbox
 
 
 def test_dashboard_and_the_other_pages(served: tuple[Loop, PanelProcess], browser: WebDriver) -> None:
-    _, process = served
+    loop, process = served
     go(browser, process.public + "/panel/", "#health")
     health = text(browser, "#health")
     assert "Database ok" in health and "AMI connected" in health
@@ -320,6 +321,17 @@ def test_dashboard_and_the_other_pages(served: tuple[Loop, PanelProcess], browse
     go(browser, process.public + "/panel/portals", "#install-url")
     assert text(browser, "#install-url") == process.public + "/api/bitrix/install"
     screenshot(browser, "portals")
+    users = f"/api/admin/bitrix/instances/{process.instance_id}/users"
+
+    async def loaded() -> bool:
+        return len((await process._admin("GET", users))["items"]) == len(ACTIVE)
+
+    loop.run(wait_until(loaded, what="the portal's users loaded"))
+    go(browser, f"{process.public}/panel/portals/{process.instance_id}", "main h1")
+    assert "+15550100001" in text(browser, "main")  # its phone
+    rows = [r.text.split() for r in browser.find_elements(By.CSS_SELECTOR, "main table.list tbody tr")]
+    assert rows == [[str(u.id), u.name, u.last_name, u.extension or "–", "yes"] for u in ACTIVE]
+    screenshot(browser, "portal")
     for path, ready in (("/panel/calls", "#call-filters"), ("/panel/outbox", ".tabs"), ("/panel/chats", "main h1")):
         go(browser, process.public + path, ready)
     go(browser, process.public + "/panel/calls?since=yesterday", "#call-filters")
