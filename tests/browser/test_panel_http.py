@@ -3,6 +3,7 @@ on HTTP Basic (a panel session is no API credential), and a complete Russian cat
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from babel.messages.pofile import read_po
 from yarl import URL
 
 from thoth_pbx.clients.asterisk.ari import basic_auth_header
+from thoth_pbx.features.calls.models import Call
 from thoth_pbx.web.panel import i18n
 from thoth_pbx.web.panel.auth import SessionStore, safe_next
 
@@ -112,3 +114,51 @@ def test_sessions_expire_and_sign_in_only_goes_back_into_the_panel() -> None:
     assert safe_next("/panel/phones?x=1") == "/panel/phones?x=1"
     for elsewhere in ("https://evil.example/", "//evil.example/panel/", "/api/admin/wabas", "/panel\\..\\x", None):
         assert safe_next(elsewhere) == "/panel/"
+
+
+async def test_calls_filter_by_state_date_and_number_and_play_a_kept_recording(service) -> None:  # type: ignore[no-untyped-def]
+    """The calls page's own query (the API filters by state only): state, a date range in UTC
+    and part of either number; the recording is served only from recordings_dir."""
+    settings = service.services.settings
+    recordings = Path(settings.recordings_dir)
+    recordings.mkdir(parents=True, exist_ok=True)
+    (recordings / "kept.wav").write_bytes(b"RIFF0000WAVEfmt ")
+    outside = recordings.parent / "elsewhere.wav"
+    outside.write_bytes(b"RIFF-not-ours")
+    day = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
+    rows = [
+        Call(linkedid="l1", channel_id="c1", caller="+79990000001", called="+15550100001", state="ended",
+             started_at=day, status_code="200", bitrix_call_id="externalCall.1", recording_path=str(recordings / "kept.wav")),
+        Call(linkedid="l2", channel_id="c2", caller="+79990000002", called="+15550100001", state="ended",
+             started_at=day + dt.timedelta(days=2), status_code="304", recording_path=str(outside)),
+        Call(linkedid="l3", channel_id="c3", caller="+79990000003", called="+15550100002", state="ringing",
+             started_at=day + dt.timedelta(days=2)),
+    ]  # fmt: skip
+    async with service.services.sessions() as session, session.begin():
+        session.add_all(rows)
+    ids = [r.id for r in rows]
+    cookie = (await sign_in(service)).split(";")[0]
+    headers = {"Cookie": cookie}
+
+    async def listed(query: str) -> list[int]:
+        resp = await service.get(f"/panel/calls?{query}", headers=headers)
+        page = await resp.text()
+        return [int(n) for n in re.findall(r'<a href="/panel/calls/(\d+)">', page)]
+
+    assert await listed("") == ids[::-1]
+    assert await listed("state=ended") == [ids[1], ids[0]]
+    assert await listed("since=2026-12-01") == [ids[2], ids[1]]
+    assert await listed("until=2026-11-30") == [ids[0]]
+    assert await listed("number=0000003") == [ids[2]]
+    assert await listed("number=%2B15550100001&state=ended&since=2026-12-02&until=2026-12-02") == [ids[1]]
+    resp = await service.get("/panel/calls?since=30.11.2026", headers=headers)
+    assert resp.status == 400 and "must be a date like 2026-12-01" in await resp.text()
+
+    detail = await (await service.get(f"/panel/calls/{ids[0]}", headers=headers)).text()
+    assert "externalCall.1" in detail and f'src="/panel/calls/{ids[0]}/recording"' in detail
+    resp = await service.get(f"/panel/calls/{ids[0]}/recording", headers=headers)
+    assert resp.status == 200 and await resp.read() == b"RIFF0000WAVEfmt "
+    resp = await service.get(f"/panel/calls/{ids[1]}/recording", headers=headers)
+    assert resp.status == 404  # a path outside recordings_dir is never served
+    resp = await service.get(f"/panel/calls/{ids[0]}/recording", allow_redirects=False)
+    assert resp.status == 303  # and never without a session: to the sign-in page
