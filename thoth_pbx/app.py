@@ -65,6 +65,7 @@ from thoth_pbx.web.health import health_routes
 from thoth_pbx.web.http import admin_auth, json_errors
 from thoth_pbx.web.login_throttle import LoginThrottle
 from thoth_pbx.web.meta_webhook import meta_webhook_routes
+from thoth_pbx.web.metrics import metrics_routes
 from thoth_pbx.web.panel import PanelDeps, panel
 
 log = logging.getLogger(__name__)
@@ -258,6 +259,7 @@ def build_app(services: Services, login_throttle: LoginThrottle | None = None) -
     app.router.add_routes(meta_webhook_routes(services.meta.webhook))
     app.router.add_routes(bitrix_webhook_routes(services.bitrix.app))
     app.router.add_routes(outbox_routes(services.outbox, services.sessions))
+    app.router.add_routes(metrics_routes(services.sessions, services.ami, services.ari))
     for part in services.parts:
         app.router.add_routes(part.routes)
     app.router.add_routes(admin_panel.routes)

@@ -9,6 +9,7 @@ from aiohttp import web
 from thoth_pbx.core.validation import FieldError, ascii_digits, json_body
 
 ADMIN_PREFIX = "/api/admin/"
+METRICS_PATH = "/metrics"  # the Prometheus scrape, behind the admin credentials like ADMIN_PREFIX
 
 
 def error_response(field: str, message: str, status: int) -> web.Response:

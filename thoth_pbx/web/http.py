@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from thoth_pbx.core.http import ADMIN_PREFIX, error_response
+from thoth_pbx.core.http import ADMIN_PREFIX, METRICS_PATH, error_response
 from thoth_pbx.core.secrets import constant_time_equal
 from thoth_pbx.core.validation import FieldError
 from thoth_pbx.web.login_throttle import LoginThrottle
@@ -39,7 +39,7 @@ def admin_auth(
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith(ADMIN_PREFIX) or request.path == ADMIN_PREFIX.rstrip("/"):
+        if request.path.startswith(ADMIN_PREFIX) or request.path in (ADMIN_PREFIX.rstrip("/"), METRICS_PATH):
             address = request.remote or "unknown"
             wait = limiter.retry_after(address)
             if wait is not None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from thoth_pbx.clients.meta.webhook import SIGNATURE_HEADER, WebhookReceiver
+from thoth_pbx.core.metrics import WEBHOOK_DELIVERIES
+from thoth_pbx.core.validation import FieldError
 from thoth_pbx.features.directory.whatsapp import WEBHOOK_PATH
 
 
@@ -15,10 +17,15 @@ def meta_webhook_routes(receiver: WebhookReceiver) -> list[web.RouteDef]:
         return web.Response(text=challenge, content_type="text/plain")
 
     async def deliver(request: web.Request) -> web.Response:
-        account = await receiver.account(request.query.get("api-key"))
-        receiver.check_size(request.content_length)
-        body = await request.read()
-        receipt = await receiver.receive(account, body, request.headers.get(SIGNATURE_HEADER))
+        try:
+            account = await receiver.account(request.query.get("api-key"))
+            receiver.check_size(request.content_length)
+            body = await request.read()
+            receipt = await receiver.receive(account, body, request.headers.get(SIGNATURE_HEADER))
+        except FieldError:
+            WEBHOOK_DELIVERIES.labels("refused").inc()
+            raise
+        WEBHOOK_DELIVERIES.labels("stored").inc()
         return web.Response(body=b'{"received": %d}' % receipt.events, content_type="application/json")
 
     return [web.get(WEBHOOK_PATH, verify), web.post(WEBHOOK_PATH, deliver)]

@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import logging
 import random
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 import httpx
 
 from thoth_pbx.core.logs import register_secret
+from thoth_pbx.core.metrics import GRAPH_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -268,6 +270,17 @@ class GraphClient:
                 await asyncio.sleep(pause)
 
     async def _send(self, method: str, url: str, token: str, **kwargs: Any) -> dict[str, Any]:
+        began = time.perf_counter()
+        outcome = "ok"
+        try:
+            return await self._exchange(method, url, token, **kwargs)
+        except GraphError as exc:
+            outcome = str(exc.code) if exc.code is not None else "unavailable"
+            raise
+        finally:
+            GRAPH_SECONDS.labels(method, outcome).observe(time.perf_counter() - began)
+
+    async def _exchange(self, method: str, url: str, token: str, **kwargs: Any) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
             response = await self._http.request(method, url, headers=headers, **kwargs)

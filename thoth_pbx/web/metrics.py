@@ -1,0 +1,139 @@
+"""`GET /metrics`: the Prometheus text format, behind the admin's HTTP Basic credentials (a
+scrape config's `basic_auth`), as docs/metrics.md shows.
+
+Two sources. What the database holds (calls by state, ended calls by status code, messages by
+direction and status, outbox jobs by kind and status with the age of the oldest waiting one) is
+read at scrape time, so every instance on one database reports the same, and a restart loses
+nothing. What only this process sees (request latencies, the announce latency, webhook
+deliveries, AMI/ARI connection state) comes from core/metrics.py and the clients."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from thoth_pbx.clients.asterisk.ami import AmiClient
+from thoth_pbx.clients.asterisk.ari import AriClient
+from thoth_pbx.core.http import METRICS_PATH
+from thoth_pbx.core.metrics import INSTRUMENTS
+from thoth_pbx.features.calls.models import Call
+from thoth_pbx.features.messaging.models import MessagingMessage
+from thoth_pbx.outbox.models import OutboxJob
+from thoth_pbx.store.types import utcnow
+
+
+@dataclass
+class Snapshot:
+    calls: list[tuple[str, int]] = field(default_factory=list)
+    ended: list[tuple[str, int]] = field(default_factory=list)
+    messages: list[tuple[str, str, int]] = field(default_factory=list)
+    jobs: list[tuple[str, str, int]] = field(default_factory=list)
+    oldest: list[tuple[str, float]] = field(default_factory=list)
+    connected: dict[str, bool] = field(default_factory=dict)
+
+
+async def take(sessions: async_sessionmaker[AsyncSession], ami: AmiClient, ari: AriClient) -> Snapshot:
+    now = utcnow()
+    async with sessions() as session:
+        calls = (await session.execute(select(Call.state, func.count()).group_by(Call.state))).all()
+        ended = (
+            await session.execute(
+                select(Call.status_code, func.count()).where(Call.state == "ended").group_by(Call.status_code)
+            )
+        ).all()
+        messages = (
+            await session.execute(
+                select(MessagingMessage.direction, MessagingMessage.status, func.count()).group_by(
+                    MessagingMessage.direction, MessagingMessage.status
+                )
+            )
+        ).all()
+        jobs = (
+            await session.execute(
+                select(OutboxJob.kind, OutboxJob.status, func.count()).group_by(OutboxJob.kind, OutboxJob.status)
+            )
+        ).all()
+        oldest = (
+            await session.execute(
+                select(OutboxJob.kind, func.min(OutboxJob.created_at))
+                .where(OutboxJob.status.in_(("pending", "running")))
+                .group_by(OutboxJob.kind)
+            )
+        ).all()
+    return Snapshot(
+        calls=[(str(s), int(n)) for s, n in calls],
+        ended=[(str(c or "none"), int(n)) for c, n in ended],
+        messages=[(str(d), str(s), int(n)) for d, s, n in messages],
+        jobs=[(str(k), str(s), int(n)) for k, s, n in jobs],
+        oldest=[(str(k), max(0.0, (now - _aware(at)).total_seconds())) for k, at in oldest if at is not None],
+        connected={"ami": ami.connected, "ari": ari.connected},
+    )
+
+
+def _aware(at: dt.datetime) -> dt.datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=dt.UTC)
+
+
+class SnapshotCollector(Collector):
+    """Yields the snapshot taken just before this scrape."""
+
+    def __init__(self) -> None:
+        self.snapshot = Snapshot()
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.snapshot
+        calls = GaugeMetricFamily("thoth_calls", "WhatsApp calls in the database by state", labels=["state"])
+        for state, n in snap.calls:
+            calls.add_metric([state], n)
+        yield calls
+        ended = CounterMetricFamily(
+            "thoth_calls_ended", "Ended WhatsApp calls by SIP status code (200 answered)", labels=["status_code"]
+        )
+        for code, n in snap.ended:
+            ended.add_metric([code], n)
+        yield ended
+        messages = GaugeMetricFamily(
+            "thoth_messages",
+            "Bridged WhatsApp messages by direction (in, out) and status",
+            labels=["direction", "status"],
+        )
+        for direction, status, n in snap.messages:
+            messages.add_metric([direction, status], n)
+        yield messages
+        jobs = GaugeMetricFamily("thoth_outbox_jobs", "Outbox jobs by kind and status", labels=["kind", "status"])
+        for kind, status, n in snap.jobs:
+            jobs.add_metric([kind, status], n)
+        yield jobs
+        age = GaugeMetricFamily(
+            "thoth_outbox_oldest_waiting_seconds", "Age of the oldest unfinished outbox job by kind", labels=["kind"]
+        )
+        for kind, seconds in snap.oldest:
+            age.add_metric([kind], seconds)
+        yield age
+        connected = GaugeMetricFamily(
+            "thoth_asterisk_connected", "1 while this instance's AMI / ARI connection is up", labels=["interface"]
+        )
+        for interface, up in sorted(snap.connected.items()):
+            connected.add_metric([interface], 1.0 if up else 0.0)
+        yield connected
+
+
+def metrics_routes(sessions: async_sessionmaker[AsyncSession], ami: AmiClient, ari: AriClient) -> list[web.RouteDef]:
+    registry = CollectorRegistry(auto_describe=True)
+    collector = SnapshotCollector()
+    registry.register(collector)
+
+    async def scrape(request: web.Request) -> web.Response:
+        collector.snapshot = await take(sessions, ami, ari)
+        body = generate_latest(registry) + generate_latest(INSTRUMENTS)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    return [web.get(METRICS_PATH, scrape)]
