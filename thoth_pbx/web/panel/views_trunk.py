@@ -16,10 +16,18 @@ from thoth_pbx.features.trunk import render as trunk
 from thoth_pbx.web.panel import forms
 from thoth_pbx.web.panel.auth import PANEL, SESSION
 from thoth_pbx.web.panel.deps import PanelDeps
-from thoth_pbx.web.panel.render import Pages
+from thoth_pbx.web.panel.render import N_, Pages
 
 FIELD_TYPES = {f.name: str(f.type) for f in dataclasses.fields(trunk.TrunkSettings)}
 KEYS = tuple(trunk.VALIDATORS)
+# headings of the settings table, at the first key of each group (VALIDATORS keeps this order)
+GROUPS = {
+    "transport_name": N_("Names and the TLS transport"),
+    "qualify_frequency": N_("Meta's address (AOR)"),
+    "context": N_("The endpoint (calls from Meta)"),
+    "identify_match": N_("Who is Meta (identify)"),
+    "fallback_dial": N_("Dialplan: while thoth-pbx is not connected"),
+}
 
 
 def kind(key: str) -> str:
@@ -60,6 +68,7 @@ def trunk_routes(deps: PanelDeps, pages: Pages) -> list[web.RouteDef]:
         request: web.Request, values: dict[str, str] | None = None, exc: FieldError | None = None, **extra: Any
     ) -> web.Response:
         view = await deps.pbx.trunk_view()
+        _ = pages.translator(request)
         errors, form_error = forms.errors_of(exc.field, exc.message, KEYS) if exc else ({}, None)
         rows = [
             {
@@ -69,6 +78,7 @@ def trunk_routes(deps: PanelDeps, pages: Pages) -> list[web.RouteDef]:
                 "source": view["source"][key],
                 "default": shown(view["defaults"][key], key),
                 "omittable": key in view["omittable"],
+                "group": _(GROUPS[key]) if key in GROUPS else None,
             }
             for key in KEYS
         ]
