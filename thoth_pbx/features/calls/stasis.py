@@ -67,6 +67,8 @@ CONTEXT_CACHE_SIZE = 1000
 # How long a call's ringback and routing may wait behind the announces of later calls of a
 # burst: a steady stream of new calls must not hold a ringing back for long.
 ANNOUNCE_FIRST_MAX_S = 1.0
+# Calls stored in one transaction at most when many arrived together (a Bitrix batch's size).
+ANNOUNCE_GROUP_MAX = 50
 
 
 class ChangeCounter(Protocol):
@@ -266,19 +268,51 @@ class StasisCalls(CallRecovery):
             pass
 
     async def _announce_with(self, session: AsyncSession) -> None:
-        """Announce arrivals with `session` until none is left, or one fails (a fresh session then)."""
+        """Announce arrivals with `session` until none is left, or a call cannot be stored (a fresh
+        session then). The first arrival is stored alone, so it leaves at once; the calls that
+        arrived meanwhile are stored together (group commit: each call with its register, one
+        transaction for the group), their registers batching behind the ones already out."""
+        alone = True
         while self._arrivals:
-            arrival = self._arrivals.popleft()
-            if arrival.stored.done():
-                continue  # its call task is gone (stopping): resync picks the channel up
+            group: list[_Arrival] = []
+            while self._arrivals and len(group) < (1 if alone else ANNOUNCE_GROUP_MAX):
+                arrival = self._arrivals.popleft()
+                if not arrival.stored.done():  # else its call task is gone (stopping): resync picks it up
+                    group.append(arrival)
+            alone = False
+            if not group:
+                continue
             try:
-                call, ctx, registering = await self._store_new_call(session, arrival)
+                stored = await self._store_calls(session, group)
             except Exception:
+                if len(group) > 1:  # one bad call must not send the others to the fallback
+                    log.warning("storing calls together failed; storing them one by one", extra={"calls": len(group)})
+                    for arrival in group:
+                        await self._announce_alone(session, arrival)
+                    continue
                 log.exception(
-                    "cannot store the call; handing it to the dialplan fallback", extra={"channel": arrival.channel_id}
+                    "cannot store the call; handing it to the dialplan fallback", extra={"channel": group[0].channel_id}
                 )
-                arrival.stored.set_result(None)
+                group[0].stored.set_result(None)
                 return
+            await self._announced_now(group, stored)
+
+    async def _announce_alone(self, session: AsyncSession, arrival: _Arrival) -> None:
+        try:
+            stored = await self._store_calls(session, [arrival])
+        except Exception:
+            log.exception(
+                "cannot store the call; handing it to the dialplan fallback", extra={"channel": arrival.channel_id}
+            )
+            arrival.stored.set_result(None)
+            return
+        await self._announced_now([arrival], stored)
+
+    async def _announced_now(
+        self, group: list[_Arrival], stored: list[tuple[Call, CallContext, Registering | None]]
+    ) -> None:
+        leaving = []
+        for arrival, (call, ctx, registering) in zip(group, stored, strict=True):
             log.info(
                 "whatsapp call",
                 extra={
@@ -290,33 +324,37 @@ class StasisCalls(CallRecovery):
             )
             arrival.stored.set_result((call, ctx, registering.result if registering else None))
             if registering is not None:
-                # resumes once the register's job has taken its first step: the request is on the
-                # wire, or queued behind the portal's rate limit (later registers batch behind it)
-                await registering.leaving
+                leaving.append(registering.leaving)
+        if leaving:
+            # resumes once the registers' jobs have taken their first step: the requests are on the
+            # wire, or queued behind the ones out (or the portal's rate limit) to leave as a batch
+            await asyncio.wait(leaving)
 
-    async def _store_new_call(
-        self, session: AsyncSession, arrival: _Arrival
-    ) -> tuple[Call, CallContext, Registering | None]:
-        """The call row and its register job, one transaction; the commit sends the register."""
-        phone_id, ctx = await self._context_for(arrival.called)
-        values: dict[str, Any] = {
-            "linkedid": arrival.linkedid,
-            "channel_id": arrival.channel_id,
-            "phone_id": phone_id,
-            "app_instance_id": ctx.app_instance_id,
-            "caller": arrival.caller,
-            "called": arrival.called or "unknown",
-            "wacid": arrival.wacid,
-            "state": "ringing",
-            "started_at": utcnow(),
-            "detail": {},
-        }
-        call = Call(**values)
+    async def _store_calls(
+        self, session: AsyncSession, arrivals: list[_Arrival]
+    ) -> list[tuple[Call, CallContext, Registering | None]]:
+        """Each call's row and its register job, in one transaction; the commit sends the registers."""
+        stored = []
         async with session.begin():
-            # the hot path of every call: a compiled INSERT, not the ORM's flush (fast_insert.py)
-            call.id = await insert_returning_id(session, CALLS, values)
-            registering = await self.notifier.registered(session, call, ctx)
-        return call, ctx, registering
+            for arrival in arrivals:
+                phone_id, ctx = await self._context_for(arrival.called)
+                values: dict[str, Any] = {
+                    "linkedid": arrival.linkedid,
+                    "channel_id": arrival.channel_id,
+                    "phone_id": phone_id,
+                    "app_instance_id": ctx.app_instance_id,
+                    "caller": arrival.caller,
+                    "called": arrival.called or "unknown",
+                    "wacid": arrival.wacid,
+                    "state": "ringing",
+                    "started_at": utcnow(),
+                    "detail": {},
+                }
+                call = Call(**values)
+                # the hot path of every call: a compiled INSERT, not the ORM's flush (fast_insert.py)
+                call.id = await insert_returning_id(session, CALLS, values)
+                stored.append((call, ctx, await self.notifier.registered(session, call, ctx)))
+        return stored
 
     async def _route_and_talk(
         self,
