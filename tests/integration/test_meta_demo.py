@@ -80,9 +80,8 @@ async def test_sandbox_meta_serves_the_seeded_account(tmp_path: Path) -> None:
         assert status == 200 and body["calling"]["status"] == "DISABLED"
 
 
-async def test_meta_webhook_via_the_simulator_opens_the_customers_window(service, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """`--via`: the simulated Meta posts the message itself, so it knows the customer wrote (its
-    24-hour window opens) as the real Meta would; posting directly it does not."""
+async def _demo_account(service, tmp_path: Path) -> tuple[str, dict[str, str]]:  # type: ignore[no-untyped-def]
+    """A WABA account with the demo app secret: its webhook URL, and the CLI's environment."""
     headers = {"Authorization": basic_auth_header(*service.admin_auth)}
     waba = await (
         await service.post(
@@ -92,7 +91,13 @@ async def test_meta_webhook_via_the_simulator_opens_the_customers_window(service
         )
     ).json()
     url = str(service.make_url(f"/api/waba/?api-key={waba['api_key']}"))
-    env = {**os.environ, "THOTH_SECRET_KEY_FILE": str(tmp_path / "k2"), "THOTH_CONFIG": ""}
+    return url, {**os.environ, "THOTH_SECRET_KEY_FILE": str(tmp_path / "k2"), "THOTH_CONFIG": ""}
+
+
+async def test_meta_webhook_via_the_simulator_opens_the_customers_window(service, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`--via`: the simulated Meta posts the message itself, so it knows the customer wrote (its
+    24-hour window opens) as the real Meta would; posting directly it does not."""
+    url, env = await _demo_account(service, tmp_path)
     async with sandbox_meta(tmp_path) as (port, token):
         hook = ["sandbox", "meta-webhook", "--url", url, "--app-secret", "demo-app-secret-123", "--from", "15557654321"]
         code, out, err = await run(*hook, env=env)
@@ -108,16 +113,7 @@ async def test_meta_webhook_via_the_simulator_opens_the_customers_window(service
 
 
 async def test_meta_webhook_command_delivers_calls_out_of_order(service, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    headers = {"Authorization": basic_auth_header(*service.admin_auth)}
-    waba = await (
-        await service.post(
-            "/api/admin/wabas",
-            json={"name": "Demo", "access_token": "EAAG" + "d" * 30, "app_secret": "demo-app-secret-123"},
-            headers=headers,
-        )
-    ).json()
-    url = str(service.make_url(f"/api/waba/?api-key={waba['api_key']}"))
-    env = {**os.environ, "THOTH_SECRET_KEY_FILE": str(tmp_path / "k2"), "THOTH_CONFIG": ""}
+    url, env = await _demo_account(service, tmp_path)
     code, out, err = await run(
         "sandbox",
         "meta-webhook",
