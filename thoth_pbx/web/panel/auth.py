@@ -11,6 +11,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -103,7 +104,7 @@ def guard(
         session = store.get(request.cookies.get(SESSION_COOKIE))
         if session is None:
             if request.method == "GET":
-                raise web.HTTPSeeOther(f"{LOGIN}?next={_quote(request.path_qs)}")
+                raise web.HTTPSeeOther(f"{LOGIN}?next={quote(request.path_qs, safe='/')}")
             return refuse(request, 403, "csrf")
         request[SESSION] = session
         if request.method not in ("GET", "HEAD"):
@@ -118,9 +119,3 @@ def guard(
             return refuse(request, 404, "not-found")
 
     return middleware
-
-
-def _quote(path: str) -> str:
-    from urllib.parse import quote
-
-    return quote(path, safe="/")
