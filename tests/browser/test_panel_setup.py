@@ -202,7 +202,7 @@ def test_add_a_phone_enable_calling_and_sip_then_read_metas_error(
 
 
 def test_change_a_trunk_setting_see_the_diff_apply_to_asterisk_and_read_the_verified_result(
-    served: tuple[Loop, PanelProcess], browser: WebDriver
+    served: tuple[Loop, PanelProcess], browser: WebDriver, asterisk: AsteriskInstance
 ) -> None:
     _, process = served
     go(browser, process.public + "/panel/trunk", "#trunk-form")
@@ -253,6 +253,12 @@ def test_change_a_trunk_setting_see_the_diff_apply_to_asterisk_and_read_the_veri
     go(browser, process.public + "/panel/trunk", "#trunk-form")
     fill(browser, {"codecs": "opus"})
     submit_and_wait(browser, "#save", "#no-diff")  # the files on disk are still the verified ones
+
+    # someone edits our file by hand: the trunk page (and the dashboard) say so
+    pjsip = asterisk.config_dir / "pjsip_thoth.conf"
+    pjsip.write_text(pjsip.read_text() + "; edited by hand\n")
+    go(browser, process.public + "/panel/trunk", "#trunk-status")
+    assert "changed by someone else (drift)" in text(browser, "#trunk-status")
 
 
 def test_a_customer_message_shows_in_the_chats_of_its_line(
@@ -317,6 +323,8 @@ def test_dashboard_and_the_other_pages(served: tuple[Loop, PanelProcess], browse
     assert f"Phone {SEED.display_phone_number} has an error from Meta." in attention
     link = browser.find_element(By.LINK_TEXT, f"Phone {SEED.display_phone_number} has an error from Meta.")
     assert link.get_attribute("href").endswith("/panel/phones/1")
+    drift = browser.find_element(By.LINK_TEXT, "Someone changed our files on disk since the last apply (drift).")
+    assert drift.get_attribute("href").endswith("/panel/trunk")
     screenshot(browser, "dashboard")
     go(browser, process.public + "/panel/portals", "#install-url")
     assert text(browser, "#install-url") == process.public + "/api/bitrix/install"
