@@ -717,6 +717,7 @@ class Scene:
     database: Path
     serve_log: Path
     floor: Floor
+    cpu: CpuMeter
 
 
 async def settle(scene: Scene, placed: list[Placed]) -> list[str]:
@@ -765,12 +766,14 @@ async def run_burst(scene: Scene, n: int) -> dict[str, Any]:
     are announced, then Meta hangs them all up. Per call: Stasis -> register at the simulator."""
     observed, sim = scene.observed, scene.sim
     first_seq = max((e.seq for e in sim.recorder.entries), default=0)
+    before = scene.cpu.snapshot()
     placed = await scene.lab.place_at_once(n)
 
     async def all_announced() -> bool:
         return all(observed.announce_ms(p.wacid) is not None for p in placed)
 
     problems = [] if await until(all_announced, timeout=30, every=0.002) else ["not all announced within 30 s"]
+    window = CpuMeter.between(before, scene.cpu.snapshot())  # from placing the burst to its last register
     if await scene.lab.hang_up_at_once(placed):
         problems.append("Meta's ARI refused some hangups")
     problems += await settle(scene, placed)
@@ -802,6 +805,16 @@ async def run_burst(scene: Scene, n: int) -> dict[str, Any]:
         "register_requests": list(sizes.values()),
         # the first register reached Bitrix24 before the last call of the burst was stored
         "registers_before_last_stored": sum(1 for at in registers if at < last_stored),
+        # what the box did while the burst was announced (percent of one core; the box has 200)
+        "while_announcing": {
+            "wall_ms": round(window["wall_s"] * 1000, 1),
+            "thoth_loop_cpu_ms_per_call": round(window["thoth_pbx_event_loop"]["seconds"] * 1000 / n, 2),
+            **{
+                name: window[name]["percent_of_one_core"]
+                for name in ("machine_total", "asterisk_business", "asterisk_meta", "thoth_pbx")
+                + ("bench_and_bitrix_simulator", "other_processes")
+            },
+        },
         "first_register_ms_after_first_stasis": round((registers[0] - min(stasis)) * 1000, 2)
         if registers and stasis
         else None,
@@ -857,6 +870,9 @@ async def run_bursts(args: argparse.Namespace, scene: Scene, cpu: CpuMeter) -> d
             "samples": len(ms),
             "stages_ms_p50": announce_stages(placed, observed, scene.database, scene.serve_log, 0.5),
             "stages_ms_p99": announce_stages(placed, observed, scene.database, scene.serve_log, 0.99),
+            "while_announcing_p50": {
+                key: pct([r["while_announcing"][key] for r in runs], 0.5) for key in runs[0]["while_announcing"]
+            },
             "bare_websocket_event_ms_p50_p99": (pct(events, 0.5), pct(events, 0.99)),
             "bursts": [{k: v for k, v in r.items() if k not in ("placed", "ms", "calls", "event_ms")} for r in runs],
         }
@@ -943,7 +959,9 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         first = cpu.snapshot()
         burst = None
         if args.scenario in ("burst", "all"):
-            burst = await run_bursts(args, Scene(lab, observed, sim, tmp / "thoth.sqlite3", server.log, floor), cpu)
+            burst = await run_bursts(
+                args, Scene(lab, observed, sim, tmp / "thoth.sqlite3", server.log, floor, cpu), cpu
+            )
         stopped_by = "every level passed"
         for n in args.levels if args.scenario in ("levels", "all") else []:
             # a level lasts about as long as the last one, scaled by its size (or a first guess)
