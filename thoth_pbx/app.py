@@ -57,6 +57,7 @@ from thoth_pbx.outbox.http import outbox_routes
 from thoth_pbx.outbox.queue import Outbox
 from thoth_pbx.store import db
 from thoth_pbx.store import setting as _setting  # noqa: E402,F401
+from thoth_pbx.store.changes import ChangeListener
 from thoth_pbx.store.keycheck import stored_secret_sample
 from thoth_pbx.store.sqlite_inline import Checkpointer
 from thoth_pbx.store.types import install_secret_box
@@ -167,12 +168,14 @@ async def open_services(settings: Settings) -> Services:
     customers_part = customers_feature.wire(deps)
     _doctor, doctor_part = doctor_feature.wire(deps, pbx, meta.graph, meta.tokens.check, bitrix.portals)
     checkpointer = db.checkpointer(engine)
+    change_listener = ChangeListener.for_engine(engine)  # PostgreSQL: other instances' writes
     outbox, ami, ari = deps.outbox, deps.ami, deps.ari
     # Started in this order, stopped in reverse: the outbox stops before the portal clients it
     # uses close, and the calls stop (their tasks cancelled; the calls live on in Asterisk and
     # are re-attached at the next start) before ARI does.
     lifecycle = [
         Wired(start=checkpointer.start, stop=checkpointer.stop) if checkpointer else Wired(),
+        Wired(start=change_listener.start, stop=change_listener.stop) if change_listener else Wired(),
         Wired(start=ami.start, stop=ami.stop),
         directory_part,
         portal_part,
