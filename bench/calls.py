@@ -781,6 +781,9 @@ async def run_burst(scene: Scene, n: int) -> dict[str, Any]:
     # Asterisk's side of the first stage: its Stasis event reaching a bare websocket in this process
     event_ms = [scene.floor.event_ms[p.wacid] for p in placed if p.wacid in scene.floor.event_ms]
     stasis = [observed.stasis_at[p.wacid] for p in placed if p.wacid in observed.stasis_at]
+    earliest = min(
+        (p for p in placed if p.wacid in observed.stasis_at), key=lambda p: observed.stasis_at[p.wacid], default=None
+    )
     # how the registers left: the size of each request that carried some (1 = alone, else a batch)
     sizes: dict[int, int] = {}
     for e in sim.recorder.entries:
@@ -815,6 +818,10 @@ async def run_burst(scene: Scene, n: int) -> dict[str, Any]:
                 + ("bench_and_bitrix_simulator", "other_processes")
             },
         },
+        # the caller who came first (earliest Stasis): how long they waited for the others
+        "first_caller_ms": round(first_ms, 2)
+        if earliest and (first_ms := observed.announce_ms(earliest.wacid))
+        else None,
         "first_register_ms_after_first_stasis": round((registers[0] - min(stasis)) * 1000, 2)
         if registers and stasis
         else None,
@@ -870,6 +877,7 @@ async def run_bursts(args: argparse.Namespace, scene: Scene, cpu: CpuMeter) -> d
             "samples": len(ms),
             "stages_ms_p50": announce_stages(placed, observed, scene.database, scene.serve_log, 0.5),
             "stages_ms_p99": announce_stages(placed, observed, scene.database, scene.serve_log, 0.99),
+            "first_caller_ms": [r["first_caller_ms"] for r in runs],
             "while_announcing_p50": {
                 key: pct([r["while_announcing"][key] for r in runs], 0.5) for key in runs[0]["while_announcing"]
             },
