@@ -345,3 +345,21 @@ def test_dashboard_and_the_other_pages(served: tuple[Loop, PanelProcess], browse
     go(browser, process.public + "/panel/calls?since=yesterday", "#call-filters")
     assert error_beside(browser, "since") == "must be a date like 2026-12-01"
     screenshot(browser, "calls")
+
+
+@pytest.mark.parametrize("width", [1024, 1280])
+def test_every_page_fits_a_laptop_screen(served: tuple[Loop, PanelProcess], browser: WebDriver, width: int) -> None:
+    """No page scrolls sideways at laptop widths (long values wrap, tables fit)."""
+    _, process = served
+    browser.set_window_size(width, 800)
+    try:
+        for path in (
+            "/panel/", "/panel/wabas", "/panel/wabas/1", "/panel/phones", "/panel/phones/1", "/panel/trunk",
+            "/panel/trunk/preview", "/panel/trunk/revisions", "/panel/calls", "/panel/chats", "/panel/chats/1",
+            "/panel/outbox", "/panel/portals", f"/panel/portals/{process.instance_id}",
+        ):  # fmt: skip
+            go(browser, process.public + path, "footer")
+            overflow = browser.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 0, f"{path} is {overflow}px wider than a {width}px window"
+    finally:
+        browser.set_window_size(1366, 860)
