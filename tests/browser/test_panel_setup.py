@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support import expected_conditions as ec
 
 from tests.browser.support import (
     Loop,
@@ -363,3 +364,22 @@ def test_every_page_fits_a_laptop_screen(served: tuple[Loop, PanelProcess], brow
             assert overflow <= 0, f"{path} is {overflow}px wider than a {width}px window"
     finally:
         browser.set_window_size(1366, 860)
+
+
+def test_disabling_calling_asks_first_then_meta_turns_it_off(
+    served: tuple[Loop, PanelProcess], browser: WebDriver
+) -> None:
+    """Last: it changes the phone the other tests look at."""
+    _, process = served
+    go(browser, process.public + "/panel/phones/1", "#calling-disable")
+    click(browser, "#calling-disable")
+    alert = wait(browser).until(ec.alert_is_present())
+    assert alert.text.startswith("Disable Calling and SIP at Meta?")
+    alert.dismiss()  # "no": nothing is sent
+    assert "Calling Enabled" in text(browser, "#calling .switches")
+    submit_and_wait(browser, "#calling-disable", "#calling", confirm=True)
+    switches = text(browser, "#calling .switches")
+    assert "Calling Disabled" in switches and "SIP Disabled" in switches
+    assert text(browser, ".flash.ok") == "Done: Meta's settings were read back and match."
+    at_meta = process.meta.phones[SEED.phone_number_id]
+    assert at_meta.calling["status"] == "DISABLED" and at_meta.sip_status == "DISABLED"
