@@ -4,7 +4,6 @@ it, operators' messages out, statuses back, notices for the operator, and the ad
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 from dataclasses import dataclass
@@ -156,8 +155,11 @@ def wire(
     async def stop() -> None:
         for task in sweeper:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # a loop cancelled inside a transaction may end with the driver's error instead of
+        # CancelledError (the session's close then finds the connection half-way): it is stopped
+        for outcome in await asyncio.gather(*sweeper, return_exceptions=True):
+            if isinstance(outcome, Exception):
+                log.debug("a messaging loop ended with an error while stopping", exc_info=outcome)
         await outbound.close()
         await background.wait()
         await templates.stop()
