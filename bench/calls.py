@@ -78,6 +78,8 @@ OPERATOR = "200"  # an always-answering phone of the lab's pool; it takes any nu
 TRUNK_ENDPOINT = "PJSIP/wa.meta.vc"
 OBSERVER_APP = "bench-observer"
 BARE_APP = "bench-bare"  # the floor's websocket: a bare aiohttp client, no ARI client code
+# ARI's per-application event filter (PUT /applications/{app}/eventFilter, Asterisk 13.26+)
+ONLY_DIALPLAN = {"allowed": [{"type": "ChannelDialplan"}]}
 RAMP_PER_S = 10.0  # new calls per second while a level builds up
 PROBE_EVERY_S = 0.25
 # The WhatsApp user's side: the lab's `caller` context answers with Echo, and so do the
@@ -348,6 +350,10 @@ class Floor:
             f"{self.base}/ari/applications/{BARE_APP}/subscription",
             headers=self.auth,
             params={"eventSource": f"endpoint:{TRUNK_ENDPOINT}"},
+        ) as resp:
+            resp.raise_for_status()
+        async with self._http.put(
+            f"{self.base}/ari/applications/{BARE_APP}/eventFilter", headers=self.auth, json=ONLY_DIALPLAN
         ) as resp:
             resp.raise_for_status()
 
@@ -934,6 +940,9 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 f"/applications/{OBSERVER_APP}/subscription",
                 params={"eventSource": f"endpoint:{TRUNK_ENDPOINT}"},
             )
+            # only what the bench reads: every other event of every channel would cost this
+            # process (which also runs the simulator that stamps the registers) CPU in a burst
+            await lab.ari.request("PUT", f"/applications/{OBSERVER_APP}/eventFilter", json_body=ONLY_DIALPLAN)
 
         lab.ari.on_connect = subscribe
         lab.ari.start()

@@ -77,7 +77,8 @@ class ChangeCounter(Protocol):
     generation: int
 
 
-Stored = tuple[Call, CallContext, Registration | None]
+# the call, its context, its register's result to come, and whether it came in a burst
+Stored = tuple[Call, CallContext, Registration | None, bool]
 
 
 @dataclass(frozen=True)
@@ -208,11 +209,12 @@ class StasisCalls(CallRecovery):
         if stored is None:  # database down or broken: the call must still ring somewhere
             await self._to_fallback(channel_id)
             return
-        call, ctx, registration = stored
-        # Ringback and routing wait behind the registers of a burst's later calls (bounded): the
-        # dialplan's Progress() already gave Meta early media (it drops a call with none within
-        # 20 s), so the tone can wait the milliseconds the announces need.
-        await self._behind_announces()
+        call, ctx, registration, in_burst = stored
+        # In a burst, ringback and routing wait behind the announces (bounded): the dialplan's
+        # Progress() already gave Meta early media (it drops a call with none within 20 s), so
+        # the tone can wait the milliseconds the registers need.
+        if in_burst:
+            await self._behind_announces(registration)
         ringback = asyncio.create_task(self._early_media(channel_id))
         state = cf.CallState(call.id, channel_id, linkedid, caller, call.called, call.started_at)
         try:
@@ -238,10 +240,9 @@ class StasisCalls(CallRecovery):
         return await arrival.stored
 
     async def _announce_arrivals(self) -> None:
-        """Store new calls one at a time, in arrival order, each with its register in its own
-        transaction, and let each register leave before the next call is stored: in a burst the
-        first caller reaches Bitrix24 first instead of behind every other call's row. One
-        session serves the whole burst (closing one costs turns of the event loop)."""
+        """Store new calls in arrival order (`_announce_with`): in a burst the first caller reaches
+        Bitrix24 first instead of behind every other call's row. One session serves the whole
+        burst (closing one costs turns of the event loop)."""
         try:
             while self._arrivals:
                 async with self.sessions() as session:
@@ -257,13 +258,16 @@ class StasisCalls(CallRecovery):
             self._announcing = 0
             self._announced.set()
 
-    async def _behind_announces(self) -> None:
-        """Wait (at most ANNOUNCE_FIRST_MAX_S) until no new call is left to store and announce."""
-        if self._announced.is_set():
-            return
+    async def _behind_announces(self, registration: Registration | None) -> None:
+        """Wait (at most ANNOUNCE_FIRST_MAX_S in all) until no new call is left to store and this
+        call's own register is done: until then its ringback, CRM lookup and ringing would only
+        take the box's CPU from the registers of the burst. A call that comes alone does not
+        wait: its lookup runs while its register is under way."""
         try:
             async with asyncio.timeout(ANNOUNCE_FIRST_MAX_S):
                 await self._announced.wait()
+                if registration is not None:
+                    await asyncio.wait({registration})  # never cancels it (routing reads it)
         except TimeoutError:
             pass
 
@@ -312,6 +316,7 @@ class StasisCalls(CallRecovery):
         self, group: list[_Arrival], stored: list[tuple[Call, CallContext, Registering | None]]
     ) -> None:
         leaving = []
+        in_burst = len(group) > 1 or bool(self._arrivals)  # others arrived with it
         for arrival, (call, ctx, registering) in zip(group, stored, strict=True):
             log.info(
                 "whatsapp call",
@@ -322,7 +327,7 @@ class StasisCalls(CallRecovery):
                     "channel": arrival.channel_id,
                 },
             )
-            arrival.stored.set_result((call, ctx, registering.result if registering else None))
+            arrival.stored.set_result((call, ctx, registering.result if registering else None, in_burst))
             if registering is not None:
                 leaving.append(registering.leaving)
         if leaving:
