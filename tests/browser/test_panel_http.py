@@ -162,3 +162,29 @@ async def test_calls_filter_by_state_date_and_number_and_play_a_kept_recording(s
     assert resp.status == 404  # a path outside recordings_dir is never served
     resp = await service.get(f"/panel/calls/{ids[0]}/recording", allow_redirects=False)
     assert resp.status == 303  # and never without a session: to the sign-in page
+
+
+async def test_enabling_calling_without_a_sip_hostname_shows_the_error_beside_that_field(service) -> None:  # type: ignore[no-untyped-def]
+    """CallingService refuses before asking Meta; the page names the field the admin must fill."""
+    auth = {"Authorization": basic_auth_header("admin", "correct-horse-battery")}
+    waba = await (
+        await service.post("/api/admin/wabas", json={"name": "W", "access_token": "EAAG" + "x" * 20}, headers=auth)
+    ).json()
+    phone = await (
+        await service.post(
+            "/api/admin/phones",
+            json={"number": "+15550100001", "phone_number_id": "106540352242922", "waba_account_id": waba["id"]},
+            headers=auth,
+        )
+    ).json()
+    session = {"Cookie": (await sign_in(service)).split(";")[0]}
+    page = await (await service.get(f"/panel/phones/{phone['id']}", headers=session)).text()
+    token = re.search(r'name="_csrf" value="([^"]+)"', page)
+    assert token is not None
+    resp = await service.post(
+        f"/panel/phones/{phone['id']}/calling", data={"_csrf": token.group(1), "action": "enable"}, headers=session
+    )
+    page = await resp.text()
+    assert resp.status == 400
+    beside = re.search(r'id="field-sip_hostname">(.*?)</div>', page, re.S)
+    assert beside is not None and "set the SIP hostname of this phone before enabling calling" in beside.group(1)
