@@ -3,6 +3,7 @@ transaction), and whom a message to a chat goes to."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from thoth_pbx.features.customers.models import Customer
 from thoth_pbx.store.types import utcnow
 
 BSUID = re.compile(r"[A-Z]{2}(\.ENT)?\.[A-Za-z0-9]{1,128}")
+SEEN_PRECISION = dt.timedelta(minutes=5)  # last_seen_at is this exact at best
 _MAX_HOPS = 20  # a chain of number changes longer than this is a loop in bad data, not a customer
 
 
@@ -78,12 +80,18 @@ async def identify(
         row.bsuid = bsuid
     if phone and row.phone != phone:
         row.phone = phone  # the BSUID said who it is; the number Meta shares now is theirs
-    if username:
+    if username and row.username != username[:64]:
         row.username = username[:64]
-    if name:
+    if name and row.profile_name != name[:200]:
         row.profile_name = name[:200]
-    row.last_seen_at = utcnow()
+    now = utcnow()
+    if row.last_seen_at is None or now - _aware(row.last_seen_at) > SEEN_PRECISION:  # not a row write per message
+        row.last_seen_at = now
     return row
+
+
+def _aware(at: dt.datetime) -> dt.datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=dt.UTC)
 
 
 async def _create(session: AsyncSession, account_id: int, *, bsuid: str | None, phone: str | None) -> Customer:
