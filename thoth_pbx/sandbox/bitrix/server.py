@@ -17,7 +17,7 @@ import aiohttp
 from aiohttp import web
 
 from thoth_pbx.clients.bitrix import phpquery
-from thoth_pbx.sandbox.bitrix import messageservice, openlines
+from thoth_pbx.sandbox.bitrix import messageservice, openlines, pages
 from thoth_pbx.sandbox.bitrix import scope as _scope  # noqa: F401  (registers the `scope` method)
 from thoth_pbx.sandbox.bitrix.state import (
     DEFAULT_SCOPE,
@@ -115,6 +115,7 @@ class BitrixSimulator:
         app.router.add_get("/_sandbox/portals/{member_id}/openlines", self._openlines_route)
         app.router.add_post("/_sandbox/operator-message", self._operator_route)
         app.router.add_post("/_sandbox/sms", self._sms_route)
+        app.router.add_routes(pages.routes(self))  # GET /_sandbox/page, for people (sandbox/bitrix/pages.py)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
