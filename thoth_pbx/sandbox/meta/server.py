@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from thoth_pbx.sandbox.meta import apps
+from thoth_pbx.sandbox.meta import apps, pages
 from thoth_pbx.sandbox.meta.media import (
     MAX_MEDIA,
     MEDIA_URL_TTL,
@@ -227,6 +227,7 @@ class MetaSimulator(TemplateControl):
         app.router.add_post("/_sandbox/fail-next", self._h_fail_next)
         app.router.add_post("/_sandbox/webhooks", self._h_send_webhooks)
         app.router.add_routes(apps.routes(self))  # subscribed_apps, app subscriptions (sandbox/meta/apps.py)
+        app.router.add_routes(pages.routes(self))  # GET /_sandbox/page, for people (sandbox/meta/pages.py)
         self.template_routes(app)
         app.router.add_route("*", "/{version}/{path:.*}", self._h_graph)
         return app
