@@ -120,6 +120,8 @@ class Demo:
         self.public = f"http://127.0.0.1:{port}"
         self.http = aiohttp.ClientSession(base_url=self.public)
         await self.step("thoth-pbx serve up on SQLite", lambda: self.start_service(port))
+        assert self.proc is not None
+        self.say(f"  serve pid {self.proc.pid}, log {self.dir / 'serve.log'}")
         await self.step("portal installed our app (ONAPPINSTALL)", self.install)
         await self.step("WABA account and number added, Open Line green", self.link)
         password = await self.step("Calling + SIP enabled at Meta", self.enable_calling)
