@@ -2,6 +2,7 @@
 #   make run   - venv, install, migrate, start the service on SQLite
 #   make test  - test deps, PostgreSQL, the Asterisk 22 chroot, the gates (make lint), then the whole suite
 #   make bench - benchmarks (JSON), not part of the test run
+#   make demo  - the whole product on loopback with simulated Meta and Bitrix24 (docs/demo.md)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -11,7 +12,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test bench venv test-deps system-deps asterisk-harness clean lint lock screenshots
+.PHONY: run test bench venv test-deps system-deps asterisk-harness clean lint lock screenshots demo
 
 venv: $(STAMP)
 
@@ -71,6 +72,12 @@ test: test-deps lint
 screenshots: test-deps
 	rm -rf docs/img/panel
 	THOTH_SCREENSHOTS=docs/img/panel $(PY) -m pytest -q -p no:cacheprovider --timeout=300 tests/browser
+
+# Simulated Meta and Bitrix24, the harness Asterisk as PBX, `serve` on SQLite and a scene every
+# minute (DEMO_ARGS="--every 0": on Enter). Ctrl-C stops everything it started (docs/demo.md).
+DEMO_ARGS ?=
+demo: test-deps
+	$(SUDO) $(PY) scripts/demo.py $(DEMO_ARGS)
 
 bench: test-deps
 	@mkdir -p bench/results
