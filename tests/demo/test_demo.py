@@ -3,106 +3,54 @@ the simulators; what the scene did arrived once each; SIGINT leaves nothing runn
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
-import signal
-import sys
 from pathlib import Path
-from typing import Any
 
-import aiohttp
-
+from tests.demo.run import INSTANCES, alive, get, start_demo
 from tests.harness import asterisk as harness
 
-REPO = Path(__file__).resolve().parents[2]
-INSTANCES = ("thoth-demo", "thoth-demo-meta")
 CUSTOMER, LATE = "15551234567", "15557654321"
 PNID = "106540352242922"
 
 
-async def _get(url: str, as_json: bool = True) -> Any:
-    async with aiohttp.ClientSession() as http, http.get(url) as resp:
-        assert resp.status == 200, url
-        return await resp.json() if as_json else await resp.text()
-
-
-def _alive(pid: int) -> bool:
+def test_one_scene_arrives_once_and_sigint_stops_everything(tmp_path: Path) -> None:
+    run = start_demo(tmp_path / "demo")
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+        steps = [line for line in run.out if re.match(r"\[\s*[\d.]+s\] .+ \(\d+ ms\)$", line.strip())]
+        assert len(steps) >= 10, run.text  # one timed line per step
+        assert re.search(r"apply: revision \d+ applied", run.text), run.text  # written, reloaded, read back
 
-
-async def test_one_scene_arrives_once_and_sigint_stops_everything(tmp_path: Path) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(REPO / "scripts" / "demo.py"),
-        "--scenes",
-        "1",
-        "--free-ports",
-        "--dir",
-        str(tmp_path / "demo"),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out: list[str] = []
-    try:
-        assert proc.stdout is not None
-        while not any("scene 1 done" in line for line in out):
-            line = (await asyncio.wait_for(proc.stdout.readline(), 120)).decode()
-            assert line, "".join(out)  # the demo ended early
-            out.append(line)
-        text = "".join(out)
-        steps = [line for line in out if re.match(r"\[\s*[\d.]+s\] .+ \(\d+ ms\)$", line.strip())]
-        assert len(steps) >= 10, text  # one timed line per step
-        assert "applied then unchanged" in text, text  # the verified apply, read back unchanged
-        bitrix = re.search(r"Bitrix24 portal\s+(http://\S+)/_sandbox/page", text)
-        meta = re.search(r"Meta\s+(http://\S+)/_sandbox/page", text)
-        panel = re.search(r"admin panel\s+(http://\S+/panel/)\s+user admin, password (\S+)", text)
-        serve_pid = re.search(r"serve pid (\d+)", text)
-        assert bitrix and meta and panel and serve_pid, text
-
-        state = await _get(bitrix.group(1) + "/_sandbox/state?limit=100000")
+        state = get(run.bitrix + "/_sandbox/state?limit=100000")
         calls = [c for c in state["calls"] if c["ok"]]
-        sent_in = [m["message"]["id"] for c in calls if c["method"] == "imconnector.send.messages"
-                   for m in c["params"]["MESSAGES"]]  # fmt: skip
+        into_chats = [m["message"]["id"] for c in calls if c["method"] == "imconnector.send.messages"
+                      for m in c["params"]["MESSAGES"]]  # fmt: skip
         for wamid in ("wamid.demo1text", "wamid.demo1image", "wamid.demo1late"):
-            assert sent_in.count(wamid) == 1, (wamid, sent_in)
+            assert into_chats.count(wamid) == 1, (wamid, into_chats)
         methods = [c["method"] for c in calls]
-        assert methods.count("telephony.externalcall.register") == 1
-        assert methods.count("telephony.externalcall.finish") == 1
-        assert methods.count("telephony.externalcall.attachrecord") == 1
+        for method in ("register", "finish", "attachrecord"):
+            assert methods.count(f"telephony.externalcall.{method}") == 1, methods
         finish = next(c["params"] for c in calls if c["method"] == "telephony.externalcall.finish")
         assert finish["STATUS_CODE"] == "200" and finish["DURATION"] >= 1
         member = state["portals"][0]["member_id"]
-        lines = await _get(f"{bitrix.group(1)}/_sandbox/portals/{member}/openlines")
-        late_chat = next(c for c in lines["chats"] if c["chat_external_id"] == LATE)
-        notices = [m["text"] for m in late_chat["messages"] if m["kind"] == "system"]
+        chats = {c["chat_external_id"]: c for c in get(f"{run.bitrix}/_sandbox/portals/{member}/openlines")["chats"]}
+        notices = [m["text"] for m in chats[LATE]["messages"] if m["kind"] == "system"]
         assert len(notices) == 1 and "Not sent to WhatsApp" in notices[0], notices
+        image = next(m for m in chats[CUSTOMER]["messages"] if m["external_id"] == "wamid.demo1image")
+        assert image["files"][0]["done"] and image["files"][0]["error"] is None  # the portal fetched it
 
-        phone = await _get(f"{meta.group(1)}/_sandbox/phones/{PNID}")
-        to_customer = [m for m in phone["sent"] if m.get("to") == CUSTOMER and m.get("type") == "text"]
-        assert len(to_customer) == 1 and "two" in to_customer[0]["text"]["body"], phone["sent"]
-        assert not [m for m in phone["sent"] if m.get("to") == LATE]  # held back, never sent
+        sent = get(f"{run.meta}/_sandbox/phones/{PNID}")["sent"]
+        answers = [m for m in sent if m.get("to") == CUSTOMER and m.get("type") == "text"]
+        assert len(answers) == 1 and "two" in answers[0]["text"]["body"], sent
+        assert not [m for m in sent if m.get("to") == LATE]  # held back, never sent
 
-        page = await _get(bitrix.group(1) + "/_sandbox/page", as_json=False)
+        page = get(run.bitrix + "/_sandbox/page")
         assert "Is the green chair still in stock?" in page and "Not sent to WhatsApp" in page
-        assert await _get(meta.group(1) + "/_sandbox/page", as_json=False)
-        async with aiohttp.ClientSession() as http, http.get(panel.group(1)) as resp:
-            assert resp.status == 200  # the sign-in page
+        assert "Yes, *two* left" in get(run.meta + "/_sandbox/page")
+        assert 'name="password"' in get(run.panel + "/panel/login")
 
-        proc.send_signal(signal.SIGINT)
-        rest = (await asyncio.wait_for(proc.stdout.read(), 60)).decode()
-        assert await proc.wait() == 0, rest
-        assert "stopped" in rest, rest
+        code, rest = run.stop()
+        assert code == 0 and rest.rstrip().endswith("stopped"), rest
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-            for name in INSTANCES:
-                harness.stop_instance(name)
-    assert not _alive(int(serve_pid.group(1)))
+        run.kill()
+    assert not alive(run.serve_pid)
     assert [harness.sandbox._live_pid(name) for name in INSTANCES] == [None, None]

@@ -78,7 +78,7 @@ def _phone(sim: MetaSimulator, phone: SimPhone) -> str:
         f"phone_number_id {escape(phone.phone_number_id)}, WABA {escape(phone.waba_id)})</span></h2>"
         f"<p>Calling: {escape(str(phone.calling.get('status')))}, SIP: {escape(phone.sip_status)}; "
         f"messages received from customers: {len(phone.received)}, read marks sent: {len(phone.read)}; "
-        f"calls announced: {escape(calls)}</p>"
+        f"call webhooks announced: {escape(calls)} (none by default with SIP: the call goes to the PBX)</p>"
         f"<h3>Sent by the business ({len(phone.sent)}), newest first</h3>" + sent
     )
 
