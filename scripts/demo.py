@@ -25,6 +25,7 @@ import shutil
 import signal
 import struct
 import sys
+import threading
 import time
 import zlib
 from collections.abc import Awaitable, Callable
@@ -397,8 +398,14 @@ async def next_scene(every: float) -> None:
         await asyncio.sleep(every)
         return
     loop = asyncio.get_running_loop()
-    line = await loop.run_in_executor(None, sys.stdin.readline)
-    if not line:  # stdin closed: wait for Ctrl-C
+    pressed: asyncio.Future[str] = loop.create_future()
+
+    def read() -> None:  # a daemon thread: Ctrl-C while it waits must not wait for Enter
+        line = sys.stdin.readline()
+        loop.call_soon_threadsafe(lambda: pressed.done() or pressed.set_result(line))
+
+    threading.Thread(target=read, name="demo-enter", daemon=True).start()
+    if not await pressed:  # stdin closed: wait for Ctrl-C
         await asyncio.Event().wait()
 
 
