@@ -45,8 +45,6 @@ from tests.support.messaging import SEED, link_seed_number  # noqa: E402
 from thoth_pbx.sandbox import meta as meta_sim  # noqa: E402
 from thoth_pbx.sandbox.bitrix import BitrixSimulator, Portal, SimUser  # noqa: E402
 
-LAB = "demo"  # the harness instances: thoth-demo (the company PBX) and thoth-demo-meta
-INSTANCES = (f"thoth-{LAB}", f"thoth-{LAB}-meta")
 PASSWORD = "demo-password"
 OPERATORS = [SimUser(1, "Anna", "Admin", "101"), SimUser(2, "Boris", "Agent", "102")]
 CUSTOMER, CUSTOMER_NAME = "15551234567", "Maria Lopez"
@@ -84,6 +82,8 @@ class Demo:
         self.line_id = 0
         self.scene = 0
         self.t0 = time.monotonic()
+        # the harness instances: thoth-demo (the company PBX) and thoth-demo-meta by default
+        self.instances = (f"thoth-{args.lab}", f"thoth-{args.lab}-meta")
 
     # ------------------------------------------------------------------ output
 
@@ -112,11 +112,11 @@ class Demo:
         self.portal = self.bitrix.add_portal(users=list(OPERATORS), rate=20, burst=200)
         self.say(f"simulators up: Meta {self.meta_url}, Bitrix24 {self.bitrix.base_url}")
         started = time.monotonic()
-        self.lab_task = asyncio.ensure_future(asyncio.to_thread(start_lab, LAB))
+        self.lab_task = asyncio.ensure_future(asyncio.to_thread(start_lab, self.args.lab))
         self.lab = await asyncio.shield(self.lab_task)
         self.say(
-            f"Asterisk 22 up: company PBX {INSTANCES[0]} (127.0.0.1), Meta's SIP side and the operators' phones "
-            f"{INSTANCES[1]} (127.0.0.2) ({time.monotonic() - started:.1f} s)"
+            f"Asterisk 22 up: company PBX {self.instances[0]} (127.0.0.1), Meta's SIP side and the operators' phones "
+            f"{self.instances[1]} (127.0.0.2) ({time.monotonic() - started:.1f} s)"
         )
         self.public = f"http://127.0.0.1:{port}"
         self.http = aiohttp.ClientSession(base_url=self.public)
@@ -369,7 +369,7 @@ class Demo:
                 pass
         if self.lab is not None:
             await asyncio.to_thread(stop_lab, self.lab)
-        for name in INSTANCES:  # a half-started lab, too
+        for name in self.instances:  # a half-started lab, too
             await asyncio.to_thread(harness.stop_instance, name)
         await self.bitrix.stop()
         if self.meta_runner is not None:
@@ -455,6 +455,7 @@ def main() -> int:
     parser.add_argument("--meta-port", type=int, default=8900, help="the Meta simulator (default 8900)")
     parser.add_argument("--bitrix-port", type=int, default=8480, help="the Bitrix24 simulator (default 8480)")
     parser.add_argument("--free-ports", action="store_true", help="pick free ports instead (tests)")
+    parser.add_argument("--lab", default="demo", help="harness instance names: thoth-LAB and thoth-LAB-meta")
     args = parser.parse_args()
     reason = harness.unavailable_reason()
     if reason:

@@ -19,7 +19,6 @@ from typing import Any
 from tests.harness import asterisk as harness
 
 REPO = Path(__file__).resolve().parents[2]
-INSTANCES = ("thoth-demo", "thoth-demo-meta")
 
 
 @dataclass
@@ -31,6 +30,7 @@ class DemoRun:
     panel: str = ""
     password: str = ""
     serve_pid: int = 0
+    instances: tuple[str, str] = ("", "")  # its two harness Asterisk instances
 
     @property
     def text(self) -> str:
@@ -55,14 +55,14 @@ class DemoRun:
         return self.proc.returncode, rest.decode()
 
     def kill(self) -> None:
-        """After a failed test: nothing may stay behind."""
+        """At the end of a test: nothing may stay behind, passed or failed."""
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
         if self.serve_pid and alive(self.serve_pid):
             os.kill(self.serve_pid, signal.SIGKILL)
-        for name in INSTANCES:
-            harness.stop_instance(name)
+        for name in self.instances:
+            harness.sandbox.remove(name)  # stopped if running, and its directory gone
 
 
 def alive(pid: int) -> bool:
@@ -81,14 +81,16 @@ def get(url: str) -> Any:
 
 def start_demo(work: Path) -> DemoRun:
     """One scene, then everything stays up until `stop()`."""
+    lab = f"demo-{os.getpid()}"  # not the names a person's `make demo` uses
     proc = subprocess.Popen(
-        [sys.executable, str(REPO / "scripts" / "demo.py"), "--scenes", "1", "--free-ports", "--dir", str(work)],
+        [sys.executable, str(REPO / "scripts" / "demo.py"), "--scenes", "1", "--free-ports", "--dir", str(work)]
+        + ["--lab", lab],
         stdin=subprocess.DEVNULL,
         bufsize=0,  # unbuffered: select() sees every line not yet read
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    run = DemoRun(proc)
+    run = DemoRun(proc, instances=(f"thoth-{lab}", f"thoth-{lab}-meta"))
     try:
         run.read_until("scene 1 done")
         text = run.text

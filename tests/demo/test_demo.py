@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.demo.run import INSTANCES, alive, get, start_demo
+from tests.demo.run import alive, get, start_demo
 from tests.harness import asterisk as harness
 
 CUSTOMER, LATE = "15551234567", "15557654321"
@@ -16,6 +16,7 @@ PNID = "106540352242922"
 def test_one_scene_arrives_once_and_sigint_stops_everything(tmp_path: Path) -> None:
     run = start_demo(tmp_path / "demo")
     try:
+        assert all(name in run.text for name in run.instances)
         steps = [line for line in run.out if re.match(r"\[\s*[\d.]+s\] .+ \(\d+ ms\)$", line.strip())]
         assert len(steps) >= 10, run.text  # one timed line per step
         assert re.search(r"apply: revision \d+ applied", run.text), run.text  # written, reloaded, read back
@@ -50,7 +51,7 @@ def test_one_scene_arrives_once_and_sigint_stops_everything(tmp_path: Path) -> N
 
         code, rest = run.stop()
         assert code == 0 and rest.rstrip().endswith("stopped"), rest
+        assert not alive(run.serve_pid)
+        assert [harness.sandbox._live_pid(name) for name in run.instances] == [None, None]
     finally:
         run.kill()
-    assert not alive(run.serve_pid)
-    assert [harness.sandbox._live_pid(name) for name in INSTANCES] == [None, None]
