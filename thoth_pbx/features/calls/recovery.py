@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from thoth_pbx.clients.asterisk.ari import AriClient, AriError
-from thoth_pbx.clients.asterisk.events import AriEvent, parse_event
+from thoth_pbx.clients.asterisk.events import AriEvent, EventType, parse_event
 from thoth_pbx.features.calls import callflow as cf
 from thoth_pbx.features.calls.callflow import Operator
 from thoth_pbx.features.calls.models import Call
@@ -62,10 +62,24 @@ class CallRecovery:
 
     async def resync(self) -> None:
         """After a (re)connect: re-attach to live calls, finish calls that ended meanwhile."""
+        await self._filter_events()
         try:
             await self._resync()
         except Exception:  # database away: new calls still work; the next (re)connect tries again
             log.exception("resync failed")
+
+    async def _filter_events(self) -> None:
+        """Ask Asterisk for the event types the call flow reads, nothing else: a call also brings
+        ~7 ChannelVarset, ChannelDialplan, Playback* events that both Asterisk and our event
+        loop would serialise and parse for nothing, in a burst while its calls wait to be
+        announced. (ARI `PUT /applications/{app}/eventFilter`, Asterisk 13.26 / 16.3 and later:
+        https://www.asterisk.org/filtering-event-types-ari/.) Set on every connect, so a
+        restarted Asterisk gets it too."""
+        allowed = [{"type": kind.value} for kind in EventType if kind is not EventType.UNKNOWN]
+        try:
+            await self.ari.request("PUT", f"/applications/{self.ari.app}/eventFilter", json_body={"allowed": allowed})
+        except AriError as exc:  # an older Asterisk: every event comes, the unknown ones are ignored
+            log.info("ARI event filter not set; receiving every event", extra={"error": str(exc)})
 
     async def _resync(self) -> None:
         async with self._resync_lock:
