@@ -25,6 +25,7 @@ from tests.calls.lab import CallLab
 from tests.calls.service import Thoth, start_thoth, stop_thoth
 from tests.support.bitrix import chain_order, wait_until
 from thoth_pbx.clients.asterisk.ari import basic_auth_header
+from thoth_pbx.clients.asterisk.events import EventType
 from thoth_pbx.sandbox.bitrix import Recorded
 
 REGISTER = "telephony.externalcall.register"
@@ -100,3 +101,15 @@ async def test_a_burst_announces_the_first_caller_at_once_alone_and_batches_the_
     )
     order = chain_order(thoth.sim)
     assert all(order[lid].count("register") == 1 and order[lid][0] == "register" for lid in stored_order), order
+
+
+async def test_asterisk_sends_our_app_only_the_events_the_call_flow_reads(thoth: Thoth) -> None:
+    """Each call brought ~19 ARI events, 11 of them (ChannelVarset, ChannelDialplan, Playback*)
+    parsed for nothing while a burst waits to be announced; the app's event filter (ARI
+    `PUT /applications/{app}/eventFilter`, https://www.asterisk.org/filtering-event-types-ari/)
+    keeps them in Asterisk. Set on connect; the Application model lists it in `events_allowed`."""
+    ari = thoth.services.ari
+    await thoth.services.calls.resync()  # what every (re)connect runs; waits for the start-up one
+    app = await ari.request("GET", f"/applications/{ari.app}")
+    allowed = {entry["type"] for entry in app.get("events_allowed", [])}
+    assert allowed == {kind.value for kind in EventType if kind is not EventType.UNKNOWN}, app
