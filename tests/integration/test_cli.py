@@ -55,11 +55,12 @@ def test_serve_starts_migrates_answers_and_stops_cleanly(tmp_path: Path) -> None
         [*CLI, "serve"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path
     )
     try:
-        banner = [proc.stdout.readline() for _ in range(4)]  # blocks until the service printed it
+        banner = [proc.stdout.readline() for _ in range(6)]  # blocks until the service printed it
         assert "listening on" in banner[0]
+        assert banner[1].split() == ["panel:", f"http://127.0.0.1:{port}/panel/"]
         password = (tmp_path / "admin-password").read_text().strip()
         assert oct((tmp_path / "admin-password").stat().st_mode & 0o777) == "0o600"
-        assert password in banner[3]
+        assert password in banner[5]
         health = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5))
         assert health["database"]["state"] == "ok" and health["ami"]["state"] == "disabled"
         out = subprocess.run([*CLI, "db", "current"], capture_output=True, text=True, env=env, cwd=tmp_path)

@@ -47,7 +47,9 @@ async def _serve(settings: Settings) -> int:
     base = settings.public_url
     # The banner goes to stdout for the person who started the service, never to the logs.
     print(f"thoth-pbx {__version__} listening on http://{settings.listen}", flush=True)
+    print(f"  panel:      {base}/panel/", flush=True)
     print(f"  admin API:  {base}/api/admin/  (HTTP Basic)", flush=True)
+    print(f"  metrics:    {base}/metrics  (HTTP Basic)", flush=True)
     print(f"  health:     {base}/healthz", flush=True)
     if services.admin_password_generated:  # shown once, when it was made; later starts say where it is kept
         print(f"  admin user: {settings.admin_user}  password: {services.admin_password}", flush=True)
