@@ -55,7 +55,13 @@ async def test_sigkill_during_a_burst_loses_and_duplicates_nothing(tmp_path: Pat
         for n in rounds:
             for customer in CUSTOMERS:
                 await bridge.customers_write([(customer, f"in {customer} {n}", f"wamid.{customer}.{n}")])
-                if n:  # the chat exists from the customer's first message on
+                if n == 1:  # the chat exists once the customer's first message reached the portal
+                    await wait_until(
+                        lambda c=customer: any(m["chat"]["id"] == c for m in bridge.in_bitrix()),  # type: ignore[misc]
+                        timeout=60,
+                        what=f"the chat of {customer}",
+                    )
+                if n:
                     await bridge.operator_writes(customer, f"out {customer} {n}")
 
     try:

@@ -114,7 +114,7 @@ def test_the_generated_password_is_printed_once(tmp_path: Path) -> None:
             [*CLI, "serve"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path
         )
         try:
-            lines = [proc.stdout.readline() for _ in range(4)]  # type: ignore[union-attr]
+            lines = [proc.stdout.readline() for _ in range(6)]  # type: ignore[union-attr]
         finally:
             proc.terminate()
             assert proc.wait(timeout=15) == 0
