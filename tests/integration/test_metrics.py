@@ -57,6 +57,8 @@ async def test_the_figures_move_with_the_traffic(wa: Bridge) -> None:
     )
     posts = _value(after, "thoth_graph_request_seconds_count", method="POST", outcome="ok")
     assert posts >= _value(before, "thoth_graph_request_seconds_count", method="POST", outcome="ok") + 2  # read, send
+    bitrix = _value(after, "thoth_bitrix_request_seconds_count", outcome="ok")
+    assert bitrix >= _value(before, "thoth_bitrix_request_seconds_count", outcome="ok") + 1
     done = _value(after, "thoth_outbox_jobs", kind="bitrix.messaging.inbound", status="done")
     assert done == _value(before, "thoth_outbox_jobs", kind="bitrix.messaging.inbound", status="done") + 1
     assert _value(after, "thoth_asterisk_connected", interface="ami") == 0  # no Asterisk in this test

@@ -1,4 +1,4 @@
-"""The process's own measurements (request latencies, announce latency), in one registry that
+"""The process's own measurements (request latencies, webhook deliveries), in one registry that
 `GET /metrics` exposes next to what it reads from the database (web/metrics.py).
 
 prometheus-client is the standard library for this (docs/decisions.md): its Histogram and
@@ -25,12 +25,6 @@ BITRIX_SECONDS = Histogram(
     "thoth_bitrix_request_seconds",
     "Bitrix24 REST requests (a batch counts once): time to the answer, by outcome (ok, or Bitrix's error code)",
     ["outcome"],
-    buckets=_LATENCY_BUCKETS,
-    registry=INSTRUMENTS,
-)
-ANNOUNCE_SECONDS = Histogram(
-    "thoth_call_announce_seconds",
-    "A WhatsApp call's arrival on Asterisk to its register reaching Bitrix24",
     buckets=_LATENCY_BUCKETS,
     registry=INSTRUMENTS,
 )

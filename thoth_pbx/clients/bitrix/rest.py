@@ -47,6 +47,7 @@ from thoth_pbx.clients.bitrix.errors import (
 )
 from thoth_pbx.clients.bitrix.transport import PortalHttp, SendFailed
 from thoth_pbx.core.logs import register_secret
+from thoth_pbx.core.metrics import BITRIX_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -428,14 +429,19 @@ class BitrixClient:
             token = self._auth.access_token
             url = self._auth.client_endpoint + method
             self.stats.requests += 1
+            began = time.perf_counter()
             try:
                 resp = await self._http.post_json(url, {**params, "auth": token})
             except SendFailed as exc:  # maybe_delivered: sent, reply lost; the portal may have run it
                 code = "NETWORK_ERROR" if exc.maybe_delivered else "CONNECT_ERROR"
+                BITRIX_SECONDS.labels(code).observe(time.perf_counter() - began)
                 error: BitrixError = BitrixUnavailable(
                     code, str(exc), method=method, maybe_delivered=exc.maybe_delivered
                 )
             else:
+                answer = resp.body.get("error") if isinstance(resp.body, dict) else None
+                outcome = "ok" if resp.status == 200 and answer is None else str(answer or f"HTTP_{resp.status}")
+                BITRIX_SECONDS.labels(outcome[:64]).observe(time.perf_counter() - began)
                 if resp.is_redirect and resp.headers.get("location"):
                     redirects += 1
                     if redirects > 3:
