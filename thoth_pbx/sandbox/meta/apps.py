@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from thoth_pbx.sandbox.meta.state import GRAPH_VERSION_RE, MANAGEMENT, GraphFail, SimApp, SimToken
+from thoth_pbx.sandbox.meta.state import GRAPH_VERSION_RE, GraphFail, SimApp, SimToken, check_waba_reach
 
 if TYPE_CHECKING:
     from thoth_pbx.sandbox.meta.server import MetaSimulator
@@ -55,7 +55,8 @@ def routes(sim: MetaSimulator) -> list[web.RouteDef]:
     async def waba_apps(request: web.Request) -> web.Response:
         token = _enter(sim, request)
         waba_id = request.match_info["waba_id"]
-        _reach_waba(sim, token, waba_id, request.method)
+        known = any(p.waba_id == waba_id for p in sim.phones.values())
+        check_waba_reach(token, waba_id, known=known, method=request.method)
         apps = subscribed(sim, waba_id)
         if request.method == "GET":
             data = [{"whatsapp_business_api_data": _app_data(sim.apps[a])} for a in apps if a in sim.apps]
@@ -136,20 +137,6 @@ def _enter(sim: MetaSimulator, request: web.Request) -> SimToken:
     token = sim.authenticate(request, None)
     _fail_injected(sim, request)
     return token
-
-
-def _reach_waba(sim: MetaSimulator, token: SimToken, waba_id: str, method: str) -> None:
-    known = any(p.waba_id == waba_id for p in sim.phones.values())
-    if not known or (token.waba_ids is not None and waba_id not in token.waba_ids):
-        raise GraphFail(
-            100,
-            f"Unsupported {method.lower()} request. Object with ID '{waba_id}' does not exist, cannot be loaded due "
-            "to missing permissions, or does not support this operation.",
-            subcode=33,
-            type_="GraphMethodException",
-        )
-    if MANAGEMENT not in token.scopes:
-        raise GraphFail(10, details=f"the token lacks the {MANAGEMENT} permission")
 
 
 def _app_data(app: SimApp) -> dict[str, Any]:

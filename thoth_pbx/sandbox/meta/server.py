@@ -50,6 +50,7 @@ from thoth_pbx.sandbox.meta.state import (
     SimApp,
     SimPhone,
     SimToken,
+    check_waba_reach,
     invalid,
 )
 from thoth_pbx.sandbox.meta.templates import TEMPLATE_FIELD, SimTemplate, TemplateControl, seed_templates
@@ -442,16 +443,7 @@ class MetaSimulator(TemplateControl):
     def waba_phone_numbers(self, token: SimToken, waba_id: str, fields: str | None) -> dict[str, Any]:
         """`GET /{waba_id}/phone_numbers`: the WABA's numbers, one page, Graph's paging shape."""
         phones = [p for p in self.phones.values() if p.waba_id == waba_id]
-        if not phones or (token.waba_ids is not None and waba_id not in token.waba_ids):
-            raise GraphFail(
-                100,
-                f"Unsupported get request. Object with ID '{waba_id}' does not exist, cannot be "
-                "loaded due to missing permissions, or does not support this operation.",
-                subcode=33,
-                type_="GraphMethodException",
-            )
-        if MANAGEMENT not in token.scopes:
-            raise GraphFail(10, details=f"the token lacks the {MANAGEMENT} permission")
+        check_waba_reach(token, waba_id, known=bool(phones))
         data = [phone_view(p, fields, default=_PHONE_LIST_FIELDS) for p in phones]
         cursor = secrets.token_urlsafe(12)
         return {"data": data, "paging": {"cursors": {"before": cursor, "after": cursor}}}

@@ -85,6 +85,21 @@ class GraphFail(Exception):
         return web.json_response({"error": error}, status=self.http_status, headers=headers)
 
 
+def check_waba_reach(token: SimToken, waba_id: str, *, known: bool, method: str = "GET") -> None:
+    """What Graph answers for a WABA this token cannot reach (or that does not exist), then for a
+    token without the management permission: one check for every WABA edge."""
+    if not known or (token.waba_ids is not None and waba_id not in token.waba_ids):
+        raise GraphFail(
+            100,
+            f"Unsupported {method.lower()} request. Object with ID '{waba_id}' does not exist, cannot be "
+            "loaded due to missing permissions, or does not support this operation.",
+            subcode=33,
+            type_="GraphMethodException",
+        )
+    if MANAGEMENT not in token.scopes:
+        raise GraphFail(10, details=f"the token lacks the {MANAGEMENT} permission")
+
+
 def invalid(details: str, subcode: int | None = None) -> GraphFail:
     return GraphFail(100, subcode=subcode, details=details)
 

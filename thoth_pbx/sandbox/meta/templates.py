@@ -28,7 +28,7 @@ from typing import Any
 from aiohttp import web
 from yarl import URL
 
-from thoth_pbx.sandbox.meta.state import MANAGEMENT, GraphFail, SimApp, SimPhone, SimToken, invalid
+from thoth_pbx.sandbox.meta.state import GraphFail, SimApp, SimPhone, SimToken, check_waba_reach, invalid
 from thoth_pbx.sandbox.meta.webhooks import StatusDelivery, StatusPoster, delivery
 
 WINDOW_S = 24 * 3600  # the customer service window: 24 hours after the customer's last message
@@ -677,25 +677,13 @@ class TemplateControl:
         if len(parts) == 2 and parts[1] == "message_templates":
             waba_id = parts[0]
             known = any(p.waba_id == waba_id for p in self.phones.values()) or bool(self.templates_of(waba_id))
-            self._check_waba(token, waba_id, known)
+            check_waba_reach(token, waba_id, known=known)
             return list_templates(self.templates_of(waba_id), query, url)
         if len(parts) == 1 and parts[0] in self.templates:
             template = self.templates[parts[0]]
-            self._check_waba(token, template.waba_id, True)
+            check_waba_reach(token, template.waba_id, known=True)
             return template.view(query.get("fields"))
         return None
-
-    def _check_waba(self, token: SimToken, waba_id: str, known: bool) -> None:
-        if not known or (token.waba_ids is not None and waba_id not in token.waba_ids):
-            raise GraphFail(
-                100,
-                f"Unsupported get request. Object with ID '{waba_id}' does not exist, cannot be "
-                "loaded due to missing permissions, or does not support this operation.",
-                subcode=33,
-                type_="GraphMethodException",
-            )
-        if MANAGEMENT not in token.scopes:
-            raise GraphFail(10, details=f"the token lacks the {MANAGEMENT} permission")
 
     def customer_wrote(self, phone_number_id: str, customer: str, at: float | None = None) -> None:
         """The customer (wa_id or BSUID) wrote to the number at `at` (default: `clock()`): the
