@@ -62,3 +62,14 @@ async def test_the_figures_move_with_the_traffic(wa: Bridge) -> None:
     done = _value(after, "thoth_outbox_jobs", kind="bitrix.messaging.inbound", status="done")
     assert done == _value(before, "thoth_outbox_jobs", kind="bitrix.messaging.inbound", status="done") + 1
     assert _value(after, "thoth_asterisk_connected", interface="ami") == 0  # no Asterisk in this test
+
+
+async def test_the_age_of_the_oldest_waiting_job_is_reported(wa: Bridge) -> None:
+    """A job due in an hour waits: its kind's oldest-waiting age is there, from its creation."""
+    outbox = wa.env.services.outbox
+    async with wa.env.sessions() as session, session.begin():
+        await outbox.enqueue(session, "bitrix.messaging.notice", None, None, {"chat_id": "1", "text": "x"}, delay=3600)
+    samples = await _scrape(wa)
+    age = samples[("thoth_outbox_oldest_waiting_seconds", (("kind", "bitrix.messaging.notice"),))]
+    assert 0 <= age < 60
+    assert _value(samples, "thoth_outbox_jobs", kind="bitrix.messaging.notice", status="pending") == 1

@@ -9,7 +9,6 @@ deliveries, AMI/ARI connection state) comes from core/metrics.py and the clients
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -73,13 +72,9 @@ async def take(sessions: async_sessionmaker[AsyncSession], ami: AmiClient, ari: 
         ended=[(str(c or "none"), int(n)) for c, n in ended],
         messages=[(str(d), str(s), int(n)) for d, s, n in messages],
         jobs=[(str(k), str(s), int(n)) for k, s, n in jobs],
-        oldest=[(str(k), max(0.0, (now - _aware(at)).total_seconds())) for k, at in oldest if at is not None],
+        oldest=[(str(k), max(0.0, (now - at).total_seconds())) for k, at in oldest if at is not None],
         connected={"ami": ami.connected, "ari": ari.connected},
     )
-
-
-def _aware(at: dt.datetime) -> dt.datetime:
-    return at if at.tzinfo is not None else at.replace(tzinfo=dt.UTC)
 
 
 class SnapshotCollector(Collector):

@@ -85,13 +85,10 @@ async def identify(
     if name and row.profile_name != name[:200]:
         row.profile_name = name[:200]
     now = utcnow()
-    if row.last_seen_at is None or now - _aware(row.last_seen_at) > SEEN_PRECISION:  # not a row write per message
+    if row.last_seen_at is None or now - row.last_seen_at > SEEN_PRECISION:  # not a row write per message
         row.last_seen_at = now
     return row
 
-
-def _aware(at: dt.datetime) -> dt.datetime:
-    return at if at.tzinfo is not None else at.replace(tzinfo=dt.UTC)
 
 
 async def _create(session: AsyncSession, account_id: int, *, bsuid: str | None, phone: str | None) -> Customer:
