@@ -209,17 +209,7 @@ class Outbound:
             command = template_command.parse(text)
         except template_command.CommandError as exc:
             return as_typed, f"{exc}; the form is {template_command.SYNTAX}"
-        if command is None:
-            return as_typed, f"the command cannot be read; the form is {template_command.SYNTAX}"
-        known = await self._templates.of_account(session, phone.waba_account_id)
-        if known is None:
-            self._templates.refresh_soon(phone.waba_account_id)
-            return as_typed, "the templates of this WhatsApp account are being synchronised; send it again in a minute"
-        try:
-            checked = template_command.check(command, known)
-        except template_command.Refusal as exc:
-            return as_typed, str(exc)
-        return {"type": "template", "template": checked.template, "rendered": checked.rendered}, None
+        return await self._templates.part_for(session, phone.waba_account_id, command, text)
 
     async def message_changed(self, session: AsyncSession, event: BitrixEvent, notice: str) -> dict[str, Any]:
         """ONIMCONNECTORMESSAGEUPDATE / DELETE: WhatsApp cannot follow; the operator is told."""

@@ -238,27 +238,16 @@ class SmsProvider:
 
     async def _part(self, session: AsyncSession, phone: Phone, to: str, body: str) -> tuple[dict[str, Any], str | None]:
         """What to send for this SMS text, or why nothing goes."""
-        listed = await self._templates.of_account(session, phone.waba_account_id)
-        known = listed or []
         try:
             command = template_command.parse(body)
             if command is None:
                 bare = template_command.parse(body, prefixed=False)
-                command = bare if bare is not None and any(t.name == bare.name for t in known) else None
+                listed = await self._templates.of_account(session, phone.waba_account_id) if bare else None
+                command = bare if bare is not None and any(t.name == bare.name for t in listed or []) else None
         except template_command.CommandError as exc:
             return {"type": "template", "text": body}, f"{exc}; the form is {template_command.SYNTAX}"
         if command is not None:
-            if listed is None:
-                self._templates.refresh_soon(phone.waba_account_id)
-                return {
-                    "type": "template",
-                    "text": body,
-                }, "the templates of this WhatsApp account are not synchronised yet"
-            try:
-                checked = template_command.check(command, known)
-            except template_command.Refusal as exc:
-                return {"type": "template", "text": body}, str(exc)
-            return {"type": "template", "template": checked.template, "rendered": checked.rendered}, None
+            return await self._templates.part_for(session, phone.waba_account_id, command, body)
         last = await window.Windows.last_inbound(session, phone.id, to)
         if not window.is_open(last, utcnow()):
             return {"type": "text", "text": body}, (

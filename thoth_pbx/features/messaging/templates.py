@@ -29,7 +29,7 @@ from thoth_pbx.core.tasks import BackgroundTasks
 from thoth_pbx.core.validation import FieldError
 from thoth_pbx.features.directory import WabaAccount
 from thoth_pbx.features.messaging.models import MessagingTemplate, MessagingTemplateSync
-from thoth_pbx.features.messaging.template_command import Template
+from thoth_pbx.features.messaging.template_command import SYNTAX, Command, Refusal, Template, check
 from thoth_pbx.store.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,24 @@ class Templates:
         listed = await known(session, account_id)
         self._cache[account_id] = (time.monotonic(), listed)
         return listed
+
+    async def part_for(
+        self, session: AsyncSession, account_id: int, command: Command | None, typed: str
+    ) -> tuple[dict[str, Any], str | None]:
+        """A read template command as the send job's part, or (the text as typed, why it does
+        not go): for an operator's chat message and a CRM SMS alike."""
+        as_typed: dict[str, Any] = {"type": "template", "text": typed}
+        if command is None:
+            return as_typed, f"the command cannot be read; the form is {SYNTAX}"
+        known = await self.of_account(session, account_id)
+        if known is None:
+            self.refresh_soon(account_id)
+            return as_typed, "the templates of this WhatsApp account are being synchronised; send it again in a minute"
+        try:
+            checked = check(command, known)
+        except Refusal as exc:
+            return as_typed, str(exc)
+        return {"type": "template", "template": checked.template, "rendered": checked.rendered}, None
 
     def refresh_soon(self, account_id: int) -> None:
         """A listing in the background (a template command found none, an account changed)."""
