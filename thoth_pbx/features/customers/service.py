@@ -90,7 +90,6 @@ async def identify(
     return row
 
 
-
 async def _create(session: AsyncSession, account_id: int, *, bsuid: str | None, phone: str | None) -> Customer:
     key = phone or bsuid or "unknown"
     try:
