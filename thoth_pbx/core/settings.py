@@ -81,6 +81,8 @@ class Settings:
     log_level: str
     recordings_dir: Path
     media_dir: Path
+    # several instances on one PostgreSQL: how often a standby tries to take the Stasis app
+    stasis_retry_seconds: float = 1.0
     trunk: Mapping[str, Any] = field(default_factory=dict)
     calls: Mapping[str, Any] = field(default_factory=dict)
     messaging: Mapping[str, Any] = field(default_factory=dict)
@@ -245,6 +247,19 @@ def _regex(pattern: str, hint: str, *, secret: bool = False) -> Callable[[str, A
     return parse
 
 
+def _seconds(low: float, high: float) -> Callable[[str, Any], float]:
+    def parse(key: str, value: Any) -> float:
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            raise SettingsError(key, f"{value!r} is not a number of seconds") from None
+        if not low <= seconds <= high:
+            raise SettingsError(key, f"{seconds:g} is outside {low:g}..{high:g} seconds")
+        return seconds
+
+    return parse
+
+
 def _path(key: str, value: Any) -> Path:
     return Path(_text(key, value)).expanduser()
 
@@ -272,6 +287,7 @@ _SPEC: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
     "log_level": (_choice("debug", "info", "warning", "error"), "info"),
     "recordings_dir": (_path, "var/recordings"),
     "media_dir": (_path, "var/media"),
+    "stasis_retry_seconds": (_seconds(0.1, 60.0), 1.0),
 }
 _SECTIONS = {"trunk", "calls", "messaging"}  # tables passed on raw; their owners validate them
 
@@ -323,6 +339,7 @@ def load_settings(
         log_level=values["log_level"],
         recordings_dir=values["recordings_dir"],
         media_dir=values["media_dir"],
+        stasis_retry_seconds=values["stasis_retry_seconds"],
         trunk=dict(raw.get("trunk", {})),
         calls=dict(raw.get("calls", {})),
         messaging=dict(raw.get("messaging", {})),
