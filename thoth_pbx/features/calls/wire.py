@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from thoth_pbx.features.calls.http import calls_routes
 from thoth_pbx.features.calls.jobs import CallJobs, register_call_jobs
+from thoth_pbx.features.calls.leadership import AdvisoryLock, StasisOwnership, lock_key
 from thoth_pbx.features.calls.notifier import BitrixCallNotifier, store_bitrix_call_id
 from thoth_pbx.features.calls.stasis import StasisCalls
 from thoth_pbx.features.deps import Deps, Wired
@@ -11,8 +12,11 @@ from thoth_pbx.features.portal import Portals
 from thoth_pbx.store.changes import TableChanges
 
 
-def wire(deps: Deps, portals: Portals, endpoint_prefix: str) -> tuple[StasisCalls, CallJobs, Wired]:
-    """`endpoint_prefix`: how operators are dialled, `PJSIP/<trunk endpoint>` (from the trunk)."""
+def wire(
+    deps: Deps, portals: Portals, endpoint_prefix: str
+) -> tuple[StasisCalls, CallJobs, Wired, StasisOwnership | None]:
+    """`endpoint_prefix`: how operators are dialled, `PJSIP/<trunk endpoint>` (from the trunk).
+    The part started connects ARI only while this instance owns the Stasis app (leadership.py)."""
     settings = deps.settings
     jobs = CallJobs(deps.outbox)
     register_call_jobs(deps.outbox, portals, on_registered=store_bitrix_call_id)
@@ -27,6 +31,19 @@ def wire(deps: Deps, portals: Portals, endpoint_prefix: str) -> tuple[StasisCall
         changes=context_changes,
         endpoint_prefix=endpoint_prefix,
     )
-    deps.ari.on_event = calls.on_event
     deps.ari.on_connect = calls.resync
-    return calls, jobs, Wired(routes=calls_routes(deps.sessions), stop=calls.stop)
+    routes = calls_routes(deps.sessions)
+    if settings.ari is None:  # no Asterisk: nothing to own
+        deps.ari.on_event = calls.on_event
+        return calls, jobs, Wired(routes=routes, stop=calls.stop), None
+
+    async def deposed() -> None:  # the call tasks first (the calls live on in Asterisk), then ARI
+        await calls.stop()
+        await deps.ari.stop()
+
+    asterisk = settings.ari.base_url
+    retry_s = settings.stasis_retry_seconds
+    lock = AdvisoryLock.for_engine(deps.engine, lock_key(asterisk, deps.ari.app), retry_s=retry_s)
+    owner = StasisOwnership(asterisk, lock, deps.ari.start, deposed, retry_s=retry_s)
+    deps.ari.on_event = owner.gate(calls.on_event)
+    return calls, jobs, Wired(routes=routes, start=owner.start, stop=owner.stop), owner
