@@ -27,10 +27,13 @@ from thoth_pbx.clients.meta import tables as _inbox_tables  # noqa: E402,F401
 from thoth_pbx.core.logs import register_secret
 from thoth_pbx.core.secrets import SecretBox, generate_token, open_key
 from thoth_pbx.core.settings import Settings, SettingsError
+from thoth_pbx.features.callback import models as _callback_models  # noqa: E402,F401
+from thoth_pbx.features.callback import wire as callback_feature
 from thoth_pbx.features.calls import models as _calls_models  # noqa: E402,F401
 from thoth_pbx.features.calls import wire as calls_feature
 from thoth_pbx.features.calls.callflow import CallSettings
 from thoth_pbx.features.calls.jobs import CallJobs
+from thoth_pbx.features.calls.leadership import StasisOwnership
 from thoth_pbx.features.calls.stasis import StasisCalls
 from thoth_pbx.features.customers import models as _customer_models  # noqa: E402,F401
 from thoth_pbx.features.customers import wire as customers_feature
@@ -94,6 +97,7 @@ class Services:
     admin_password_generated: bool = False  # made by this start: the banner shows it once
     checkpointer: Checkpointer | None = None  # inline SQLite only (store/sqlite_inline.py)
     parts: list[Wired] = field(default_factory=list)  # started in order, stopped in reverse
+    stasis_owner: StasisOwnership | None = None  # holds or waits for the Stasis app (ARI configured)
 
 
 SERVICES = web.AppKey("services", Services)
@@ -163,16 +167,22 @@ async def open_services(settings: Settings) -> Services:
     directory, meta, directory_part = directory_feature.wire(deps)
     bitrix, portal_part = portal_feature.wire(deps, directory)
     pbx, calling, trunk_part = trunk_feature.wire(deps, meta.graph, lambda phone_id: directory.get(PHONES, phone_id))
-    calls, call_jobs, calls_part = calls_feature.wire(deps, bitrix.portals, trunk_feature.endpoint_prefix(deps))
+    calls, call_jobs, calls_part, stasis_owner = calls_feature.wire(
+        deps, bitrix.portals, trunk_feature.endpoint_prefix(deps)
+    )
     messaging_parts, messaging_part = messaging_feature.wire(deps, directory, bitrix, meta.dispatcher, meta.graph)
     customers_part = customers_feature.wire(deps)
+    _callback, callback_part = callback_feature.wire(
+        deps, bitrix, call_jobs, meta.graph, meta.dispatcher, messaging_parts.windows.last_inbound
+    )
     _doctor, doctor_part = doctor_feature.wire(deps, pbx, meta.graph, meta.tokens.check, bitrix.portals)
     checkpointer = db.checkpointer(engine)
     change_listener = ChangeListener.for_engine(engine)  # PostgreSQL: other instances' writes
-    outbox, ami, ari = deps.outbox, deps.ami, deps.ari
+    outbox, ami = deps.outbox, deps.ami
     # Started in this order, stopped in reverse: the outbox stops before the portal clients it
     # uses close, and the calls stop (their tasks cancelled; the calls live on in Asterisk and
-    # are re-attached at the next start) before ARI does.
+    # are re-attached at the next start) before ARI does. The calls part connects ARI while this
+    # instance owns the Stasis app (features/calls/leadership.py: one owner per Asterisk).
     lifecycle = [
         Wired(start=checkpointer.start, stop=checkpointer.stop) if checkpointer else Wired(),
         Wired(start=change_listener.start, stop=change_listener.stop) if change_listener else Wired(),
@@ -181,8 +191,8 @@ async def open_services(settings: Settings) -> Services:
         portal_part,
         Wired(start=outbox.start, stop=outbox.stop),
         trunk_part,
-        Wired(start=ari.start, stop=ari.stop),
         calls_part,
+        callback_part,  # click-to-call: its own ARI application (after the outbox it enqueues on)
         messaging_part,
         doctor_part,  # routes only (GET /api/admin/doctor)
         customers_part,  # routes only (GET /api/admin/customers)
@@ -197,7 +207,7 @@ async def open_services(settings: Settings) -> Services:
         outbox=outbox,
         bitrix=bitrix,
         ami=ami,
-        ari=ari,
+        ari=deps.ari,
         calls=calls,
         call_jobs=call_jobs,
         calling=calling,
@@ -208,6 +218,7 @@ async def open_services(settings: Settings) -> Services:
         admin_password=admin_password,
         admin_password_generated=generated,
         parts=lifecycle,
+        stasis_owner=stasis_owner,
     )
 
 
@@ -258,11 +269,15 @@ def build_app(services: Services, login_throttle: LoginThrottle | None = None) -
         ],
     )
     app[SERVICES] = services
-    app.router.add_routes(health_routes(services.engine, services.secret_box, services.ami, services.ari))
+    owner = services.stasis_owner
+    app.router.add_routes(
+        health_routes(services.engine, services.secret_box, services.ami, services.ari, owner.status if owner else None)
+    )
     app.router.add_routes(meta_webhook_routes(services.meta.webhook))
     app.router.add_routes(bitrix_webhook_routes(services.bitrix.app))
     app.router.add_routes(outbox_routes(services.outbox, services.sessions))
-    app.router.add_routes(metrics_routes(services.sessions, services.ami, services.ari))
+    owners = (lambda: {owner.asterisk: owner.owner}) if owner else None
+    app.router.add_routes(metrics_routes(services.sessions, services.ami, services.ari, owners))
     for part in services.parts:
         app.router.add_routes(part.routes)
     app.router.add_routes(admin_panel.routes)
