@@ -1,7 +1,10 @@
-"""`GET /healthz` (no auth): the database (a write and the key, store/health.py), AMI and ARI."""
+"""`GET /healthz` (no auth): the database (a write and the key, store/health.py), AMI and ARI, and
+whether this instance owns the Stasis app (features/calls/leadership.py): a standby's ARI is
+closed on purpose and does not make it degraded."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -14,7 +17,13 @@ from thoth_pbx.core.secrets import SecretBox
 from thoth_pbx.store.health import database_health
 
 
-def health_routes(engine: AsyncEngine, box: SecretBox, ami: AmiClient, ari: AriClient) -> list[web.RouteDef]:
+def health_routes(
+    engine: AsyncEngine,
+    box: SecretBox,
+    ami: AmiClient,
+    ari: AriClient,
+    stasis: Callable[[], dict[str, Any]] | None = None,
+) -> list[web.RouteDef]:
     async def healthz(request: web.Request) -> web.Response:
         database = await database_health(engine, box)
         body: dict[str, Any] = {
@@ -24,7 +33,13 @@ def health_routes(engine: AsyncEngine, box: SecretBox, ami: AmiClient, ari: AriC
             "ari": ari.status.as_json(),
         }
         ok = database["state"] == "ok"
-        ready = ok and all(body[k]["state"] in ("connected", "disabled") for k in ("ami", "ari"))
+        standby = False
+        if stasis is not None:
+            body["stasis"] = stasis()
+            standby = body["stasis"]["role"] == "standby"
+        ready = ok and all(
+            body[k]["state"] in ("connected", "disabled") or (k == "ari" and standby) for k in ("ami", "ari")
+        )
         body["status"] = "ok" if ready else ("degraded" if ok else "down")
         return web.json_response(body, status=200 if ok else 503)
 
