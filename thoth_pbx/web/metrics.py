@@ -5,11 +5,12 @@ Two sources. What the database holds (calls by state, ended calls by status code
 direction and status, outbox jobs by kind and status with the age of the oldest waiting one) is
 read at scrape time, so every instance on one database reports the same, and a restart loses
 nothing. What only this process sees (request latencies, the announce latency, webhook
-deliveries, AMI/ARI connection state) comes from core/metrics.py and the clients."""
+deliveries, AMI/ARI connection state, whether it owns the Stasis app of an Asterisk) comes from
+core/metrics.py, the clients and features/calls/leadership.py."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -37,9 +38,16 @@ class Snapshot:
     jobs: list[tuple[str, str, int]] = field(default_factory=list)
     oldest: list[tuple[str, float]] = field(default_factory=list)
     connected: dict[str, bool] = field(default_factory=dict)
+    owner: dict[str, bool] = field(default_factory=dict)  # Asterisk (ARI URL) -> owns its Stasis app
 
 
-async def take(sessions: async_sessionmaker[AsyncSession], ami: AmiClient, ari: AriClient) -> Snapshot:
+# Asterisk (ARI URL) -> this instance owns its Stasis app
+Owners = Callable[[], dict[str, bool]]
+
+
+async def take(
+    sessions: async_sessionmaker[AsyncSession], ami: AmiClient, ari: AriClient, owners: Owners | None = None
+) -> Snapshot:
     now = utcnow()
     async with sessions() as session:
         calls = (await session.execute(select(Call.state, func.count()).group_by(Call.state))).all()
@@ -74,6 +82,7 @@ async def take(sessions: async_sessionmaker[AsyncSession], ami: AmiClient, ari: 
         jobs=[(str(k), str(s), int(n)) for k, s, n in jobs],
         oldest=[(str(k), max(0.0, (now - at).total_seconds())) for k, at in oldest if at is not None],
         connected={"ami": ami.connected, "ari": ari.connected},
+        owner=owners() if owners is not None else {},
     )
 
 
@@ -119,15 +128,25 @@ class SnapshotCollector(Collector):
         for interface, up in sorted(snap.connected.items()):
             connected.add_metric([interface], 1.0 if up else 0.0)
         yield connected
+        owner = GaugeMetricFamily(
+            "thoth_stasis_owner",
+            "1 while this instance holds the Stasis app of the Asterisk (its ARI URL), 0 while it stands by",
+            labels=["asterisk"],
+        )
+        for asterisk, owns in sorted(snap.owner.items()):
+            owner.add_metric([asterisk], 1.0 if owns else 0.0)
+        yield owner
 
 
-def metrics_routes(sessions: async_sessionmaker[AsyncSession], ami: AmiClient, ari: AriClient) -> list[web.RouteDef]:
+def metrics_routes(
+    sessions: async_sessionmaker[AsyncSession], ami: AmiClient, ari: AriClient, owners: Owners | None = None
+) -> list[web.RouteDef]:
     registry = CollectorRegistry(auto_describe=True)
     collector = SnapshotCollector()
     registry.register(collector)
 
     async def scrape(request: web.Request) -> web.Response:
-        collector.snapshot = await take(sessions, ami, ari)
+        collector.snapshot = await take(sessions, ami, ari, owners)
         body = generate_latest(registry) + generate_latest(INSTRUMENTS)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
