@@ -1,0 +1,134 @@
+"""Two `thoth-pbx serve` processes on one PostgreSQL and one Asterisk (issue 16): exactly one owns
+the Stasis app, so a WhatsApp call is taken once; when the owner is SIGKILLed during live calls,
+the standby takes over, re-attaches to the calls as a restart does, finishes each once in
+Bitrix24, and answers the next call. bench/takeover.py measures how long the takeover takes.
+
+Asterisk gives an application to one websocket at a time (ApplicationReplaced):
+https://docs.asterisk.org/Asterisk_22_Documentation/API_Documentation/Asterisk_REST_Interface/Asterisk_REST_Data_Models/#applicationreplaced
+PostgreSQL advisory locks: https://www.postgresql.org/docs/current/explicit-locking.html#ADVISORY-LOCKS
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.calls.cluster import FINISH, REGISTER, Cluster, start_call_lab
+from tests.calls.conftest import BUSINESS
+from tests.calls.lab import CallLab, stop_lab
+from tests.calls.service import ServeProcess
+from tests.support.bitrix import wait_until
+from tests.support.postgres import PostgresServer
+
+LIVE_CALLS = 10
+
+
+@pytest.fixture(scope="module")
+def leader_lab() -> Iterator[CallLab]:
+    lab = start_call_lab("leadership")
+    yield lab
+    stop_lab(lab)
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path, leader_lab: CallLab, postgres_server: PostgresServer) -> AsyncIterator[Cluster]:
+    name, url = postgres_server.create_database()
+    two = await Cluster.start(tmp_path, leader_lab, url)
+    yield two
+    await two.stop()
+    postgres_server.drop_database(name)
+
+
+async def stasis_owner_gauge(server: ServeProcess) -> float | None:
+    auth = {"Authorization": aiohttp.encode_basic_auth("admin", "correct-horse-battery")}
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{server.port}/metrics", headers=auth) as resp:
+            text = await resp.text()
+    for family in text_string_to_metric_families(text):
+        if family.name == "thoth_stasis_owner":
+            return sum(sample.value for sample in family.samples)
+    return None
+
+
+async def _talk(seconds: float) -> None:
+    await asyncio.sleep(seconds)  # the conversation itself: a scenario duration, not a synchronisation
+
+
+def methods(calls: list[tuple[str, dict]]) -> list[str]:
+    return [m for m, _ in calls]
+
+
+async def test_one_owner_takes_each_call_once(cluster: Cluster, leader_lab: CallLab) -> None:
+    owner = await cluster.settled_owner()
+    (standby,) = [s for s in cluster.servers if s is not owner]
+    assert await stasis_owner_gauge(owner) == 1.0 and await stasis_owner_gauge(standby) == 0.0
+    standby_health = await standby.health()
+    assert standby_health["status"] == "ok" and standby_health["ari"]["state"] != "connected"
+    caller = "+79990002001"
+    placed = leader_lab.whatsapp_call(BUSINESS, caller)
+    call = await wait_until(lambda: cluster.row(caller, "connected"), timeout=20, what="call connected")
+    await _talk(0.5)
+    leader_lab.hangup_meta(placed["meta_channel"])
+    ended = await wait_until(lambda: cluster.row(caller, "ended"), timeout=20, what="call ended")
+    assert ended.status_code == "200" and len(await cluster.calls_of(caller)) == 1
+    await wait_until(lambda: FINISH in methods(cluster.bitrix(call.linkedid)), timeout=20, what="finish delivered")
+    counts = Counter(methods(cluster.bitrix(call.linkedid)))
+    assert counts[REGISTER] == 1 and counts[FINISH] == 1
+    assert "whatsapp call" in owner.log.read_text()
+    assert "whatsapp call" not in standby.log.read_text()
+
+
+async def test_owner_killed_during_live_calls_the_standby_finishes_them_and_takes_the_next(
+    cluster: Cluster, leader_lab: CallLab
+) -> None:
+    owner = await cluster.settled_owner()
+    callers = [f"+7999000{3000 + n}" for n in range(LIVE_CALLS)]
+    placed = {caller: leader_lab.whatsapp_call(BUSINESS, caller) for caller in callers}
+    live = {}
+    for caller in callers:
+        live[caller] = await wait_until(
+            lambda c=caller: cluster.row(c, "connected"), timeout=40, what=f"{caller} connected"
+        )
+    meta_up = {p["meta_channel"] for p in placed.values()}
+    await wait_until(
+        lambda: meta_up <= {c["id"] for c in leader_lab.meta_channels() if c["state"] == "Up"},
+        timeout=20,
+        what="every WhatsApp leg answered",
+    )
+    owner.kill()
+    new_owner = await cluster.settled_owner(timeout=30)
+    assert new_owner is not owner
+    await _talk(1.0)
+    # the calls kept talking through the takeover: Asterisk holds the bridges
+    assert meta_up <= {c["id"] for c in leader_lab.meta_channels() if c["state"] == "Up"}
+    for caller in callers:
+        leader_lab.hangup_meta(placed[caller]["meta_channel"])
+    for caller in callers:
+        ended = await wait_until(lambda c=caller: cluster.row(c, "ended"), timeout=40, what=f"{caller} finished")
+        assert ended.status_code == "200" and ended.answered_by_extension == "101"
+    linkedids = {call.linkedid for call in live.values()}
+    await wait_until(
+        lambda: all(FINISH in methods(cluster.bitrix(lid)) for lid in linkedids), timeout=60, what="every finish"
+    )
+    for lid in linkedids:
+        counts = Counter(methods(cluster.bitrix(lid)))
+        assert counts[REGISTER] == 1 and counts[FINISH] == 1, (lid, counts)
+        finish = next(p for m, p in cluster.bitrix(lid) if m == FINISH)
+        # a batch (finishes that left together) carries its parameters as text
+        assert str(finish["STATUS_CODE"]) == "200" and str(finish["USER_ID"]) == "2" and int(finish["DURATION"]) >= 1
+    # the next call is answered by the new owner
+    caller = "+79990003999"
+    next_call = leader_lab.whatsapp_call(BUSINESS, caller)
+    answered = await wait_until(lambda: cluster.row(caller, "connected"), timeout=20, what="next call answered")
+    leader_lab.hangup_meta(next_call["meta_channel"])
+    assert (await wait_until(lambda: cluster.row(caller, "ended"), timeout=20, what="next call ended")).status_code == (
+        "200"
+    )
+    await wait_until(lambda: FINISH in methods(cluster.bitrix(answered.linkedid)), timeout=20, what="its finish")
+    assert "whatsapp call" in new_owner.log.read_text()
