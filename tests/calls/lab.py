@@ -37,6 +37,17 @@ PHONES_BEHAVIOUR = {
 for _n in range(200, 260):  # a pool of answering operators for load tests
     PHONES_BEHAVIOUR[str(_n)] = "answer"
 
+# WhatsApp users our business calls (click-to-call), and what Meta answers for each: the
+# SIP page's table (486 declined, 480 unreachable / no answer, 403 no approved permission).
+CUSTOMERS_BEHAVIOUR = {
+    "+79991000001": "answer",
+    "+79991000002": "declined",  # 486
+    "+79991000003": "unavailable",  # 480
+    "+79991000004": "forbidden",  # 403
+    "+79991000005": "ring",  # never answers (our side cancels: 487)
+}
+SIP_HOSTNAME = "pbx.test"  # the business's configured SIP hostname: Meta wants it as the From host
+
 
 def chroot_path(host_path: Path) -> str:
     """Asterisk runs in the chroot: `<root>/thoth/instances/...` is `/thoth/instances/...` there."""
@@ -109,6 +120,21 @@ class CallLab:
                 f"aors=biz{digits}",
                 f"outbound_auth=biz{digits}",
                 "from_domain=wa.meta.vc",
+                "direct_media=no",
+                "media_encryption=sdes",
+                "rtp_symmetric=yes",
+                "send_connected_line=no",
+                "timers=no",
+                "",
+                # business-initiated calls: identified by the From user (the business number),
+                # challenged for the number's digest credentials like Meta does
+                f"[{number}]",
+                "type=endpoint",
+                "transport=meta-tls",
+                "context=wa-users",
+                "disallow=all",
+                "allow=opus",
+                f"auth=biz{digits}",
                 "direct_media=no",
                 "media_encryption=sdes",
                 "rtp_symmetric=yes",
@@ -228,7 +254,9 @@ def start_lab(name: str = "calls") -> CallLab:
                 "[from-business]",
                 "type=identify",
                 "endpoint=from-business",
-                "match=127.0.0.1",
+                # only our UDP port (operators' phones): our TLS INVITEs to WhatsApp users are
+                # identified by their From user, the business number
+                f"match=127.0.0.1:{business.sip_port}",
                 "",
                 "#tryinclude pjsip_meta_numbers.conf",
                 "",
@@ -251,6 +279,23 @@ def start_lab(name: str = "calls") -> CallLab:
         else:
             ops_dialplan += [f"exten => {ext},1,Ringing()", " same => n,Wait(600)"]
     ops_dialplan += ["", "[caller]", "exten => s,1,Answer()", " same => n,Echo()", ""]
+    ops_dialplan += ["[wa-users]"]
+    for number, behaviour in CUSTOMERS_BEHAVIOUR.items():
+        ops_dialplan += [
+            f"exten => {number},1,NoOp(business-initiated call from ${{PJSIP_HEADER(read,From)}})",
+            # Meta: 403 when the From host is not the number's configured SIP server
+            f' same => n,ExecIf($[${{REGEX("@{SIP_HOSTNAME}[>;:]" ${{PJSIP_HEADER(read,From)}})}} = 0]?Hangup(21))',
+            " same => n,Ringing()",
+            " same => n,Wait(0.5)",
+        ]
+        ops_dialplan += {
+            "answer": [" same => n,Answer()", " same => n,Echo()"],
+            "declined": [" same => n,Hangup(17)"],
+            "unavailable": [" same => n,Hangup(19)"],
+            "forbidden": [" same => n,Hangup(21)"],
+            "ring": [" same => n,Wait(600)"],
+        }[behaviour]
+    ops_dialplan += [""]
     (meta.config_dir / "extensions_lab.conf").write_text("\n".join(ops_dialplan) + "\n")
     with (meta.config_dir / "extensions.conf").open("a") as fh:
         fh.write("\n#tryinclude extensions_lab.conf\n")
