@@ -96,17 +96,20 @@ class CallJobs:
         path: str | None = None,
         record_url: str | None = None,
         filename: str | None = None,
+        call_id: str | None = None,
     ) -> int:
-        """The file is read when the job runs (it is usually complete only after hang-up)."""
+        """The file is read when the job runs (it is usually complete only after hang-up).
+        `call_id`: for a call Bitrix24 registered itself (click-to-call), none on the chain."""
         if not path and not record_url:
             raise ValueError("path or record_url is required")
         name = filename or Path(path or record_url or "").name
+        payload = {"path": path, "RECORD_URL": record_url, "FILENAME": name}
         return await self._outbox.enqueue(
             session,
             KIND_RECORD,
             instance_id,
             call_chain(instance_id, external_call_id),
-            {"path": path, "RECORD_URL": record_url, "FILENAME": name},
+            payload | ({"CALL_ID": call_id} if call_id else {}),
         )
 
 
