@@ -102,6 +102,8 @@ def graph_refusal(code: int | None, message: str) -> Outcome:
 
 _SIP = {
     403: Outcome("403", "WhatsApp refused the call (SIP 403): no approved permission, limit, or From host"),
+    401: Outcome("403", "WhatsApp refused our digest credentials (SIP 401): fetch the number's SIP password again"),
+    407: Outcome("403", "WhatsApp refused our digest credentials (SIP 407): fetch the number's SIP password again"),
     404: Outcome("404", "WhatsApp: invalid number (SIP 404)"),
     480: Outcome("480", "The customer is unreachable or did not answer (SIP 480)"),
     486: Outcome("603", "The customer declined the call (SIP 486)"),

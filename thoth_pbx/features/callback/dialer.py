@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 HANG_UP = ("ChannelDestroyed", "StasisEnd", "ChannelHangupRequest")
 FINAL_DIAL = ("ANSWER", "BUSY", "NOANSWER", "CHANUNAVAIL", "CONGESTION", "CANCEL")
 ENTER_TIMEOUT_S = 5.0
+# hangup cause of the operator's leg -> DIALSTATUS word (a dial timeout ends with 16/19: no answer)
+_OPERATOR_CAUSES = {17: "BUSY", 21: "BUSY", 1: "CHANUNAVAIL", 3: "CHANUNAVAIL", 20: "CHANUNAVAIL", 27: "CHANUNAVAIL"}
+_OPERATOR_CAUSES |= {34: "CHANUNAVAIL", 38: "CHANUNAVAIL"}
 
 
 @dataclass
@@ -228,7 +231,7 @@ class Dialer:
                     cause = event["cause"]
                 tech = event.get("tech_cause", tech)
                 if other is None:
-                    return {17: "BUSY", 21: "BUSY"}.get(cause or 0, "CHANUNAVAIL" if cause != 19 else "NOANSWER")
+                    return _OPERATOR_CAUSES.get(cause or 0, "NOANSWER")
                 sip = decide.sip_status(tech, cause)
                 return f"SIP:{sip}" if sip is not None else "CHANUNAVAIL"
 

@@ -66,6 +66,7 @@ class CallLog(Protocol):
         path: str | None = None,
         record_url: str | None = None,
         filename: str | None = None,
+        call_id: str | None = None,
     ) -> int: ...
 
 
@@ -352,7 +353,13 @@ class CallbackService:
             ),
         )
         if recording and outcome.status_code == decide.ANSWERED:
-            await self.call_log.attach_record(session, row.app_instance_id, row.bitrix_call_id, path=recording)
+            await self.call_log.attach_record(
+                session,
+                row.app_instance_id,
+                row.bitrix_call_id,
+                path=recording,
+                call_id=None if ours else row.bitrix_call_id,
+            )
         log.info(
             "click-to-call ended",
             extra={"callback": row.id, "status_code": outcome.status_code, "reason": outcome.reason},

@@ -1,0 +1,362 @@
+"""Click-to-call end to end: a Bitrix24 operator clicks a WhatsApp customer's number
+(ONEXTERNALCALLSTART from the Bitrix24 simulator, the call already registered by the portal),
+thoth-pbx checks the call permission on the Meta simulator, rings the operator's phone first and
+then calls the customer through the real trunk: TLS to Meta's side of the lab, SDES-SRTP, Opus,
+digest auth with the number's SIP password (the Meta-side Asterisk challenges like Meta does),
+From the business number at our hostname. Sources: developers.facebook.com/documentation/
+business-messaging/whatsapp/calling/sip (business-initiated calls, SIP answers), developers.
+facebook.com/docs/whatsapp/cloud-api/calling/user-call-permissions (permissions, limits, the
+request and its reply), dev.1c-bitrix.ru/rest_help/scope_telephony/telephony/events_telephone/
+(ONEXTERNALCALLSTART: the call is registered, finish its CALL_ID)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import select
+
+from tests.calls.lab import SIP_HOSTNAME, CallLab, start_lab, stop_lab
+from tests.calls.service import OPERATORS, new_simulator, thoth_environ
+from tests.support.bitrix import seed_instance, wait_until
+from thoth_pbx.app import Services, build_app, open_services
+from thoth_pbx.core.settings import load_settings
+from thoth_pbx.features.callback.models import CallbackCall
+from thoth_pbx.features.directory.models import AppInstance, Phone, WabaAccount
+from thoth_pbx.features.messaging.models import MessagingWindow
+from thoth_pbx.features.portal.install import EVENTS_PATH
+from thoth_pbx.features.portal.users import fetch_users, store_users
+from thoth_pbx.sandbox import meta as meta_sim
+from thoth_pbx.sandbox.bitrix import BitrixSimulator, Portal
+from thoth_pbx.sandbox.bitrix.clicktocall import click_to_call
+from thoth_pbx.sandbox.meta import FailRule, MetaSimulator
+from thoth_pbx.sandbox.meta.permissions import permission_reply
+
+BUSINESS = "+14155550150"
+PASSWORD = "SipSecret-0150-abcdef"
+PNID = "2001"
+TOKEN = "EAAGc2c" + "x" * 30
+APP_SECRET = "c2c-app-secret-0123456789"
+API_KEY = "c2c-api-key-0123456789"
+LINE = BUSINESS.lstrip("+")
+ANSWERS, DECLINES, UNAVAILABLE, FORBIDDEN = "+79991000001", "+79991000002", "+79991000003", "+79991000004"
+FINISH, REGISTER = "telephony.externalcall.finish", "telephony.externalcall.register"
+
+
+async def _apply_trunk(lab: CallLab) -> None:
+    from thoth_pbx.clients.asterisk.ami import AmiClient
+    from thoth_pbx.core.settings import AmiTarget
+    from thoth_pbx.features.trunk.apply import Applier
+    from thoth_pbx.features.trunk.render import TrunkPhone, parse_trunk, render
+
+    b = lab.business
+    ami = AmiClient(AmiTarget(b.host, b.ami_port, b.ami_user, b.ami_secret))
+    ami.start()
+    try:
+        await ami.wait_connected(15)
+        rendered = render(parse_trunk(lab.trunk_settings()), [TrunkPhone(BUSINESS, PASSWORD, SIP_HOSTNAME)])
+        outcome = await Applier(ami, b.config_dir, "plain").apply(rendered)
+        assert outcome.result in ("applied", "restart_required"), outcome.as_json()
+    finally:
+        await ami.stop()
+
+
+@pytest.fixture(scope="module")
+def c2c_lab() -> Iterator[CallLab]:
+    lab = start_lab("c2c")
+    lab.add_business_number(BUSINESS, PASSWORD)
+    asyncio.run(_apply_trunk(lab))
+    lab.business.restart()  # our TLS transport is new: Asterisk creates transports at start
+    yield lab
+    stop_lab(lab)
+
+
+@dataclass
+class C2C:
+    services: Services
+    client: TestClient
+    sim: BitrixSimulator
+    portal: Portal
+    meta: MetaSimulator
+    instance_id: int
+    phone_id: int
+    lab: CallLab
+
+    @property
+    def phone(self) -> Any:
+        return self.meta.phones[PNID]
+
+    async def settings(self, **callback: Any) -> None:
+        async with self.services.sessions() as session, session.begin():
+            inst = await session.get(AppInstance, self.instance_id)
+            assert inst is not None
+            inst.settings = {**(inst.settings or {}), "callback": callback}
+
+    async def click(self, customer: str, user_id: int = 2) -> str:
+        call_id, sent = await click_to_call(self.sim, self.portal, user_id=user_id, phone=customer, line_number=LINE)
+        assert [status for _, status, _ in sent] == [200], sent
+        return call_id
+
+    async def row(self, call_id: str) -> CallbackCall | None:
+        async with self.services.sessions() as session:
+            return await session.scalar(select(CallbackCall).where(CallbackCall.bitrix_call_id == call_id))
+
+    async def state(self, call_id: str, state: str, timeout: float = 30.0) -> CallbackCall:
+        async def check() -> CallbackCall | None:
+            row = await self.row(call_id)
+            return row if row is not None and row.state == state else None
+
+        return await wait_until(check, timeout=timeout, what=f"click-to-call {call_id} {state}")
+
+    async def logged(self, call_id: str) -> dict[str, Any]:
+        """The Bitrix24 statistics row of a finished call (telephony.externalcall.finish)."""
+        return await wait_until(lambda: self.portal.statistics.get(call_id), timeout=20, what=f"{call_id} finished")
+
+    def finishes(self, call_id: str) -> list[dict[str, Any]]:
+        return [e.params for e in self.sim.recorder.calls(FINISH, ok=True) if e.params.get("CALL_ID") == call_id]
+
+    def meta_legs(self) -> list[dict[str, Any]]:
+        """Business-initiated calls that reached Meta's side (its endpoint for our number)."""
+        return [c for c in self.lab.meta_channels() if c["name"].startswith(f"PJSIP/{BUSINESS}-")]
+
+    async def reply(self, customer: str, *, accept: bool = True) -> None:
+        doc = meta_sim.delivery("c2cwaba", [permission_reply(self.phone, customer, accept=accept)])
+        body = json.dumps(doc).encode()
+        resp = await self.client.post(
+            f"/api/waba/?api-key={API_KEY}",
+            data=body,
+            headers={"Content-Type": "application/json", "X-Hub-Signature-256": meta_sim.sign(body, APP_SECRET)},
+        )
+        assert resp.status == 200, await resp.text()
+
+
+async def _seed(services: Services, sim: BitrixSimulator, portal: Portal) -> tuple[int, int]:
+    instance_id = await seed_instance(services.sessions, sim, portal)
+    users = await fetch_users(await services.bitrix.portals.client(instance_id))
+    box = services.secret_box
+    async with services.sessions() as session, session.begin():
+        await store_users(session, instance_id, users)
+        waba = WabaAccount(
+            name="c2c",
+            waba_id="c2cwaba",
+            access_token=TOKEN,
+            app_secret=APP_SECRET,
+            verify_token="v" * 20,
+            verify_token_fingerprint=box.fingerprint("v" * 20),
+            api_key=API_KEY,
+            api_key_fingerprint=box.fingerprint(API_KEY),
+        )
+        session.add(waba)
+        await session.flush()
+        phone = Phone(number=BUSINESS, phone_number_id=PNID, waba_account_id=waba.id, app_instance_id=instance_id)
+        session.add(phone)
+        await session.flush()
+        return instance_id, phone.id
+
+
+@pytest.fixture
+async def c2c(tmp_path: Path, c2c_lab: CallLab) -> AsyncIterator[C2C]:
+    meta = MetaSimulator()
+    meta.add_app("c2capp", APP_SECRET)
+    meta.add_token(TOKEN, "c2capp")
+    meta.add_phone(PNID, BUSINESS, "c2cwaba", enforce_window=False)
+    meta_server = TestServer(meta.app())
+    await meta_server.start_server()
+    sim, portal = await new_simulator()
+    environ = thoth_environ(tmp_path, c2c_lab, sim)
+    environ["THOTH_META_GRAPH_URL"] = str(meta_server.make_url("")).rstrip("/")
+    port = int(environ["THOTH_LISTEN"].rsplit(":", 1)[1])
+    services = await open_services(load_settings(None, environ=environ))
+    instance_id, phone_id = await _seed(services, sim, portal)
+    portal.bindings.append(
+        {
+            "id": 1001,
+            "event": "ONEXTERNALCALLSTART",
+            "handler": f"http://127.0.0.1:{port}{EVENTS_PATH}",
+            "auth_type": "0",
+            "offline": 0,
+        }
+    )
+    client = TestClient(TestServer(build_app(services), host="127.0.0.1", port=port))
+    await client.start_server()
+    await services.ari.wait_connected(15)
+
+    async def our_app_connected() -> bool:
+        apps = await services.ari.request("GET", "/applications")
+        return any(a["name"] == f"{services.settings.ari_app}-callback" for a in apps)
+
+    await wait_until(our_app_connected, what="the click-to-call ARI application")
+    yield C2C(services, client, sim, portal, meta, instance_id, phone_id, c2c_lab)
+    await client.close()
+    await sim.stop()
+    await meta_server.close()
+
+
+async def test_with_permission_operator_rings_first_then_customer_over_tls_sdes_opus_with_digest(c2c: C2C) -> None:
+    c2c.phone.call_permissions[ANSWERS.lstrip("+")] = {"status": "permanent"}
+    await c2c.settings(record=True)
+    call_id = await c2c.click(ANSWERS)
+    row = await c2c.state(call_id, "connected")
+    assert row.extension == "101" and row.user_id == 2 and row.customer == ANSWERS
+    ari = c2c.services.ari
+    assert row.customer_channel and row.operator_channel
+    secure = await ari.request(
+        "GET", f"/channels/{row.customer_channel}/variable", params={"variable": "CHANNEL(rtp,secure)"}
+    )
+    codec = await ari.request(
+        "GET", f"/channels/{row.customer_channel}/variable", params={"variable": "CHANNEL(audionativeformat)"}
+    )
+    assert secure["value"] == "1" and "opus" in codec["value"]
+    # Meta's side took it on the endpoint of our number, which challenges for its digest
+    # credentials, so the INVITE carried the right password; the From host was ours
+    legs = c2c.meta_legs()
+    assert len(legs) == 1 and legs[0]["state"] == "Up", legs
+    transport = c2c.lab.meta.cli(f"pjsip show channelstats {legs[0]['name']}")
+    assert transport  # a live RTP session on Meta's side
+    # the customer's leg was created only once the operator had answered (their phone answers
+    # 0.2 s after it starts ringing)
+    operator = await ari.request("GET", f"/channels/{row.operator_channel}")
+    customer = await ari.request("GET", f"/channels/{row.customer_channel}")
+    created = [dt.datetime.strptime(c["creationtime"], "%Y-%m-%dT%H:%M:%S.%f%z") for c in (operator, customer)]
+    assert (created[1] - created[0]).total_seconds() >= 0.2, created
+    assert customer["name"].startswith(f"PJSIP/wa-{LINE}-") and operator["name"].startswith("PJSIP/101-")
+    await asyncio.sleep(1.5)  # the conversation itself: a scenario duration, not a synchronisation
+    c2c.lab.hangup_meta(legs[0]["id"])
+    ended = await c2c.state(call_id, "ended")
+    assert ended.status_code == "200" and ended.reason is None
+    logged = await c2c.logged(call_id)
+    assert logged["CALL_FAILED_CODE"] == "200" and logged["CALL_DURATION"] >= 1
+    assert logged["PORTAL_USER_ID"] == 2 and logged["INCOMING"] == "1"  # outgoing, as Bitrix24 registered it
+    # Bitrix24's CALL_ID finished once, never registered again by us
+    assert len(c2c.finishes(call_id)) == 1
+    assert not [e for e in c2c.sim.recorder.calls(REGISTER, ok=True) if e.params.get("TYPE") != 1]
+    await wait_until(lambda: c2c.portal.records.get(call_id), what="the recording attached")
+    assert ended.recording_path and Path(ended.recording_path).stat().st_size > 1000
+
+
+async def test_operator_who_does_not_answer_means_no_invite_to_whatsapp(c2c: C2C) -> None:
+    c2c.phone.call_permissions[ANSWERS.lstrip("+")] = {"status": "permanent"}
+    await c2c.settings(operator_ring_seconds=5)
+    call_id = await c2c.click(ANSWERS, user_id=5)  # Dina, extension 104: rings forever
+    row = await c2c.state(call_id, "dialing")
+    assert row.extension == "104"
+    ended = await c2c.state(call_id, "ended")
+    assert ended.status_code == "304" and "did not answer" in (ended.reason or "")
+    assert c2c.meta_legs() == []
+    logged = await c2c.logged(call_id)
+    assert logged["CALL_FAILED_CODE"] == "304" and logged["CALL_FAILED_REASON"] == ended.reason
+
+
+async def test_without_permission_no_invite_request_sent_operator_told_and_accept_calls_back(c2c: C2C) -> None:
+    await c2c.settings(auto_call_back=True)
+    async with c2c.services.sessions() as session, session.begin():  # the customer wrote an hour ago
+        session.add(
+            MessagingWindow(
+                phone_id=c2c.phone_id,
+                customer=ANSWERS.lstrip("+"),
+                last_inbound_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1),
+            )
+        )
+    call_id = await c2c.click(ANSWERS)
+    ended = await c2c.state(call_id, "ended")
+    assert ended.status_code == "403" and "interactive message" in (ended.reason or "")
+    assert c2c.meta_legs() == [] and not any(ch["name"].startswith("PJSIP/wa-") for ch in c2c.lab.business_channels())
+    sent = [m for m in c2c.phone.sent if m.get("type") == "interactive"]
+    assert len(sent) == 1 and sent[0]["to"] == ANSWERS.lstrip("+")
+    assert sent[0]["interactive"]["type"] == "call_permission_request"
+    logged = await c2c.logged(call_id)  # the operator sees why in the call log
+    assert logged["CALL_FAILED_CODE"] == "403" and "permission" in logged["CALL_FAILED_REASON"]
+    # the customer accepts: the operator is rung again and the customer called
+    await c2c.reply(ANSWERS)
+    again = await c2c.state(f"callback-{ended.id}", "connected")
+    assert again.extension == "101"
+    register = [e for e in c2c.sim.recorder.calls(REGISTER, ok=True) if e.params.get("EXTERNAL_CALL_ID")]
+    assert len(register) == 1 and register[0].params["TYPE"] == 1 and register[0].params["PHONE_NUMBER"] == ANSWERS
+    new_call_id = str(register[0].result["CALL_ID"])
+    legs = c2c.meta_legs()
+    assert len(legs) == 1
+    c2c.lab.hangup_meta(legs[0]["id"])
+    await c2c.state(f"callback-{ended.id}", "ended")
+    logged = await c2c.logged(new_call_id)
+    assert logged["CALL_FAILED_CODE"] == "200"
+    await c2c.reply(ANSWERS)  # a repeated reply calls nobody again
+    await asyncio.sleep(0)
+    assert len([e for e in c2c.sim.recorder.calls(REGISTER, ok=True) if e.params.get("EXTERNAL_CALL_ID")]) == 1
+
+
+async def test_outside_the_window_without_template_nothing_is_sent_and_the_operator_is_told(c2c: C2C) -> None:
+    call_id = await c2c.click(ANSWERS)
+    ended = await c2c.state(call_id, "ended")
+    assert ended.status_code == "403" and "cannot be asked" in (ended.reason or "")
+    assert c2c.phone.sent == []
+
+
+@pytest.mark.parametrize(
+    ("customer", "status", "why"),
+    [
+        (DECLINES, "603", "declined the call (SIP 486)"),
+        (UNAVAILABLE, "480", "unreachable or did not answer (SIP 480)"),
+        (FORBIDDEN, "403", "SIP 403"),
+    ],
+)
+async def test_sip_refusals_of_meta_give_their_own_status(c2c: C2C, customer: str, status: str, why: str) -> None:
+    c2c.phone.call_permissions[customer.lstrip("+")] = {"status": "permanent"}
+    call_id = await c2c.click(customer)
+    ended = await c2c.state(call_id, "ended")
+    assert ended.status_code == status and why in (ended.reason or ""), ended.reason
+    logged = await c2c.logged(call_id)
+    assert logged["CALL_FAILED_CODE"] == status and logged["CALL_DURATION"] == 0
+    assert why in logged["CALL_FAILED_REASON"]
+
+
+@pytest.mark.parametrize(
+    ("code", "path", "status", "why"),
+    [
+        (138006, "call_permissions", "403", "(138006)"),
+        (138012, "call_permissions", "423", "(138012)"),
+        (138009, "messages", "423", "(138009)"),
+    ],
+)
+async def test_graph_refusals_give_their_own_status(c2c: C2C, code: int, path: str, status: str, why: str) -> None:
+    c2c.meta.fail_next(FailRule(code=code, path=path, http_status=400))
+    await c2c.settings(template_name="call_permission_ask", template_language="en_US")
+    call_id = await c2c.click(ANSWERS)
+    ended = await c2c.state(call_id, "ended")
+    assert ended.status_code == status and why in (ended.reason or ""), ended.reason
+    assert c2c.meta_legs() == []
+    logged = await c2c.logged(call_id)
+    assert logged["CALL_FAILED_CODE"] == status and why in logged["CALL_FAILED_REASON"]
+
+
+async def test_unknown_line_and_forged_token_are_not_ours(c2c: C2C) -> None:
+    sent = await c2c.sim.send_event(
+        c2c.portal, "ONEXTERNALCALLSTART", {"CALL_ID": "x", "USER_ID": "2"}, application_token="forged-0000"
+    )
+    assert [status for _, status in sent] == [401]
+    call_id, delivered = await click_to_call(c2c.sim, c2c.portal, user_id=2, phone=ANSWERS, line_number="1999555")
+    assert delivered[0][1] == 200 and "not a WhatsApp number" in json.dumps(delivered[0][2])
+    assert await c2c.row(call_id) is None
+
+
+async def test_wrong_sip_password_is_refused_by_meta_and_said_so(c2c: C2C) -> None:
+    """Meta's side challenges for the number's digest credentials: with another password on
+    Meta's side (as after a reset) our INVITE is refused and the log says what to fix."""
+    c2c.phone.call_permissions[ANSWERS.lstrip("+")] = {"status": "permanent"}
+    c2c.lab.add_business_number(BUSINESS, "another-password-0000")
+    try:
+        call_id = await c2c.click(ANSWERS)
+        ended = await c2c.state(call_id, "ended")
+        assert ended.status_code == "403" and "digest credentials" in (ended.reason or ""), ended.reason
+        assert c2c.meta_legs() == []
+    finally:
+        c2c.lab.add_business_number(BUSINESS, PASSWORD)
+
+
+_ = OPERATORS  # the lab's operators (tests/calls/service.py): 101 answers, 104 rings forever
