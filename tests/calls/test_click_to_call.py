@@ -88,6 +88,7 @@ class C2C:
     instance_id: int
     phone_id: int
     lab: CallLab
+    environ: dict[str, str]
 
     @property
     def phone(self) -> Any:
@@ -193,8 +194,9 @@ async def c2c(tmp_path: Path, c2c_lab: CallLab) -> AsyncIterator[C2C]:
         return any(a["name"] == f"{services.settings.ari_app}-callback" for a in apps)
 
     await wait_until(our_app_connected, what="the click-to-call ARI application")
-    yield C2C(services, client, sim, portal, meta, instance_id, phone_id, c2c_lab)
-    await client.close()
+    c2c = C2C(services, client, sim, portal, meta, instance_id, phone_id, c2c_lab, environ)
+    yield c2c
+    await c2c.client.close()
     await sim.stop()
     await meta_server.close()
 
@@ -343,6 +345,39 @@ async def test_unknown_line_and_forged_token_are_not_ours(c2c: C2C) -> None:
     call_id, delivered = await click_to_call(c2c.sim, c2c.portal, user_id=2, phone=ANSWERS, line_number="1999555")
     assert delivered[0][1] == 200 and "not a WhatsApp number" in json.dumps(delivered[0][2])
     assert await c2c.row(call_id) is None
+
+
+async def test_a_restart_while_talking_logs_the_call_once_when_it_ends(c2c: C2C) -> None:
+    """thoth-pbx stops mid-call (the call lives on in Asterisk), starts again, re-attaches, and
+    finishes Bitrix24's CALL_ID once when the customer hangs up, with the whole talk time."""
+    c2c.phone.call_permissions[ANSWERS.lstrip("+")] = {"status": "permanent"}
+    call_id = await c2c.click(ANSWERS)
+    await c2c.state(call_id, "connected")
+    port = int(c2c.environ["THOTH_LISTEN"].rsplit(":", 1)[1])
+    await c2c.client.close()  # stops every part, the click-to-call's ARI application too
+    legs = c2c.meta_legs()
+    assert len(legs) == 1 and legs[0]["state"] == "Up"  # still talking
+    c2c.services = await open_services(load_settings(None, environ=c2c.environ))
+    c2c.client = TestClient(TestServer(build_app(c2c.services), host="127.0.0.1", port=port))
+    await c2c.client.start_server()
+    row = await c2c.row(call_id)
+    assert row is not None and row.state == "connected"
+
+    async def reattached() -> bool:
+        apps = await c2c.services.ari.request("GET", "/applications")
+        app = next((a for a in apps if a["name"] == f"{c2c.services.settings.ari_app}-callback"), None)
+        return app is not None and row.customer_channel in app["channel_ids"]
+
+    await wait_until(reattached, what="the live call re-attached")
+    await asyncio.sleep(1.0)  # talking on: a scenario duration, not a synchronisation
+    assert [leg["state"] for leg in c2c.meta_legs()] == ["Up"]  # not cut by the restart
+    assert (await c2c.row(call_id)).state == "connected"  # type: ignore[union-attr]
+    c2c.lab.hangup_meta(legs[0]["id"])
+    ended = await c2c.state(call_id, "ended")
+    logged = await c2c.logged(call_id)
+    assert ended.status_code == "200" and logged["CALL_FAILED_CODE"] == "200" and logged["CALL_DURATION"] >= 1
+    assert len(c2c.finishes(call_id)) == 1
+    assert not [b for b in await c2c.services.ari.request("GET", "/bridges") if b["name"] == f"c2c-{row.id}"]
 
 
 async def test_wrong_sip_password_is_refused_by_meta_and_said_so(c2c: C2C) -> None:

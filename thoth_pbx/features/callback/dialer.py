@@ -111,7 +111,8 @@ class Dialer:
         stopping = False
         try:
             if progress.answered:  # re-attached after a restart: only the end is left to see
-                return await self._talk(plan, progress, queue, None)
+                bridge_id = progress.extra.get("bridge")
+                return await self._talk(plan, progress, queue, bridge_id)
             result = await self._ring(operator, plan.operator_endpoint, plan.operator_ring_seconds, queue, None)
             if result != "ANSWER":
                 return decide.operator_missed(result)
@@ -126,6 +127,7 @@ class Dialer:
             await self._request("DELETE", f"/channels/{operator}/ring")
             bridge = await self.ari.request("POST", "/bridges", params={"type": "mixing", "name": f"c2c-{plan.row_id}"})
             bridge_id = bridge["id"]
+            progress.extra["bridge"] = bridge_id
             await self.ari.request(
                 "POST",
                 f"/bridges/{bridge_id}/addChannel",

@@ -297,7 +297,7 @@ class CallbackService:
             row = await session.get(CallbackCall, row_id)
             if row is None or row.state == "ended":
                 return
-            values["detail"] = {**row.detail, "recording": progress.recording}
+            values["detail"] = {**row.detail, "recording": progress.recording, **progress.extra}
             await session.execute(update(CallbackCall).where(CallbackCall.id == row_id).values(**values))
 
     # ------------------------------------------------------------------ ending, once
@@ -386,8 +386,13 @@ class CallbackService:
                 continue
             legs = [c for c in (row.operator_channel, row.customer_channel) if c]
             if row.state == "connected" and legs and all(c in live for c in legs):
+                detail = row.detail or {}
                 progress = Progress(
-                    row.operator_channel, row.customer_channel, True, (row.detail or {}).get("recording")
+                    row.operator_channel,
+                    row.customer_channel,
+                    True,
+                    detail.get("recording"),
+                    {"bridge": detail.get("bridge")},
                 )
                 self._drive(Plan(row.id, "", "", 0, 0), progress)
                 log.info("click-to-call re-attached", extra={"callback": row.id})
