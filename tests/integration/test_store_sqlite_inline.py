@@ -136,3 +136,19 @@ async def test_a_hot_path_insert_waits_for_a_locked_database_by_awaiting(tmp_pat
         row = await session.get(Setting, new_id)
         assert row is not None and row.key == "hot" and row.value == {"n": 1}
     await engine.dispose()
+
+
+async def test_closing_a_session_takes_no_turn_of_the_event_loop(tmp_path: Path) -> None:
+    """SQLAlchemy closes an `async with` session in a shielded task of its own: two turns of the
+    loop, each waiting behind everything else ready on a busy service. The inline driver's
+    sessions close in place (nothing in their close can be interrupted)."""
+    engine = await _engine(tmp_path)
+    sessions = db.session_factory(engine)
+    others: list[str] = []
+    async with sessions() as session, session.begin():
+        session.add(Setting(key="k", value={}))
+        asyncio.get_running_loop().call_soon(others.append, "other work")
+    assert others == []  # the session is closed (and committed) before anything else ran
+    async with sessions() as session:
+        assert await session.scalar(select(Setting.key)) == "k"
+    await engine.dispose()

@@ -135,8 +135,29 @@ def _callbacks(session: AsyncSession, key: str) -> list[Callable[[], None]]:
     return callbacks
 
 
+class InlineSession(AsyncSession):
+    """A session on the inline SQLite driver (sqlite_inline.py), closed in place on exit.
+
+    SQLAlchemy closes an `async with` session in a task of its own, shielded, so that a
+    cancellation cannot abandon the close half-way; that costs two turns of the event loop per
+    session, and a busy loop makes each turn wait for everything else ready to run (an
+    operator's message went through four sessions before its send: ~20 ms of p50 at 50
+    messages/s). On the inline driver `close()` never suspends (every statement completes
+    without leaving the loop's thread), so no cancellation can land inside it and the task
+    buys nothing. Other drivers keep SQLAlchemy's shielded close."""
+
+    async def __aexit__(self, type_: Any, value: Any, traceback: Any) -> None:
+        await self.close()
+
+
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=StoreSession)
+    inline = engine.dialect.driver == sqlite_inline.DRIVER
+    return async_sessionmaker(
+        engine,
+        class_=InlineSession if inline else AsyncSession,
+        expire_on_commit=False,
+        sync_session_class=StoreSession,
+    )
 
 
 def alembic_config() -> Config:
