@@ -316,3 +316,24 @@ async def test_deeply_nested_signed_body_is_a_400_not_a_500(service, account) ->
         "/api/admin/wabas", data=deep, headers={**auth(service), "Content-Type": "application/json"}
     )
     assert admin.status == 400 and (await admin.json())["error"]["field"] == "body"
+
+
+async def test_the_dispatcher_lets_other_work_run_between_deliveries(service, account) -> None:  # type: ignore[no-untyped-def]
+    """A batch of inbox rows is not one long turn of the event loop: work that became ready
+    meanwhile (an operator's message, a call) runs between two deliveries, not after all of them."""
+    loop = asyncio.get_running_loop()
+    turns: list[int] = []
+    seen: list[int] = []
+    done = asyncio.Event()
+
+    async def handler(item: InboxItem) -> None:
+        seen.append(len(turns))  # how many of the callbacks scheduled so far have had their turn
+        loop.call_soon(turns.append, 1)
+        if len(seen) == 5:
+            done.set()
+
+    service.services.meta.dispatcher.subscribe("message", handler)
+    doc = sim.delivery(WABA_ID, [sim.messages_change(PNID, DISPLAY, "15551234567", 5)])
+    assert (await post(service, account, json.dumps(doc).encode())).status == 200
+    await asyncio.wait_for(done.wait(), 10)
+    assert seen == [0, 1, 2, 3, 4]

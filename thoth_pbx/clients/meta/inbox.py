@@ -309,6 +309,9 @@ class InboxDispatcher:
                 row.received_at,
             )
             results.append({"_id": row.id, "_at": utcnow(), "_error": await self._deliver(item)})
+            # a batch is one loop turn without this: an operator's message or a call arriving
+            # meanwhile would wait for the whole batch instead of one delivery
+            await asyncio.sleep(0)
         async with self._sessions() as session, session.begin():
             conn = await session.connection()
             await conn.execute(
