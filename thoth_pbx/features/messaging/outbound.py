@@ -16,6 +16,7 @@ for another connector or a line that is not one of our numbers' are refused (ign
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from thoth_pbx.clients.bitrix.bucket import LeakyBucket
 from thoth_pbx.clients.meta.graph import GraphClient, GraphError, GraphRateLimited, GraphUnavailable
 from thoth_pbx.core.shapes import as_int, sub
-from thoth_pbx.features.customers import recipient_of
+from thoth_pbx.features.customers import Recipient, recipient_of
 from thoth_pbx.features.directory import AppInstance, Phone, phone_and_account
 from thoth_pbx.features.messaging import connector, history, template_command, window
 from thoth_pbx.features.messaging.bbcode import split_quote, split_signature, to_whatsapp
@@ -235,11 +236,9 @@ class Outbound:
             bucket = self._buckets[phone_id] = LeakyBucket(rate, rate, headroom=0)
         return bucket
 
-    async def _mark_read(self, phone: Phone, token: str, customer: str) -> int | None:
+    async def _mark_read(self, phone: Phone, token: str, unread: MessagingMessage | None) -> int | None:
         """Mark the customer's latest message read (best effort: never holds the send)."""
-        async with self._sessions() as session:
-            unread = await history.unread_inbound(session, phone.id, customer)
-        if unread is None:
+        if unread is None or unread.wamid is None:
             return None
         try:
             await self._graph.post(
@@ -280,11 +279,8 @@ class Outbound:
             raise Retry(f"downloading the operator's file failed: {type(exc).__name__}") from None
         return b"".join(chunks)
 
-    async def _body(self, job: Job, phone: Phone, token: str) -> dict[str, Any]:
+    async def _body(self, job: Job, phone: Phone, token: str, recipient: Recipient) -> dict[str, Any]:
         part = job.payload["part"]
-        async with self._sessions() as session:
-            # the chat's customer as they are now (a number change moved them on)
-            recipient = await recipient_of(session, phone.waba_account_id, str(job.payload["to"]))
         body: dict[str, Any] = {
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
@@ -314,19 +310,34 @@ class Outbound:
         return body | {"type": media_plan.kind, media_plan.kind: media}
 
     async def run(self, job: Job) -> dict[str, Any]:
-        async with self._sessions() as session:
+        to = str(job.payload["to"])
+        async with self._sessions() as session:  # one read for all the send needs
             number = await phone_and_account(session, int(job.payload["phone_id"]))
-        if number is None:
-            return {"failed": None, "error": "the WhatsApp number of this chat no longer exists"}
-        phone, account = number
+            if number is None:
+                return {"failed": None, "error": "the WhatsApp number of this chat no longer exists"}
+            phone, account = number
+            unread = await history.unread_inbound(session, phone.id, to)
+            # the chat's customer as they are now (a number change moved them on)
+            recipient = await recipient_of(session, phone.waba_account_id, to)
         token = account.access_token
-        read_up_to = await self._mark_read(phone, token, str(job.payload["to"]))
+        # the read receipt goes beside the send, not before it: it never delays the message
+        marking = asyncio.create_task(self._mark_read(phone, token, unread)) if unread is not None else None
         try:
-            body = await self._body(job, phone, token)
+            result = await self._send(job, phone, token, recipient)
+        except BaseException:
+            if marking is not None:
+                marking.cancel()  # the message goes again later; so does the receipt
+            raise
+        result["read_up_to"] = await marking if marking is not None else None
+        return result
+
+    async def _send(self, job: Job, phone: Phone, token: str, recipient: Recipient) -> dict[str, Any]:
+        try:
+            body = await self._body(job, phone, token, recipient)
             await self._bucket(phone.id).acquire()
             answer = await self._graph.post(f"{phone.phone_number_id}/messages", token, body, attempts=1)
         except _Refused as exc:
-            return {"failed": None, "error": str(exc), "read_up_to": read_up_to}
+            return {"failed": None, "error": str(exc)}
         except GraphError as exc:
             if exc.code == 131056:
                 raise Retry(str(exc), after=exc.retry_after or PAIR_RATE_BACKOFF_S) from None
@@ -336,10 +347,10 @@ class Outbound:
                     str(exc), after=exc.retry_after, maybe_delivered=isinstance(exc, GraphUnavailable)
                 ) from None
             title = exc.details or exc.message
-            return {"failed": exc.code, "error": f"({exc.code}) {title}"[:1000], "read_up_to": read_up_to}
+            return {"failed": exc.code, "error": f"({exc.code}) {title}"[:1000]}
         sent = answer.get("messages")
         wamid = sent[0].get("id") if isinstance(sent, list) and sent and isinstance(sent[0], dict) else None
-        return {"wamid": wamid, "read_up_to": read_up_to}
+        return {"wamid": wamid}
 
     async def on_done(self, session: AsyncSession, job: OutboxJob, result: dict[str, Any] | None) -> None:
         """In the job's own commit: the wamid (for statuses), or the failure and its notice."""
