@@ -161,11 +161,22 @@ class CallLab:
         return json.loads(data) if data else None
 
     def whatsapp_call(
-        self, business: str, caller: str, *, wacid: str | None = None, answer_after: int = 0
+        self,
+        business: str,
+        caller: str,
+        *,
+        wacid: str | None = None,
+        answer_after: int = 0,
+        headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """Meta calls our business number; the WhatsApp user's side answers with Echo (media both ways)."""
+        """Meta calls our business number; the WhatsApp user's side answers with Echo (media both ways).
+
+        `caller` is the From user: `+<digits>`, or a BSUID (`US.1349...`) for a user with a
+        username; `headers` are added to the INVITE as given (e.g. `X-WA-Meta-User-Id`,
+        `X-WA-Meta-User-Name`, `X-WA-Meta-User-Country-Code`; leave one out and it is absent)."""
         wacid = wacid or f"wacid.{uuid.uuid4().hex}"
         digits = business.lstrip("+")
+        added = {"X-WA-Meta-WACID": wacid, **(headers or {})}
         channel = self._meta_ari(
             "POST",
             "/channels",
@@ -174,10 +185,11 @@ class CallLab:
                 "context": "caller",
                 "extension": "s",
                 "priority": "1",
-                "callerId": caller,
+                # "name" <number>: a bare BSUID would be parsed as a caller name, not a number
+                "callerId": f'"{caller}" <{caller}>',
                 "timeout": "60",
             },
-            body={"variables": {"PJSIP_HEADER(add,X-WA-Meta-WACID)": wacid}},
+            body={"variables": {f"PJSIP_HEADER(add,{name})": value for name, value in added.items()}},
         )
         return {"meta_channel": channel["id"], "wacid": wacid}
 
