@@ -53,6 +53,9 @@ class CallSettings:
     # where the dialplan-free fallback goes when nobody is configured: Asterisk dial string
     operator_endpoint: str = "PJSIP/{extension}"
     default_user_id: int | None = None  # Bitrix user on register/finish when nobody answered
+    # PHONE_NUMBER of a caller Meta gives no number for (docs/calls.md "Callers without a phone
+    # number"): register requires one and documents no format, so a fixed all-zero number
+    no_phone_number: str = "0000000000"
 
     @classmethod
     def from_json(
@@ -89,6 +92,7 @@ class CallSettings:
             record=boolean(f"{prefix}.record", data.get("record", False)),
             crm_create=boolean(f"{prefix}.crm_create", data.get("crm_create", True)),
             operator_endpoint=endpoint,
+            no_phone_number=_no_phone_number(f"{prefix}.no_phone_number", data.get("no_phone_number", "0000000000")),
             default_user_id=(
                 None
                 if data.get("default_user_id") is None
@@ -105,8 +109,18 @@ _CALL_KEYS = {
     "crm_create",
     "operator_endpoint",
     "default_user_id",
+    "no_phone_number",
 }
 _ENDPOINT = re.compile(r"(PJSIP|Local|SIP|IAX2)/[A-Za-z0-9_@{}.+-]{1,80}")
+
+
+_PLACEHOLDER = re.compile(r"[0-9]{3,20}")
+
+
+def _no_phone_number(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not _PLACEHOLDER.fullmatch(value):
+        raise FieldError(name, "must be 3 to 20 digits (the PHONE_NUMBER of callers without a number)")
+    return value
 
 
 def plan_route(responsible: Operator | None, settings: CallSettings) -> list[RingStage]:

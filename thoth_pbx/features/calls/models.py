@@ -23,7 +23,9 @@ class Call(Timestamps, Base):
     phone_id: Mapped[int | None] = mapped_column(ForeignKey("phone.id", ondelete="SET NULL"))
     app_instance_id: Mapped[int | None] = mapped_column(ForeignKey("app_instance.id", ondelete="SET NULL"))
     direction: Mapped[str] = mapped_column(String(8), default="in")
-    caller: Mapped[str] = mapped_column(String(64))
+    caller: Mapped[str] = mapped_column(String(64))  # +E.164, else the BSUID (features/calls/identity.py)
+    # who called (features/customers): a caller known by BSUID only has no number to find them by
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customer.id", ondelete="SET NULL"), index=True)
     called: Mapped[str] = mapped_column(String(64))
     wacid: Mapped[str | None] = mapped_column(String(255))
     # ringing | connected | ended

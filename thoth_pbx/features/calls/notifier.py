@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from sqlalchemy import select, update
@@ -20,9 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from thoth_pbx.clients.bitrix import telephony
 from thoth_pbx.clients.bitrix.telephony import FinishCall, RegisterCall, RegisteredCall
 from thoth_pbx.core.validation import is_extension
-from thoth_pbx.features.calls.callflow import ANSWERED, CallSettings, Operator, talk_seconds
+from thoth_pbx.features.calls.callflow import ANSWERED, CallSettings, Operator, normalise_number, talk_seconds
 from thoth_pbx.features.calls.jobs import KIND_REGISTER, CallJobs, call_chain
 from thoth_pbx.features.calls.models import Call
+from thoth_pbx.features.customers import Customer, link_crm
 from thoth_pbx.features.directory import AppInstance, Phone
 from thoth_pbx.features.portal import BitrixUser, Portals
 from thoth_pbx.outbox.models import OutboxJob
@@ -39,6 +40,7 @@ class CallContext:
     settings: CallSettings
     register_user_id: int | None = None  # USER_ID for register/finish when nobody answered
     extensions: Mapping[int, str] = field(default_factory=dict)  # Bitrix user id -> extension
+    account_id: int | None = None  # the number's WhatsApp Business account: whose customer is calling
 
 
 # The register's result once delivered (None if it failed for good): routing needs to know
@@ -98,9 +100,10 @@ class BitrixCallNotifier:
 
     async def context(self, session: AsyncSession, phone: Phone | None) -> CallContext:
         line = telephony.line_number_for(phone.number) if phone else ""
+        account_id = phone.waba_account_id if phone else None
         instance = await session.get(AppInstance, phone.app_instance_id) if phone and phone.app_instance_id else None
         if instance is None or instance.status == "uninstalled":
-            return CallContext(None, line, CallSettings.from_json(self.global_calls))
+            return CallContext(None, line, CallSettings.from_json(self.global_calls), account_id=account_id)
         rows = (
             await session.execute(
                 select(BitrixUser.user_id, BitrixUser.extension).where(
@@ -114,27 +117,33 @@ class BitrixCallNotifier:
         first_operator = next((op.user_id for op in settings.ring_group if op.user_id is not None), None)
         register_user = settings.default_user_id or first_operator or FALLBACK_USER_ID
         return CallContext(
-            instance.id, line, settings, int(register_user), {uid: ext for ext, uid in by_extension.items()}
+            instance.id,
+            line,
+            settings,
+            int(register_user),
+            {uid: ext for ext, uid in by_extension.items()},
+            account_id=account_id,
         )
 
     async def registered(self, session: AsyncSession, call: Call, ctx: CallContext) -> Registering | None:
         if ctx.app_instance_id is None:
             return None
-        job_id = await self.jobs.register(
-            session,
-            ctx.app_instance_id,
-            RegisterCall(
-                phone_number=call.caller,
-                type=TYPE_INCOMING,
-                external_call_id=call.linkedid,
-                user_id=ctx.register_user_id,
-                line_number=ctx.line_number,
-                call_start_date=call.started_at,
-                crm_create=ctx.settings.crm_create,
-                show=False,  # cards are shown explicitly to the operators being rung
-                add_to_chat=True,
-            ),
+        request = RegisterCall(
+            phone_number=call.caller,
+            type=TYPE_INCOMING,
+            external_call_id=call.linkedid,
+            user_id=ctx.register_user_id,
+            line_number=ctx.line_number,
+            call_start_date=call.started_at,
+            crm_create=ctx.settings.crm_create,
+            show=False,  # cards are shown explicitly to the operators being rung
+            add_to_chat=True,
         )
+        new_contact = None
+        if normalise_number(call.caller) is None:  # no number: bound by the customer identity
+            customer = await session.get(Customer, call.customer_id) if call.customer_id else None
+            request, new_contact = without_phone(request, customer, ctx.settings)
+        job_id = await self.jobs.register(session, ctx.app_instance_id, request, new_contact=new_contact)
         return Registering(self.jobs.result_of(session, job_id), self.jobs.started(session, job_id))
 
     async def ringing(self, session: AsyncSession, call: Call, ctx: CallContext, operators: list[Operator]) -> None:
@@ -180,8 +189,8 @@ class BitrixCallNotifier:
         entities the register reports as created are left out. While the register's result
         is unknown, nobody is the owner (the ring group takes the call).
         """
-        if ctx.app_instance_id is None:
-            return None
+        if ctx.app_instance_id is None or normalise_number(caller) is None:
+            return None  # a caller without a number is never searched by one (the BSUID is no number)
         client = await self.portals.client(ctx.app_instance_id)
         search = asyncio.ensure_future(telephony.search_crm(client, caller))
         try:
@@ -232,10 +241,53 @@ class RegisterUnknown(Exception):
         return f"register of {self.args[0]} not done yet; routing to the ring group"
 
 
+def without_phone(
+    request: RegisterCall, customer: Customer | None, settings: CallSettings
+) -> tuple[RegisterCall, dict[str, Any] | None]:
+    """The register of a caller Meta gives no number for (docs/calls.md "Callers without a phone
+    number"). PHONE_NUMBER is required and its format undocumented: the configured placeholder
+    (all zeros). Bitrix24 would search its CRM by that number, and CRM_CREATE would make one lead
+    with it that every such caller then shares, so: never CRM_CREATE; the CRM entity already
+    linked to the customer (an earlier call or chat) goes as CRM_ENTITY_TYPE/ID; else, when the
+    portal's calls create CRM entities, the register job first adds a contact named after the
+    customer (the fields returned here), which the operator sees on the call card."""
+    bound = replace(request, phone_number=settings.no_phone_number, crm_create=False)
+    if customer is not None and customer.crm_entity_id is not None and customer.crm_entity_type:
+        return replace(bound, crm_entity_type=customer.crm_entity_type, crm_entity_id=customer.crm_entity_id), None
+    if customer is None or not settings.crm_create:
+        return bound, None
+    return bound, contact_fields(customer)
+
+
+def contact_fields(customer: Customer) -> dict[str, Any]:
+    """crm.contact.add fields for a WhatsApp customer known without a phone number: the name an
+    operator recognises (profile name, else @username), the identity in the comment. Username and
+    BSUID have strict alphabets (checked before they are stored); the profile name goes to NAME, a
+    plain-text field, never into COMMENTS (which Bitrix24 renders as BB code)."""
+    handle = f"@{customer.username}" if customer.username else None
+    name = (customer.profile_name or "").strip()[:100] or handle or "WhatsApp"
+    comment = "WhatsApp" + (f" {handle}" if handle else "") + (f", BSUID {customer.bsuid}" if customer.bsuid else "")
+    return {
+        "NAME": name,
+        "LAST_NAME": handle if handle and name != handle else "",
+        "SOURCE_ID": "CALL",
+        "SOURCE_DESCRIPTION": "WhatsApp call without a phone number",
+        "COMMENTS": comment,
+        "OPENED": "Y",
+    }
+
+
 async def store_bitrix_call_id(session: AsyncSession, job: OutboxJob, result: dict[str, Any] | None) -> None:
-    """Outbox done-hook of register: keep Bitrix's CALL_ID on the call row (shown to admins)."""
+    """Outbox done-hook of register: keep Bitrix's CALL_ID on the call row (shown to admins), and
+    link the CRM entity the call was bound to to its customer (when it has none yet), so a later
+    call of a customer without a number is bound to the same entity."""
     external_call_id = (job.payload or {}).get("EXTERNAL_CALL_ID")
     if result and result.get("CALL_ID") and external_call_id:
-        await session.execute(
-            update(Call).where(Call.linkedid == external_call_id).values(bitrix_call_id=str(result["CALL_ID"]))
+        customer_id = await session.scalar(
+            update(Call)
+            .where(Call.linkedid == external_call_id)
+            .values(bitrix_call_id=str(result["CALL_ID"]))
+            .returning(Call.customer_id)
         )
+        if customer_id is not None:
+            await link_crm(session, customer_id, result.get("CRM_ENTITY_TYPE"), result.get("CRM_ENTITY_ID"))

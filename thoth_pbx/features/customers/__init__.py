@@ -2,6 +2,14 @@
 business-scoped user id when Meta gives one; the public face other features use."""
 
 from thoth_pbx.features.customers.models import Customer
-from thoth_pbx.features.customers.service import Recipient, find, identify, number_changed, recipient_of
+from thoth_pbx.features.customers.service import (
+    Recipient,
+    clean_bsuid,
+    find,
+    identify,
+    link_crm,
+    number_changed,
+    recipient_of,
+)
 
-__all__ = ["Customer", "Recipient", "find", "identify", "number_changed", "recipient_of"]
+__all__ = ["Customer", "Recipient", "clean_bsuid", "find", "identify", "link_crm", "number_changed", "recipient_of"]

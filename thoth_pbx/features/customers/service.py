@@ -139,6 +139,29 @@ async def number_changed(
     return new
 
 
+CRM_TYPES = ("CONTACT", "COMPANY", "LEAD")  # what telephony.externalCall.register binds a call to
+
+
+async def link_crm(session: AsyncSession, customer_id: int, entity_type: Any, entity_id: Any) -> bool:
+    """Remember the Bitrix24 CRM entity a customer's call or chat was bound to, when the customer
+    has none yet: the next call of a customer without a phone number is bound to it instead of
+    searched by number. An entity Bitrix24 did not describe (type, id) is ignored."""
+    try:
+        number = int(entity_id)
+    except (TypeError, ValueError):
+        return False
+    if entity_type not in CRM_TYPES or number <= 0:
+        return False
+    row = await session.get(Customer, customer_id)
+    if row is None or row.crm_entity_id is not None:
+        return False
+    row = await _current(session, row)
+    if row.crm_entity_id is not None:
+        return False
+    row.crm_entity_type, row.crm_entity_id = entity_type, number
+    return True
+
+
 @dataclass(frozen=True)
 class Recipient:
     """Whom a message to a chat goes to: the phone number when known (`to`), else the BSUID
