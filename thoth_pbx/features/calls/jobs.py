@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from thoth_pbx.clients.bitrix import telephony
 from thoth_pbx.clients.bitrix.errors import BitrixLogicError
 from thoth_pbx.clients.bitrix.telephony import FinishCall, RegisterCall
+from thoth_pbx.features.calls.crm_contact import CREATED_CONTACT, NEW_CONTACT, register_params
 from thoth_pbx.features.portal import Portals, guarded, job_instance
 from thoth_pbx.outbox.jobs import Fail, Handler, Job, OnDone
 from thoth_pbx.outbox.queue import Outbox
@@ -51,15 +52,25 @@ class CallJobs:
     def __init__(self, outbox: Outbox) -> None:
         self._outbox = outbox
 
-    async def register(self, session: AsyncSession, instance_id: int, request: RegisterCall) -> int:
+    async def register(
+        self,
+        session: AsyncSession,
+        instance_id: int,
+        request: RegisterCall,
+        *,
+        new_contact: dict[str, Any] | None = None,
+    ) -> int:
+        """`new_contact`: crm.contact.add fields; the job adds the contact and binds the call to it
+        (a caller without a phone number, crm_contact.py)."""
         # the first job of the call's chain: started by the commit itself (no claim round trip),
         # which is most of the announce latency an operator would otherwise wait for
+        payload = request.params() | ({NEW_CONTACT: new_contact} if new_contact else {})
         return await self._outbox.enqueue(
             session,
             KIND_REGISTER,
             instance_id,
             call_chain(instance_id, request.external_call_id),
-            request.params(),
+            payload,
             run_now=True,
         )
 
@@ -127,8 +138,9 @@ def register_call_jobs(outbox: Outbox, portals: Portals, *, on_registered: OnDon
     async def register(job: Job) -> dict[str, Any]:
         client = await portals.client(job_instance(job))
         # the stored parameters, byte for byte (a resend is identical); no CALL_ID is an error
-        registered = await telephony.register_call(client, job.payload)
-        return registered.raw
+        params, contact_id = await register_params(client, job.payload)
+        registered = await telephony.register_call(client, params)
+        return registered.raw | ({CREATED_CONTACT: contact_id} if contact_id else {})
 
     @guarded
     async def finish(job: Job) -> dict[str, Any]:
