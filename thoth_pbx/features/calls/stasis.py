@@ -37,10 +37,12 @@ from thoth_pbx.core.validation import is_extension
 from thoth_pbx.features.calls import callflow as cf
 from thoth_pbx.features.calls.callflow import Operator
 from thoth_pbx.features.calls.entering import Entering
+from thoth_pbx.features.calls.identity import CallerIdentity, from_stasis_args
 from thoth_pbx.features.calls.models import Call
 from thoth_pbx.features.calls.notifier import CallContext, CallNotifier, Registering, Registration
 from thoth_pbx.features.calls.recording import SNOOP_ARG, CallRecorder
 from thoth_pbx.features.calls.recovery import CallRecovery
+from thoth_pbx.features.customers import identify
 from thoth_pbx.features.directory import Phone
 from thoth_pbx.store.base import table_of
 from thoth_pbx.store.fast_insert import insert_returning_id
@@ -71,6 +73,16 @@ ANNOUNCE_FIRST_MAX_S = 1.0
 ANNOUNCE_GROUP_MAX = 50
 
 
+async def _customer_id(session: AsyncSession, ctx: CallContext, identity: CallerIdentity | None) -> int | None:
+    """The caller's customer identity (features/customers), found or made in the call's transaction."""
+    if identity is None or ctx.account_id is None or not (identity.phone or identity.bsuid):
+        return None
+    customer = await identify(
+        session, ctx.account_id, bsuid=identity.bsuid, phone=identity.phone, username=identity.username
+    )
+    return customer.id
+
+
 class ChangeCounter(Protocol):
     """Bumped by every committed write to the rows a call context is made of (store/changes.py)."""
 
@@ -91,6 +103,7 @@ class _Arrival:
     called: str | None
     wacid: str | None
     stored: asyncio.Future[Stored | None]
+    identity: CallerIdentity | None = None  # who calls: phone and/or BSUID, username (identity.py)
 
 
 @dataclass(frozen=True)
@@ -197,13 +210,16 @@ class StasisCalls(CallRecovery):
         assert channel is not None  # a StasisStart always names its channel
         args = event.args
         called = cf.normalise_number(args[0] if args else None) or cf.normalise_number(channel.exten)
-        caller = cf.normalise_number(channel.caller_number) or channel.caller_number or "unknown"
+        identity = from_stasis_args(channel.caller_number, args)
+        if identity.rejected:
+            log.warning("caller identity values rejected", extra={"fields": list(identity.rejected)})
+        caller = identity.caller
         wacid = args[1] if len(args) > 1 and args[1] else None
         linkedid = channel.linkedid or channel_id
         try:
             if wacid is None:
                 wacid = await self._variable(channel_id, WACID_VARIABLE)
-            stored = await self._announce(channel_id, linkedid, caller, called, wacid)
+            stored = await self._announce(channel_id, linkedid, caller, called, wacid, identity)
         finally:
             self._announce_done()
         if stored is None:  # database down or broken: the call must still ring somewhere
@@ -230,10 +246,17 @@ class StasisCalls(CallRecovery):
         await self._finish(state, ctx)
 
     async def _announce(
-        self, channel_id: str, linkedid: str, caller: str, called: str | None, wacid: str | None
+        self,
+        channel_id: str,
+        linkedid: str,
+        caller: str,
+        called: str | None,
+        wacid: str | None,
+        identity: CallerIdentity | None = None,
     ) -> Stored | None:
         """The call stored by the announcer, its register on its way; None if it could not be stored."""
-        arrival = _Arrival(channel_id, linkedid, caller, called, wacid, asyncio.get_running_loop().create_future())
+        future: asyncio.Future[Stored | None] = asyncio.get_running_loop().create_future()
+        arrival = _Arrival(channel_id, linkedid, caller, called, wacid, future, identity)
         self._arrivals.append(arrival)
         if self._announcer is None or self._announcer.done():
             self._announcer = asyncio.create_task(self._announce_arrivals(), name="calls-announcer")
@@ -354,6 +377,7 @@ class StasisCalls(CallRecovery):
                     "state": "ringing",
                     "started_at": utcnow(),
                     "detail": {},
+                    "customer_id": await _customer_id(session, ctx, arrival.identity),
                 }
                 call = Call(**values)
                 # the hot path of every call: a compiled INSERT, not the ORM's flush (fast_insert.py)
