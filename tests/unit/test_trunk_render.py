@@ -74,10 +74,22 @@ def test_dialplan_sends_both_number_forms_to_stasis_with_fallback() -> None:
     extens = [o.value.split(",", 1)[0] for o in context.options if o.key == "exten"]
     assert extens == ["_X.", "_+X."]
     lines = [o.value for o in context.options]
-    assert lines.count("n,Stasis(my-app,${EXTEN},${PJSIP_HEADER(read,X-WA-Meta-WACID)})") == 2
+    stasis = "n,Stasis(my-app,${EXTEN},${THOTH_WACID},${THOTH_WA_USER_ID},${THOTH_WA_USER_NAME},${THOTH_WA_USER_CC})"
+    assert lines.count(stasis) == 2
     # early media before Stasis: Meta drops calls without media from us within 20 s
     assert lines.count("n,Progress()") == 2
-    assert lines.index("n,Progress()") < lines.index("n,Stasis(my-app,${EXTEN},${PJSIP_HEADER(read,X-WA-Meta-WACID)})")
+    assert lines.index("n,Progress()") < lines.index(stasis)
+    # Meta's headers reach the app only through a check of their alphabet (never raw as arguments)
+    for var, header in (
+        ("THOTH_WACID", "X-WA-Meta-WACID"),
+        ("THOTH_WA_USER_ID", "X-WA-Meta-User-Id"),
+        ("THOTH_WA_USER_NAME", "X-WA-Meta-User-Name"),
+        ("THOTH_WA_USER_CC", "X-WA-Meta-User-Country-Code"),
+    ):
+        read = lines.index(f"n,Set({var}=${{PJSIP_HEADER(read,{header})}})")
+        assert lines[read + 1].startswith(f"n,Set({var}=${{IF($[${{LEN(${{{var}}})}} = ${{LEN(${{FILTER(")
+        assert read + 1 < lines.index(stasis)
+    assert not any("PJSIP_HEADER" in line for line in lines if line.startswith("n,Stasis("))
     assert lines.count('n,GotoIf($["${STASISSTATUS}" = "FAILED"]?fallback)') == 2
     assert lines.count("n(fallback),Dial(PJSIP/100&Local/200@from-internal,45)") == 2
 
