@@ -298,6 +298,47 @@ def search_crm(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> 
     return out
 
 
+# ---------------------------------------------------------------------------- crm.contact.*
+
+_CONTACT_FIELDS = ("NAME", "SECOND_NAME", "LAST_NAME", "SOURCE_ID", "SOURCE_DESCRIPTION", "COMMENTS", "OPENED")
+
+
+@method("crm.contact.add", "crm")
+def contact_add(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> int:
+    """crm-contact-add.md: `fields` (an incorrect field is ignored); the new contact's ID. The
+    responsible defaults to the calling user (the app's: the portal's first user here); a PHONE
+    multifield makes the contact findable by number like any CRM entity."""
+    fields = params.get("fields") or params.get("FIELDS")
+    if not isinstance(fields, dict):
+        raise SimError("ERROR_ARGUMENT", "Argument 'fields' is null or empty", 400)
+    contact_id = portal.next_id("contact") + 500
+    owner = _as_int(fields.get("ASSIGNED_BY_ID")) or min(portal.users, default=1)
+    contact = {k: str(fields[k]) for k in _CONTACT_FIELDS if fields.get(k) is not None}
+    contact |= {"ID": contact_id, "ASSIGNED_BY_ID": owner}
+    portal.contacts[contact_id] = contact
+    phones = fields.get("PHONE") if isinstance(fields.get("PHONE"), list) else []
+    for phone in phones:
+        digits = _digits(str(phone.get("VALUE") or "")) if isinstance(phone, dict) else ""
+        if digits:
+            name = " ".join(p for p in (contact.get("NAME"), contact.get("LAST_NAME")) if p)
+            portal.crm.setdefault(digits, []).append(
+                {"CRM_ENTITY_TYPE": "CONTACT", "CRM_ENTITY_ID": contact_id, "NAME": name, "ASSIGNED_BY_ID": owner}
+            )
+    return contact_id
+
+
+@method("crm.contact.get", "crm")
+def contact_get(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
+    """crm-contact-get.md: the contact by `id`; the page's errors have an empty code."""
+    contact_id = _as_int(params.get("id") or params.get("ID"))
+    if contact_id is None or contact_id <= 0:
+        raise SimError("", "ID is not defined or invalid.", 400)
+    contact = portal.contacts.get(contact_id)
+    if contact is None:
+        raise SimError("", "Not found", 400)
+    return {k: (str(v) if k in ("ID", "ASSIGNED_BY_ID") else v) for k, v in contact.items()}
+
+
 # ---------------------------------------------------------------------------- telephony.externalLine.*
 
 
