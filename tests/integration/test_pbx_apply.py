@@ -105,7 +105,10 @@ async def test_apply_makes_objects_live_with_rendered_values(
     dialplan = asterisk_reset.cli("dialplan show from-meta")
     assert "'_X.' =>" in dialplan and "'_+X.' =>" in dialplan
     assert (
-        dialplan.count("Stasis(thoth-test,${EXTEN},${PJSIP_HEADER(read,X-WA-Meta-WACID)})") == 2
+        dialplan.count(
+            "Stasis(thoth-test,${EXTEN},${THOTH_WACID},${THOTH_WA_USER_ID},${THOTH_WA_USER_NAME},${THOTH_WA_USER_CC})"
+        )
+        == 2
         and dialplan.count("Progress()") == 2
         and dialplan.count("Dial(PJSIP/100,60)") == 2
     )
