@@ -34,6 +34,27 @@ async def add_contact(client: Caller, fields: Mapping[str, Any]) -> int:
     return contact_id
 
 
+CRM_GET = {"CONTACT": "crm.contact.get", "COMPANY": "crm.company.get", "LEAD": "crm.lead.get"}
+
+
+async def entity_owner(client: Caller, entity_type: Any, entity_id: Any) -> int | None:
+    """ASSIGNED_BY_ID of a CRM entity (crm-contact-get.md and its company/lead siblings), or None
+    when the type or id is not one Bitrix24 describes."""
+    method = CRM_GET.get(str(entity_type))
+    try:
+        number = int(entity_id)
+    except (TypeError, ValueError):
+        return None
+    if method is None or number <= 0:
+        return None
+    entity = await client.call(method, {"id": number})
+    try:
+        owner = int(entity["ASSIGNED_BY_ID"])
+    except (TypeError, ValueError, KeyError):
+        return None
+    return owner if owner > 0 else None
+
+
 async def register_params(client: Caller, payload: Mapping[str, Any]) -> tuple[dict[str, Any], int | None]:
     """The register parameters to send: the stored ones, bound to a new contact when the call
     asked for one (and no entity was given); the contact's id, if one was added."""

@@ -21,6 +21,7 @@ from thoth_pbx.clients.bitrix import telephony
 from thoth_pbx.clients.bitrix.telephony import FinishCall, RegisterCall, RegisteredCall
 from thoth_pbx.core.validation import is_extension
 from thoth_pbx.features.calls.callflow import ANSWERED, CallSettings, Operator, normalise_number, talk_seconds
+from thoth_pbx.features.calls.crm_contact import CREATED_CONTACT, entity_owner
 from thoth_pbx.features.calls.jobs import KIND_REGISTER, CallJobs, call_chain
 from thoth_pbx.features.calls.models import Call
 from thoth_pbx.features.customers import Customer, link_crm
@@ -189,18 +190,14 @@ class BitrixCallNotifier:
         entities the register reports as created are left out. While the register's result
         is unknown, nobody is the owner (the ring group takes the call).
         """
-        if ctx.app_instance_id is None or normalise_number(caller) is None:
-            return None  # a caller without a number is never searched by one (the BSUID is no number)
+        if ctx.app_instance_id is None:
+            return None
         client = await self.portals.client(ctx.app_instance_id)
+        if normalise_number(caller) is None:  # never searched by a number: the BSUID is none
+            return await self._owner_of_bound_entity(ctx, client, linkedid, registration)
         search = asyncio.ensure_future(telephony.search_crm(client, caller))
         try:
-            if registration is not None:
-                await asyncio.wait({registration})  # a cancelled watcher (shutdown) must not cancel us
-                if registration.cancelled():
-                    raise RegisterUnknown(linkedid)
-                result = registration.result()
-            else:  # a re-attached call: its register ran before the restart
-                result = await self._stored_register(ctx.app_instance_id, linkedid)
+            result = await self._register_result(ctx.app_instance_id, linkedid, registration)
             matches = await search
         finally:
             search.cancel()
@@ -209,15 +206,33 @@ class BitrixCallNotifier:
         for match in matches:
             if match.assigned_by_id is None:
                 continue
-            extension = ctx.extensions.get(match.assigned_by_id) or match.assigned_inner_phone
-            if extension and is_extension(str(extension)):
-                return Operator(str(extension), match.assigned_by_id)
-            if extension:
-                log.warning(
-                    "CRM owner's inner phone number is not an extension; not dialled",
-                    extra={"user_id": match.assigned_by_id, "field": "USER_PHONE_INNER"},
-                )
+            operator = _operator(ctx, match.assigned_by_id, match.assigned_inner_phone)
+            if operator is not None:
+                return operator
         return None
+
+    async def _owner_of_bound_entity(
+        self, ctx: CallContext, client: telephony.Caller, linkedid: str, registration: Registration | None
+    ) -> Operator | None:
+        """A caller without a number: the owner of the CRM entity the register bound the call to
+        (the customer's linked entity), read with crm.<type>.get. None for a contact added for this
+        very call: its owner is the register's USER_ID, not the customer's manager."""
+        assert ctx.app_instance_id is not None
+        result = await self._register_result(ctx.app_instance_id, linkedid, registration)
+        if not result or result.get(CREATED_CONTACT):
+            return None
+        owner = await entity_owner(client, result.get("CRM_ENTITY_TYPE"), result.get("CRM_ENTITY_ID"))
+        return _operator(ctx, owner, None) if owner is not None else None
+
+    async def _register_result(
+        self, instance_id: int, linkedid: str, registration: Registration | None
+    ) -> dict[str, Any] | None:
+        if registration is None:  # a re-attached call: its register ran before the restart
+            return await self._stored_register(instance_id, linkedid)
+        await asyncio.wait({registration})  # a cancelled watcher (shutdown) must not cancel us
+        if registration.cancelled():
+            raise RegisterUnknown(linkedid)
+        return registration.result()
 
     async def _stored_register(self, instance_id: int, linkedid: str) -> dict[str, Any] | None:
         """The done register result of a call's chain; `RegisterUnknown` while it is not done."""
@@ -232,6 +247,20 @@ class BitrixCallNotifier:
         if row.status != "done":
             raise RegisterUnknown(linkedid)
         return dict(row.result or {})
+
+
+def _operator(ctx: CallContext, user_id: int, inner_phone: str | None) -> Operator | None:
+    """A CRM owner as an operator to ring: their extension from the user map, else the inner phone
+    Bitrix24 gave (checked like every extension)."""
+    extension = ctx.extensions.get(user_id) or inner_phone
+    if extension and is_extension(str(extension)):
+        return Operator(str(extension), user_id)
+    if extension:
+        log.warning(
+            "CRM owner's inner phone number is not an extension; not dialled",
+            extra={"user_id": user_id, "field": "USER_PHONE_INNER"},
+        )
+    return None
 
 
 class RegisterUnknown(Exception):
