@@ -313,11 +313,11 @@ def contact_add(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) ->
         raise SimError("ERROR_ARGUMENT", "Argument 'fields' is null or empty", 400)
     contact_id = portal.next_id("contact") + 500
     owner = _as_int(fields.get("ASSIGNED_BY_ID")) or min(portal.users, default=1)
-    contact = {k: str(fields[k]) for k in _CONTACT_FIELDS if fields.get(k) is not None}
+    contact: dict[str, Any] = {k: str(fields[k]) for k in _CONTACT_FIELDS if fields.get(k) is not None}
     contact |= {"ID": contact_id, "ASSIGNED_BY_ID": owner}
     portal.contacts[contact_id] = contact
-    phones = fields.get("PHONE") if isinstance(fields.get("PHONE"), list) else []
-    for phone in phones:
+    phones = fields.get("PHONE")
+    for phone in phones if isinstance(phones, list) else []:
         digits = _digits(str(phone.get("VALUE") or "")) if isinstance(phone, dict) else ""
         if digits:
             name = " ".join(p for p in (contact.get("NAME"), contact.get("LAST_NAME")) if p)
