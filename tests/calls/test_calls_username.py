@@ -80,10 +80,12 @@ async def _customer(thoth: Thoth, customer_id: int | None) -> Customer:
     return row
 
 
-async def _talk_and_hang_up(thoth: Thoth, lab: CallLab, caller: str, placed: dict[str, Any]) -> Call:
+async def _talk_and_hang_up(
+    thoth: Thoth, lab: CallLab, caller: str, placed: dict[str, Any], operator: tuple[str, int] = ("101", 2)
+) -> Call:
     """The call reaches an operator, the caller hangs up; the ended row once Bitrix24 has the finish."""
     call = await thoth.wait_call(caller, "connected")
-    assert call.answered_by_extension == "101" and call.answered_by_user_id == 2
+    assert (call.answered_by_extension, call.answered_by_user_id) == operator
     lab.hangup_meta(placed["meta_channel"])
     ended = await thoth.wait_call(caller, "ended")
     await wait_until(
@@ -130,9 +132,11 @@ async def test_a_second_call_from_the_same_bsuid_finds_the_entity_the_first_one_
     first = lab.whatsapp_call(BUSINESS, bsuid, headers=_headers(bsuid, "hans_b", "DE"))
     one = await _talk_and_hang_up(thoth, lab, bsuid, first)
     [contact] = thoth.sim.recorder.calls(CONTACT_ADD, ok=True)
+    assert thoth.sim.recorder.calls("crm.contact.get") == []  # its owner is the register's user: not asked
+    thoth.portal.contacts[contact.result]["ASSIGNED_BY_ID"] = 6  # a manager takes the customer (ext 105)
     # the second time Meta sends no headers at all: the From user is the BSUID
     second = lab.whatsapp_call(BUSINESS, bsuid)
-    two = await _talk_and_hang_up(thoth, lab, bsuid, second)
+    two = await _talk_and_hang_up(thoth, lab, bsuid, second, operator=("105", 6))  # the owner, rung first
     assert two.linkedid != one.linkedid and two.customer_id == one.customer_id
     [register] = _registers(thoth, two.linkedid)
     assert (register["CRM_ENTITY_TYPE"], register["CRM_ENTITY_ID"], register["CRM_CREATE"]) == (
@@ -141,6 +145,7 @@ async def test_a_second_call_from_the_same_bsuid_finds_the_entity_the_first_one_
         0,
     )
     assert thoth.sim.recorder.count(CONTACT_ADD) == 1 and thoth.sim.recorder.calls(SEARCH) == []
+    assert [e.params for e in thoth.sim.recorder.calls("crm.contact.get")] == [{"id": contact.result}]
     assert thoth.portal.statistics[str(two.bitrix_call_id)]["CRM_ENTITY_ID"] == contact.result
 
 
