@@ -294,9 +294,13 @@ def start_lab(name: str = "calls") -> CallLab:
     ops_dialplan += ["[wa-users]"]
     for number, behaviour in CUSTOMERS_BEHAVIOUR.items():
         ops_dialplan += [
-            f"exten => {number},1,NoOp(business-initiated call from ${{PJSIP_HEADER(read,From)}})",
+            f"exten => {number},1,Set(FROM_HOST=${{PJSIP_HEADER(read,From)}})",
             # Meta: 403 when the From host is not the number's configured SIP server
-            f' same => n,ExecIf($[${{REGEX("@{SIP_HOSTNAME}[>;:]" ${{PJSIP_HEADER(read,From)}})}} = 0]?Hangup(21))',
+            " same => n,Set(FROM_HOST=${CUT(FROM_HOST,@,2)})",
+            " same => n,Set(FROM_HOST=${CUT(FROM_HOST,>,1)})",
+            " same => n,Set(FROM_HOST=${CUT(FROM_HOST,\\;,1)})",  # ';' starts a comment in a .conf
+            " same => n,Set(FROM_HOST=${CUT(FROM_HOST,:,1)})",
+            f' same => n,ExecIf($["${{FROM_HOST}}" != "{SIP_HOSTNAME}"]?Hangup(21))',
             " same => n,Ringing()",
             " same => n,Wait(0.5)",
         ]
