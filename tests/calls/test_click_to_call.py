@@ -42,6 +42,7 @@ from thoth_pbx.sandbox.meta.permissions import permission_reply
 BUSINESS = "+14155550150"
 PASSWORD = "SipSecret-0150-abcdef"
 PNID = "2001"
+NO_HOST, NO_HOST_PASSWORD, NO_HOST_PNID = "+14155550151", "SipSecret-0151-abcdef", "2002"  # no sip_hostname
 TOKEN = "EAAGc2c" + "x" * 30
 APP_SECRET = "c2c-app-secret-0123456789"
 API_KEY = "c2c-api-key-0123456789"
@@ -61,7 +62,10 @@ async def _apply_trunk(lab: CallLab) -> None:
     ami.start()
     try:
         await ami.wait_connected(15)
-        rendered = render(parse_trunk(lab.trunk_settings()), [TrunkPhone(BUSINESS, PASSWORD, SIP_HOSTNAME)])
+        rendered = render(
+            parse_trunk(lab.trunk_settings()),
+            [TrunkPhone(BUSINESS, PASSWORD, SIP_HOSTNAME), TrunkPhone(NO_HOST, NO_HOST_PASSWORD)],
+        )
         outcome = await Applier(ami, b.config_dir, "plain").apply(rendered)
         assert outcome.result in ("applied", "restart_required"), outcome.as_json()
     finally:
@@ -72,6 +76,7 @@ async def _apply_trunk(lab: CallLab) -> None:
 def c2c_lab() -> Iterator[CallLab]:
     lab = start_lab("c2c")
     lab.add_business_number(BUSINESS, PASSWORD)
+    lab.add_business_number(NO_HOST, NO_HOST_PASSWORD)
     asyncio.run(_apply_trunk(lab))
     lab.business.restart()  # our TLS transport is new: Asterisk creates transports at start
     yield lab
@@ -100,8 +105,8 @@ class C2C:
             assert inst is not None
             inst.settings = {**(inst.settings or {}), "callback": callback}
 
-    async def click(self, customer: str, user_id: int = 2) -> str:
-        call_id, sent = await click_to_call(self.sim, self.portal, user_id=user_id, phone=customer, line_number=LINE)
+    async def click(self, customer: str, user_id: int = 2, line: str = LINE) -> str:
+        call_id, sent = await click_to_call(self.sim, self.portal, user_id=user_id, phone=customer, line_number=line)
         assert [status for _, status, _ in sent] == [200], sent
         return call_id
 
@@ -158,6 +163,9 @@ async def _seed(services: Services, sim: BitrixSimulator, portal: Portal) -> tup
         await session.flush()
         phone = Phone(number=BUSINESS, phone_number_id=PNID, waba_account_id=waba.id, app_instance_id=instance_id)
         session.add(phone)
+        session.add(
+            Phone(number=NO_HOST, phone_number_id=NO_HOST_PNID, waba_account_id=waba.id, app_instance_id=instance_id)
+        )
         await session.flush()
         return instance_id, phone.id
 
@@ -168,6 +176,7 @@ async def c2c(tmp_path: Path, c2c_lab: CallLab) -> AsyncIterator[C2C]:
     meta.add_app("c2capp", APP_SECRET)
     meta.add_token(TOKEN, "c2capp")
     meta.add_phone(PNID, BUSINESS, "c2cwaba", enforce_window=False)
+    meta.add_phone(NO_HOST_PNID, NO_HOST, "c2cwaba", enforce_window=False)
     meta_server = TestServer(meta.app())
     await meta_server.start_server()
     sim, portal = await new_simulator()
@@ -220,8 +229,10 @@ async def test_with_permission_operator_rings_first_then_customer_over_tls_sdes_
     # credentials, so the INVITE carried the right password; the From host was ours
     legs = c2c.meta_legs()
     assert len(legs) == 1 and legs[0]["state"] == "Up", legs
-    transport = c2c.lab.meta.cli(f"pjsip show channelstats {legs[0]['name']}")
-    assert transport  # a live RTP session on Meta's side
+    sent_from = c2c.lab._meta_ari(
+        "GET", f"/channels/{legs[0]['id']}/variable", {"variable": "PJSIP_HEADER(read,From)"}
+    )["value"]
+    assert sent_from.startswith(f"<sip:{BUSINESS}@{SIP_HOSTNAME}>"), sent_from  # From the business number, our host
     # the customer's leg was created only once the operator had answered (their phone answers
     # 0.2 s after it starts ringing)
     operator = await ari.request("GET", f"/channels/{row.operator_channel}")
@@ -298,6 +309,23 @@ async def test_outside_the_window_without_template_nothing_is_sent_and_the_opera
     ended = await c2c.state(call_id, "ended")
     assert ended.status_code == "403" and "cannot be asked" in (ended.reason or "")
     assert c2c.phone.sent == []
+
+
+async def test_outside_the_window_the_configured_template_asks(c2c: C2C) -> None:
+    """Outside the 24-hour window only a template may go: the one the portal configured (on
+    Meta it carries the call_permission_request component; the simulator's templates know
+    header, body, footer and buttons only, so this one is a plain approved body)."""
+    c2c.meta.add_template(
+        "c2cwaba", "call_permission_ask", "en_US", [{"type": "BODY", "text": "May we call you on WhatsApp?"}]
+    )
+    await c2c.settings(template_name="call_permission_ask", template_language="en_US")
+    call_id = await c2c.click(ANSWERS)
+    ended = await c2c.state(call_id, "ended")
+    assert ended.status_code == "403" and "permission template" in (ended.reason or "")
+    sent = c2c.phone.sent
+    assert len(sent) == 1 and sent[0]["type"] == "template" and sent[0]["template"]["name"] == "call_permission_ask"
+    assert ended.detail["request_wamid"] == sent[0]["id"]
+    assert c2c.meta_legs() == []
 
 
 @pytest.mark.parametrize(
@@ -377,7 +405,18 @@ async def test_a_restart_while_talking_logs_the_call_once_when_it_ends(c2c: C2C)
     logged = await c2c.logged(call_id)
     assert ended.status_code == "200" and logged["CALL_FAILED_CODE"] == "200" and logged["CALL_DURATION"] >= 1
     assert len(c2c.finishes(call_id)) == 1
-    assert not [b for b in await c2c.services.ari.request("GET", "/bridges") if b["name"] == f"c2c-{row.id}"]
+    bridge = row.detail["bridge"]
+    assert bridge and not [b for b in await c2c.services.ari.request("GET", "/bridges") if b["id"] == bridge]
+
+
+async def test_from_host_other_than_the_configured_hostname_is_refused(c2c: C2C) -> None:
+    """A number without sip_hostname gets no from_domain (the trunk render warns): Meta answers
+    403 "SIP server ... does not match any SIP server configured"; the log says SIP 403."""
+    c2c.meta.phones[NO_HOST_PNID].call_permissions[ANSWERS.lstrip("+")] = {"status": "permanent"}
+    call_id = await c2c.click(ANSWERS, line=NO_HOST.lstrip("+"))
+    ended = await c2c.state(call_id, "ended")
+    assert ended.status_code == "403" and "SIP 403" in (ended.reason or "")
+    assert not [c for c in c2c.lab.meta_channels() if c["state"] == "Up"]
 
 
 async def test_wrong_sip_password_is_refused_by_meta_and_said_so(c2c: C2C) -> None:

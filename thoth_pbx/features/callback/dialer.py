@@ -38,11 +38,14 @@ class Plan:
     """What one click-to-call dials (from its row and the portal's settings)."""
 
     row_id: int
+    tag: str  # makes the channel ids unique across databases and restarts: c2c-<row>-<tag>-op|wa
     operator_endpoint: str  # e.g. PJSIP/101
     customer_endpoint: str  # e.g. PJSIP/+79991000001@wa-14155550123
     operator_ring_seconds: int
     customer_ring_seconds: int
     record: bool = False
+    business: str = ""  # +E.164: the customer's leg shows it (Meta wants From <sip:+BIZ@our host>)
+    customer: str = ""  # +E.164: the operator's phone shows who is being called
 
 
 @dataclass
@@ -104,8 +107,7 @@ class Dialer:
 
     async def run(self, plan: Plan, progress: Progress) -> Outcome:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        operator = f"c2c-{plan.row_id}-op"
-        customer = f"c2c-{plan.row_id}-wa"
+        operator, customer = channel_ids(plan.row_id, plan.tag)
         self._queues[operator] = self._queues[customer] = queue
         bridge_id: str | None = None
         stopping = False
@@ -113,19 +115,25 @@ class Dialer:
             if progress.answered:  # re-attached after a restart: only the end is left to see
                 bridge_id = progress.extra.get("bridge")
                 return await self._talk(plan, progress, queue, bridge_id)
-            result = await self._ring(operator, plan.operator_endpoint, plan.operator_ring_seconds, queue, None)
+            result = await self._ring(
+                operator, plan.operator_endpoint, plan.operator_ring_seconds, queue, None, plan.customer
+            )
             if result != "ANSWER":
                 return decide.operator_missed(result)
             progress.operator_channel = operator
             await self.report(plan.row_id, "calling", progress)
             await self._request("POST", f"/channels/{operator}/ring")  # the operator hears ringing
-            result = await self._ring(customer, plan.customer_endpoint, plan.customer_ring_seconds, queue, operator)
+            result = await self._ring(
+                customer, plan.customer_endpoint, plan.customer_ring_seconds, queue, operator, plan.business
+            )
             if result != "ANSWER":
                 raise _Ended(self._customer_outcome(result))
             progress.customer_channel = customer
             progress.answered = True
             await self._request("DELETE", f"/channels/{operator}/ring")
-            bridge = await self.ari.request("POST", "/bridges", params={"type": "mixing", "name": f"c2c-{plan.row_id}"})
+            bridge = await self.ari.request(
+                "POST", "/bridges", params={"type": "mixing", "name": f"c2c-{plan.row_id}-{plan.tag}"}
+            )
             bridge_id = bridge["id"]
             progress.extra["bridge"] = bridge_id
             await self.ari.request(
@@ -134,7 +142,7 @@ class Dialer:
                 params={"channel": f"{operator},{customer}", "inhibitConnectedLineUpdates": True},
             )
             if plan.record:
-                progress.recording = await self._record(plan.row_id, customer, queue)
+                progress.recording = await self._record(plan.row_id, plan.tag, customer)
             await self.report(plan.row_id, "connected", progress)
             return await self._talk(plan, progress, queue, bridge_id)
         except _Ended as ended:
@@ -180,6 +188,7 @@ class Dialer:
         seconds: int,
         queue: asyncio.Queue[dict[str, Any]],
         other: str | None,
+        caller_id: str = "",
     ) -> str:
         """Create a leg, dial it, wait for its answer: ANSWER, a DIALSTATUS word, TIMEOUT,
         OPERATOR_LEFT (`other` hung up meanwhile) or SIP:<code> for a failed customer leg."""
@@ -192,6 +201,13 @@ class Dialer:
                 params={"endpoint": endpoint, "app": self.ari.app, "channelId": channel_id, "originator": other},
             )
             await asyncio.wait_for(entered, ENTER_TIMEOUT_S)
+            if caller_id:  # else the INVITE goes out From "Anonymous" <sip:...@anonymous.invalid>
+                # an outgoing leg's From is its connected line (the calling party); `i`: set it
+                # without sending anything on the leg
+                for name in ("CONNECTEDLINE(num,i)", "CONNECTEDLINE(name,i)", "CALLERID(num)"):
+                    await self.ari.request(
+                        "POST", f"/channels/{channel_id}/variable", params={"variable": name, "value": caller_id}
+                    )
             await self.ari.request("POST", f"/channels/{channel_id}/dial", params={"timeout": seconds})
         except (TimeoutError, AriError) as exc:
             log.warning(
@@ -237,10 +253,10 @@ class Dialer:
                 sip = decide.sip_status(tech, cause)
                 return f"SIP:{sip}" if sip is not None else "CHANUNAVAIL"
 
-    async def _record(self, row_id: int, channel_id: str, queue: asyncio.Queue[dict[str, Any]]) -> str | None:
+    async def _record(self, row_id: int, tag: str, channel_id: str) -> str | None:
         """Both directions of the WhatsApp leg through a snoop (keeps the bridge passing Opus through)."""
         snoop = f"{channel_id}-rec"
-        name = f"thoth-c2c-{row_id}"
+        name = f"thoth-c2c-{row_id}-{tag}"
         entered = asyncio.get_running_loop().create_future()
         self._entered[snoop] = entered
         try:
@@ -297,6 +313,11 @@ class Dialer:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def channel_ids(row_id: int, tag: str) -> tuple[str, str]:
+    """The operator's and the customer's channel ids of one click-to-call."""
+    return f"c2c-{row_id}-{tag}-op", f"c2c-{row_id}-{tag}-wa"
 
 
 def _channel_id(event: dict[str, Any]) -> str:

@@ -18,6 +18,7 @@ import asyncio
 import datetime as dt
 import logging
 import re
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -32,7 +33,7 @@ from thoth_pbx.clients.meta.inbox import InboxItem
 from thoth_pbx.clients.meta.payloads import Message
 from thoth_pbx.features.callback import decide
 from thoth_pbx.features.callback.decide import CallbackSettings, Outcome
-from thoth_pbx.features.callback.dialer import Dialer, Plan, Progress
+from thoth_pbx.features.callback.dialer import Dialer, Plan, Progress, channel_ids
 from thoth_pbx.features.callback.models import CallbackCall
 from thoth_pbx.features.directory import AppInstance, Phone, phone_and_account
 from thoth_pbx.features.portal import BitrixEvent, BitrixUser
@@ -174,17 +175,20 @@ class CallbackService:
         if decide.may_call(permission.status, permission.can_call):
             plan = Plan(
                 row.id,
+                uuid.uuid4().hex[:8],
                 settings.operator_endpoint.format(extension=row.extension),
                 f"PJSIP/{customer}@{PHONE_PREFIX}{phone.number.lstrip('+')}",
                 settings.operator_ring_seconds,
                 settings.customer_ring_seconds,
                 settings.record,
+                business=phone.number,
+                customer=customer,
             )
             async with self.sessions() as session, session.begin():
                 await session.execute(
                     update(CallbackCall)
                     .where(CallbackCall.id == row.id)
-                    .values(state="dialing", detail={**row.detail, "permission": permission.status})
+                    .values(state="dialing", detail={**row.detail, "permission": permission.status, "tag": plan.tag})
                 )
             self._drive(plan, Progress())
             return {"dialing": row.id, "permission": permission.status}
@@ -394,10 +398,10 @@ class CallbackService:
                     detail.get("recording"),
                     {"bridge": detail.get("bridge")},
                 )
-                self._drive(Plan(row.id, "", "", 0, 0), progress)
+                self._drive(Plan(row.id, str(detail.get("tag") or ""), "", "", 0, 0), progress)
                 log.info("click-to-call re-attached", extra={"callback": row.id})
                 continue
-            for channel_id in (f"c2c-{row.id}-op", f"c2c-{row.id}-wa"):
+            for channel_id in channel_ids(row.id, str((row.detail or {}).get("tag") or "")):
                 if channel_id in live:
                     try:
                         await self.dialer.ari.request("DELETE", f"/channels/{channel_id}")
