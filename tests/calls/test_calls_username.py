@@ -123,6 +123,18 @@ async def test_username_only_caller_is_answered_and_logged_once_without_a_phone_
     assert statistic["CRM_ENTITY_ID"] == contact.result and statistic["CALL_FAILED_CODE"] == "200"
     # the customer now knows its CRM entity (for the next call)
     assert (customer.crm_entity_type, customer.crm_entity_id) == ("CONTACT", contact.result)
+    # the admin sees who called: the call names its customer, the customer their username
+    from thoth_pbx.clients.asterisk.ari import basic_auth_header
+
+    admin = {"Authorization": basic_auth_header("admin", "correct-horse-battery")}
+    shown = await (await thoth.client.get(f"/api/admin/calls/{ended.id}", headers=admin)).json()
+    assert (shown["caller"], shown["customer_id"]) == (bsuid, customer.id)
+    who = await (await thoth.client.get(f"/api/admin/customers/{customer.id}", headers=admin)).json()
+    assert (who["username"], who["bsuid"], who["crm"]) == (
+        "jane.doe",
+        bsuid,
+        {"entity_type": "CONTACT", "entity_id": contact.result},
+    )
 
 
 async def test_a_second_call_from_the_same_bsuid_finds_the_entity_the_first_one_created(

@@ -22,7 +22,8 @@ def describe(call: Call) -> dict[str, Any]:
     return {
         "id": call.id,
         "linkedid": call.linkedid,
-        "caller": call.caller,
+        "caller": call.caller,  # +number, else the BSUID (a caller with a WhatsApp username)
+        "customer_id": call.customer_id,  # GET /api/admin/customers/{id}: phone, username, BSUID
         "called": call.called,
         "wacid": call.wacid,
         "state": call.state,
