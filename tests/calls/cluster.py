@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.calls.conftest import (
@@ -24,10 +24,12 @@ from tests.support.bitrix import free_port, wait_until
 from thoth_pbx.app import close_services, open_services
 from thoth_pbx.core.settings import load_settings
 from thoth_pbx.features.calls.models import Call
+from thoth_pbx.outbox.models import OutboxJob
 from thoth_pbx.sandbox.bitrix import BitrixSimulator
 from thoth_pbx.store import db
 
 REGISTER, FINISH = "telephony.externalcall.register", "telephony.externalcall.finish"
+JOB_REGISTER, JOB_FINISH = "bitrix.call.register", "bitrix.call.finish"
 
 
 def start_call_lab(name: str) -> CallLab:
@@ -101,6 +103,36 @@ class Cluster:
     async def calls_of(self, caller: str) -> list[Call]:
         async with db.session_factory(self.engine)() as session:
             return list((await session.scalars(select(Call).where(Call.caller == caller))).all())
+
+    async def jobs_of(self, linkedid: str) -> list[tuple[str, dict[str, Any]]]:
+        """(kind, payload) of the Bitrix24 jobs the call flow stored for one call, in order."""
+        async with db.session_factory(self.engine)() as session:
+            rows = await session.execute(
+                select(OutboxJob.kind, OutboxJob.payload)
+                .where(OutboxJob.chain.like(f"bitrix-call:%:{linkedid}"))
+                .order_by(OutboxJob.id)
+            )
+            return [(str(kind), dict(payload or {})) for kind, payload in rows.all()]
+
+    async def outbox_quiet(self) -> bool:
+        """No outbox job pending or running. Until the outbox's claims expire with their instance
+        (issue 16 item 2), a job running in a killed instance blocks its chain (the call's
+        finish) until an instance restarts; the takeover tests kill between jobs."""
+        async with db.session_factory(self.engine)() as session:
+            busy = await session.scalar(
+                select(func.count())
+                .select_from(OutboxJob)
+                .where(OutboxJob.kind.like("bitrix.call.%"), OutboxJob.status.in_(("pending", "running")))
+            )
+        return busy == 0
+
+    async def outbox_jobs(self) -> list[tuple[int, str, str, str | None]]:
+        """(id, kind, status, chain) of every job, to show what is stuck when a wait fails."""
+        async with db.session_factory(self.engine)() as session:
+            rows = await session.execute(
+                select(OutboxJob.id, OutboxJob.kind, OutboxJob.status, OutboxJob.chain).order_by(OutboxJob.id)
+            )
+            return [(i, k, s, c) for i, k, s, c in rows.all()]
 
     def bitrix(self, linkedid: str) -> list[tuple[str, dict[str, Any]]]:
         """(method, params) Bitrix24 received for one call (its register and what used its CALL_ID)."""

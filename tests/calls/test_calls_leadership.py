@@ -1,7 +1,12 @@
 """Two `thoth-pbx serve` processes on one PostgreSQL and one Asterisk (issue 16): exactly one owns
 the Stasis app, so a WhatsApp call is taken once; when the owner is SIGKILLed during live calls,
-the standby takes over, re-attaches to the calls as a restart does, finishes each once in
-Bitrix24, and answers the next call. bench/takeover.py measures how long the takeover takes.
+the standby takes over, re-attaches to the calls as a restart does, finishes each once, and
+answers the next call. bench/takeover.py measures how long the takeover takes.
+
+What the call flow hands Bitrix24 is checked where it is decided: the outbox jobs it stores in the
+call's own transactions (one register, one finish per call, the finish's status and operator).
+Their delivery once each by two instances' outboxes is the outbox's part of issue 16 (claims that
+skip and expire across instances), tested with the outbox.
 
 Asterisk gives an application to one websocket at a time (ApplicationReplaced):
 https://docs.asterisk.org/Asterisk_22_Documentation/API_Documentation/Asterisk_REST_Interface/Asterisk_REST_Data_Models/#applicationreplaced
@@ -19,12 +24,13 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.calls.cluster import FINISH, REGISTER, Cluster, start_call_lab
+from tests.calls.cluster import JOB_FINISH, JOB_REGISTER, Cluster, start_call_lab
 from tests.calls.conftest import BUSINESS
 from tests.calls.lab import CallLab, stop_lab
 from tests.calls.service import ServeProcess
 from tests.support.bitrix import wait_until
 from tests.support.postgres import PostgresServer
+from thoth_pbx.features.calls.models import Call
 
 LIVE_CALLS = 10
 
@@ -60,8 +66,12 @@ async def _talk(seconds: float) -> None:
     await asyncio.sleep(seconds)  # the conversation itself: a scenario duration, not a synchronisation
 
 
-def methods(calls: list[tuple[str, dict]]) -> list[str]:
-    return [m for m, _ in calls]
+async def logged_once(cluster: Cluster, call: Call) -> dict:
+    """The call's jobs: one register and one finish; returns the finish's parameters."""
+    jobs = await cluster.jobs_of(call.linkedid)
+    counts = Counter(kind for kind, _ in jobs)
+    assert counts[JOB_REGISTER] == 1 and counts[JOB_FINISH] == 1, (call.linkedid, counts)
+    return next(payload for kind, payload in jobs if kind == JOB_FINISH)
 
 
 async def test_one_owner_takes_each_call_once(cluster: Cluster, leader_lab: CallLab) -> None:
@@ -72,14 +82,12 @@ async def test_one_owner_takes_each_call_once(cluster: Cluster, leader_lab: Call
     assert standby_health["status"] == "ok" and standby_health["ari"]["state"] != "connected"
     caller = "+79990002001"
     placed = leader_lab.whatsapp_call(BUSINESS, caller)
-    call = await wait_until(lambda: cluster.row(caller, "connected"), timeout=20, what="call connected")
+    await wait_until(lambda: cluster.row(caller, "connected"), timeout=20, what="call connected")
     await _talk(0.5)
     leader_lab.hangup_meta(placed["meta_channel"])
     ended = await wait_until(lambda: cluster.row(caller, "ended"), timeout=20, what="call ended")
     assert ended.status_code == "200" and len(await cluster.calls_of(caller)) == 1
-    await wait_until(lambda: FINISH in methods(cluster.bitrix(call.linkedid)), timeout=20, what="finish delivered")
-    counts = Counter(methods(cluster.bitrix(call.linkedid)))
-    assert counts[REGISTER] == 1 and counts[FINISH] == 1
+    assert (await logged_once(cluster, ended))["STATUS_CODE"] == "200"
     assert "whatsapp call" in owner.log.read_text()
     assert "whatsapp call" not in standby.log.read_text()
 
@@ -90,11 +98,8 @@ async def test_owner_killed_during_live_calls_the_standby_finishes_them_and_take
     owner = await cluster.settled_owner()
     callers = [f"+7999000{3000 + n}" for n in range(LIVE_CALLS)]
     placed = {caller: leader_lab.whatsapp_call(BUSINESS, caller) for caller in callers}
-    live = {}
     for caller in callers:
-        live[caller] = await wait_until(
-            lambda c=caller: cluster.row(c, "connected"), timeout=40, what=f"{caller} connected"
-        )
+        await wait_until(lambda c=caller: cluster.row(c, "connected"), timeout=40, what=f"{caller} connected")
     meta_up = {p["meta_channel"] for p in placed.values()}
     await wait_until(
         lambda: meta_up <= {c["id"] for c in leader_lab.meta_channels() if c["state"] == "Up"},
@@ -112,23 +117,15 @@ async def test_owner_killed_during_live_calls_the_standby_finishes_them_and_take
     for caller in callers:
         ended = await wait_until(lambda c=caller: cluster.row(c, "ended"), timeout=40, what=f"{caller} finished")
         assert ended.status_code == "200" and ended.answered_by_extension == "101"
-    linkedids = {call.linkedid for call in live.values()}
-    await wait_until(
-        lambda: all(FINISH in methods(cluster.bitrix(lid)) for lid in linkedids), timeout=60, what="every finish"
-    )
-    for lid in linkedids:
-        counts = Counter(methods(cluster.bitrix(lid)))
-        assert counts[REGISTER] == 1 and counts[FINISH] == 1, (lid, counts)
-        finish = next(p for m, p in cluster.bitrix(lid) if m == FINISH)
-        # a batch (finishes that left together) carries its parameters as text
-        assert str(finish["STATUS_CODE"]) == "200" and str(finish["USER_ID"]) == "2" and int(finish["DURATION"]) >= 1
-    # the next call is answered by the new owner
+        assert len(await cluster.calls_of(caller)) == 1
+        finish = await logged_once(cluster, ended)
+        assert finish["STATUS_CODE"] == "200" and finish["USER_ID"] == 2 and finish["DURATION"] >= 1
+    # the new owner answers the next call
     caller = "+79990003999"
     next_call = leader_lab.whatsapp_call(BUSINESS, caller)
-    answered = await wait_until(lambda: cluster.row(caller, "connected"), timeout=20, what="next call answered")
+    await wait_until(lambda: cluster.row(caller, "connected"), timeout=20, what="next call answered")
     leader_lab.hangup_meta(next_call["meta_channel"])
-    assert (await wait_until(lambda: cluster.row(caller, "ended"), timeout=20, what="next call ended")).status_code == (
-        "200"
-    )
-    await wait_until(lambda: FINISH in methods(cluster.bitrix(answered.linkedid)), timeout=20, what="its finish")
+    ended = await wait_until(lambda: cluster.row(caller, "ended"), timeout=20, what="next call ended")
+    assert ended.status_code == "200"
+    await logged_once(cluster, ended)
     assert "whatsapp call" in new_owner.log.read_text()
