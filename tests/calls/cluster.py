@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.calls.conftest import (
@@ -113,26 +113,6 @@ class Cluster:
                 .order_by(OutboxJob.id)
             )
             return [(str(kind), dict(payload or {})) for kind, payload in rows.all()]
-
-    async def outbox_quiet(self) -> bool:
-        """No outbox job pending or running. Until the outbox's claims expire with their instance
-        (issue 16 item 2), a job running in a killed instance blocks its chain (the call's
-        finish) until an instance restarts; the takeover tests kill between jobs."""
-        async with db.session_factory(self.engine)() as session:
-            busy = await session.scalar(
-                select(func.count())
-                .select_from(OutboxJob)
-                .where(OutboxJob.kind.like("bitrix.call.%"), OutboxJob.status.in_(("pending", "running")))
-            )
-        return busy == 0
-
-    async def outbox_jobs(self) -> list[tuple[int, str, str, str | None]]:
-        """(id, kind, status, chain) of every job, to show what is stuck when a wait fails."""
-        async with db.session_factory(self.engine)() as session:
-            rows = await session.execute(
-                select(OutboxJob.id, OutboxJob.kind, OutboxJob.status, OutboxJob.chain).order_by(OutboxJob.id)
-            )
-            return [(i, k, s, c) for i, k, s, c in rows.all()]
 
     def bitrix(self, linkedid: str) -> list[tuple[str, dict[str, Any]]]:
         """(method, params) Bitrix24 received for one call (its register and what used its CALL_ID)."""
