@@ -9,7 +9,7 @@ Their delivery once each by two instances' outboxes is the outbox's part of issu
 skip and expire across instances), tested with the outbox.
 
 Asterisk gives an application to one websocket at a time (ApplicationReplaced):
-https://docs.asterisk.org/Asterisk_22_Documentation/API_Documentation/Asterisk_REST_Interface/Asterisk_REST_Data_Models/#applicationreplaced
+https://github.com/asterisk/asterisk/blob/master/rest-api/api-docs/events.json (model ApplicationReplaced)
 PostgreSQL advisory locks: https://www.postgresql.org/docs/current/explicit-locking.html#ADVISORY-LOCKS
 """
 

@@ -202,3 +202,27 @@ async def test_sqlite_the_single_instance_always_owns(tmp_path) -> None:  # type
 
 async def _nothing() -> None:
     return None
+
+
+async def test_an_owner_whose_app_another_connection_takes_says_so(asterisk, json_logs) -> None:  # type: ignore[no-untyped-def]
+    """Asterisk 22 gives the app to the newer websocket and sends the older ApplicationReplaced
+    (events.json, model ApplicationReplaced): a thoth-pbx outside the election (another database,
+    ari_url spelled differently) would silently take our calls; the owner logs it as an error."""
+    from thoth_pbx.clients.asterisk.ari import AriClient
+    from thoth_pbx.core.settings import AriTarget
+
+    target = AriTarget(asterisk.ari_base, asterisk.ari_user, asterisk.ari_password)
+    ours, intruder = AriClient(target, "owned-app"), AriClient(target, "owned-app")
+    seen: list[str] = []
+    owner = StasisOwnership(target.base_url, None, ours.start, ours.stop)
+    ours.on_event = owner.gate(lambda event: seen.append(str(event.get("type"))))
+    owner.start()
+    try:
+        await ours.wait_connected(15)
+        intruder.start()
+        await intruder.wait_connected(15)
+        await wait_until(lambda: "ApplicationReplaced" in seen, what="the owner told its app was taken")
+        assert "another connection took the Stasis app" in json_logs.text
+    finally:
+        await intruder.stop()
+        await owner.stop()

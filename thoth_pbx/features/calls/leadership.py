@@ -26,7 +26,8 @@ SQLite is one host and one process: the single instance always owns.
 
 PostgreSQL: https://www.postgresql.org/docs/current/explicit-locking.html#ADVISORY-LOCKS,
 https://www.postgresql.org/docs/current/runtime-config-client.html#GUC-IDLE-SESSION-TIMEOUT.
-Asterisk: https://docs.asterisk.org/Asterisk_22_Documentation/API_Documentation/Asterisk_REST_Interface/Asterisk_REST_Data_Models/#applicationreplaced
+Asterisk: https://github.com/asterisk/asterisk/blob/master/rest-api/api-docs/events.json (model
+ApplicationReplaced; seen on Asterisk 22: the older websocket gets the event and nothing after).
 """
 
 from __future__ import annotations
@@ -170,6 +171,12 @@ class StasisOwnership:
         starts no new call."""
 
         def gated(event: dict[str, Any]) -> None:
+            if event.get("type") == "ApplicationReplaced":  # another websocket took our app
+                log.error(
+                    "another connection took the Stasis app from this owner: a thoth-pbx on another"
+                    " database, or with ari_url spelled differently, is connected to this Asterisk",
+                    extra={"asterisk": self.asterisk, "app": event.get("application")},
+                )
             if self.owner:
                 handler(event)
 
