@@ -13,11 +13,11 @@ so the live calls are re-attached and finished.
 
 No two owners at once, in this order:
 - the owner watches its lock connection: it steps down (stops taking calls, closes ARI) the moment
-  the connection ends, or when no ping has succeeded for LEASE_TRIES tries; then it closes the
-  connection, which frees the lock;
+  the connection ends, or when no ping has succeeded for LEASE_TRIES tries, giving its call tasks
+  at most STOP_TRIES tries to end; then it closes the connection, which frees the lock;
 - PostgreSQL ends a lock session that stays silent for SERVER_IDLE_TRIES tries
-  (`idle_session_timeout`, PostgreSQL 14+), longer than that: an owner cut off from the database
-  has stepped down before the server frees its lock for a standby;
+  (`idle_session_timeout`, PostgreSQL 14+), longer than both together: an owner cut off from the
+  database has stepped down before the server frees its lock for a standby;
 - a session the server ends itself (`pg_terminate_backend`, a restart) frees the lock at once; the
   owner hears it at once too (its socket closes) and steps down, and in the milliseconds between,
   Asterisk still sends the events to one websocket only (the newer).
@@ -44,8 +44,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 log = logging.getLogger(__name__)
 
-# the owner steps down after this many retry periods without a good ping of its lock connection
+# the owner steps down after this many retry periods without a good ping of its lock connection,
+# and gives its call tasks at most STOP_TRIES periods to end before it closes ARI
 LEASE_TRIES = 3
+STOP_TRIES = 2
 # PostgreSQL ends a lock session idle this many retry periods (at least SERVER_IDLE_MIN_S): it must
 # stay well above LEASE_TRIES so the owner has stepped down first
 SERVER_IDLE_TRIES = 10
@@ -58,6 +60,20 @@ def lock_key(asterisk: str, app: str) -> int:
     instance configured alike."""
     digest = hashlib.sha256(f"{LOCK_NAMESPACE}\0{asterisk}\0{app}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
+
+
+async def step_down(
+    stop_calls: Callable[[], Awaitable[None]], close_ari: Callable[[], Awaitable[None]], *, within: float
+) -> None:
+    """Stop the call tasks (the calls live on in Asterisk for the next owner), then close ARI, even
+    if the tasks do not end within `within` seconds: a task stuck on a database that no longer
+    answers must not keep this instance's ARI open while a standby takes the app."""
+    try:
+        async with asyncio.timeout(within):
+            await stop_calls()
+    except TimeoutError:
+        log.warning("call tasks still ending; closing ARI anyway", extra={"within_s": within})
+    await close_ari()
 
 
 def _now() -> dt.datetime:
