@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from thoth_pbx.features.calls.http import calls_routes
 from thoth_pbx.features.calls.jobs import CallJobs, register_call_jobs
-from thoth_pbx.features.calls.leadership import AdvisoryLock, StasisOwnership, lock_key
+from thoth_pbx.features.calls.leadership import STOP_TRIES, AdvisoryLock, StasisOwnership, lock_key, step_down
 from thoth_pbx.features.calls.notifier import BitrixCallNotifier, store_bitrix_call_id
 from thoth_pbx.features.calls.stasis import StasisCalls
 from thoth_pbx.features.deps import Deps, Wired
@@ -37,12 +37,12 @@ def wire(
         deps.ari.on_event = calls.on_event
         return calls, jobs, Wired(routes=routes, stop=calls.stop), None
 
-    async def deposed() -> None:  # the call tasks first (the calls live on in Asterisk), then ARI
-        await calls.stop()
-        await deps.ari.stop()
-
     asterisk = settings.ari.base_url
     retry_s = settings.stasis_retry_seconds
+
+    async def deposed() -> None:  # the call tasks first (the calls live on in Asterisk), then ARI
+        await step_down(calls.stop, deps.ari.stop, within=STOP_TRIES * retry_s)
+
     lock = AdvisoryLock.for_engine(deps.engine, lock_key(asterisk, deps.ari.app), retry_s=retry_s)
     owner = StasisOwnership(asterisk, lock, deps.ari.start, deposed, retry_s=retry_s)
     deps.ari.on_event = owner.gate(calls.on_event)
