@@ -4,6 +4,7 @@ Stasis ownership tests and bench/takeover.py (docs/scaling.md "Stasis ownership"
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,8 +51,19 @@ class Cluster:
     engine: AsyncEngine
 
     @classmethod
-    async def start(cls, workdir: Path, lab: CallLab, database_url: str, *, instances: int = 2) -> Cluster:
-        """Migrate and seed `database_url` once, then start `instances` serve processes on it."""
+    async def start(
+        cls,
+        workdir: Path,
+        lab: CallLab,
+        database_url: str,
+        *,
+        instances: int = 2,
+        reach: dict[int, str] | None = None,
+        first_owns: bool = False,
+    ) -> Cluster:
+        """Migrate and seed `database_url` once, then start `instances` serve processes on it.
+        `reach`: instance number -> the URL it uses for that database (through a relay, say);
+        `first_owns`: the others start once the first owns the Stasis app."""
         sim, portal = await new_simulator()
         environ = {**thoth_environ(workdir, lab, sim), "THOTH_DATABASE_URL": database_url}
         settings = load_settings(None, environ=environ)
@@ -59,12 +71,23 @@ class Cluster:
         await seed(services, sim, portal, record=False)
         await close_services(services)
         servers = [
-            ServeProcess({**environ, "THOTH_LISTEN": f"127.0.0.1:{free_port()}"}, workdir / f"serve-{n}.log")
+            ServeProcess(
+                {
+                    **environ,
+                    "THOTH_LISTEN": f"127.0.0.1:{free_port()}",
+                    "THOTH_DATABASE_URL": (reach or {}).get(n, database_url),
+                },
+                workdir / f"serve-{n}.log",
+            )
             for n in range(instances)
         ]
-        for server in servers:
+        cluster = cls(sim, servers, db.create_engine(settings.database_url))
+        servers[0].start()
+        if first_owns:
+            await cluster.settled_owner()
+        for server in servers[1:]:
             server.start()
-        return cls(sim, servers, db.create_engine(settings.database_url))
+        return cluster
 
     @property
     def alive(self) -> list[ServeProcess]:
@@ -94,6 +117,17 @@ class Cluster:
 
         owner: ServeProcess = await wait_until(settled, timeout=timeout, what="one Stasis owner, the others standby")
         return owner
+
+    @staticmethod
+    def logged_at(server: ServeProcess, message: str) -> str | None:
+        """The `ts` of the last log line of `server` with this message (ISO UTC, sorts as text)."""
+        found = None
+        for line in server.log.read_text().splitlines():
+            if line.startswith("{"):
+                entry = json.loads(line)
+                if entry.get("msg") == message:
+                    found = entry.get("ts")
+        return found
 
     async def row(self, caller: str, state: str | None = None) -> Call | None:
         async with db.session_factory(self.engine)() as session:

@@ -19,6 +19,7 @@ import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -30,6 +31,7 @@ from tests.calls.lab import CallLab, stop_lab
 from tests.calls.service import ServeProcess
 from tests.support.bitrix import wait_until
 from tests.support.postgres import PostgresServer
+from tests.support.tcp_proxy import FreezableProxy
 from thoth_pbx.features.calls.models import Call
 
 LIVE_CALLS = 10
@@ -129,3 +131,51 @@ async def test_owner_killed_during_live_calls_the_standby_finishes_them_and_take
     assert ended.status_code == "200"
     await logged_once(cluster, ended)
     assert "whatsapp call" in new_owner.log.read_text()
+
+
+async def test_an_owner_cut_off_from_the_database_steps_down_before_the_standby_takes_the_calls(
+    tmp_path: Path, leader_lab: CallLab, postgres_server: PostgresServer
+) -> None:
+    """The owner reaches PostgreSQL through a relay that goes silent (a network cut: no FIN, no
+    RST). It steps down (3 s without an answer) before the server ends its silent session (10 s,
+    idle_session_timeout) and frees the lock; the standby then takes the live calls over."""
+    name, url = postgres_server.create_database()
+    parts = urlsplit(url)
+    relay = FreezableProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    relay_port = await relay.start()
+    through_relay = url.replace(f":{parts.port}/", f":{relay_port}/")
+    cluster = await Cluster.start(tmp_path, leader_lab, url, reach={0: through_relay}, first_owns=True)
+    cut_off, standby = cluster.servers
+    try:
+        assert await cluster.settled_owner() is cut_off
+        callers = [f"+7999000{4000 + n}" for n in range(3)]
+        placed = {caller: leader_lab.whatsapp_call(BUSINESS, caller) for caller in callers}
+        for caller in callers:
+            await wait_until(lambda c=caller: cluster.row(c, "connected"), timeout=40, what=f"{caller} connected")
+        relay.frozen.set()
+
+        async def standby_owns() -> bool:
+            health = await standby.health()
+            return health.get("stasis", {}).get("role") == "owner" and health.get("ari", {}).get("state") == "connected"
+
+        await wait_until(standby_owns, timeout=40, what="the standby owns the Stasis app")
+        gave_up = cluster.logged_at(cut_off, "this instance gives up the Stasis app")
+        took = cluster.logged_at(standby, "this instance owns the Stasis app")
+        assert gave_up is not None and took is not None and gave_up < took, (gave_up, took)
+        meta_up = {p["meta_channel"] for p in placed.values()}
+        assert meta_up <= {c["id"] for c in leader_lab.meta_channels() if c["state"] == "Up"}
+        for caller in callers:
+            leader_lab.hangup_meta(placed[caller]["meta_channel"])
+        for caller in callers:
+            ended = await wait_until(lambda c=caller: cluster.row(c, "ended"), timeout=40, what=f"{caller} finished")
+            assert ended.status_code == "200"
+            assert (await logged_once(cluster, ended))["STATUS_CODE"] == "200"
+        caller = "+79990004999"
+        next_call = leader_lab.whatsapp_call(BUSINESS, caller)
+        await wait_until(lambda: cluster.row(caller, "connected"), timeout=20, what="next call answered")
+        leader_lab.hangup_meta(next_call["meta_channel"])
+        await wait_until(lambda: cluster.row(caller, "ended"), timeout=20, what="next call ended")
+    finally:
+        await relay.stop()  # the cut-off instance's connections end: it can stop
+        await cluster.stop()
+        postgres_server.drop_database(name)

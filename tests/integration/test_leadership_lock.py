@@ -10,7 +10,6 @@ https://www.postgresql.org/docs/current/runtime-config-client.html#GUC-IDLE-SESS
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -18,6 +17,7 @@ import asyncpg  # type: ignore[import-untyped]
 import pytest
 
 from tests.support.bitrix import wait_until
+from tests.support.tcp_proxy import FreezableProxy
 from thoth_pbx.features.calls.leadership import AdvisoryLock, StasisOwnership, lock_key
 from thoth_pbx.store import db
 
@@ -118,46 +118,6 @@ async def test_the_owner_whose_session_ends_steps_down_and_the_standby_takes_ove
     finally:
         await a.ownership.stop()
         await b.ownership.stop()
-
-
-class FreezableProxy:
-    """A TCP relay to PostgreSQL that can stop passing bytes without closing anything: a network
-    cut, as the owner and the server each see it (no FIN, no RST, just silence)."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.upstream = (host, port)
-        self.frozen = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._writers: list[asyncio.StreamWriter] = []
-        self.server: asyncio.Server | None = None
-
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        return int(self.server.sockets[0].getsockname()[1])
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
-        self._writers += [writer, up_writer]
-        for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pump(src, dst))
-            self._tasks.add(task)
-
-    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        while data := await src.read(65536):
-            if self.frozen.is_set():
-                await asyncio.Event().wait()  # swallow, forever: the cable is cut
-            dst.write(data)
-            await dst.drain()
-
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for writer in self._writers:
-            writer.close()
-        if self.server is not None:
-            self.server.close()
-        with contextlib.suppress(Exception):
-            await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 async def test_an_owner_cut_off_from_the_database_steps_down_before_the_server_frees_its_lock(dsn: str) -> None:
