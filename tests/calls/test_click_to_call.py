@@ -48,6 +48,7 @@ APP_SECRET = "c2c-app-secret-0123456789"
 API_KEY = "c2c-api-key-0123456789"
 LINE = BUSINESS.lstrip("+")
 ANSWERS, DECLINES, UNAVAILABLE, FORBIDDEN = "+79991000001", "+79991000002", "+79991000003", "+79991000004"
+RINGS = "+79991000005"
 FINISH, REGISTER = "telephony.externalcall.finish", "telephony.externalcall.register"
 
 
@@ -417,6 +418,30 @@ async def test_from_host_other_than_the_configured_hostname_is_refused(c2c: C2C)
     ended = await c2c.state(call_id, "ended")
     assert ended.status_code == "403" and "SIP 403" in (ended.reason or "")
     assert not [c for c in c2c.lab.meta_channels() if c["state"] == "Up"]
+
+
+async def test_customer_not_answering_in_time_is_missed_and_operator_leaving_cancels(c2c: C2C) -> None:
+    c2c.phone.call_permissions[RINGS.lstrip("+")] = {"status": "permanent"}
+    await c2c.settings(customer_ring_seconds=5)
+    call_id = await c2c.click(RINGS)
+    ended = await c2c.state(call_id, "ended")
+    assert ended.status_code == "304" and "did not answer in time" in (ended.reason or "")
+    await c2c.settings(customer_ring_seconds=60)
+    await c2c.logged(call_id)  # finished in Bitrix24: the next click is a new call there, not its re-register
+    call_id = await c2c.click(RINGS)
+    await c2c.state(call_id, "calling")
+    await wait_until(lambda: c2c.meta_legs(), what="WhatsApp ringing")
+    operator_phone = next(c for c in c2c.lab.meta_channels() if c["name"].startswith("PJSIP/from-business-"))
+    c2c.lab.hangup_meta(operator_phone["id"])
+    ended = await c2c.state(call_id, "ended")
+    assert ended.status_code == "603-S" and "operator hung up" in (ended.reason or "")
+    await wait_until(lambda: not c2c.meta_legs(), what="the WhatsApp leg cancelled")
+    from thoth_pbx.clients.asterisk.ari import basic_auth_header
+
+    admin = {"Authorization": basic_auth_header("admin", "correct-horse-battery")}
+    listed = await (await c2c.client.get("/api/admin/callbacks", headers=admin)).json()
+    assert [(i["status_code"], i["customer"]) for i in listed["items"]] == [("603-S", RINGS), ("304", RINGS)]
+    assert (await c2c.client.get("/api/admin/callbacks")).status == 401
 
 
 async def test_wrong_sip_password_is_refused_by_meta_and_said_so(c2c: C2C) -> None:

@@ -217,7 +217,8 @@ class Dialer:
         finally:
             self._entered.pop(channel_id, None)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds + 2
+        dialled = loop.time()
+        deadline = dialled + seconds + 2
         cause: int | None = None
         tech: Any = None
         while True:
@@ -251,6 +252,8 @@ class Dialer:
                 if other is None:
                     return _OPERATOR_CAUSES.get(cause or 0, "NOANSWER")
                 sip = decide.sip_status(tech, cause)
+                if sip in (None, 480, 487) and loop.time() - dialled >= seconds - 0.5:
+                    return "TIMEOUT"  # our dial timeout ended it (the hang-up can come before Dial NOANSWER)
                 return f"SIP:{sip}" if sip is not None else "CHANUNAVAIL"
 
     async def _record(self, row_id: int, tag: str, channel_id: str) -> str | None:
