@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from thoth_pbx.sandbox.meta import permissions
 from thoth_pbx.sandbox.meta.state import GraphFail, SimApp, SimPhone, invalid
 from thoth_pbx.sandbox.meta.templates import SimTemplate, check_template_send, recipient_key, window_open
 from thoth_pbx.sandbox.meta.webhooks import STATUS_ERRORS
@@ -494,6 +495,8 @@ def send_message(
         _validate_contacts(body["contacts"])
     elif kind == "interactive":
         _validate_interactive(body["interactive"])
+        if body["interactive"].get("type") == "call_permission_request":
+            permissions.check_request(phone, recipient_key(body), time.time() if now is None else now)
     elif kind == "reaction":
         _validate_reaction(body["reaction"])
     else:
@@ -518,6 +521,8 @@ def send_message(
         title, details = STATUS_ERRORS[131047]
         raise GraphFail(131047, f"(#131047) {title}", details=details)
     wamid = "wamid." + secrets.token_urlsafe(24)
+    if kind == "interactive" and body["interactive"].get("type") == "call_permission_request":
+        permissions.record_request(phone, recipient_key(body), time.time() if now is None else now)
     phone.sent.append({"id": wamid, **body, **({"rendered": rendered} if rendered is not None else {})})
     if outside:
         phone.window_closed.append(wamid)
@@ -689,6 +694,7 @@ def call_permissions_view(phone: SimPhone, user_wa_id: str | None, recipient: st
     now = int(time.time())
     if granted and granted.get("status") == "temporary" and int(granted.get("expiration_time", 0)) <= now:
         granted = None
+    day, week = permissions.request_usage(phone, user, now)
     permission: dict[str, Any] = {"status": "no_permission"}
     if granted:
         permission = {"status": granted["status"]}
@@ -700,10 +706,10 @@ def call_permissions_view(phone: SimPhone, user_wa_id: str | None, recipient: st
         "actions": [
             {
                 "action_name": "send_call_permission_request",
-                "can_perform_action": granted is None,
+                "can_perform_action": granted is None and day < 1 and week < 2,
                 "limits": [
-                    {"time_period": "PT24H", "max_allowed": 1, "current_usage": 0},
-                    {"time_period": "P7D", "max_allowed": 2, "current_usage": 0},
+                    {"time_period": "PT24H", "max_allowed": 1, "current_usage": day},
+                    {"time_period": "P7D", "max_allowed": 2, "current_usage": week},
                 ],
             },
             {

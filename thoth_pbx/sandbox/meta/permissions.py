@@ -9,9 +9,29 @@ import secrets
 import time
 from typing import Any
 
-from thoth_pbx.sandbox.meta.state import SimPhone
+from thoth_pbx.sandbox.meta.state import GraphFail, SimPhone
 
 TEMPORARY_S = 7 * 24 * 3600
+DAY_S, WEEK_S = 24 * 3600, 7 * 24 * 3600
+
+
+def request_usage(phone: SimPhone, user: str, now: float) -> tuple[int, int]:
+    """Call permission requests sent to `user` in the last 24 hours and the last 7 days."""
+    times = phone.permission_requests.get(user.lstrip("+"), [])
+    return sum(1 for t in times if now - t < DAY_S), sum(1 for t in times if now - t < WEEK_S)
+
+
+def check_request(phone: SimPhone, user: str, now: float) -> None:
+    """Meta allows 1 request a day and 2 a week per user: beyond that 138009."""
+    day, week = request_usage(phone, user, now)
+    if day >= 1 or week >= 2:
+        raise GraphFail(
+            138009, details="Limit of call permission requests to this user reached (1 per 24 h, 2 per 7 days)"
+        )
+
+
+def record_request(phone: SimPhone, user: str, now: float) -> None:
+    phone.permission_requests.setdefault(user.lstrip("+"), []).append(now)
 
 
 def permission_reply(

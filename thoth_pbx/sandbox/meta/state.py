@@ -41,6 +41,9 @@ KNOWN_ERRORS: dict[int, tuple[int, str, str]] = {
     131053: (400, "OAuthException", "(#131053) Media upload error"),
     131055: (400, "OAuthException", "(#131055) Graph API calls are not allowed for SIP enabled numbers"),
     138000: (401, "OAuthException", "(#138000) Calling not enabled"),
+    138006: (400, "OAuthException", "(#138006) No approved call permission from the recipient"),
+    138009: (400, "OAuthException", "(#138009) Call permission request limit reached"),
+    138012: (400, "OAuthException", "(#138012) Business initiated calls limit reached"),
     138015: (400, "OAuthException", "(#138015) Calling APIs cannot be enabled for this phone number"),
     138018: (400, "OAuthException", "(#138018) Calling settings update failed: technical pre-requisites are not met"),
     131047: (400, "OAuthException", "(#131047) Re-engagement message"),
@@ -158,6 +161,8 @@ class SimPhone:
     calls: dict[str, str] = field(default_factory=dict)  # wacid -> "active" | "ended"
     # user wa_id -> {"status": "temporary"|"permanent", "expiration_time"?: int}
     call_permissions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # user wa_id -> times (sim clock) call permission requests went to them (sandbox/meta/permissions.py)
+    permission_requests: dict[str, list[float]] = field(default_factory=dict)
     # statuses posted after each accepted send, in order (see MetaSimulator.drain_webhooks)
     auto_statuses: list[str] = field(default_factory=lambda: list(AUTO_STATUSES))
     # recipient wa_id -> error code: such sends get `sent` then `failed` with that code
