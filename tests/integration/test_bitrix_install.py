@@ -36,11 +36,11 @@ async def test_install_stores_encrypted_tokens_binds_events_adds_lines_and_maps_
 ) -> None:  # type: ignore[no-untyped-def]
     seen: list[BitrixEvent] = []
 
-    async def on_call_start(event: BitrixEvent) -> dict[str, Any]:
+    async def on_callback_start(event: BitrixEvent) -> dict[str, Any]:
         seen.append(event)
         return {"handled": True}
 
-    env.services.bitrix.app.on_event("ONEXTERNALCALLSTART", on_call_start)
+    env.services.bitrix.app.on_event("ONEXTERNALCALLBACKSTART", on_callback_start)
     instance_id = await env.install()
 
     row = await instance_row(env)
@@ -62,6 +62,7 @@ async def test_install_stores_encrypted_tokens_binds_events_adds_lines_and_maps_
     # the portal's own events and those other features registered (messaging: its line events)
     bound = env.services.bitrix.app.bound_events
     assert set(DEFAULT_EVENTS) < set(bound) and "ONIMCONNECTORLINEDELETE" in bound
+    assert "ONEXTERNALCALLSTART" in bound  # click-to-call (features/callback)
     assert {(b["event"], b["handler"]) for b in env.portal.bindings} == {(e, handler) for e in bound}
 
     users = (await (await env.http.get(f"/api/admin/bitrix/instances/{instance_id}/users", headers=env.admin)).json())[
@@ -96,7 +97,7 @@ async def test_install_stores_encrypted_tokens_binds_events_adds_lines_and_maps_
     # events reach the registered handler through the outbox
     sent = await env.sim.send_event(
         env.portal,
-        "ONEXTERNALCALLSTART",
+        "ONEXTERNALCALLBACKSTART",
         {"PHONE_NUMBER": "+4949512345", "USER_ID": "2", "CALL_ID": "externalCall.abc.1"},
     )
     assert [status for _, status in sent] == [200]
@@ -114,23 +115,23 @@ async def test_event_with_a_wrong_application_token_is_refused_before_anything_i
     async def handler(event: BitrixEvent) -> None:
         calls.append(event)
 
-    env.services.bitrix.app.on_event("ONEXTERNALCALLSTART", handler)
+    env.services.bitrix.app.on_event("ONEXTERNALCALLBACKSTART", handler)
     await env.install()
     before = len(await jobs(env.sessions))
     sent = await env.sim.send_event(
-        env.portal, "ONEXTERNALCALLSTART", {"USER_ID": "2"}, application_token="forged-token-0000"
+        env.portal, "ONEXTERNALCALLBACKSTART", {"USER_ID": "2"}, application_token="forged-token-0000"
     )
     assert [status for _, status in sent] == [401]
     # an unknown portal, and a form without any token, are refused the same way
     for form in (
-        {"event": "ONEXTERNALCALLSTART", "auth": {"member_id": "nobody", "application_token": "x" * 32}},
-        {"event": "ONEXTERNALCALLSTART", "data": {"USER_ID": "2"}},
+        {"event": "ONEXTERNALCALLBACKSTART", "auth": {"member_id": "nobody", "application_token": "x" * 32}},
+        {"event": "ONEXTERNALCALLBACKSTART", "data": {"USER_ID": "2"}},
     ):
         resp = await env.http.post("/api/bitrix/events", data=phpquery.encode(form), headers=FORM)
         assert resp.status == 401
         assert (await resp.json())["error"]["field"] == "auth[application_token]"
     assert len(await jobs(env.sessions)) == before and calls == []
-    sent = await env.sim.send_event(env.portal, "ONEXTERNALCALLSTART", {"USER_ID": "2"})
+    sent = await env.sim.send_event(env.portal, "ONEXTERNALCALLBACKSTART", {"USER_ID": "2"})
     assert [status for _, status in sent] == [200]
     await wait_until(lambda: calls, what="the genuine event")
 
