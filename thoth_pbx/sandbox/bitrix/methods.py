@@ -618,9 +618,14 @@ def _line_view(line_id: int, line: dict[str, Any]) -> dict[str, Any]:
 def openlines_add(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> int:
     settings: dict[str, Any] = params["PARAMS"] if isinstance(params.get("PARAMS"), dict) else {}
     line_id = portal.next_id("openline")
+    # CRM (search the client in CRM) defaults to Y and CRM_CREATE (what a new client gets) to
+    # "lead" (imopenlines-config-add.md; the module's ConfigTable defaults)
+    crm_create = _text(settings, "CRM_CREATE")
     portal.open_lines[line_id] = {
         "LINE_NAME": _text(settings, "LINE_NAME") or f"Open Channel {line_id}",
         "ACTIVE": "N" if _text(settings, "ACTIVE") == "N" else "Y",
+        "CRM": "N" if _text(settings, "CRM") == "N" else "Y",
+        "CRM_CREATE": crm_create if crm_create in ("none", "lead", "deal") else "lead",
     }
     return line_id
 

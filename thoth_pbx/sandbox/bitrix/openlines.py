@@ -17,6 +17,8 @@ Built from b24restdocs (paths relative to api-reference/):
   operator's message, edit and deletion post to the app. Files are not in the docs; real payloads
   carry `[message][files][i][name|link|downloadLink|type|mime|size|sizef]` (estvita/separator,
   ../shared/reference/bitrix24-rest.md §2), which the simulator serves at /_sandbox/disk/<token>.
+- imopenlines/openlines/sessions/imopenlines-dialog-get.md: the chat's data; a new chat is bound
+  to CRM as its line's settings say (imopenlines-config-add.md: CRM, CRM_CREATE, default `lead`).
 
 As in the module source (rest/customconnectors.php), MESSAGES keys are lower-cased recursively and
 every item's structure is checked before anything is stored. Where the pages are silent (the
@@ -25,6 +27,7 @@ wording of per-item errors, statuses naming no known message) the choice is note
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
 import re
@@ -120,7 +123,39 @@ def _raw_text(block: dict[str, Any], key: str) -> str:
     return "" if value is None or isinstance(value, (dict, list)) else str(value)
 
 
-def _chat_for(portal: Portal, connector: str, line: int, chat_block: dict[str, Any]) -> OpenLinesChat:
+def _bind_crm(portal: Portal, chat: OpenLinesChat, phone: str, name: str) -> None:
+    """A new chat is bound as the line's CRM settings say (imopenlines-config-add.md: CRM
+    "search for the client in CRM", CRM_CREATE "what to create in CRM for a new client", default
+    `lead`): an entity already holding the client's phone, else a new lead (for `deal`, a contact
+    and its deal; the chat's own entity is then the deal). Where the pages are silent (which of
+    several entities wins) the first one known for the number does."""
+    settings = portal.open_lines.get(chat.line, {})
+    if settings.get("CRM", "Y") != "Y":
+        return
+    digits = re.sub(r"\D", "", phone)
+    found = portal.crm.get(digits) if digits else None
+    if found:
+        chat.crm[str(found[0]["CRM_ENTITY_TYPE"])] = int(found[0]["CRM_ENTITY_ID"])
+        return
+    create = settings.get("CRM_CREATE", "lead")
+    if create == "none":
+        return
+    owner = min(portal.users, default=1)
+    if create == "deal":
+        contact_id = portal.next_id("contact") + 500
+        portal.contacts[contact_id] = {"ID": contact_id, "NAME": name, "ASSIGNED_BY_ID": owner}
+        chat.crm["DEAL"] = portal.next_id("deal") + 2000
+        entity: dict[str, Any] = {"CRM_ENTITY_TYPE": "CONTACT", "CRM_ENTITY_ID": contact_id}
+    else:
+        entity = {"CRM_ENTITY_TYPE": "LEAD", "CRM_ENTITY_ID": portal.next_id("lead") + 1000}
+    chat.crm[entity["CRM_ENTITY_TYPE"]] = entity["CRM_ENTITY_ID"]
+    if digits:  # findable by number like any CRM entity (telephony register, searchCrmEntities)
+        portal.crm.setdefault(digits, []).append(entity | {"NAME": name, "ASSIGNED_BY_ID": owner})
+
+
+def _chat_for(
+    portal: Portal, connector: str, line: int, chat_block: dict[str, Any], user_block: dict[str, Any]
+) -> OpenLinesChat:
     external_id = _text(chat_block, "id")
     chat = portal.chat(connector, line, external_id)
     if chat is None:
@@ -132,6 +167,8 @@ def _chat_for(portal: Portal, connector: str, line: int, chat_block: dict[str, A
             session_id=portal.next_id("session") + _SESSION_BASE,
         )
         portal.chats[(connector, line, external_id)] = chat
+        phone = _text(user_block, "phone")
+        _bind_crm(portal, chat, phone, _text(user_block, "name") or phone or "Open Lines client")
     if _text(chat_block, "name"):
         chat.name = _text(chat_block, "name")
     if _text(chat_block, "url"):
@@ -240,7 +277,7 @@ def connector_send(sim: BitrixSimulator, portal: Portal, params: dict[str, Any])
         if problems:
             results.append(_result(portal, connector, item, problems))
             continue
-        chat = _chat_for(portal, connector, line, item["chat"])
+        chat = _chat_for(portal, connector, line, item["chat"], item["user"])
         external_user = _text(item["user"], "id")
         chat.users[external_user] = _im_user(portal, connector, external_user)
         message = ChatMessage(
@@ -420,6 +457,66 @@ def im_message_add(sim: BitrixSimulator, portal: Portal, params: dict[str, Any])
     )
     chat.messages.append(message)
     return message.id
+
+
+# ---------------------------------------------------------------------------- imopenlines.dialog.get
+
+_CRM_SLOTS = ("LEAD", "COMPANY", "CONTACT", "DEAL")
+
+
+def _dialog_chat(portal: Portal, params: dict[str, Any]) -> OpenLinesChat | None:
+    """The chat named by CHAT_ID, DIALOG_ID (chat<N>), SESSION_ID or USER_CODE (any one will do)."""
+    chat_id = _as_int(params.get("CHAT_ID"))
+    dialog = _text(params, "DIALOG_ID")
+    if chat_id is None and dialog.startswith("chat"):
+        chat_id = _as_int(dialog[4:])
+    if chat_id is not None:
+        return portal.chat_by_id(chat_id)
+    session_id = _as_int(params.get("SESSION_ID"))
+    if session_id is not None:
+        return next((c for c in portal.chats.values() if c.session_id == session_id), None)
+    code = _text(params, "USER_CODE").removeprefix("imol|").split("|")
+    if len(code) == 4:
+        return next((c for c in portal.chats.values() if [c.connector, str(c.line), c.external_id] == code[:3]), None)
+    return None
+
+
+@method("imopenlines.dialog.get", "imopenlines")
+def dialog_get(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
+    """imopenlines/openlines/sessions/imopenlines-dialog-get.md: the Open Lines chat's data, keys
+    as in the page's example. `entity_data_1` is "Y|<TYPE>|<ID>|N|N|<SESSION_ID>|<ts>|<LINE>|0|0"
+    when the chat is bound to CRM ("N|NONE|0|..." when not): the session id as the sixth value
+    is what imopenlines-session-history-get.md says; type and ID second and third as in that
+    page's example ("Y|LEAD|1205|N|N|321|1773223732|0|0|0"). `entity_data_2` lists the bindings
+    "LEAD|<id>|COMPANY|<id>|CONTACT|<id>|DEAL|<id>" (0 for none; ../shared/reference
+    bitrix24-rest.md §2). An unknown chat is ACCESS_ERROR: the app's user cannot see it."""
+    if not any(_text(params, k) for k in ("CHAT_ID", "DIALOG_ID", "SESSION_ID", "USER_CODE")):
+        raise SimError("DIALOG_ID_EMPTY", "Dialog ID can't be empty", 400)
+    chat = _dialog_chat(portal, params)
+    if chat is None:
+        raise SimError("ACCESS_ERROR", "You do not have access to the specified dialog", 400)
+    created = min((m.date for m in chat.messages), default=int(sim.clock()))
+    own = next(iter(chat.crm.items()), None)
+    head = f"Y|{own[0]}|{own[1]}" if own else "N|NONE|0"
+    user = next(iter(chat.users.values()), 0)
+    return {
+        "avatar": "",
+        "color": "#4ba984",
+        "date_create": dt.datetime.fromtimestamp(created, dt.UTC).isoformat(),
+        "dialog_id": f"chat{chat.chat_id}",
+        "entity_data_1": f"{head}|N|N|{chat.session_id}|{created}|{chat.line}|0|0",
+        "entity_data_2": "|".join(f"{slot}|{chat.crm.get(slot, 0)}" for slot in _CRM_SLOTS),
+        "entity_data_3": "",
+        "entity_id": f"{chat.connector}|{chat.line}|{chat.external_id}|{user}",
+        "entity_type": "LINES",
+        "extranet": False,
+        "id": chat.chat_id,
+        "manager_list": [],
+        "message_type": "L",
+        "name": chat.name or f"Open Lines chat {chat.chat_id}",
+        "owner": 0,
+        "type": "lines",
+    }
 
 
 # ---------------------------------------------------------------------------- operators

@@ -256,6 +256,8 @@ class OpenLinesChat:
     url: str = ""
     users: dict[str, int] = field(default_factory=dict)  # external user.id -> Bitrix user id
     messages: list[ChatMessage] = field(default_factory=list)
+    # what the line bound the chat to in CRM when it started, type -> ID, the chat's own entity first
+    crm: dict[str, int] = field(default_factory=dict)
 
     def message(self, im_id: int) -> ChatMessage | None:
         return next((m for m in self.messages if m.id == im_id), None)
@@ -278,6 +280,7 @@ class OpenLinesChat:
             "name": self.name,
             "url": self.url,
             "users": dict(self.users),
+            "crm": dict(self.crm),
             "messages": [m.as_json() for m in self.messages],
         }
 
