@@ -24,6 +24,7 @@ from thoth_pbx.core.shapes import sub
 from thoth_pbx.features.customers import Customer, identify, number_changed
 from thoth_pbx.features.directory import phone_and_account
 from thoth_pbx.features.messaging import connector, history
+from thoth_pbx.features.messaging.crm_link import enqueue_crm_link
 from thoth_pbx.features.messaging.inbound_render import Sender, entry, media_of, quoted_ids, sender_of
 from thoth_pbx.features.messaging.media import MediaChanged, MediaStore
 from thoth_pbx.features.messaging.models import MessagingMessage, line_of
@@ -129,6 +130,7 @@ class Inbound:
                     payload = {
                         "phone_id": item.phone.id,
                         "row": record.id,
+                        "customer_id": who.id,
                         "entry": rendered,
                         "media": media_of(message),
                     }
@@ -190,7 +192,8 @@ class Inbound:
         }
 
     async def on_done(self, session: AsyncSession, job: OutboxJob, result: dict[str, Any] | None) -> None:
-        """In the job's own commit: the message is in Bitrix24, in which Open Lines chat."""
+        """In the job's own commit: the message is in Bitrix24, in which Open Lines chat (and,
+        for a customer without a CRM link, a question for the chat's CRM binding)."""
         row = await session.get(MessagingMessage, int(job.payload.get("row") or 0))
         if row is None or result is None:
             return
@@ -200,3 +203,8 @@ class Inbound:
         if history.moves_forward(row.status, "in_bitrix"):
             row.status = "in_bitrix"
         await Windows.chat_known(session, row.phone_id, row.customer, row.im_chat_id)
+        if row.im_chat_id and job.app_instance_id is not None:  # which CRM entity Bitrix24 bound the chat to
+            customer_id = job.payload.get("customer_id")
+            await enqueue_crm_link(
+                session, self._outbox, job.app_instance_id, int(customer_id) if customer_id else None, row.im_chat_id
+            )

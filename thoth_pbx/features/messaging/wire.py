@@ -18,6 +18,7 @@ from thoth_pbx.features.deps import Deps, Wired
 from thoth_pbx.features.directory import Directory
 from thoth_pbx.features.messaging.chats import Chats
 from thoth_pbx.features.messaging.connector import LINE_EVENTS
+from thoth_pbx.features.messaging.crm_link import KIND_CRM_LINK, CrmLinks
 from thoth_pbx.features.messaging.http import messaging_routes
 from thoth_pbx.features.messaging.inbound import KIND_INBOUND, Inbound, chat_chain
 from thoth_pbx.features.messaging.lines import KIND_LINE, MessagingLines
@@ -70,6 +71,7 @@ def wire(
     inbound = Inbound(deps.sessions, deps.outbox, bitrix.portals, media)
     deps.outbox.register(KIND_INBOUND, guarded(inbound.run), on_done=inbound.on_done, history=False)
     inbox.subscribe("message", inbound.on_message)
+    deps.outbox.register(KIND_CRM_LINK, guarded(CrmLinks(deps.sessions, bitrix.portals).run), history=False)
     templates = Templates(deps.sessions, graph)
     inbox.subscribe("message_template_status_update", templates.on_status_webhook)
     directory.listeners.append(templates.directory_changed)
