@@ -104,6 +104,10 @@ async def test_a_new_chat_is_bound_to_a_new_lead_and_dialog_get_says_so(portal: 
     assert dialog["entity_data_2"] == f"LEAD|{lead}|COMPANY|0|CONTACT|0|DEAL|0"
     status, body = await portal.rest("telephony.externalCall.searchCrmEntities", PHONE_NUMBER="+15550001")
     assert [(e["CRM_ENTITY_TYPE"], e["CRM_ENTITY_ID"]) for e in body["result"]] == [("LEAD", lead)]
+    status, body = await portal.rest("crm.lead.get", id=lead)  # crm-lead-get.md
+    assert status == 200 and body["result"]["ID"] == str(lead) and int(body["result"]["ASSIGNED_BY_ID"]) > 0
+    status, body = await portal.rest("crm.lead.get", id=lead + 1)
+    assert (status, body["error_description"]) == (400, "Not found")
 
 
 async def test_the_line_settings_decide_the_binding(portal: Portal) -> None:

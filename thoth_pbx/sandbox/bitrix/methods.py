@@ -141,6 +141,7 @@ def register(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> di
             portal.crm[_digits(phone)] = [
                 {"CRM_ENTITY_TYPE": "LEAD", "CRM_ENTITY_ID": created_lead, "NAME": phone, "ASSIGNED_BY_ID": user_id}
             ]
+            portal.leads[created_lead] = {"ID": created_lead, "TITLE": phone, "ASSIGNED_BY_ID": user_id}
     call_id = call_id_for(portal, now)
     response = {
         "CALL_ID": call_id,
@@ -327,16 +328,27 @@ def contact_add(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) ->
     return contact_id
 
 
+def _entity_get(store: dict[int, dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
+    entity_id = _as_int(params.get("id") or params.get("ID"))
+    if entity_id is None or entity_id <= 0:
+        raise SimError("", "ID is not defined or invalid.", 400)
+    entity = store.get(entity_id)
+    if entity is None:
+        raise SimError("", "Not found", 400)
+    return {k: (str(v) if k in ("ID", "ASSIGNED_BY_ID") else v) for k, v in entity.items()}
+
+
 @method("crm.contact.get", "crm")
 def contact_get(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
     """crm-contact-get.md: the contact by `id`; the page's errors have an empty code."""
-    contact_id = _as_int(params.get("id") or params.get("ID"))
-    if contact_id is None or contact_id <= 0:
-        raise SimError("", "ID is not defined or invalid.", 400)
-    contact = portal.contacts.get(contact_id)
-    if contact is None:
-        raise SimError("", "Not found", 400)
-    return {k: (str(v) if k in ("ID", "ASSIGNED_BY_ID") else v) for k, v in contact.items()}
+    return _entity_get(portal.contacts, params)
+
+
+@method("crm.lead.get", "crm")
+def lead_get(sim: BitrixSimulator, portal: Portal, params: dict[str, Any]) -> dict[str, Any]:
+    """crm-lead-get.md: the lead by `id` (one register's CRM_CREATE or an Open Lines chat made),
+    errors as crm.contact.get."""
+    return _entity_get(portal.leads, params)
 
 
 # ---------------------------------------------------------------------------- telephony.externalLine.*

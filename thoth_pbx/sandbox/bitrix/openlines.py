@@ -148,6 +148,11 @@ def _bind_crm(portal: Portal, chat: OpenLinesChat, phone: str, name: str) -> Non
         entity: dict[str, Any] = {"CRM_ENTITY_TYPE": "CONTACT", "CRM_ENTITY_ID": contact_id}
     else:
         entity = {"CRM_ENTITY_TYPE": "LEAD", "CRM_ENTITY_ID": portal.next_id("lead") + 1000}
+        portal.leads[entity["CRM_ENTITY_ID"]] = {
+            "ID": entity["CRM_ENTITY_ID"],
+            "TITLE": f"{name} - Open Lines",
+            "ASSIGNED_BY_ID": owner,
+        }
     chat.crm[entity["CRM_ENTITY_TYPE"]] = entity["CRM_ENTITY_ID"]
     if digits:  # findable by number like any CRM entity (telephony register, searchCrmEntities)
         portal.crm.setdefault(digits, []).append(entity | {"NAME": name, "ASSIGNED_BY_ID": owner})

@@ -310,6 +310,7 @@ class Portal:
     cards: dict[str, set[int]] = field(default_factory=dict)  # CALL_ID -> users seeing the card
     crm: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # digits -> entities
     contacts: dict[int, dict[str, Any]] = field(default_factory=dict)  # crm.contact.add, by ID
+    leads: dict[int, dict[str, Any]] = field(default_factory=dict)  # made by register or Open Lines, by ID
     connectors: dict[str, dict[str, Any]] = field(default_factory=dict)
     connector_lines: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
     open_lines: dict[int, dict[str, Any]] = field(default_factory=dict)  # imopenlines.config.* by ID
