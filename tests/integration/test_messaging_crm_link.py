@@ -14,9 +14,11 @@ from typing import Any
 
 import pytest
 
+from tests.support.bitrix import jobs, wait_until
 from tests.support.messaging import CUSTOMER, SEED, Bridge, bridge
 from thoth_pbx.features.customers import identify
 from thoth_pbx.features.messaging.crm_link import KIND_CRM_LINK, crm_chain
+from thoth_pbx.outbox.models import OutboxJob
 from thoth_pbx.sandbox import meta as meta_sim
 from thoth_pbx.sandbox.bitrix import OpenLinesChat
 
@@ -112,3 +114,18 @@ async def test_an_existing_link_is_kept(wa: Bridge) -> None:
     await wa.quiet()
     assert wa.env.sim.recorder.count(DIALOG_GET, ok=True) == 1
     assert (await _customer(wa, BSUID))["crm"] == {"entity_type": "CONTACT", "entity_id": 4242}
+
+
+async def test_a_chat_bound_to_nothing_is_asked_again_later(wa: Bridge) -> None:
+    """A line with CRM off binds nothing ("N|NONE|0|..."): the job waits and asks again (the
+    binding may come a moment after the first message), the customer stays unlinked."""
+    wa.env.portal.open_lines[wa.line_id]["CRM"] = "N"
+    await wa.post(_from("just browsing", "wamid.n1", phone=None))
+
+    async def waiting() -> list[OutboxJob]:
+        return [j for j in await jobs(wa.env.sessions, kind=KIND_CRM_LINK) if j.status == "pending" and j.attempts]
+
+    (job,) = await wait_until(waiting, what="the CRM link job waiting")
+    assert "not bound to CRM yet" in (job.last_error or "") and job.attempts == 1
+    assert wa.env.sim.recorder.count(DIALOG_GET, ok=True) == 1
+    assert (await _customer(wa, BSUID))["crm"] is None
