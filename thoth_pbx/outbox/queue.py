@@ -261,9 +261,15 @@ class Outbox:
         waiting. Cancelled when the transaction rolls back."""
         waiter: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
         self._watchers[job_id] = waiter
-        waiter.add_done_callback(lambda _f: self._watchers.pop(job_id, None))
+        waiter.add_done_callback(lambda done: self._forget_watcher(job_id, done))
         self._after_commit(session).watched.append(job_id)
         return waiter
+
+    def _forget_watcher(self, job_id: int, done: asyncio.Future[dict[str, Any] | None]) -> None:
+        # only this waiter: a rolled-back job's id can be reused at once (SQLite hands out the
+        # same rowid), and its cancelled waiter's callback runs after the new one is watched
+        if self._watchers.get(job_id) is done:
+            del self._watchers[job_id]
 
     def started(self, session: AsyncSession, job_id: int) -> asyncio.Future[None]:
         """Resolved when the job enqueued in `session`'s open transaction has run up to its first
