@@ -258,6 +258,7 @@ def build_app(services: Services, login_throttle: LoginThrottle | None = None) -
             pbx=services.pbx,
             ami=services.ami,
             ari=services.ari,
+            stasis=services.stasis_owner.status if services.stasis_owner else None,
         )
     )
     app = web.Application(

@@ -16,6 +16,7 @@ PostgreSQL advisory locks: https://www.postgresql.org/docs/current/explicit-lock
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -64,6 +65,22 @@ async def stasis_owner_gauge(server: ServeProcess) -> float | None:
     return None
 
 
+async def panel_stasis_role(server: ServeProcess) -> tuple[str, str]:
+    """(Stasis role, ARI badge) on the instance's panel dashboard, signed in as an admin would."""
+    base = f"http://127.0.0.1:{server.port}"
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        async with http.get(base + "/panel/login") as resp:
+            token = re.search(r'name="_csrf" value="([^"]+)"', await resp.text())
+        assert token is not None
+        form = {"_csrf": token.group(1), "user": "admin", "password": "correct-horse-battery", "next": "/panel/"}
+        async with http.post(base + "/panel/login", data=form) as resp:
+            page = await resp.text()
+    role = re.search(r'<tr id="stasis-role">.*?data-state="([a-z]+)"', page, re.S)
+    ari = re.search(r"<th>ARI</th><td><span[^>]*data-state=\"([a-z_]+)\"", page)
+    assert role is not None and ari is not None, page[:2000]
+    return role.group(1), ari.group(1)
+
+
 async def _talk(seconds: float) -> None:
     await asyncio.sleep(seconds)  # the conversation itself: a scenario duration, not a synchronisation
 
@@ -82,6 +99,9 @@ async def test_one_owner_takes_each_call_once(cluster: Cluster, leader_lab: Call
     assert await stasis_owner_gauge(owner) == 1.0 and await stasis_owner_gauge(standby) == 0.0
     standby_health = await standby.health()
     assert standby_health["status"] == "ok" and standby_health["ari"]["state"] != "connected"
+    # the panel says which instance holds the app; a standby's closed ARI is not shown as down
+    assert await panel_stasis_role(owner) == ("owner", "connected")
+    assert await panel_stasis_role(standby) == ("standby", "standby")
     caller = "+79990002001"
     placed = leader_lab.whatsapp_call(BUSINESS, caller)
     await wait_until(lambda: cluster.row(caller, "connected"), timeout=20, what="call connected")

@@ -3,7 +3,9 @@ rule of its own; every write goes through the same service the JSON API uses).""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -38,6 +40,8 @@ class PanelDeps:
     pbx: PbxService
     ami: AmiClient
     ari: AriClient
+    # owner or standby of the Asterisk's Stasis app (None: ARI not configured); docs/scaling.md
+    stasis: Callable[[], dict[str, Any]] | None = None
 
     @property
     def secure_cookies(self) -> bool:

@@ -97,6 +97,7 @@ def dashboard_routes(deps: PanelDeps, pages: Pages) -> list[web.RouteDef]:
             "database": await database_health(deps.engine, deps.box),
             "ami": deps.ami.status.as_json(),
             "ari": deps.ari.status.as_json(),
+            "stasis": deps.stasis() if deps.stasis is not None else None,
             "portals": portals,
             "wabas": [{**w, "token_state": token_state(w)} for w in wabas],
             "attention": await attention(deps, phones, _),
