@@ -376,6 +376,19 @@ async def test_unknown_line_and_forged_token_are_not_ours(c2c: C2C) -> None:
     assert await c2c.row(call_id) is None
 
 
+async def test_the_same_event_twice_is_one_call(c2c: C2C) -> None:
+    """Bitrix24 may post an event again (asterlink drops repeats of a CALL_ID): one row, one finish."""
+    call_id = await c2c.click(ANSWERS)
+    await c2c.state(call_id, "ended")
+    data = {"CALL_ID": call_id, "USER_ID": "2", "PHONE_NUMBER": ANSWERS, "LINE_NUMBER": LINE}
+    again = await c2c.sim.deliver_event(c2c.portal, "ONEXTERNALCALLSTART", data)
+    assert again[0][1] == 200 and again[0][2]["handled"] == {"duplicate": call_id}
+    await c2c.logged(call_id)
+    async with c2c.services.sessions() as session:
+        rows = (await session.scalars(select(CallbackCall))).all()
+    assert len(rows) == 1 and len(c2c.finishes(call_id)) == 1
+
+
 async def test_a_restart_while_talking_logs_the_call_once_when_it_ends(c2c: C2C) -> None:
     """thoth-pbx stops mid-call (the call lives on in Asterisk), starts again, re-attaches, and
     finishes Bitrix24's CALL_ID once when the customer hangs up, with the whole talk time."""

@@ -249,6 +249,8 @@ class Dialer:
                 if isinstance(event.get("cause"), int):
                     cause = event["cause"]
                 tech = event.get("tech_cause", tech)
+                if kind == "StasisEnd" and cause is None:
+                    continue  # no cause on StasisEnd: ChannelDestroyed follows with it
                 if other is None:
                     return _OPERATOR_CAUSES.get(cause or 0, "NOANSWER")
                 sip = decide.sip_status(tech, cause)
