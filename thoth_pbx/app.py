@@ -173,7 +173,7 @@ async def open_services(settings: Settings) -> Services:
     messaging_parts, messaging_part = messaging_feature.wire(deps, directory, bitrix, meta.dispatcher, meta.graph)
     customers_part = customers_feature.wire(deps)
     _callback, callback_part = callback_feature.wire(
-        deps, bitrix, call_jobs, meta.graph, meta.dispatcher, messaging_parts.windows.last_inbound
+        deps, bitrix, call_jobs, meta.graph, meta.dispatcher, messaging_parts.windows.last_inbound, stasis_owner
     )
     _doctor, doctor_part = doctor_feature.wire(deps, pbx, meta.graph, meta.tokens.check, bitrix.portals)
     checkpointer = db.checkpointer(engine)
