@@ -83,6 +83,10 @@ class Settings:
     media_dir: Path
     # several instances on one PostgreSQL: how often a standby tries to take the Stasis app
     stasis_retry_seconds: float = 1.0
+    # the outbox's claims: the name this instance claims jobs under (default hostname:pid) and
+    # how long a claim holds without being renewed (another instance then takes the job)
+    instance_name: str | None = None
+    outbox_lease_seconds: float = 30.0
     trunk: Mapping[str, Any] = field(default_factory=dict)
     calls: Mapping[str, Any] = field(default_factory=dict)
     messaging: Mapping[str, Any] = field(default_factory=dict)
@@ -288,6 +292,8 @@ _SPEC: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
     "recordings_dir": (_path, "var/recordings"),
     "media_dir": (_path, "var/media"),
     "stasis_retry_seconds": (_seconds(0.1, 60.0), 1.0),
+    "instance_name": (_regex(r"[A-Za-z0-9._:@-]{1,128}", "may only use letters, digits and ._:@-"), None),
+    "outbox_lease_seconds": (_seconds(0.5, 3600.0), 30.0),
 }
 _SECTIONS = {"trunk", "calls", "messaging"}  # tables passed on raw; their owners validate them
 
@@ -340,6 +346,8 @@ def load_settings(
         recordings_dir=values["recordings_dir"],
         media_dir=values["media_dir"],
         stasis_retry_seconds=values["stasis_retry_seconds"],
+        instance_name=values["instance_name"],
+        outbox_lease_seconds=values["outbox_lease_seconds"],
         trunk=dict(raw.get("trunk", {})),
         calls=dict(raw.get("calls", {})),
         messaging=dict(raw.get("messaging", {})),
