@@ -160,7 +160,7 @@ async def open_services(settings: Settings) -> Services:
         engine=engine,
         sessions=sessions,
         box=box,
-        outbox=Outbox(sessions),
+        outbox=Outbox(sessions, name=settings.instance_name, lease=settings.outbox_lease_seconds),
         ami=AmiClient(settings.ami),
         ari=AriClient(settings.ari, settings.ari_app),
     )
