@@ -25,7 +25,7 @@ from sqlalchemy import select
 
 from tests.calls.lab import SIP_HOSTNAME, CallLab, start_lab, stop_lab
 from tests.calls.service import OPERATORS, new_simulator, thoth_environ
-from tests.support.bitrix import seed_instance, wait_until
+from tests.support.bitrix import jobs, seed_instance, wait_until
 from thoth_pbx.app import Services, build_app, open_services
 from thoth_pbx.core.settings import load_settings
 from thoth_pbx.features.callback.models import CallbackCall
@@ -455,6 +455,39 @@ async def test_customer_not_answering_in_time_is_missed_and_operator_leaving_can
     listed = await (await c2c.client.get("/api/admin/callbacks", headers=admin)).json()
     assert [(i["status_code"], i["customer"]) for i in listed["items"]] == [("603-S", RINGS), ("304", RINGS)]
     assert (await c2c.client.get("/api/admin/callbacks")).status == 401
+
+
+async def test_a_standby_instance_does_not_dial_the_owner_does(c2c: C2C) -> None:
+    """Asterisk gives an ARI application to one websocket at a time: our click-to-call application
+    follows the Stasis ownership (calls/leadership.py). While this instance stands by, the start
+    job waits and nothing is dialled; once it owns again, the call goes out. (SQLite elects the
+    single instance at once, so the standby is played by setting the ownership's flag.)"""
+    owner = c2c.services.stasis_owner
+    assert owner is not None and owner.owner
+    app = f"{c2c.services.settings.ari_app}-callback"
+
+    async def connected(expected: bool) -> bool:
+        apps = await c2c.services.ari.request("GET", "/applications")
+        return any(a["name"] == app for a in apps) is expected
+
+    c2c.phone.call_permissions[ANSWERS.lstrip("+")] = {"status": "permanent"}
+    owner.owner = False
+    await wait_until(lambda: connected(False), what="the click-to-call application closed on a standby")
+    call_id = await c2c.click(ANSWERS)
+
+    async def waited() -> bool:  # the start job ran and was put back: no ARI here to dial with
+        started = await jobs(c2c.services.sessions, kind="callback.start")
+        return len(started) == 1 and started[0].status == "pending" and started[0].attempts >= 1
+
+    await wait_until(waited, what="the start job waiting for the owner")
+    row = await c2c.row(call_id)
+    assert row is not None and row.state == "new" and c2c.meta_legs() == []
+    owner.owner = True
+    await c2c.state(call_id, "connected")
+    legs = c2c.meta_legs()
+    assert len(legs) == 1
+    c2c.lab.hangup_meta(legs[0]["id"])
+    assert (await c2c.state(call_id, "ended")).status_code == "200"
 
 
 async def test_wrong_sip_password_is_refused_by_meta_and_said_so(c2c: C2C) -> None:

@@ -44,6 +44,7 @@ from thoth_pbx.store.types import utcnow
 log = logging.getLogger(__name__)
 
 KIND_START = "callback.start"
+ARI_ATTEMPTS = 15  # ~30 s of waiting for a connected ARI (an owner elected, Asterisk back) before giving up
 WINDOW = dt.timedelta(hours=24)
 PHONE_PREFIX = "wa-"  # the trunk's per-number endpoint (features/trunk/render.py PHONE_PREFIX)
 _DIGITS = re.compile(r"[0-9]{6,15}")
@@ -173,6 +174,10 @@ class CallbackService:
                 raise Retry(str(exc)) from None
             return await self._end_now(row.id, decide.graph_refusal(exc.code, exc.message))
         if decide.may_call(permission.status, permission.can_call):
+            if not self.dialer.ari.connected:  # a standby instance: the owner of the Stasis app dials
+                if self.dialer.ari.target is None or job.attempt >= ARI_ATTEMPTS:
+                    return await self._end_now(row.id, Outcome("503", "thoth-pbx cannot reach Asterisk (ARI) to dial"))
+                raise Retry("ARI of the click-to-call application is not connected on this instance", after=2.0)
             plan = Plan(
                 row.id,
                 uuid.uuid4().hex[:8],

@@ -3,6 +3,10 @@ and an ARI application of its own for the two legs."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from typing import Protocol
+
 from thoth_pbx.clients.asterisk.ari import AriClient
 from thoth_pbx.clients.meta import permissions as perms
 from thoth_pbx.clients.meta.inbox import InboxDispatcher
@@ -13,6 +17,13 @@ from thoth_pbx.features.deps import Deps, Wired
 from thoth_pbx.features.portal import BitrixService, guarded
 
 EVENT = "ONEXTERNALCALLSTART"
+
+
+class Ownership(Protocol):
+    """The calls feature's Stasis ownership (calls/leadership.py): whether this instance owns the
+    Asterisk's ARI applications now."""
+
+    owner: bool
 
 
 def app_name(deps: Deps) -> str:
@@ -26,7 +37,11 @@ def wire(
     graph: perms.Graph,
     inbox: InboxDispatcher,
     last_inbound: LastInbound,
+    ownership: Ownership | None = None,
 ) -> tuple[CallbackService, Wired]:
+    """With `ownership` (several instances on one PostgreSQL), our ARI application is connected
+    only while this instance owns the Stasis app: Asterisk gives an application to one websocket
+    at a time, so every instance connecting it would take it from the others."""
     ari = AriClient(deps.settings.ari, app_name(deps))
     service: CallbackService
     dialer = Dialer(
@@ -45,4 +60,31 @@ def wire(
         await service.stop()
         await ari.stop()
 
-    return service, Wired(routes=callback_routes(deps.sessions), start=ari.start, stop=stop)
+    if ownership is None:
+        return service, Wired(routes=callback_routes(deps.sessions), start=ari.start, stop=stop)
+    retry_s = deps.settings.stasis_retry_seconds
+    follower: list[asyncio.Task[None]] = []
+
+    async def follow() -> None:
+        connected = False
+        while True:
+            if ownership.owner and not connected:
+                ari.start()
+                connected = True
+            elif not ownership.owner and connected:
+                await stop()  # the calls live on in Asterisk; the new owner re-attaches them
+                connected = False
+            await asyncio.sleep(retry_s)  # the next look at the ownership, not a synchronisation
+
+    def start() -> None:
+        follower.append(asyncio.get_running_loop().create_task(follow(), name="callback-ownership"))
+
+    async def stop_following() -> None:
+        for task in follower:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        follower.clear()
+        await stop()
+
+    return service, Wired(routes=callback_routes(deps.sessions), start=start, stop=stop_following)
