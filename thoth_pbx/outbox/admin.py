@@ -60,6 +60,9 @@ def describe(row: OutboxJob) -> dict[str, Any]:
         "last_attempt_at": iso(row.last_attempt_at),
         "last_error": row.last_error,
         "maybe_delivered": bool(row.maybe_delivered),
+        # several instances: which one runs the job, and until when its claim holds
+        "claimed_by": row.claimed_by if row.status == "running" else None,
+        "lease_until": iso(row.lease_until) if row.status == "running" else None,
         "payload": row.payload,
         "result": row.result,
         "created_at": iso(row.created_at),

@@ -36,7 +36,16 @@ Guarantees:
   the "done" commit (a crash, a kill -9) is closed by the handlers: after such a crash
   the job runs again with `job.maybe_delivered` set, and each handler knows how its remote
   side answers a repeat (docs/bitrix.md: register is de-duplicated by Bitrix, finish
-  answers "Call is not found", attachRecord replaces). One worker per database.
+  answers "Call is not found", attachRecord replaces).
+- Several instances (PostgreSQL): a claim is a row lock that skips other instances' claims
+  (`FOR UPDATE SKIP LOCKED`) and a lease (`claimed_by`, `lease_until` in database time) that the
+  claiming instance renews while its jobs run. An instance that dies, or cannot renew for a
+  whole lease, loses its jobs: another instance puts them back (flagged `maybe_delivered`, as a
+  restart does) and runs them; an instance that could not renew stops claiming and drops its
+  running jobs, and an outcome is stored only by the instance that still holds the claim.
+  Chains stay in order across instances: a job is claimable only when every earlier job of its
+  chain is done, and `enqueue_in_order` serialises producers of one chain with a transaction
+  advisory lock. SQLite is one process: claims are plain, and a start recovers every running job.
 """
 
 from __future__ import annotations
@@ -45,11 +54,14 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import os
 import random
+import socket
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import exists, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
@@ -116,8 +128,18 @@ class Outbox:
         backoff_cap: float = 300.0,
         max_bug_attempts: int = 5,
         stop_grace: float = 5.0,
+        name: str | None = None,
+        lease: float = 30.0,
     ) -> None:
         self._sessions = sessions
+        # the claiming instance, stored on its claims and shown in logs and the admin listing
+        self.name = name or default_instance_name()
+        self.lease = lease
+        bind = sessions.kw.get("bind")
+        # several instances may share the database: claims lock rows and expire
+        self.shared = bind is not None and bind.dialect.name == "postgresql"
+        self._renewed = time.monotonic()  # last time this instance's leases were known to hold
+        self._heart: asyncio.Task[None] | None = None
         self.max_inflight = max_inflight
         self.poll_interval = poll_interval
         self.backoff_base = backoff_base
@@ -206,6 +228,8 @@ class Outbox:
                 "maybe_delivered": False,
                 "next_attempt_at": now + dt.timedelta(seconds=delay),
                 "last_attempt_at": now if run_now else None,
+                "claimed_by": self.name if run_now else None,
+                "lease_until": now + dt.timedelta(seconds=self.lease) if run_now else None,
             },
         )
         if run_now:
@@ -220,7 +244,11 @@ class Outbox:
     ) -> int:
         """`enqueue`, started by the commit itself (no claim round) when nothing of its chain
         is unfinished: neither known to this process nor stored (a job backing off, one left
-        by an earlier process). Otherwise it waits its turn like any job."""
+        by an earlier process). Otherwise it waits its turn like any job. On PostgreSQL the
+        chain's producers take turns (a transaction advisory lock on the chain), so two instances
+        storing the same chain's jobs at once never both find it idle."""
+        if chain is not None and self.shared:
+            await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:chain, 16))"), {"chain": chain})
         idle = chain is None or (
             await session.scalar(
                 select(OutboxJob.id).where(OutboxJob.chain == chain, OutboxJob.status != "done").limit(1)
@@ -342,6 +370,10 @@ class Outbox:
             self._stopping = False
             self._settler_stopping = False
             self._task = asyncio.create_task(self._loop(), name="outbox-worker")
+            if self.shared:
+                self._renewed = time.monotonic()
+                self._heart = asyncio.create_task(self._heartbeat(), name="outbox-leases")
+            log.info("outbox worker started", extra={"instance": self.name, "shared": self.shared})
 
     async def stop(self) -> None:
         """Let running jobs finish for a moment, then interrupt them; they run again next start."""
@@ -351,6 +383,7 @@ class Outbox:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         tasks = list(self._inflight.values())
+        heart, self._heart = self._heart, None
         if tasks:
             await asyncio.wait(tasks, timeout=self.stop_grace)
         for waiter in list(self._watchers.values()):
@@ -369,13 +402,20 @@ class Outbox:
             self._settler.cancel()
             await asyncio.gather(self._settler, return_exceptions=True)
             self._settler, self._settler_stopping = None, False
+        if heart is not None:  # the leases are renewed until the running jobs are settled
+            heart.cancel()
+            await asyncio.gather(heart, return_exceptions=True)
         if interrupted:
             try:
                 async with self._sessions() as session, session.begin():
                     await session.execute(
                         update(OutboxJob)
-                        .where(OutboxJob.id.in_(interrupted), OutboxJob.status == "running")
-                        .values(status="pending", maybe_delivered=True)
+                        .where(
+                            OutboxJob.id.in_(interrupted),
+                            OutboxJob.status == "running",
+                            OutboxJob.claimed_by == self.name,
+                        )
+                        .values(status="pending", maybe_delivered=True, claimed_by=None, lease_until=None)
                     )
             except Exception:
                 log.exception("outbox: could not release interrupted jobs; they are recovered on next start")
@@ -393,9 +433,12 @@ class Outbox:
             room = self.max_inflight - len(self._inflight)
             next_due: dt.datetime | None = None
             jobs: list[Job] = []
+            if self.shared and not self.holds_leases:
+                room = 0  # cut off from the database: whatever we claimed may be another's by now
             if room > 0:
                 try:
-                    jobs, next_due = await self._claim(room)
+                    # a claim stuck on a dead connection must not outlive the lease it takes
+                    jobs, next_due = await asyncio.wait_for(self._claim(room), self.lease if self.shared else None)
                 except Exception:
                     log.exception("outbox: claiming jobs failed (database down?)")
                 self.stats.claims += 1
@@ -417,33 +460,115 @@ class Outbox:
             pass
 
     async def _recover(self) -> None:
-        """Jobs left running by a crash may have been sent: run them again, flagged."""
+        """Jobs left running by a crash may have been sent: run them again, flagged. Several
+        instances: only this instance's own claims (a restart under the same name) and expired
+        ones, never the jobs another live instance runs."""
+        where = [OutboxJob.status == "running"]
+        if self.shared:
+            where.append(
+                (OutboxJob.claimed_by == self.name)
+                | OutboxJob.claimed_by.is_(None)
+                | (OutboxJob.lease_until < func.now())
+            )
         async with self._sessions() as session, session.begin():
             result = await session.execute(
-                update(OutboxJob).where(OutboxJob.status == "running").values(status="pending", maybe_delivered=True)
+                update(OutboxJob)
+                .where(*where)
+                .values(status="pending", maybe_delivered=True, claimed_by=None, lease_until=None)
             )
         resumed = getattr(result, "rowcount", 0)  # a CursorResult: UPDATE reports its row count
         if resumed:
-            log.warning("outbox: resuming jobs interrupted by a stop or crash", extra={"jobs": resumed})
+            log.warning(
+                "outbox: resuming jobs interrupted by a stop or crash", extra={"jobs": resumed, "instance": self.name}
+            )
+
+    @property
+    def holds_leases(self) -> bool:
+        """This instance renewed its leases within the last lease period (always, on SQLite)."""
+        return not self.shared or time.monotonic() - self._renewed < self.lease
+
+    def _lease_end(self) -> Any:
+        """When a claim made now expires: database time on PostgreSQL (one clock for all instances)."""
+        if self.shared:
+            return func.now() + dt.timedelta(seconds=self.lease)
+        return utcnow() + dt.timedelta(seconds=self.lease)
+
+    async def _heartbeat(self) -> None:
+        """PostgreSQL: renew this instance's leases every third of a lease and put back the jobs
+        of instances whose leases expired (dead, or cut off from the database). An instance that
+        cannot renew for a whole lease drops its running jobs: another instance takes them."""
+        period = self.lease / 3
+        while True:
+            began = time.monotonic()
+            try:
+                reaped = await asyncio.wait_for(self._renew_and_reap(), timeout=period)
+            except Exception as exc:
+                log.warning(
+                    "outbox: could not renew leases", extra={"instance": self.name, "error": f"{type(exc).__name__}"}
+                )
+                reaped = []
+            else:
+                self._renewed = began
+                if reaped:
+                    log.warning(
+                        "outbox: took back jobs whose claims expired",
+                        extra={"jobs": len(reaped), "instance": self.name},
+                    )
+                    self.wake()
+            if not self.holds_leases and self._inflight:
+                dropped = list(self._inflight.values())
+                log.error(
+                    "outbox: leases lost (database unreachable); dropping running jobs for another instance",
+                    extra={"jobs": len(dropped), "instance": self.name},
+                )
+                for task in dropped:
+                    task.cancel()
+            await asyncio.sleep(max(0.0, period - (time.monotonic() - began)))
+
+    async def _renew_and_reap(self) -> list[int]:
+        running = list(self._inflight)  # only jobs that run here: a stray claim (a claim whose
+        # commit outlived its timeout) expires and is taken back like a dead instance's
+        async with self._sessions() as session, session.begin():
+            for start in range(0, len(running), 1000):
+                await session.execute(
+                    update(OutboxJob)
+                    .where(
+                        OutboxJob.id.in_(running[start : start + 1000]),
+                        OutboxJob.claimed_by == self.name,
+                        OutboxJob.status == "running",
+                    )
+                    .values(lease_until=self._lease_end())
+                )
+            reaped = await session.scalars(
+                update(OutboxJob)
+                .where(OutboxJob.status == "running", OutboxJob.lease_until < func.now())
+                .values(status="pending", maybe_delivered=True, claimed_by=None, lease_until=None)
+                .returning(OutboxJob.id)
+            )
+            return list(reaped.all())
 
     async def _claim(self, limit: int) -> tuple[list[Job], dt.datetime | None]:
         """Mark the due heads of their chains running (one transaction) and return them."""
         now = utcnow()
         earlier = aliased(OutboxJob)
         blocked = exists().where(earlier.chain == OutboxJob.chain, earlier.id < OutboxJob.id, earlier.status != "done")
+        due = (
+            select(OutboxJob)
+            .where(OutboxJob.status == "pending", OutboxJob.next_attempt_at <= now, ~blocked)
+            .order_by(OutboxJob.id)
+            .limit(limit)
+        )
+        if self.shared:  # what another instance is claiming right now is skipped, not waited for
+            due = due.with_for_update(skip_locked=True, of=OutboxJob)
+        lease_end = self._lease_end()
         async with self._sessions() as session, session.begin():
-            rows = (
-                await session.scalars(
-                    select(OutboxJob)
-                    .where(OutboxJob.status == "pending", OutboxJob.next_attempt_at <= now, ~blocked)
-                    .order_by(OutboxJob.id)
-                    .limit(limit)
-                )
-            ).all()
+            rows = (await session.scalars(due)).all()
             for row in rows:
                 row.status = "running"
                 row.attempts += 1
                 row.last_attempt_at = now
+                row.claimed_by = self.name
+                row.lease_until = lease_end
                 own = row.id in self._own_pending
                 self._own_pending.discard(row.id)
                 if own and row.chain in self._backlog:
@@ -584,13 +709,23 @@ class Outbox:
         counts = {"done": 0, "retry": 0, "failed": 0}
         async with self._sessions() as session, session.begin():
             ids = [job.id for job, _, _ in group]
-            rows = {
-                row.id: row for row in (await session.scalars(select(OutboxJob).where(OutboxJob.id.in_(ids)))).all()
-            }
+            rows_q = select(OutboxJob).where(OutboxJob.id.in_(ids)).order_by(OutboxJob.id)
+            if self.shared:  # a claim being made elsewhere waits, or sees what is stored here
+                rows_q = rows_q.with_for_update(of=OutboxJob)
+            rows = {row.id: row for row in (await session.scalars(rows_q)).all()}
             for job, outcome, _ in group:
                 row = rows.get(job.id)
                 if row is None:  # its portal was deleted meanwhile (ON DELETE CASCADE)
                     continue
+                if row.status in ("done", "failed") or row.claimed_by not in (None, self.name):
+                    # our claim expired and another instance took the job (it runs it, flagged)
+                    log.warning(
+                        "outbox: outcome dropped, the job was taken over",
+                        extra={"job": job.id, "kind": job.kind, "instance": self.name, "holder": row.claimed_by},
+                    )
+                    continue
+                row.claimed_by = None
+                row.lease_until = None
                 counts[outcome.status] += 1
                 if outcome.status == "done":
                     row.status = "done"
@@ -632,6 +767,11 @@ class Outbox:
     @property
     def inflight(self) -> int:
         return len(self._inflight)
+
+
+def default_instance_name() -> str:
+    """hostname:pid, unique among live instances (setting `instance_name` for a stable one)."""
+    return f"{socket.gethostname()}:{os.getpid()}"[:128]
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:
