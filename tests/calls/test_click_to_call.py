@@ -172,7 +172,8 @@ async def _seed(services: Services, sim: BitrixSimulator, portal: Portal) -> tup
 
 
 @pytest.fixture
-async def c2c(tmp_path: Path, c2c_lab: CallLab) -> AsyncIterator[C2C]:
+async def c2c(request: pytest.FixtureRequest, tmp_path: Path, c2c_lab: CallLab) -> AsyncIterator[C2C]:
+    """SQLite unless a test asks for `postgres` (indirect parametrisation)."""
     meta = MetaSimulator()
     meta.add_app("c2capp", APP_SECRET)
     meta.add_token(TOKEN, "c2capp")
@@ -184,6 +185,8 @@ async def c2c(tmp_path: Path, c2c_lab: CallLab) -> AsyncIterator[C2C]:
     environ = thoth_environ(tmp_path, c2c_lab, sim)
     environ["THOTH_META_GRAPH_URL"] = str(meta_server.make_url("")).rstrip("/")
     port = int(environ["THOTH_LISTEN"].rsplit(":", 1)[1])
+    if getattr(request, "param", "sqlite") == "postgres":
+        environ["THOTH_DATABASE_URL"] = request.getfixturevalue("database_url_postgres")
     services = await open_services(load_settings(None, environ=environ))
     instance_id, phone_id = await _seed(services, sim, portal)
     portal.bindings.append(
@@ -211,6 +214,17 @@ async def c2c(tmp_path: Path, c2c_lab: CallLab) -> AsyncIterator[C2C]:
     await meta_server.close()
 
 
+@pytest.fixture
+def database_url_postgres(postgres_server: Any) -> Iterator[str]:
+    name, url = postgres_server.create_database()
+    yield url.replace("postgresql://", "postgresql+asyncpg://", 1)
+    postgres_server.drop_database(name)
+
+
+BOTH_DATABASES = pytest.mark.parametrize("c2c", ["sqlite", "postgres"], indirect=True)
+
+
+@BOTH_DATABASES
 async def test_with_permission_operator_rings_first_then_customer_over_tls_sdes_opus_with_digest(c2c: C2C) -> None:
     c2c.phone.call_permissions[ANSWERS.lstrip("+")] = {"status": "permanent"}
     await c2c.settings(record=True)
@@ -268,6 +282,7 @@ async def test_operator_who_does_not_answer_means_no_invite_to_whatsapp(c2c: C2C
     assert logged["CALL_FAILED_CODE"] == "304" and logged["CALL_FAILED_REASON"] == ended.reason
 
 
+@BOTH_DATABASES
 async def test_without_permission_no_invite_request_sent_operator_told_and_accept_calls_back(c2c: C2C) -> None:
     await c2c.settings(auto_call_back=True)
     async with c2c.services.sessions() as session, session.begin():  # the customer wrote an hour ago
@@ -389,6 +404,7 @@ async def test_the_same_event_twice_is_one_call(c2c: C2C) -> None:
     assert len(rows) == 1 and len(c2c.finishes(call_id)) == 1
 
 
+@BOTH_DATABASES
 async def test_a_restart_while_talking_logs_the_call_once_when_it_ends(c2c: C2C) -> None:
     """thoth-pbx stops mid-call (the call lives on in Asterisk), starts again, re-attaches, and
     finishes Bitrix24's CALL_ID once when the customer hangs up, with the whole talk time."""
