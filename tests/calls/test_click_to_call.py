@@ -506,6 +506,28 @@ async def test_a_standby_instance_does_not_dial_the_owner_does(c2c: C2C) -> None
     assert (await c2c.state(call_id, "ended")).status_code == "200"
 
 
+async def test_bitrix_down_when_the_call_ends_the_log_arrives_once_after(c2c: C2C) -> None:
+    c2c.phone.call_permissions[ANSWERS.lstrip("+")] = {"status": "permanent"}
+    call_id = await c2c.click(ANSWERS)
+    await c2c.state(call_id, "connected")
+    c2c.sim.outage = True
+    legs = c2c.meta_legs()
+    c2c.lab.hangup_meta(legs[0]["id"])
+    ended = await c2c.state(call_id, "ended")
+    assert ended.status_code == "200"
+
+    async def finish_waiting() -> bool:
+        finishing = await jobs(c2c.services.sessions, kind="bitrix.call.finish")
+        return len(finishing) == 1 and finishing[0].status == "pending" and finishing[0].attempts >= 1
+
+    await wait_until(finish_waiting, what="the finish tried during the outage")
+    assert call_id not in c2c.portal.statistics
+    c2c.sim.outage = False
+    c2c.services.outbox.wake()
+    logged = await wait_until(lambda: c2c.portal.statistics.get(call_id), timeout=60, what="finish after the outage")
+    assert logged["CALL_FAILED_CODE"] == "200" and len(c2c.finishes(call_id)) == 1
+
+
 async def test_wrong_sip_password_is_refused_by_meta_and_said_so(c2c: C2C) -> None:
     """Meta's side challenges for the number's digest credentials: with another password on
     Meta's side (as after a reset) our INVITE is refused and the log says what to fix."""
