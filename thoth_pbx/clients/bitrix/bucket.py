@@ -7,13 +7,22 @@ would push it over `burst - headroom`. The headroom absorbs the jitter between t
 moment we send and the moment the portal counts (a request delayed on the network
 arrives closer to the next one) and a portal that drains once per second instead of
 continuously. A batch is one HTTP request, which is why batching multiplies throughput.
+
+Several instances on one PostgreSQL count into one bucket per portal (`SharedBucket`): each
+request reserves its place with one statement that drains and adds in one go and answers how
+long to wait before sending (outbox/rate.py), so the total never passes what one process would
+send. The client (rest.py) sees the same interface either way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+log = logging.getLogger(__name__)
 
 
 def default_headroom(rate: float, burst: int) -> int:
@@ -22,8 +31,32 @@ def default_headroom(rate: float, burst: int) -> int:
     return min(wanted, max(burst - 1, 0))
 
 
+class Bucket(Protocol):
+    """What the client needs of a portal's bucket (one process's, or shared by all instances)."""
+
+    rate: float
+    burst: int
+    capacity: float
+    shared: bool
+
+    @property
+    def level(self) -> float: ...
+
+    def delay(self) -> float: ...
+
+    def take(self) -> None: ...
+
+    def saturate(self) -> None: ...
+
+    async def claim(self) -> None: ...
+
+    async def acquire(self) -> None: ...
+
+
 class LeakyBucket:
     """Counter that drains at `rate`/s; `delay()` says how long until one more request fits."""
+
+    shared = False
 
     def __init__(
         self,
@@ -64,6 +97,15 @@ class LeakyBucket:
         self._drain()
         self._level += 1.0
 
+    async def claim(self) -> None:
+        """Count one request about to be sent (the caller saw `delay()` at 0): no wait here."""
+        self.take()
+
+    def set_level(self, level: float) -> None:
+        """The level as of now, as told by someone who counts more than this process."""
+        self._level = max(0.0, level)
+        self._stamp = self._clock()
+
     def saturate(self) -> None:
         """The portal said QUERY_LIMIT_EXCEEDED: someone else shares the bucket; assume it is full."""
         self._drain()
@@ -77,3 +119,76 @@ class LeakyBucket:
                 self.take()
                 return
             await asyncio.sleep(wait)
+
+
+# Reserve one request in the shared bucket: (fill, initial level for a new row) -> the level
+# after counting it, as of the statement's start. `fill`: the portal said QUERY_LIMIT_EXCEEDED.
+Reserve = Callable[[bool, float], Awaitable[float]]
+
+
+class SharedBucket:
+    """A portal's bucket counted by the database, for every instance at once.
+
+    `claim()` is one statement (the reservation) and then the wait it implies: a reservation
+    past capacity waits until the bucket has drained to it, so requests leave no faster than the
+    portal drains whoever made them. A local mirror of the last answer (plus this process's own
+    requests) keeps `delay()` cheap, so an idle client still sends at once."""
+
+    shared = True
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        reserve: Reserve,
+        *,
+        headroom: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        level: float = 0.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._mirror = LeakyBucket(rate, burst, headroom=headroom, clock=clock, level=level)
+        self.rate, self.burst, self.headroom = self._mirror.rate, self._mirror.burst, self._mirror.headroom
+        self.capacity = self._mirror.capacity
+        self._initial = max(0.0, float(level))
+        self._reserve = reserve
+        self._fill = False
+        self._sleep = sleep
+        self.reservations = 0  # statements run (one per request)
+
+    @property
+    def level(self) -> float:
+        return self._mirror.level
+
+    def delay(self) -> float:
+        return self._mirror.delay()
+
+    def take(self) -> None:
+        raise RuntimeError("a shared bucket is taken with `await claim()` (one statement per request)")
+
+    def saturate(self) -> None:
+        """QUERY_LIMIT_EXCEEDED: full here at once, and in the database with the next reservation."""
+        self._mirror.saturate()
+        self._fill = True
+
+    async def claim(self) -> None:
+        fill, self._fill = self._fill, False
+        self.reservations += 1
+        try:
+            level = await self._reserve(fill, self._initial)
+        except Exception as exc:  # the database is away: count on our own, as one process does
+            log.warning("shared rate limit unreachable; counting locally", extra={"error": type(exc).__name__})
+            self._fill = self._fill or fill
+            self._mirror.take()
+            level = self._mirror.level
+        else:
+            self._mirror.set_level(level)
+        wait = (level - self.capacity) / self.rate
+        if wait > 0:
+            await self._sleep(wait)
+
+    async def acquire(self) -> None:
+        wait = self.delay()
+        if wait > 0:  # our own mirror already knows: no statement to learn it
+            await self._sleep(wait)
+        await self.claim()

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from thoth_pbx.clients.bitrix import phpquery
-from thoth_pbx.clients.bitrix.bucket import LeakyBucket
+from thoth_pbx.clients.bitrix.bucket import Bucket, LeakyBucket
 from thoth_pbx.clients.bitrix.errors import (
     TOKEN_EXPIRED,
     BitrixAuthError,
@@ -199,7 +199,7 @@ class BitrixClient:
         max_inflight: int = 8,
         retries: int = 2,
         retry_base_s: float = 0.5,
-        bucket: LeakyBucket | None = None,
+        bucket: Bucket | None = None,
     ) -> None:
         register_secret(auth.access_token)
         register_secret(auth.refresh_token)
@@ -208,7 +208,7 @@ class BitrixClient:
         self._oauth = oauth
         self._http = http
         # A replacement client (after a reinstall) inherits the bucket: the portal counts on.
-        self.bucket = bucket or LeakyBucket(rate_per_s, burst)
+        self.bucket: Bucket = bucket or LeakyBucket(rate_per_s, burst)
         self.max_batch = max(1, min(max_batch, MAX_BATCH))
         self._inflight = asyncio.Semaphore(max_inflight)
         self._retries = retries
@@ -277,9 +277,9 @@ class BitrixClient:
     async def _send_direct(self, call: _Call) -> None:
         """The request of an idle client, in the caller's task; the bookkeeping is a sender's."""
         await self._inflight.acquire()  # free (checked by _idle): no wait
-        self.bucket.take()
         self._direct += 1
         try:
+            await self.bucket.claim()  # shared by instances: one statement, and a wait if others filled it
             await self._send([call])
         finally:  # calls queued meanwhile woke the dispatcher themselves
             self._direct -= 1
@@ -331,11 +331,16 @@ class BitrixClient:
                 self._inflight.release()
                 await asyncio.sleep(wait)
                 continue
+            if self.bucket.shared:
+                # reserved (one statement) before the calls are picked: they keep queueing into
+                # this request while it waits for what the other instances sent
+                await self.bucket.claim()
             calls = self._take()
-            if not calls:
+            if not calls:  # (shared: a reservation for nothing errs on the safe side)
                 self._inflight.release()
                 continue
-            self.bucket.take()
+            if not self.bucket.shared:
+                self.bucket.take()
             task = asyncio.create_task(self._send(calls))
             self._senders.add(task)
             task.add_done_callback(self._sender_done)
