@@ -11,12 +11,13 @@ from urllib.parse import urlsplit
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from thoth_pbx.clients.bitrix.bucket import LeakyBucket
+from thoth_pbx.clients.bitrix.bucket import Bucket, LeakyBucket, SharedBucket
 from thoth_pbx.clients.bitrix.errors import NeedsReauth
 from thoth_pbx.clients.bitrix.rest import BitrixClient, Grant, OAuthApp, PortalAuth, http_client
 from thoth_pbx.clients.bitrix.transport import PortalHttp
 from thoth_pbx.features.directory import AppInstance
 from thoth_pbx.outbox.models import OutboxJob
+from thoth_pbx.outbox.rate import shared_reserve
 from thoth_pbx.store.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ class Portals:
         self.http = http or http_client()
         self.client_options = dict(client_options or {})  # BitrixClient keyword arguments
         self._clients: dict[int, BitrixClient] = {}
-        self._buckets: dict[int, LeakyBucket] = {}
+        self._buckets: dict[int, Bucket] = {}
         self._building: dict[int, asyncio.Future[BitrixClient]] = {}
         self._started = utcnow()
         self._retired: set[asyncio.Task[None]] = set()
@@ -151,7 +152,7 @@ class Portals:
             else:
                 level = min(bucket.level, float(burst))
         if bucket is None or bucket.rate != rate or bucket.burst != burst:
-            bucket = self._buckets[instance_id] = LeakyBucket(rate, burst, level=level)
+            bucket = self._buckets[instance_id] = self._new_bucket(instance_id, rate, burst, level)
         client = BitrixClient(
             auth,
             DbTokenStore(self._sessions, instance_id),
@@ -164,6 +165,14 @@ class Portals:
         )
         self._clients[instance_id] = client
         return client
+
+    def _new_bucket(self, instance_id: int, rate: float, burst: int, level: float) -> Bucket:
+        """PostgreSQL: the portal's bucket is a row every instance counts into (outbox/rate.py);
+        `level` only seeds a new row. SQLite: one process, the bucket is in memory."""
+        engine = self._sessions.kw.get("bind")
+        if engine is not None and engine.dialect.name == "postgresql":
+            return SharedBucket(rate, burst, shared_reserve(engine, instance_id, rate, burst), level=level)
+        return LeakyBucket(rate, burst, level=level)
 
     def cached(self, instance_id: int) -> BitrixClient | None:
         return self._clients.get(instance_id)
