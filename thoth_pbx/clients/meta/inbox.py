@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from thoth_pbx.clients.meta.payloads import Model, model_of
@@ -38,6 +38,8 @@ def insert_ignoring_duplicates(dialect_name: str) -> Any:
     return insert.on_conflict_do_nothing(index_elements=["dedup_key"])
 
 
+# pg_advisory_xact_lock key: one instance at a time dispatches the shared inbox (issue 16)
+INBOX_DISPATCH_LOCK = 0x7468_6F74_6801  # "thoth" + 1
 CHECKPOINT_EVERY_ROWS = 2000  # SQLite: WAL checkpoint beside the writer after this many rows
 WAL_RESTART_FRAMES = 16384  # ~64 MB of 4 KiB pages: then rewind the WAL even if it stalls a commit
 
@@ -239,6 +241,8 @@ class InboxDispatcher:
         self._idle = asyncio.Event()  # set when a pass found nothing more to do
         self._task: asyncio.Task[None] | None = None
         self._unhandled: set[str] = set()
+        bind = sessions.kw.get("bind")
+        self._shared = bind is not None and bind.dialect.name == "postgresql"
 
     def subscribe(self, kind_prefix: str, handler: Handler) -> None:
         """`kind_prefix` "call." gets call.connect, call.terminate, ...; "" gets everything."""
@@ -284,6 +288,16 @@ class InboxDispatcher:
         """Dispatch up to one batch of pending rows; returns how many were handled."""
         if not self._handlers:
             return 0
+        if not self._shared:
+            return await self._dispatch_batch()
+        # PostgreSQL, several instances share the inbox: one dispatches at a time (so the events
+        # reach the outbox in arrival order, once), the others wait their turn and then find
+        # what is left, their own deliveries included
+        async with self._sessions() as turn, turn.begin():
+            await turn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": INBOX_DISPATCH_LOCK})
+            return await self._dispatch_batch()
+
+    async def _dispatch_batch(self) -> int:
         async with self._sessions() as session:
             rows = (
                 await session.scalars(
