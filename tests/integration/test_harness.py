@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import asterisk as ah
+from thoth_pbx.core.settings import ENV_PREFIX, setting_keys
 
 REPO = Path(__file__).resolve().parents[2]
 sandbox = ah.sandbox
@@ -417,3 +418,35 @@ def test_compose_wires_the_harness_default_ports():
     assert "dockerfile: docker/Dockerfile.thoth" in text
     spec = sandbox.InstanceSpec(name="x")
     assert (spec.ami_port, spec.http_port, spec.sip_port) == (5038, 8088, 5060)
+
+
+def test_compose_files_set_only_variables_someone_reads():
+    """A renamed setting or template placeholder must not leave a compose file setting a
+    variable nobody reads (the service would silently run on its default)."""
+    settings = {ENV_PREFIX + key.upper() for key in setting_keys()}
+    placeholders = sandbox.template_placeholders()
+    for name in ("compose.yml", "compose.cluster.yml"):
+        text = (REPO / "docker" / name).read_text()
+        names = set(re.findall(r"^\s+(THOTH_[A-Z_]+):", text, re.M))
+        service = {n for n in names if not n.startswith("THOTH_AST_")}
+        assert service and service <= settings, (name, sorted(service - settings))
+        image = {n.removeprefix("THOTH_AST_") for n in names if n.startswith("THOTH_AST_")}
+        assert image and image <= placeholders, (name, sorted(image - placeholders))
+
+
+def test_cluster_instances_share_the_key_the_files_and_one_database():
+    text = (REPO / "docker" / "compose.cluster.yml").read_text()
+    section = text.split("\nservices:\n", 1)[1].split("\nvolumes:\n", 1)[0]
+    services = re.split(r"^  (?=[a-z-]+:\n)", section, flags=re.M)
+    instances = [s for s in services if s.startswith("thoth-")]
+    assert len(instances) >= 2
+    for block in instances:
+        assert "<<: *thoth\n" in block and "<<: *thoth-env" in block
+    shared = text.split("x-thoth: &thoth", 1)[1].split("\nx-thoth-env", 1)[0]
+    for volume in ("thoth-keys:", "thoth-shared:", "asterisk-etc:"):
+        assert volume in shared
+    env = text.split("x-thoth-env: &thoth-env", 1)[1].split("\nservices:", 1)[0]
+    for key in ("THOTH_DATABASE_URL: postgresql://", "THOTH_SECRET_KEY_FILE: /var/lib/thoth-pbx/keys/"):
+        assert key in env
+    for key in ("THOTH_RECORDINGS_DIR: /var/lib/thoth-pbx/shared/", "THOTH_MEDIA_DIR: /var/lib/thoth-pbx/shared/"):
+        assert key in env
