@@ -100,6 +100,13 @@ def cpu_seconds(stat: str) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _wacid_of(dialplan: dict[str, Any]) -> str:
+    """Meta's call id from our Stasis line: Stasis(<app>,${EXTEN},<wacid>,<user id>,<name>,<country>)
+    (dialplan/from-meta.conf.j2)."""
+    args = str(dialplan.get("app_data", "")).split(",")
+    return args[2] if len(args) > 2 else ""
+
+
 def pct(values: list[float], q: float) -> float | None:
     """Nearest-rank percentile: p99 of fewer than 100 samples is the largest one."""
     if not values:
@@ -158,7 +165,7 @@ class Observed:
         dialplan = channel.get("dialplan") or {}
         if event.get("type") != "ChannelDialplan" or dialplan.get("app_name") != "Stasis":
             return
-        wacid = str(dialplan.get("app_data", "")).split(",")[-1]
+        wacid = _wacid_of(dialplan)
         stamp = dt.datetime.strptime(event["timestamp"], "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
         self.stasis_at[wacid] = stamp + 0.0005  # Asterisk truncates to the millisecond
         self.linkedid[wacid] = channel.get("linkedid") or channel["id"]
@@ -369,7 +376,7 @@ class Floor:
                 dialplan = (event.get("channel") or {}).get("dialplan") or {}
                 if event.get("type") == "ChannelDialplan" and dialplan.get("app_name") == "Stasis":
                     stamp = dt.datetime.strptime(event["timestamp"], "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
-                    wacid = str(dialplan.get("app_data", "")).split(",")[-1]
+                    wacid = _wacid_of(dialplan)
                     self.event_ms[wacid] = (received - (stamp + 0.0005)) * 1000
 
     async def sample(self, wacid: str) -> None:
