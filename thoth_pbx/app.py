@@ -43,6 +43,7 @@ from thoth_pbx.features.directory import wire as directory_feature
 from thoth_pbx.features.directory.service import PHONES, Directory
 from thoth_pbx.features.directory.whatsapp import MetaService
 from thoth_pbx.features.doctor import wire as doctor_feature
+from thoth_pbx.features.doctor.service import Doctor
 from thoth_pbx.features.messaging import models as _messaging_models  # noqa: E402,F401
 from thoth_pbx.features.messaging import wire as messaging_feature
 from thoth_pbx.features.messaging.lines import MessagingLines
@@ -98,6 +99,7 @@ class Services:
     checkpointer: Checkpointer | None = None  # inline SQLite only (store/sqlite_inline.py)
     parts: list[Wired] = field(default_factory=list)  # started in order, stopped in reverse
     stasis_owner: StasisOwnership | None = None  # holds or waits for the Stasis app (ARI configured)
+    doctor: Doctor | None = None  # the preflight checks (API, CLI and panel)
 
 
 SERVICES = web.AppKey("services", Services)
@@ -175,7 +177,7 @@ async def open_services(settings: Settings) -> Services:
     _callback, callback_part = callback_feature.wire(
         deps, bitrix, call_jobs, meta.graph, meta.dispatcher, messaging_parts.windows.last_inbound, stasis_owner
     )
-    _doctor, doctor_part = doctor_feature.wire(deps, pbx, meta.graph, meta.tokens.check, bitrix.portals)
+    doctor, doctor_part = doctor_feature.wire(deps, pbx, meta.graph, meta.tokens.check, bitrix.portals)
     checkpointer = db.checkpointer(engine)
     change_listener = ChangeListener.for_engine(engine)  # PostgreSQL: other instances' writes
     outbox, ami = deps.outbox, deps.ami
@@ -219,6 +221,7 @@ async def open_services(settings: Settings) -> Services:
         admin_password_generated=generated,
         parts=lifecycle,
         stasis_owner=stasis_owner,
+        doctor=doctor,
     )
 
 
@@ -259,6 +262,7 @@ def build_app(services: Services, login_throttle: LoginThrottle | None = None) -
             ami=services.ami,
             ari=services.ari,
             stasis=services.stasis_owner.status if services.stasis_owner else None,
+            doctor=services.doctor,
         )
     )
     app = web.Application(

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from babel.messages.pofile import read_po
+from markupsafe import escape
 from yarl import URL
 
 from thoth_pbx.clients.asterisk.ari import basic_auth_header
@@ -188,3 +189,22 @@ async def test_enabling_calling_without_a_sip_hostname_shows_the_error_beside_th
     assert resp.status == 400
     beside = re.search(r'id="field-sip_hostname">(.*?)</div>', page, re.S)
     assert beside is not None and "set the SIP hostname of this phone before enabling calling" in beside.group(1)
+
+
+async def test_the_preflight_page_shows_the_doctors_report(service) -> None:  # type: ignore[no-untyped-def]
+    """The panel's preflight page is the doctor's report (the same checks and verdicts as
+    GET /api/admin/doctor), failures first, each with its fix."""
+    session = {"Cookie": (await sign_in(service)).split(";")[0]}
+    auth = {"Authorization": basic_auth_header("admin", "correct-horse-battery")}
+    api = await (await service.get("/api/admin/doctor", headers=auth)).json()
+    resp = await service.get("/panel/doctor", headers=session)
+    assert resp.status == 200
+    page = await resp.text()
+    rows = re.findall(r'<tr data-check="([^"]+)" data-status="([^"]+)">', page)
+    assert sorted(rows) == sorted((c["check"], c["status"]) for c in api["checks"])
+    order = {"fail": 0, "warn": 1, "cannot_check": 2, "ok": 3}
+    assert [order[status] for _, status in rows] == sorted(order[status] for _, status in rows)
+    failing = [c for c in api["checks"] if c["status"] == "fail"]
+    assert failing, "this test's set-up has no Asterisk: some checks fail"
+    assert all(str(escape(c["fix"])) in page for c in failing)  # as the template escapes it
+    assert ("needs your attention" in page) == (not api["ok"])

@@ -17,6 +17,7 @@ from thoth_pbx.web.panel.deps import PanelDeps
 from thoth_pbx.web.panel.render import Pages
 from thoth_pbx.web.panel.views_auth import auth_routes
 from thoth_pbx.web.panel.views_dashboard import dashboard_routes
+from thoth_pbx.web.panel.views_doctor import doctor_routes
 from thoth_pbx.web.panel.views_lists import list_routes
 from thoth_pbx.web.panel.views_phones import phone_routes
 from thoth_pbx.web.panel.views_trunk import trunk_routes
@@ -47,6 +48,7 @@ def panel(deps: PanelDeps) -> Panel:
         *phone_routes(deps, pages),
         *trunk_routes(deps, pages),
         *list_routes(deps, pages),
+        *doctor_routes(deps, pages),
         web.static(STATIC.rstrip("/"), STATIC_DIR),
     ]
     return Panel(routes=routes, middleware=guard(store, refuse))

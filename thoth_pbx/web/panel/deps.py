@@ -15,6 +15,7 @@ from thoth_pbx.core.secrets import SecretBox
 from thoth_pbx.core.settings import Settings
 from thoth_pbx.features.directory.service import Directory
 from thoth_pbx.features.directory.whatsapp import MetaService
+from thoth_pbx.features.doctor.service import Doctor
 from thoth_pbx.features.messaging.lines import MessagingLines
 from thoth_pbx.features.portal.service import BitrixService
 from thoth_pbx.features.trunk.calling import CallingService
@@ -42,6 +43,7 @@ class PanelDeps:
     ari: AriClient
     # owner or standby of the Asterisk's Stasis app (None: ARI not configured); docs/scaling.md
     stasis: Callable[[], dict[str, Any]] | None = None
+    doctor: Doctor | None = None  # the preflight page (features/doctor, docs/doctor.md)
 
     @property
     def secure_cookies(self) -> bool:
