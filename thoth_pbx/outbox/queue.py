@@ -501,7 +501,7 @@ class Outbox:
         while True:
             began = time.monotonic()
             try:
-                reaped = await asyncio.wait_for(self._renew_and_reap(), timeout=period)
+                reaped = await asyncio.wait_for(self._renew_and_reap(), timeout=self.lease / 2)
             except Exception as exc:
                 log.warning(
                     "outbox: could not renew leases", extra={"instance": self.name, "error": f"{type(exc).__name__}"}
