@@ -156,7 +156,9 @@ async def test_1000_jobs_from_three_instances_keep_the_portals_limit_in_total(tm
             await engine.dispose()
         assert jobs[(KIND_INBOUND, "done")] == 1000, jobs
         assert not [key for key in jobs if key[1] in ("running", "failed")], jobs
-        print(f"requests={len(requests)} jobs={dict(jobs)}")
+        # more requests than one burst: per-process buckets (45 each) let three instances pass
+        # the portal's 50 (this test then sees QUERY_LIMIT_EXCEEDED; measured 95 requests here)
+        assert len(requests) > burst, len(requests)
     finally:
         await cluster.close()
 

@@ -97,6 +97,10 @@ class Cluster:
     async def close(self) -> None:
         for member in self.members:
             await member.close()
+        runner = self.bridge.sim._runner
+        if runner is not None:
+            # requests held by `sim.latency` whose sender is gone: aiohttp would wait 60 s for them
+            runner._shutdown_timeout = 1.0
         await self.bridge.close()
 
     async def post(self, member: Member, messages: list[tuple[str, str, str]]) -> None:

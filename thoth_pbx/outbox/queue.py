@@ -498,32 +498,45 @@ class Outbox:
         of instances whose leases expired (dead, or cut off from the database). An instance that
         cannot renew for a whole lease drops its running jobs: another instance takes them."""
         period = self.lease / 3
-        while True:
-            began = time.monotonic()
-            try:
-                reaped = await asyncio.wait_for(self._renew_and_reap(), timeout=self.lease / 2)
-            except Exception as exc:
-                log.warning(
-                    "outbox: could not renew leases", extra={"instance": self.name, "error": f"{type(exc).__name__}"}
-                )
-                reaped = []
-            else:
-                self._renewed = began
-                if reaped:
-                    log.warning(
-                        "outbox: took back jobs whose claims expired",
-                        extra={"jobs": len(reaped), "instance": self.name},
+        renewal: asyncio.Task[list[int]] | None = None
+        asked = time.monotonic()
+        try:
+            while True:
+                began = time.monotonic()
+                if renewal is None:
+                    renewal, asked = asyncio.create_task(self._renew_and_reap(), name="outbox-renewal"), began
+                # not wait_for: a cancelled statement on a dead connection may take minutes to
+                # clean up, and the check below must run on time
+                await asyncio.wait({renewal}, timeout=self.lease / 2)
+                if not renewal.done():
+                    renewal.cancel()  # a new attempt starts once this one has really ended
+                    log.warning("outbox: could not renew leases", extra={"instance": self.name, "error": "timeout"})
+                else:
+                    finished, renewal = renewal, None
+                    if finished.cancelled() or finished.exception() is not None:
+                        error = "cancelled" if finished.cancelled() else type(finished.exception()).__name__
+                        log.warning("outbox: could not renew leases", extra={"instance": self.name, "error": error})
+                    else:
+                        self._renewed = asked
+                        reaped = finished.result()
+                        if reaped:
+                            log.warning(
+                                "outbox: took back jobs whose claims expired",
+                                extra={"jobs": len(reaped), "instance": self.name},
+                            )
+                            self.wake()
+                if not self.holds_leases and self._inflight:
+                    dropped = list(self._inflight.values())
+                    log.error(
+                        "outbox: leases lost (database unreachable); dropping running jobs for another instance",
+                        extra={"jobs": len(dropped), "instance": self.name},
                     )
-                    self.wake()
-            if not self.holds_leases and self._inflight:
-                dropped = list(self._inflight.values())
-                log.error(
-                    "outbox: leases lost (database unreachable); dropping running jobs for another instance",
-                    extra={"jobs": len(dropped), "instance": self.name},
-                )
-                for task in dropped:
-                    task.cancel()
-            await asyncio.sleep(max(0.0, period - (time.monotonic() - began)))
+                    for task in dropped:
+                        task.cancel()
+                await asyncio.sleep(max(0.0, period - (time.monotonic() - began)))
+        finally:
+            if renewal is not None:
+                renewal.cancel()
 
     async def _renew_and_reap(self) -> list[int]:
         running = list(self._inflight)  # only jobs that run here: a stray claim (a claim whose
