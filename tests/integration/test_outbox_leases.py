@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from tests.support.bitrix import wait_until
 from thoth_pbx.clients.bitrix.bucket import SharedBucket
 from thoth_pbx.features.directory import AppInstance
+from thoth_pbx.outbox.admin import describe
 from thoth_pbx.outbox.jobs import Job
 from thoth_pbx.outbox.models import OutboxJob, RateBucket
 from thoth_pbx.outbox.queue import Outbox
@@ -154,6 +155,8 @@ async def test_a_dead_instances_running_job_is_finished_by_another_after_its_lea
         await asyncio.wait_for(a.started.wait(), 10)
         held = (await rows(a.sessions))[job_id]
         assert held.claimed_by == "a" and held.lease_until is not None
+        shown = describe(held)  # GET /api/admin/outbox: who runs it, until when
+        assert shown["claimed_by"] == "a" and shown["lease_until"] is not None
         b.outbox.start()
         # a "dies": its worker and heartbeat stop without releasing anything, its engine closes
         assert a.outbox._task is not None and a.outbox._heart is not None
