@@ -3,7 +3,6 @@ Stasis ownership tests and bench/takeover.py (docs/scaling.md "Stasis ownership"
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,13 +12,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.calls.conftest import (
-    BUSINESS,
-    BUSINESS_NO_PORTAL,
-    BUSINESS_NO_PORTAL_PASSWORD,
-    BUSINESS_PASSWORD,
-    apply_trunk,
+    start_own_lab,
 )
-from tests.calls.lab import CallLab, start_lab
+from tests.calls.lab import CallLab
 from tests.calls.service import ServeProcess, new_simulator, seed, thoth_environ
 from tests.support.bitrix import free_port, wait_until
 from thoth_pbx.app import close_services, open_services
@@ -34,14 +29,8 @@ JOB_REGISTER, JOB_FINISH = "bitrix.call.register", "bitrix.call.finish"
 
 
 def start_call_lab(name: str) -> CallLab:
-    """A call lab of its own (a unique name: other tests' labs run at the same time) with our trunk
-    applied, as tests/calls/conftest.py's `lab` does."""
-    lab = start_lab(name)
-    lab.add_business_number(BUSINESS, BUSINESS_PASSWORD)
-    lab.add_business_number(BUSINESS_NO_PORTAL, BUSINESS_NO_PORTAL_PASSWORD)
-    asyncio.run(apply_trunk(lab))
-    lab.business.restart()  # our TLS transport is new: Asterisk creates transports at start
-    return lab
+    """A call lab of its own (a unique name: other tests' labs run at the same time), our trunk applied."""
+    return start_own_lab(name)
 
 
 @dataclass

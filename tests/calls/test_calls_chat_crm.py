@@ -12,7 +12,6 @@ api-reference/telephony/telephony-external-call-register.md (CRM_ENTITY_TYPE/ID)
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from tests.calls.conftest import BUSINESS, BUSINESS_PASSWORD, apply_trunk
-from tests.calls.lab import CallLab, start_lab, stop_lab
+from tests.calls.conftest import BUSINESS, BUSINESS_PASSWORD, start_own_lab
+from tests.calls.lab import CallLab, stop_lab
 from tests.calls.service import Thoth, start_thoth, stop_thoth
 from tests.support.bitrix import wait_until
 from thoth_pbx.features.customers import Customer, identify
@@ -35,10 +34,7 @@ CONNECTOR = "thoth_whatsapp"
 @pytest.fixture(scope="module")
 def lab() -> Iterator[CallLab]:
     """A lab of our own (instance names of its own): other call tests may run at the same time."""
-    lab = start_lab("calls-chat-crm")
-    lab.add_business_number(BUSINESS, BUSINESS_PASSWORD)
-    asyncio.run(apply_trunk(lab))
-    lab.business.restart()  # our TLS transport is new: Asterisk creates transports at start
+    lab = start_own_lab("calls-chat-crm", [(BUSINESS, BUSINESS_PASSWORD, None)])
     yield lab
     stop_lab(lab)
 

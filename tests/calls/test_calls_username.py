@@ -12,7 +12,6 @@ with the configured placeholder, never CRM_CREATE, bound to the customer's CRM e
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,12 +21,9 @@ from sqlalchemy import select
 
 from tests.calls.conftest import (
     BUSINESS,
-    BUSINESS_NO_PORTAL,
-    BUSINESS_NO_PORTAL_PASSWORD,
-    BUSINESS_PASSWORD,
-    apply_trunk,
+    start_own_lab,
 )
-from tests.calls.lab import CallLab, start_lab, stop_lab
+from tests.calls.lab import CallLab, stop_lab
 from tests.calls.service import Thoth, start_thoth, stop_thoth
 from tests.support.bitrix import wait_until
 from thoth_pbx.features.calls.models import Call
@@ -46,11 +42,7 @@ PLACEHOLDER = "0000000000"
 @pytest.fixture(scope="module")
 def lab() -> Iterator[CallLab]:
     """A lab of our own (instance names of its own): other call tests may run at the same time."""
-    lab = start_lab("calls-username")
-    lab.add_business_number(BUSINESS, BUSINESS_PASSWORD)
-    lab.add_business_number(BUSINESS_NO_PORTAL, BUSINESS_NO_PORTAL_PASSWORD)
-    asyncio.run(apply_trunk(lab))
-    lab.business.restart()  # our TLS transport is new: Asterisk creates transports at start
+    lab = start_own_lab("calls-username")
     yield lab
     stop_lab(lab)
 

@@ -23,7 +23,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
-from tests.calls.lab import SIP_HOSTNAME, CallLab, start_lab, stop_lab
+from tests.calls.conftest import start_own_lab
+from tests.calls.lab import SIP_HOSTNAME, CallLab, stop_lab
 from tests.calls.service import OPERATORS, new_simulator, thoth_environ
 from tests.support.bitrix import jobs, seed_instance, wait_until
 from thoth_pbx.app import Services, build_app, open_services
@@ -52,34 +53,9 @@ RINGS = "+79991000005"
 FINISH, REGISTER = "telephony.externalcall.finish", "telephony.externalcall.register"
 
 
-async def _apply_trunk(lab: CallLab) -> None:
-    from thoth_pbx.clients.asterisk.ami import AmiClient
-    from thoth_pbx.core.settings import AmiTarget
-    from thoth_pbx.features.trunk.apply import Applier
-    from thoth_pbx.features.trunk.render import TrunkPhone, parse_trunk, render
-
-    b = lab.business
-    ami = AmiClient(AmiTarget(b.host, b.ami_port, b.ami_user, b.ami_secret))
-    ami.start()
-    try:
-        await ami.wait_connected(15)
-        rendered = render(
-            parse_trunk(lab.trunk_settings()),
-            [TrunkPhone(BUSINESS, PASSWORD, SIP_HOSTNAME), TrunkPhone(NO_HOST, NO_HOST_PASSWORD)],
-        )
-        outcome = await Applier(ami, b.config_dir, "plain").apply(rendered)
-        assert outcome.result in ("applied", "restart_required"), outcome.as_json()
-    finally:
-        await ami.stop()
-
-
 @pytest.fixture(scope="module")
 def c2c_lab() -> Iterator[CallLab]:
-    lab = start_lab("c2c")
-    lab.add_business_number(BUSINESS, PASSWORD)
-    lab.add_business_number(NO_HOST, NO_HOST_PASSWORD)
-    asyncio.run(_apply_trunk(lab))
-    lab.business.restart()  # our TLS transport is new: Asterisk creates transports at start
+    lab = start_own_lab("c2c", [(BUSINESS, PASSWORD, SIP_HOSTNAME), (NO_HOST, NO_HOST_PASSWORD, None)])
     yield lab
     stop_lab(lab)
 
