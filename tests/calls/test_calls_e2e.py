@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.calls.conftest import BUSINESS, BUSINESS_NO_PORTAL
 from tests.calls.lab import CallLab
@@ -59,8 +60,21 @@ async def _finished_in_bitrix(thoth: Thoth, linkedid: str, methods: int) -> list
     )
 
 
+async def _announced(thoth: Thoth) -> float:
+    """How many calls /metrics's announce latency histogram has seen."""
+    from thoth_pbx.clients.asterisk.ari import basic_auth_header
+
+    admin = {"Authorization": basic_auth_header("admin", "correct-horse-battery")}
+    text = await (await thoth.client.get("/metrics", headers=admin)).text()
+    for family in text_string_to_metric_families(text):
+        if family.name == "thoth_call_announce_seconds":
+            return sum(s.value for s in family.samples if s.name.endswith("_count"))
+    raise AssertionError("no thoth_call_announce_seconds in /metrics")
+
+
 async def test_answered_call_is_announced_bridged_srtp_opus_and_logged(thoth: Thoth, lab: CallLab) -> None:
     await thoth.set_calls(ring_group=["101", "104"], record=True, group_ring_seconds=10)
+    announced_before = await _announced(thoth)
     caller = "+79990000001"
     placed = lab.whatsapp_call(BUSINESS, caller)
     call = await thoth.wait_call(caller, "connected")
@@ -107,6 +121,8 @@ async def test_answered_call_is_announced_bridged_srtp_opus_and_logged(thoth: Th
         )
     )
     assert sorted(show["USER_ID"]) == [2, 5] and hide["USER_ID"] == [5]
+    assert "_thoth_stored_at" not in register  # ours, kept with the job, never sent
+    assert await _announced(thoth) == announced_before + 1  # thoth_call_announce_seconds saw the register
     assert finish["USER_ID"] == 2 and finish["STATUS_CODE"] == "200" and finish["ADD_TO_CHAT"] == 1
     assert 1 <= finish["DURATION"] <= round(time.monotonic() - started) + 1
     assert record["FILENAME"].endswith(".wav") and len(record["FILE_CONTENT"]) > 1000

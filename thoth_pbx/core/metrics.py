@@ -34,3 +34,10 @@ WEBHOOK_DELIVERIES = Counter(
     ["outcome"],
     registry=INSTRUMENTS,
 )
+CALL_ANNOUNCE_SECONDS = Histogram(
+    "thoth_call_announce_seconds",
+    "WhatsApp calls: from the call stored by our Stasis app to Bitrix24's answer to its register "
+    "(what an operator waits before the call card can show)",
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0),
+    registry=INSTRUMENTS,
+)

@@ -16,8 +16,10 @@ CALL_ID from the register result stored on the chain. Resending after a crash is
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from thoth_pbx.clients.bitrix import telephony
 from thoth_pbx.clients.bitrix.errors import BitrixLogicError
 from thoth_pbx.clients.bitrix.telephony import FinishCall, RegisterCall
+from thoth_pbx.core.metrics import CALL_ANNOUNCE_SECONDS
 from thoth_pbx.features.calls.crm_contact import CREATED_CONTACT, NEW_CONTACT, register_params
 from thoth_pbx.features.portal import Portals, guarded, job_instance
 from thoth_pbx.outbox.jobs import Fail, Handler, Job, OnDone
@@ -38,6 +41,7 @@ KIND_FINISH = "bitrix.call.finish"
 KIND_SHOW = "bitrix.call.show"
 KIND_HIDE = "bitrix.call.hide"
 KIND_RECORD = "bitrix.call.record"
+STORED_AT = "_thoth_stored_at"  # in the register job's payload, never sent: when the call was stored
 CALL_KINDS = (KIND_REGISTER, KIND_FINISH, KIND_SHOW, KIND_HIDE, KIND_RECORD)
 
 
@@ -59,12 +63,16 @@ class CallJobs:
         request: RegisterCall,
         *,
         new_contact: dict[str, Any] | None = None,
+        stored_at: dt.datetime | None = None,
     ) -> int:
         """`new_contact`: crm.contact.add fields; the job adds the contact and binds the call to it
-        (a caller without a phone number, crm_contact.py)."""
+        (a caller without a phone number, crm_contact.py). `stored_at`: when the call was stored,
+        the start of its announce latency (thoth_call_announce_seconds)."""
         # the first job of the call's chain: started by the commit itself (no claim round trip),
         # which is most of the announce latency an operator would otherwise wait for
         payload = request.params() | ({NEW_CONTACT: new_contact} if new_contact else {})
+        if stored_at is not None:
+            payload[STORED_AT] = stored_at.timestamp()
         return await self._outbox.enqueue(
             session,
             KIND_REGISTER,
@@ -138,8 +146,12 @@ def register_call_jobs(outbox: Outbox, portals: Portals, *, on_registered: OnDon
     async def register(job: Job) -> dict[str, Any]:
         client = await portals.client(job_instance(job))
         # the stored parameters, byte for byte (a resend is identical); no CALL_ID is an error
-        params, contact_id = await register_params(client, job.payload)
+        stored = dict(job.payload)
+        stored_at = stored.pop(STORED_AT, None)
+        params, contact_id = await register_params(client, stored)
         registered = await telephony.register_call(client, params)
+        if isinstance(stored_at, (int, float)):
+            CALL_ANNOUNCE_SECONDS.observe(max(0.0, time.time() - stored_at))
         return registered.raw | ({CREATED_CONTACT: contact_id} if contact_id else {})
 
     @guarded

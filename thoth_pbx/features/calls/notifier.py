@@ -144,7 +144,9 @@ class BitrixCallNotifier:
         if normalise_number(call.caller) is None:  # no number: bound by the customer identity
             customer = await session.get(Customer, call.customer_id) if call.customer_id else None
             request, new_contact = without_phone(request, customer, ctx.settings)
-        job_id = await self.jobs.register(session, ctx.app_instance_id, request, new_contact=new_contact)
+        job_id = await self.jobs.register(
+            session, ctx.app_instance_id, request, new_contact=new_contact, stored_at=call.started_at
+        )
         return Registering(self.jobs.result_of(session, job_id), self.jobs.started(session, job_id))
 
     async def ringing(self, session: AsyncSession, call: Call, ctx: CallContext, operators: list[Operator]) -> None:
