@@ -37,10 +37,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.calls.cluster import (  # noqa: E402
-    FINISH,
     JOB_FINISH,
     JOB_REGISTER,
-    REGISTER,
     Cluster,
     start_call_lab,
 )
@@ -95,16 +93,10 @@ async def one_round(cluster: Cluster, lab: CallLab, n: int, live: int) -> dict[s
     def delivered_once() -> int:
         """Calls Bitrix24 has as one call log (one CALL_ID: a register re-sent after the kill gets
         the same one, features/calls/jobs.py) finished once."""
-        done = 0
-        for call in ended_calls:
-            ids = {
-                str(e.result.get("CALL_ID"))
-                for e in cluster.sim.recorder.calls(REGISTER, ok=True)
-                if e.params.get("EXTERNAL_CALL_ID") == call.linkedid
-            }
-            finishes = Counter(m for m, _ in cluster.bitrix(call.linkedid))[FINISH]
-            done += int(len(ids) == 1 and finishes == 1)
-        return done
+        return sum(
+            int(len(cluster.call_ids(call.linkedid)) == 1 and cluster.finishes(call.linkedid) == 1)
+            for call in ended_calls
+        )
 
     delivered_s: float | None = None
     try:

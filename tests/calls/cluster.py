@@ -139,16 +139,25 @@ class Cluster:
 
     def bitrix(self, linkedid: str) -> list[tuple[str, dict[str, Any]]]:
         """(method, params) Bitrix24 received for one call (its register and what used its CALL_ID)."""
-        ids = {
-            str(e.result.get("CALL_ID"))
-            for e in self.sim.recorder.calls(REGISTER, ok=True)
-            if e.params.get("EXTERNAL_CALL_ID") == linkedid
-        }
+        ids = self.call_ids(linkedid)
         return [
             (e.method, e.params)
             for e in self.sim.recorder.entries
             if e.ok and (e.params.get("EXTERNAL_CALL_ID") == linkedid or str(e.params.get("CALL_ID")) in ids)
         ]
+
+    def call_ids(self, linkedid: str) -> set[str]:
+        """The CALL_IDs Bitrix24 answered the call's registers with: one call log is one CALL_ID
+        (a register re-sent after an instance died gets the same one, features/calls/jobs.py)."""
+        return {
+            str(e.result.get("CALL_ID"))
+            for e in self.sim.recorder.calls(REGISTER, ok=True)
+            if e.params.get("EXTERNAL_CALL_ID") == linkedid
+        }
+
+    def finishes(self, linkedid: str) -> int:
+        """How many times Bitrix24 was told the call finished."""
+        return sum(1 for method, _ in self.bitrix(linkedid) if method == FINISH)
 
     async def stop(self) -> None:
         for server in self.servers:
