@@ -99,7 +99,8 @@ async def test_a_failed_status_shows_code_and_hint_in_the_chat(wa: Bridge) -> No
 async def test_a_graph_refusal_is_told_and_the_chat_goes_on(wa: Bridge) -> None:
     chat = await _chat(wa)
     await wa.env.sim.operator_writes(wa.env.portal, wa.line_id, CUSTOMER, "hello")  # marks the customer's read
-    await wait_until(lambda: len(wa.phone.sent) == 1, what="the first answer")
+    # the read mark goes out beside the send: wait for both, or the refusal below hits the mark
+    await wait_until(lambda: len(wa.phone.sent) == 1 and len(wa.phone.read) == 1, what="the first answer and read mark")
     wa.meta.fail_next(_rule(131047, "Re-engagement message"))
     await wa.env.sim.operator_writes(wa.env.portal, wa.line_id, CUSTOMER, "first")
     await wa.env.sim.operator_writes(wa.env.portal, wa.line_id, CUSTOMER, "second")

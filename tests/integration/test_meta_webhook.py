@@ -31,6 +31,10 @@ def auth(service) -> dict[str, str]:  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 async def account(service) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    return await add_account(service)
+
+
+async def add_account(service) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     body = {"name": "Main", "waba_id": WABA_ID, "access_token": "EAAG" + "t" * 30, "app_secret": APP_SECRET}
     waba = await (await service.post("/api/admin/wabas", json=body, headers=auth(service))).json()
     phone = {"number": DISPLAY, "phone_number_id": PNID, "waba_account_id": waba["id"]}
@@ -337,3 +341,42 @@ async def test_the_dispatcher_lets_other_work_run_between_deliveries(service, ac
     assert (await post(service, account, json.dumps(doc).encode())).status == 200
     await asyncio.wait_for(done.wait(), 10)
     assert seen == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_a_delivery_a_killed_instance_stored_is_dispatched_by_a_live_one(  # type: ignore[no-untyped-def]
+    tmp_path, database_url, aiohttp_client
+) -> None:
+    """Several instances share the inbox: one killed after storing a delivery and before
+    dispatching it leaves the rows pending, and nothing notifies the others; their sweep finds them."""
+    from tests.conftest import make_settings
+    from thoth_pbx.app import build_app, open_services
+    from thoth_pbx.clients.meta.inbox import InboxWriter
+    from thoth_pbx.clients.meta.webhook import WebhookReceiver
+
+    services = await open_services(make_settings(tmp_path, database_url, THOTH_INBOX_SWEEP_SECONDS="0.2"))
+    live = await aiohttp_client(build_app(services))
+    live.services, live.admin_auth = services, ("admin", "correct-horse-battery")
+    waba = await add_account(live)
+    seen: list[InboxItem] = []
+    got = asyncio.Event()
+
+    async def handler(item: InboxItem) -> None:
+        seen.append(item)
+        got.set()
+
+    services.meta.dispatcher.subscribe("message", handler)
+    await asyncio.wait_for(services.meta.dispatcher.wait_idle(), 10)
+    # the killed instance: the same account, its own writer, and no dispatcher to tell
+    writer = InboxWriter(services.engine)
+    killed = WebhookReceiver(services.meta.accounts, writer)
+    body = message_delivery("stored, never dispatched", wamid="wamid.orphan")
+    try:
+        keys = await killed.account(waba["api_key"])
+        await killed.receive(keys, body, sim.sign(body, APP_SECRET))
+    finally:
+        await writer.stop()
+    await asyncio.wait_for(got.wait(), 10)
+    assert [item.model.text for item in seen] == ["stored, never dispatched"]  # type: ignore[union-attr]
+    await asyncio.wait_for(services.meta.dispatcher.wait_idle(), 10)
+    assert all(row.processed_at is not None for row in await inbox(live))

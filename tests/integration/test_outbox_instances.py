@@ -50,12 +50,13 @@ def assert_once_in_order(cluster: Cluster, sent: list[tuple[str, str]]) -> None:
 
 
 async def running_claims(cluster: Cluster) -> dict[str | None, int]:
+    """Running message jobs per holder (the portal's own setup jobs may run too: not counted)."""
     engine = db.create_engine(cluster.database_url)
     try:
         async with db.session_factory(engine)() as session:
             rows = await session.execute(
                 select(OutboxJob.claimed_by, func.count())
-                .where(OutboxJob.status == "running")
+                .where(OutboxJob.status == "running", OutboxJob.kind == KIND_INBOUND)
                 .group_by(OutboxJob.claimed_by)
             )
             return {holder: count for holder, count in rows.all()}

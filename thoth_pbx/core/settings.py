@@ -87,6 +87,9 @@ class Settings:
     # how long a claim holds without being renewed (another instance then takes the job)
     instance_name: str | None = None
     outbox_lease_seconds: float = 30.0
+    # several instances: how often each looks for webhooks stored but never dispatched (an
+    # instance killed between the two leaves them for the others)
+    inbox_sweep_seconds: float = 5.0
     trunk: Mapping[str, Any] = field(default_factory=dict)
     calls: Mapping[str, Any] = field(default_factory=dict)
     messaging: Mapping[str, Any] = field(default_factory=dict)
@@ -294,6 +297,7 @@ _SPEC: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
     "stasis_retry_seconds": (_seconds(0.1, 60.0), 1.0),
     "instance_name": (_regex(r"[A-Za-z0-9._:@-]{1,128}", "may only use letters, digits and ._:@-"), None),
     "outbox_lease_seconds": (_seconds(0.5, 3600.0), 30.0),
+    "inbox_sweep_seconds": (_seconds(0.1, 600.0), 5.0),
 }
 _SECTIONS = {"trunk", "calls", "messaging"}  # tables passed on raw; their owners validate them
 
@@ -348,6 +352,7 @@ def load_settings(
         stasis_retry_seconds=values["stasis_retry_seconds"],
         instance_name=values["instance_name"],
         outbox_lease_seconds=values["outbox_lease_seconds"],
+        inbox_sweep_seconds=values["inbox_sweep_seconds"],
         trunk=dict(raw.get("trunk", {})),
         calls=dict(raw.get("calls", {})),
         messaging=dict(raw.get("messaging", {})),

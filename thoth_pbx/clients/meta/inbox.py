@@ -232,10 +232,18 @@ class InboxDispatcher:
     With no subscriber at all the dispatcher leaves rows pending for a consumer to come.
     """
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], route: Router, *, batch: int = 200) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        route: Router,
+        *,
+        batch: int = 200,
+        sweep_seconds: float = 5.0,
+    ) -> None:
         self._sessions = sessions
         self._route = route
         self._batch = batch
+        self._sweep = sweep_seconds
         self._handlers: list[tuple[str, Handler]] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()  # set when a pass found nothing more to do
@@ -267,7 +275,7 @@ class InboxDispatcher:
 
     async def _run(self) -> None:
         while True:
-            await self._wake.wait()
+            await self._next_pass()
             self._wake.clear()
             try:
                 while await self.run_once() == self._batch:
@@ -283,6 +291,18 @@ class InboxDispatcher:
                 self._wake.set()
             if not self._wake.is_set():
                 self._idle.set()
+
+    async def _next_pass(self) -> None:
+        """On the next stored delivery; on PostgreSQL also every `sweep_seconds`: an instance
+        killed between storing a delivery and dispatching it leaves the row pending, and only
+        the instances still running can dispatch it (a schedule, not a synchronisation)."""
+        if not self._shared:
+            await self._wake.wait()
+            return
+        try:
+            await asyncio.wait_for(self._wake.wait(), self._sweep)
+        except TimeoutError:
+            pass
 
     async def run_once(self) -> int:
         """Dispatch up to one batch of pending rows; returns how many were handled."""

@@ -43,11 +43,12 @@ class MetaService:
         public_url: str,
         graph: GraphClient | None = None,
         check_tokens: bool = True,
+        inbox_sweep_seconds: float = 5.0,
     ) -> None:
         self.public_url = public_url
         self.graph = graph or GraphClient(graph_url, api_version)
         self.accounts = AccountCache(sessions, box)
-        self.dispatcher = InboxDispatcher(sessions, phones_by_pnid)
+        self.dispatcher = InboxDispatcher(sessions, phones_by_pnid, sweep_seconds=inbox_sweep_seconds)
         self.writer = InboxWriter(engine, on_commit=self.dispatcher.notify)
         self.webhook = WebhookReceiver(self.accounts, self.writer)
         self.tokens = TokenChecker(sessions, self.graph)

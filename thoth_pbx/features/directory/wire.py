@@ -18,6 +18,7 @@ def wire(deps: Deps) -> tuple[Directory, MetaService, Wired]:
         graph_url=settings.meta_graph_url,
         api_version=settings.meta_api_version,
         public_url=settings.public_url,
+        inbox_sweep_seconds=settings.inbox_sweep_seconds,
     )
     directory = Directory(deps.sessions, presenters=meta.presenters())
     directory.listeners.append(meta.accounts.invalidate)
