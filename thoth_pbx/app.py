@@ -35,9 +35,10 @@ from thoth_pbx.features.calls.callflow import CallSettings
 from thoth_pbx.features.calls.jobs import CallJobs
 from thoth_pbx.features.calls.leadership import StasisOwnership
 from thoth_pbx.features.calls.stasis import StasisCalls
+from thoth_pbx.features.calls.wire import StasisApp
 from thoth_pbx.features.customers import models as _customer_models  # noqa: E402,F401
 from thoth_pbx.features.customers import wire as customers_feature
-from thoth_pbx.features.deps import Deps, Wired
+from thoth_pbx.features.deps import AsteriskLink, Deps, Wired
 from thoth_pbx.features.directory import models as _directory_models  # noqa: E402,F401
 from thoth_pbx.features.directory import wire as directory_feature
 from thoth_pbx.features.directory.service import PHONES, Directory
@@ -66,7 +67,7 @@ from thoth_pbx.store.keycheck import stored_secret_sample
 from thoth_pbx.store.sqlite_inline import Checkpointer
 from thoth_pbx.store.types import install_secret_box
 from thoth_pbx.web.bitrix_webhook import bitrix_webhook_routes
-from thoth_pbx.web.health import health_routes
+from thoth_pbx.web.health import AsteriskHealth, health_routes
 from thoth_pbx.web.http import admin_auth, json_errors
 from thoth_pbx.web.login_throttle import LoginThrottle
 from thoth_pbx.web.meta_webhook import meta_webhook_routes
@@ -99,6 +100,11 @@ class Services:
     checkpointer: Checkpointer | None = None  # inline SQLite only (store/sqlite_inline.py)
     parts: list[Wired] = field(default_factory=list)  # started in order, stopped in reverse
     stasis_owner: StasisOwnership | None = None  # holds or waits for the Stasis app (ARI configured)
+    # every configured Asterisk (settings `[[asterisk]]`), the first one first: its clients, its
+    # trunk, its Stasis app; `ami`, `ari`, `pbx`, `calls` and `stasis_owner` are the first one's
+    asterisks: tuple[AsteriskLink, ...] = ()
+    pbx_servers: dict[str, PbxService] = field(default_factory=dict)
+    stasis_apps: list[StasisApp] = field(default_factory=list)
     doctor: Doctor | None = None  # the preflight checks (API, CLI and panel)
 
 
@@ -165,22 +171,30 @@ async def open_services(settings: Settings) -> Services:
         outbox=Outbox(sessions, name=settings.instance_name, lease=settings.outbox_lease_seconds),
         ami=AmiClient(settings.ami),
         ari=AriClient(settings.ari, settings.ari_app),
+        more_asterisks=tuple(
+            AsteriskLink(server, AmiClient(server.ami), AriClient(server.ari, settings.ari_app))
+            for server in settings.more_asterisks
+        ),
     )
     directory, meta, directory_part = directory_feature.wire(deps)
     bitrix, portal_part = portal_feature.wire(deps, directory)
-    pbx, calling, trunk_part = trunk_feature.wire(deps, meta.graph, lambda phone_id: directory.get(PHONES, phone_id))
-    calls, call_jobs, calls_part, stasis_owner = calls_feature.wire(
-        deps, bitrix.portals, trunk_feature.endpoint_prefix(deps)
+    pbx_servers, calling, trunk_part = trunk_feature.wire(
+        deps, meta.graph, lambda phone_id: directory.get(PHONES, phone_id)
     )
+    pbx = next(iter(pbx_servers.values()))
+    stasis_apps, call_jobs, calls_part = calls_feature.wire(deps, bitrix.portals, trunk_feature.endpoint_prefix(deps))
+    calls, stasis_owner = stasis_apps[0].calls, stasis_apps[0].owner
     messaging_parts, messaging_part = messaging_feature.wire(deps, directory, bitrix, meta.dispatcher, meta.graph)
     customers_part = customers_feature.wire(deps)
     _callback, callback_part = callback_feature.wire(
         deps, bitrix, call_jobs, meta.graph, meta.dispatcher, messaging_parts.windows.last_inbound, stasis_owner
     )
-    doctor, doctor_part = doctor_feature.wire(deps, pbx, meta.graph, meta.tokens.check, bitrix.portals)
+    doctor, doctor_part = doctor_feature.wire(
+        deps, list(pbx_servers.values()), meta.graph, meta.tokens.check, bitrix.portals
+    )
     checkpointer = db.checkpointer(engine)
     change_listener = ChangeListener.for_engine(engine)  # PostgreSQL: other instances' writes
-    outbox, ami = deps.outbox, deps.ami
+    outbox = deps.outbox
     # Started in this order, stopped in reverse: the outbox stops before the portal clients it
     # uses close, and the calls stop (their tasks cancelled; the calls live on in Asterisk and
     # are re-attached at the next start) before ARI does. The calls part connects ARI while this
@@ -188,7 +202,7 @@ async def open_services(settings: Settings) -> Services:
     lifecycle = [
         Wired(start=checkpointer.start, stop=checkpointer.stop) if checkpointer else Wired(),
         Wired(start=change_listener.start, stop=change_listener.stop) if change_listener else Wired(),
-        Wired(start=ami.start, stop=ami.stop),
+        *(Wired(start=link.ami.start, stop=link.ami.stop) for link in deps.asterisks),
         directory_part,
         portal_part,
         Wired(start=outbox.start, stop=outbox.stop),
@@ -208,7 +222,7 @@ async def open_services(settings: Settings) -> Services:
         meta=meta,
         outbox=outbox,
         bitrix=bitrix,
-        ami=ami,
+        ami=deps.ami,
         ari=deps.ari,
         calls=calls,
         call_jobs=call_jobs,
@@ -222,6 +236,9 @@ async def open_services(settings: Settings) -> Services:
         parts=lifecycle,
         stasis_owner=stasis_owner,
         doctor=doctor,
+        asterisks=deps.asterisks,
+        pbx_servers=pbx_servers,
+        stasis_apps=stasis_apps,
     )
 
 
@@ -274,15 +291,24 @@ def build_app(services: Services, login_throttle: LoginThrottle | None = None) -
         ],
     )
     app[SERVICES] = services
-    owner = services.stasis_owner
-    app.router.add_routes(
-        health_routes(services.engine, services.secret_box, services.ami, services.ari, owner.status if owner else None)
-    )
+    owners_of = {app.asterisk: app.owner for app in services.stasis_apps}
+    servers = [
+        AsteriskHealth(
+            link.server.name,
+            link.ami,
+            link.ari,
+            owner.status if (owner := owners_of.get(link.server.name)) is not None else None,
+        )
+        for link in services.asterisks
+    ]
+    app.router.add_routes(health_routes(services.engine, services.secret_box, servers))
     app.router.add_routes(meta_webhook_routes(services.meta.webhook))
     app.router.add_routes(bitrix_webhook_routes(services.bitrix.app))
     app.router.add_routes(outbox_routes(services.outbox, services.sessions))
-    owners = (lambda: {owner.asterisk: owner.owner}) if owner else None
-    app.router.add_routes(metrics_routes(services.sessions, services.ami, services.ari, owners))
+    elected = [app.owner for app in services.stasis_apps if app.owner is not None]
+    owners = (lambda: {owner.asterisk: owner.owner for owner in elected}) if elected else None
+    links = [(link.server.name, link.ami, link.ari) for link in services.asterisks]
+    app.router.add_routes(metrics_routes(services.sessions, links, owners))
     for part in services.parts:
         app.router.add_routes(part.routes)
     app.router.add_routes(admin_panel.routes)

@@ -39,20 +39,27 @@ async def _doctor(settings: Settings, *, as_json: bool, ami_timeout: float) -> i
 
     services = await open_services(settings)
     try:
-        if settings.ami is not None:
-            services.ami.start()
-            try:
-                await services.ami.wait_connected(ami_timeout)
-            except AmiNotConnected:
-                pass  # the report says so (ami.connection)
+        for link in services.asterisks:
+            if link.server.ami is not None:
+                link.ami.start()
+        for link in services.asterisks:
+            if link.server.ami is not None:
+                try:
+                    await link.ami.wait_connected(ami_timeout)
+                except AmiNotConnected:
+                    pass  # the report says so (ami.connection)
+        trunks = list(services.pbx_servers.values())
         doctor = Doctor(
             settings,
             services.sessions,
             services.ami,
-            services.pbx,
+            trunks[0],
             services.meta.graph,
             services.meta.tokens.check,
             services.bitrix.portals,
+            more=[
+                (link.server, link.ami, trunk) for link, trunk in zip(services.asterisks[1:], trunks[1:], strict=True)
+            ],
         )
         report = await doctor.run()
     finally:

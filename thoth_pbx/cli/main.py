@@ -103,6 +103,16 @@ def _cmd_config_check(args: argparse.Namespace, settings: Settings) -> int:
         "ari_app": settings.ari_app,
         "asterisk_config_dir": str(settings.asterisk_config_dir),
         "asterisk_mode": settings.asterisk_mode,
+        "asterisks": [
+            {
+                "name": server.name,
+                "ami": str(server.ami) if server.ami else None,
+                "ari": str(server.ari) if server.ari else None,
+                "config_dir": str(server.config_dir),
+                "mode": server.mode,
+            }
+            for server in settings.asterisks
+        ],
         "meta": f"{settings.meta_graph_url}/{settings.meta_api_version}",
     }
     print(json.dumps(shown, indent=2))

@@ -24,6 +24,11 @@ EXIT_BY_RESULT = {"applied": 0, "unchanged": 0, "restart_required": 3, "rolled_b
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _register_calling(sub)
     pbx = sub.add_parser("pbx", help="the WhatsApp SIP trunk on Asterisk (render, apply, status, restart)")
+    pbx.add_argument(
+        "--asterisk",
+        metavar="NAME",
+        help="which configured Asterisk (settings [[asterisk]]; default: the first, asterisk_name)",
+    )
     actions = pbx.add_subparsers(dest="pbx_action", required=True, metavar="ACTION")
 
     render = actions.add_parser("render", help="print the rendered files (passwords masked); writes nothing")
@@ -49,22 +54,25 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     restart.set_defaults(func=_cmd_restart)
 
 
-def _run(settings: Settings, body: Callable[[Any], Awaitable[int]], *, ami_timeout: float | None) -> int:
+def _run(
+    settings: Settings, body: Callable[[Any], Awaitable[int]], *, ami_timeout: float | None, asterisk: str | None = None
+) -> int:
     async def main() -> int:
         from thoth_pbx.app import close_services, open_services
         from thoth_pbx.clients.asterisk.ami import AmiError, AmiNotConnected
-        from thoth_pbx.features.trunk.service import PbxService
+        from thoth_pbx.features.trunk.http import pick_server
 
         services = await open_services(settings)
         try:
-            if ami_timeout is not None and settings.ami is not None:
-                services.ami.start()
+            pbx = pick_server(services.pbx_servers, asterisk)
+            if ami_timeout is not None and pbx.server.ami is not None:
+                pbx.ami.start()
                 try:
-                    await services.ami.wait_connected(ami_timeout)
+                    await pbx.ami.wait_connected(ami_timeout)
                 except AmiNotConnected as exc:
                     if ami_timeout > 0:
                         print(f"thoth-pbx: {exc}", file=sys.stderr)
-            return await body(PbxService(settings, services.sessions, services.ami))
+            return await body(pbx)
         except FieldError as exc:
             print(f"thoth-pbx: {exc.field}: {exc.message}", file=sys.stderr)
             return 2
@@ -89,7 +97,7 @@ def _cmd_render(args: argparse.Namespace, settings: Settings) -> int:
             print(f"warning: {warning}", file=sys.stderr)
         return 0
 
-    return _run(settings, body, ami_timeout=None)
+    return _run(settings, body, ami_timeout=None, asterisk=args.asterisk)
 
 
 def _cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
@@ -102,7 +110,7 @@ def _cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(out, indent=2))
         return EXIT_BY_RESULT.get(outcome.result, 1)
 
-    return _run(settings, body, ami_timeout=args.timeout)
+    return _run(settings, body, ami_timeout=args.timeout, asterisk=args.asterisk)
 
 
 def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -110,7 +118,7 @@ def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(await pbx.status(), indent=2))
         return 0
 
-    return _run(settings, body, ami_timeout=args.timeout)
+    return _run(settings, body, ami_timeout=args.timeout, asterisk=args.asterisk)
 
 
 def _cmd_restart(args: argparse.Namespace, settings: Settings) -> int:
@@ -119,7 +127,7 @@ def _cmd_restart(args: argparse.Namespace, settings: Settings) -> int:
         print(output.strip() or "Asterisk will restart once no call is up")
         return 0
 
-    return _run(settings, body, ami_timeout=args.timeout)
+    return _run(settings, body, ami_timeout=args.timeout, asterisk=args.asterisk)
 
 
 def _register_calling(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

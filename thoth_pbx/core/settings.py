@@ -17,6 +17,9 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 ENV_PREFIX = "THOTH_"
+# an Asterisk server's name: in settings, the phone's `asterisk`, metrics labels and lock keys
+ASTERISK_NAME = r"[a-z0-9][a-z0-9_-]{0,31}"
+ASTERISK_NAME_HINT = "must be 1-32 lowercase letters, digits, _ or - (starting with a letter or digit)"
 
 
 class SettingsError(ValueError):
@@ -24,8 +27,9 @@ class SettingsError(ValueError):
 
     def __init__(self, key: str, message: str) -> None:
         self.key = key
-        self.env = ENV_PREFIX + key.upper()
-        super().__init__(f"setting {key} ({self.env}): {message}")
+        # a key inside an [[asterisk]] table has no environment name: only the file sets it
+        self.env = None if "[" in key else ENV_PREFIX + key.upper()
+        super().__init__(f"setting {key} ({self.env or 'config file only'}): {message}")
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,21 @@ class AriTarget:
 
     def __str__(self) -> str:
         return f"{self.base_url} (user {self.user})"
+
+
+@dataclass(frozen=True)
+class AsteriskServer:
+    """One Asterisk thoth-pbx drives: its AMI and ARI, where its trunk files go, how it reloads.
+    The top-level `ami_url` / `ari_url` / `asterisk_config_dir` / `asterisk_mode` are the server
+    named `asterisk_name`; each `[[asterisk]]` table of the config file adds one more."""
+
+    name: str
+    ami: AmiTarget | None
+    ari: AriTarget | None
+    config_dir: Path
+    mode: str
+    # trunk settings of this server over the `[trunk]` table (its bind address, certificate...)
+    trunk: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -94,6 +113,20 @@ class Settings:
     calls: Mapping[str, Any] = field(default_factory=dict)
     messaging: Mapping[str, Any] = field(default_factory=dict)
     source: Path | None = None
+    # several Asterisk servers: the name of the one the top-level keys describe, and the others
+    asterisk_name: str = "main"
+    more_asterisks: tuple[AsteriskServer, ...] = ()
+
+    @property
+    def asterisks(self) -> tuple[AsteriskServer, ...]:
+        """Every configured Asterisk, the top-level one first."""
+        main = AsteriskServer(self.asterisk_name, self.ami, self.ari, self.asterisk_config_dir, self.asterisk_mode)
+        return (main, *self.more_asterisks)
+
+    def asterisk(self, name: str | None) -> AsteriskServer | None:
+        """The server called `name` (None: the top-level one), None if there is none such."""
+        wanted = name or self.asterisk_name
+        return next((server for server in self.asterisks if server.name == wanted), None)
 
 
 # ---------------------------------------------------------------- parsers (pure)
@@ -285,6 +318,7 @@ _SPEC: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
     "ari_app": (_regex(r"[A-Za-z0-9_-]{1,64}", "may only use letters, digits, _ and -"), "thoth-pbx"),
     "asterisk_config_dir": (_path, "/etc/asterisk"),
     "asterisk_mode": (_choice("plain", "freepbx"), "plain"),
+    "asterisk_name": (_regex(ASTERISK_NAME, ASTERISK_NAME_HINT), "main"),
     "template_override_dir": (_path, None),
     "meta_graph_url": (_http_url, "https://graph.facebook.com"),
     "meta_api_version": (_regex(r"v\d{1,3}\.\d{1,2}", "must look like v25.0"), "v25.0"),
@@ -299,7 +333,24 @@ _SPEC: dict[str, tuple[Callable[[str, Any], Any], Any]] = {
     "outbox_lease_seconds": (_seconds(0.5, 3600.0), 30.0),
     "inbox_sweep_seconds": (_seconds(0.1, 600.0), 5.0),
 }
+
+
+def _table(key: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise SettingsError(key, 'must be a table, e.g. trunk = { bind_address = "10.0.0.2" }')
+    return dict(value)
+
+
 _SECTIONS = {"trunk", "calls", "messaging"}  # tables passed on raw; their owners validate them
+# `[[asterisk]]`: one table per further Asterisk server; its keys and whether each is required
+_ASTERISK_KEYS: dict[str, tuple[Callable[[str, Any], Any], bool]] = {
+    "name": (_regex(ASTERISK_NAME, ASTERISK_NAME_HINT), True),
+    "ami_url": (parse_ami_url, True),
+    "ari_url": (parse_ari_url, True),
+    "config_dir": (_path, True),
+    "mode": (_choice("plain", "freepbx"), False),
+    "trunk": (_table, False),  # checked by the trunk feature, like [trunk]
+}
 
 
 def setting_keys() -> list[str]:
@@ -357,7 +408,51 @@ def load_settings(
         calls=dict(raw.get("calls", {})),
         messaging=dict(raw.get("messaging", {})),
         source=config_path,
+        asterisk_name=values["asterisk_name"],
+        more_asterisks=_more_asterisks(raw.get("asterisk", []), values),
     )
+
+
+def _more_asterisks(tables: list[dict[str, Any]], values: Mapping[str, Any]) -> tuple[AsteriskServer, ...]:
+    """The `[[asterisk]]` tables, each checked whole; names and ARI/AMI addresses are unique
+    (two entries for one Asterisk would take its Stasis app from each other)."""
+    servers: list[AsteriskServer] = []
+    seen_names = {values["asterisk_name"]}
+    seen_ari = {values["ari_url"].base_url} if values["ari_url"] is not None else set()
+    seen_ami = {(values["ami_url"].host, values["ami_url"].port)} if values["ami_url"] is not None else set()
+    for n, table in enumerate(tables):
+        where = f"asterisk[{n}]"
+        unknown = sorted(set(table) - set(_ASTERISK_KEYS))
+        if unknown:
+            raise SettingsError(
+                f"{where}.{unknown[0]}", f"unknown key; an [[asterisk]] table takes {', '.join(_ASTERISK_KEYS)}"
+            )
+        got: dict[str, Any] = {}
+        for key, (parser, required) in _ASTERISK_KEYS.items():
+            if key not in table:
+                if required:
+                    raise SettingsError(f"{where}.{key}", "is required in every [[asterisk]] table")
+                continue
+            got[key] = parser(f"{where}.{key}", table[key])
+        name, ami, ari = got["name"], got["ami_url"], got["ari_url"]
+        if name in seen_names:
+            raise SettingsError(
+                f"{where}.name",
+                f"{name!r} names another Asterisk already (asterisk_name is {values['asterisk_name']!r})",
+            )
+        if ari.base_url in seen_ari:
+            raise SettingsError(f"{where}.ari_url", f"{ari.base_url} is another entry's Asterisk already")
+        if (ami.host, ami.port) in seen_ami:
+            raise SettingsError(f"{where}.ami_url", f"{ami.host}:{ami.port} is another entry's Asterisk already")
+        seen_names.add(name)
+        seen_ari.add(ari.base_url)
+        seen_ami.add((ami.host, ami.port))
+        servers.append(
+            AsteriskServer(name, ami, ari, got["config_dir"], got.get("mode", "plain"), dict(got.get("trunk", {})))
+        )
+    if servers and values["ari_url"] is None:
+        raise SettingsError("ari_url", "is required when [[asterisk]] tables add more servers (the first server)")
+    return tuple(servers)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -369,7 +464,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError("config", f"{path} is not valid TOML: {exc}") from None
     for key, value in raw.items():
-        if key in _SECTIONS:
+        if key == "asterisk":
+            if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+                raise SettingsError(key, "must be [[asterisk]] tables, one per further Asterisk server")
+        elif key in _SECTIONS:
             if not isinstance(value, dict):
                 raise SettingsError(key, f"[{key}] must be a table")
         elif key not in _SPEC:

@@ -15,8 +15,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from thoth_pbx.clients.asterisk.ami import AmiClient
 from thoth_pbx.clients.asterisk.ari import AriClient
 from thoth_pbx.core.secrets import SecretBox
-from thoth_pbx.core.settings import Settings
+from thoth_pbx.core.settings import AsteriskServer, Settings
 from thoth_pbx.outbox.queue import Outbox
+
+
+@dataclass(frozen=True)
+class AsteriskLink:
+    """One configured Asterisk with the clients that talk to it (started and stopped by app.py)."""
+
+    server: AsteriskServer
+    ami: AmiClient
+    ari: AriClient
 
 
 @dataclass(frozen=True)
@@ -26,8 +35,14 @@ class Deps:
     sessions: async_sessionmaker[AsyncSession]
     box: SecretBox
     outbox: Outbox
-    ami: AmiClient
+    ami: AmiClient  # the first Asterisk's (settings' top-level keys)
     ari: AriClient
+    more_asterisks: tuple[AsteriskLink, ...] = ()  # the `[[asterisk]]` servers, in config order
+
+    @property
+    def asterisks(self) -> tuple[AsteriskLink, ...]:
+        """Every configured Asterisk, the first one first."""
+        return (AsteriskLink(self.settings.asterisks[0], self.ami, self.ari), *self.more_asterisks)
 
 
 async def _nothing() -> None:

@@ -37,17 +37,17 @@ class Snapshot:
     messages: list[tuple[str, str, int]] = field(default_factory=list)
     jobs: list[tuple[str, str, int]] = field(default_factory=list)
     oldest: list[tuple[str, float]] = field(default_factory=list)
-    connected: dict[str, bool] = field(default_factory=dict)
+    connected: dict[tuple[str, str], bool] = field(default_factory=dict)  # (interface, server) -> up
     owner: dict[str, bool] = field(default_factory=dict)  # Asterisk (ARI URL) -> owns its Stasis app
 
 
 # Asterisk (ARI URL) -> this instance owns its Stasis app
 Owners = Callable[[], dict[str, bool]]
+# each configured Asterisk: its name, AMI and ARI clients
+Links = list[tuple[str, AmiClient, AriClient]]
 
 
-async def take(
-    sessions: async_sessionmaker[AsyncSession], ami: AmiClient, ari: AriClient, owners: Owners | None = None
-) -> Snapshot:
+async def take(sessions: async_sessionmaker[AsyncSession], links: Links, owners: Owners | None = None) -> Snapshot:
     now = utcnow()
     async with sessions() as session:
         calls = (await session.execute(select(Call.state, func.count()).group_by(Call.state))).all()
@@ -81,7 +81,11 @@ async def take(
         messages=[(str(d), str(s), int(n)) for d, s, n in messages],
         jobs=[(str(k), str(s), int(n)) for k, s, n in jobs],
         oldest=[(str(k), max(0.0, (now - at).total_seconds())) for k, at in oldest if at is not None],
-        connected={"ami": ami.connected, "ari": ari.connected},
+        connected={
+            key: up
+            for name, ami, ari in links
+            for key, up in (((("ami", name)), ami.connected), ((("ari", name)), ari.connected))
+        },
         owner=owners() if owners is not None else {},
     )
 
@@ -123,10 +127,12 @@ class SnapshotCollector(Collector):
             age.add_metric([kind], seconds)
         yield age
         connected = GaugeMetricFamily(
-            "thoth_asterisk_connected", "1 while this instance's AMI / ARI connection is up", labels=["interface"]
+            "thoth_asterisk_connected",
+            "1 while this instance's AMI / ARI connection to the Asterisk (its configured name) is up",
+            labels=["interface", "server"],
         )
-        for interface, up in sorted(snap.connected.items()):
-            connected.add_metric([interface], 1.0 if up else 0.0)
+        for (interface, server), up in sorted(snap.connected.items()):
+            connected.add_metric([interface, server], 1.0 if up else 0.0)
         yield connected
         owner = GaugeMetricFamily(
             "thoth_stasis_owner",
@@ -139,14 +145,14 @@ class SnapshotCollector(Collector):
 
 
 def metrics_routes(
-    sessions: async_sessionmaker[AsyncSession], ami: AmiClient, ari: AriClient, owners: Owners | None = None
+    sessions: async_sessionmaker[AsyncSession], links: Links, owners: Owners | None = None
 ) -> list[web.RouteDef]:
     registry = CollectorRegistry(auto_describe=True)
     collector = SnapshotCollector()
     registry.register(collector)
 
     async def scrape(request: web.Request) -> web.Response:
-        collector.snapshot = await take(sessions, ami, ari, owners)
+        collector.snapshot = await take(sessions, links, owners)
         body = generate_latest(registry) + generate_latest(INSTRUMENTS)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

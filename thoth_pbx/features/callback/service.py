@@ -165,6 +165,15 @@ class CallbackService:
             if found is None:
                 return await self._end_now(row.id, Outcome("404", "The WhatsApp number is no longer configured"))
             phone, account = found
+            if phone.asterisk is not None:  # the dialer's ARI is the first server's (docs/scaling.md)
+                return await self._end_now(
+                    row.id,
+                    Outcome(
+                        "503",
+                        f"Click-to-call is not available yet for numbers on the Asterisk server "
+                        f"{phone.asterisk!r}: only the first server's numbers can call out",
+                    ),
+                )
             last = await self.last_inbound(session, phone.id, row.customer.lstrip("+"))
         token, pnid, customer = account.access_token, phone.phone_number_id, row.customer
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from thoth_pbx.store.base import Base, Timestamps
@@ -16,6 +16,7 @@ class Call(Timestamps, Base):
     """One WhatsApp call as it goes through Asterisk and Bitrix24."""
 
     __tablename__ = "call"
+    __table_args__ = (Index("ix_call_asterisk_state", "asterisk", "state"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     linkedid: Mapped[str] = mapped_column(String(64), unique=True)  # EXTERNAL_CALL_ID
@@ -39,3 +40,5 @@ class Call(Timestamps, Base):
     bitrix_call_id: Mapped[str | None] = mapped_column(String(128))
     recording_path: Mapped[str | None] = mapped_column(String(1000))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # the Asterisk the call came in on (settings `[[asterisk]]`); None: the first one
+    asterisk: Mapped[str | None] = mapped_column(String(32))

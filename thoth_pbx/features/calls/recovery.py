@@ -12,7 +12,7 @@ import functools
 import logging
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from thoth_pbx.clients.asterisk.ari import AriClient, AriError
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 class CallRecovery:
     ari: AriClient
+    asterisk: str | None
     sessions: async_sessionmaker[AsyncSession]
     notifier: CallNotifier
     endpoint_prefix: str
@@ -60,6 +61,11 @@ class CallRecovery:
     async def _hangup(self, channel_id: str) -> None:
         raise NotImplementedError
 
+    def _of_this_asterisk(self) -> ColumnElement[bool]:
+        """Calls of the Asterisk this app talks to: another server's live calls are not ours to
+        finish (their channels are not in our channel list)."""
+        return Call.asterisk.is_(None) if self.asterisk is None else Call.asterisk == self.asterisk
+
     async def resync(self) -> None:
         """After a (re)connect: re-attach to live calls, finish calls that ended meanwhile."""
         await self._filter_events()
@@ -89,7 +95,9 @@ class CallRecovery:
                 log.warning("resync: cannot list channels", extra={"error": str(exc)})
                 return
             async with self.sessions() as session:
-                open_calls = (await session.scalars(select(Call).where(Call.state != "ended"))).all()
+                open_calls = (
+                    await session.scalars(select(Call).where(Call.state != "ended", self._of_this_asterisk()))
+                ).all()
             for call in open_calls:
                 if call.channel_id in self._tasks:
                     continue
@@ -113,7 +121,13 @@ class CallRecovery:
         if not waiting:
             return
         async with self.sessions() as session:
-            known = set((await session.scalars(select(Call.channel_id).where(Call.channel_id.in_(waiting)))).all())
+            known = set(
+                (
+                    await session.scalars(
+                        select(Call.channel_id).where(Call.channel_id.in_(waiting), self._of_this_asterisk())
+                    )
+                ).all()
+            )
         for channel_id, channel in waiting.items():
             if channel_id in known or channel_id in self._queues:
                 continue

@@ -126,7 +126,11 @@ class StasisCalls(CallRecovery):
         endpoint_prefix: str = "PJSIP/wa.meta.vc",
         recordings_dir: Path | None = None,
         changes: ChangeCounter | None = None,
+        asterisk: str | None = None,
     ) -> None:
+        """`asterisk`: the configured server `ari` talks to, stamped on its calls (None: the
+        first server), so a resync touches only the calls of its own Asterisk."""
+        self.asterisk = asterisk
         self.ari = ari
         self.sessions = sessions
         self.notifier = notifier
@@ -378,6 +382,7 @@ class StasisCalls(CallRecovery):
                     "started_at": utcnow(),
                     "detail": {},
                     "customer_id": await _customer_id(session, ctx, arrival.identity),
+                    "asterisk": self.asterisk,
                 }
                 call = Call(**values)
                 # the hot path of every call: a compiled INSERT, not the ORM's flush (fast_insert.py)

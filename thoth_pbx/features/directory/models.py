@@ -88,11 +88,13 @@ class Phone(Timestamps, Base):
     last_error: Mapped[dict[str, Any] | None]
     calling_state: Mapped[dict[str, Any] | None]  # what Meta reported on the last read-back
     trunk_needs_apply: Mapped[bool] = mapped_column(Boolean, default=False)
+    # the Asterisk whose trunk carries this number's calls (settings `[[asterisk]]`); None: the first
+    asterisk: Mapped[str | None] = mapped_column(String(32))
 
     waba: Mapped[WabaAccount] = relationship(back_populates="phones")
     instance: Mapped[AppInstance | None] = relationship(back_populates="phones")
 
-    @validates("sip_hostname", "sip_port", "sip_user_password", "sip_enabled")
+    @validates("sip_hostname", "sip_port", "sip_user_password", "sip_enabled", "asterisk")
     def _trunk_input_changed(self, key: str, value: Any) -> Any:
         # The PBX trunk renders the SIP-enabled phones from these: switching SIP, or changing
         # them while SIP is on, means the trunk must be applied again. Reads no lazy state.

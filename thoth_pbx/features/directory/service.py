@@ -118,6 +118,9 @@ PHONES = Resource(
         "sip_hostname": Field(_opt(v.hostname), nullable=True),
         "sip_port": Field(v.port),
         "srtp_key_exchange": Field(lambda n, x: v.choice(n, x, ("SDES",))),
+        # the configured Asterisk whose trunk carries its calls; checked against the settings
+        # by Directory (null: the first server)
+        "asterisk": Field(_opt(lambda n, x: v.text(n, x, max_len=32)), nullable=True),
     },
     read_only=("last_error", "calling_state", "trunk_needs_apply", "created_at", "updated_at"),
     unique={"number": "number", "phone_number_id": "phone_number_id"},
@@ -203,14 +206,33 @@ class Directory:
         self,
         sessions: async_sessionmaker[AsyncSession],
         presenters: dict[str, Presenter] | None = None,
+        *,
+        asterisks: tuple[str, ...] = ("main",),
     ) -> None:
+        """`asterisks`: the configured Asterisk servers' names, the first one first (a phone
+        stored with none belongs to it)."""
         self._sessions = sessions
         self._presenters = dict(presenters or {})
+        self._asterisks = asterisks
         # called with (collection name, id) after every committed write (caches invalidate)
         self.listeners: list[Callable[[str, int], None]] = []
 
     def _out(self, resource: Resource, obj: Any, *, reveal: bool = False) -> dict[str, Any]:
-        return serialize(resource, obj, reveal=reveal, present=self._presenters.get(resource.name))
+        out = serialize(resource, obj, reveal=reveal, present=self._presenters.get(resource.name))
+        if resource is PHONES:
+            out["asterisk"] = out["asterisk"] or self._asterisks[0]
+        return out
+
+    def _check_asterisk(self, values: dict[str, Any]) -> None:
+        """A phone's Asterisk is one the settings configure; the first one is stored as null,
+        so renaming it (`asterisk_name`) keeps its phones."""
+        name = values.get("asterisk")
+        if name is None:
+            return
+        if name not in self._asterisks:
+            raise FieldError("asterisk", f"no Asterisk server named {name!r}; configured: {', '.join(self._asterisks)}")
+        if name == self._asterisks[0]:
+            values["asterisk"] = None
 
     def _changed(self, resource: Resource, obj_id: int) -> None:
         for listener in self.listeners:
@@ -246,6 +268,8 @@ class Directory:
         self._changed(resource, obj_id)
 
     async def _write(self, resource: Resource, obj_id: int | None, values: dict[str, Any]) -> dict[str, Any]:
+        if resource is PHONES:
+            self._check_asterisk(values)
         async with self._sessions() as session:
             try:
                 async with session.begin():

@@ -20,7 +20,9 @@ def wire(deps: Deps) -> tuple[Directory, MetaService, Wired]:
         public_url=settings.public_url,
         inbox_sweep_seconds=settings.inbox_sweep_seconds,
     )
-    directory = Directory(deps.sessions, presenters=meta.presenters())
+    directory = Directory(
+        deps.sessions, presenters=meta.presenters(), asterisks=tuple(s.name for s in settings.asterisks)
+    )
     directory.listeners.append(meta.accounts.invalidate)
     part = Wired(routes=[*crud_routes(directory), *token_routes(meta, directory)], start=meta.start, stop=meta.stop)
     return directory, meta, part

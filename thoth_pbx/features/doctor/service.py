@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,7 +23,7 @@ from thoth_pbx.clients.asterisk.ami import AmiClient, AmiError
 from thoth_pbx.clients.asterisk.ari import AriClient
 from thoth_pbx.clients.meta.graph import GraphClient, GraphError
 from thoth_pbx.core.resources import data_dir
-from thoth_pbx.core.settings import Settings
+from thoth_pbx.core.settings import AsteriskServer, Settings
 from thoth_pbx.core.validation import FieldError
 from thoth_pbx.features.directory import AppInstance, Phone, WabaAccount
 from thoth_pbx.features.doctor import asterisk, bitrix, meta, tls
@@ -71,9 +72,12 @@ class Doctor:
         bundle: str | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
         tls_timeout: float = 5.0,
+        more: Sequence[tuple[AsteriskServer, AmiClient, TrunkSource]] = (),
     ) -> None:
+        """`ami` and `trunk` are the first Asterisk's; `more` the `[[asterisk]]` servers'."""
         self.settings = settings
         self.sessions = sessions
+        self.servers = [(settings.asterisks[0], ami, trunk), *more]
         self.ami = ami
         self.trunk = trunk
         self.graph = graph
@@ -91,14 +95,16 @@ class Doctor:
     async def _run(self) -> Report:
         verdicts: list[Verdict] = []
         phones, accounts, instances, lines = await self._directory()
-        try:
-            settings: TrunkFacts | None = await self.trunk.trunk_settings()
-        except FieldError as exc:
-            settings = None
-            verdicts.append(fail("trunk.settings", f"{exc.field}: {exc.message}", "fix the trunk setting it names"))
-        if settings is not None:
-            verdicts += await self._asterisk(settings, phones)
-        verdicts += await self._ari()
+        first: TrunkFacts | None = None
+        for n, (server, ami, trunk) in enumerate(self.servers):
+            theirs = [p for p in phones if (p.asterisk or self.servers[0][0].name) == server.name]
+            checked, settings = await self._one_asterisk(server, ami, trunk, theirs)
+            if n == 0:
+                first = settings
+                verdicts += checked
+            else:  # said of that server: the subject names it
+                verdicts += [replace(v, subject=v.subject or f"asterisk {server.name}") for v in checked]
+        settings = first
         verdicts += await self._meta(settings, phones, accounts)
         verdicts += await self._bitrix(instances, lines)
         verdicts.append(self._internet(settings, phones))
@@ -147,8 +153,24 @@ class Doctor:
 
     # ------------------------------------------------------------------ Asterisk
 
-    async def _asterisk(self, settings: TrunkFacts, phones: list[Phone]) -> list[Verdict]:
-        target = self.settings.ami
+    async def _one_asterisk(
+        self, server: AsteriskServer, ami: AmiClient, trunk: TrunkSource, phones: list[Phone]
+    ) -> tuple[list[Verdict], TrunkFacts | None]:
+        verdicts: list[Verdict] = []
+        try:
+            settings: TrunkFacts | None = await trunk.trunk_settings()
+        except FieldError as exc:
+            settings = None
+            verdicts.append(fail("trunk.settings", f"{exc.field}: {exc.message}", "fix the trunk setting it names"))
+        if settings is not None:
+            verdicts += await self._asterisk(settings, phones, server, ami, trunk)
+        verdicts += await self._ari(server)
+        return verdicts, settings
+
+    async def _asterisk(
+        self, settings: TrunkFacts, phones: list[Phone], server: AsteriskServer, ami: AmiClient, trunk: TrunkSource
+    ) -> list[Verdict]:
+        target = server.ami
         if target is None:
             return [
                 fail(
@@ -158,8 +180,8 @@ class Doctor:
                 ),
                 *[cannot(name, "ami_url is not set", "see ami.connection") for name in ASTERISK_CHECKS],
             ]
-        if not self.ami.connected:
-            why = self.ami.status.error or self.ami.status.state
+        if not ami.connected:
+            why = ami.status.error or ami.status.state
             return [
                 fail(
                     "ami.connection",
@@ -171,12 +193,12 @@ class Doctor:
         out = [
             ok(
                 "ami.connection",
-                f"AMI connected to {target.host}:{target.port} (Asterisk {self.ami.status.version or '?'})",
+                f"AMI connected to {target.host}:{target.port} (Asterisk {ami.status.version or '?'})",
             )
         ]
         try:
-            out += asterisk.module_verdicts(await asterisk.read_modules(self.ami))
-            events = await asterisk.read_endpoint(self.ami, settings.endpoint_name)
+            out += asterisk.module_verdicts(await asterisk.read_modules(ami))
+            events = await asterisk.read_endpoint(ami, settings.endpoint_name)
             transport = asterisk.detail(events, "TransportDetail")
             host = asterisk.probe_host(settings, target.host)
             hostnames = sorted({p.sip_hostname.lower() for p in phones if p.sip_hostname})
@@ -204,10 +226,10 @@ class Doctor:
                     asterisk.read_ranges_file(ranges_path), asterisk.detail(events, "IdentifyDetail"), str(ranges_path)
                 )
             )
-            out += await self._trunk_status()
-            shown = await self._dialplan(settings.context)
+            out += await self._trunk_status(trunk)
+            shown = await self._dialplan(ami, settings.context)
             out.append(asterisk.dialplan_verdict(settings.context, self.settings.ari_app, shown))
-            actions, read = await asterisk.read_ami_permissions(self.ami, target.user)
+            actions, read = await asterisk.read_ami_permissions(ami, target.user)
             out.append(asterisk.ami_verdict(actions, read, target.user))
         except AmiError as exc:
             done = {v.check for v in out}
@@ -224,22 +246,22 @@ class Doctor:
             return override / RANGES_FILE
         return data_dir("config") / RANGES_FILE
 
-    async def _trunk_status(self) -> list[Verdict]:
+    async def _trunk_status(self, trunk: TrunkSource) -> list[Verdict]:
         try:
-            status = await self.trunk.status()
+            status = await trunk.status()
         except (FieldError, AmiError) as exc:
             return [cannot("config.includes", f"the trunk status could not be read: {exc}")]
         files = status.get("files") or {}
         return [asterisk.applied_verdict(status), *asterisk.include_verdicts(files, str(status.get("mode")))]
 
-    async def _dialplan(self, context: str) -> str:
+    async def _dialplan(self, ami: AmiClient, context: str) -> str:
         try:
-            return await self.ami.command(f"dialplan show {context}")
+            return await ami.command(f"dialplan show {context}")
         except AmiError:
             return ""
 
-    async def _ari(self) -> list[Verdict]:
-        target = self.settings.ari
+    async def _ari(self, server: AsteriskServer) -> list[Verdict]:
+        target = server.ari
         if target is None:
             return [
                 fail(

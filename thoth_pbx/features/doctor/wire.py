@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from thoth_pbx.clients.meta.graph import GraphClient
 from thoth_pbx.features.deps import Deps, Wired
 from thoth_pbx.features.doctor.http import doctor_routes
@@ -10,7 +12,10 @@ from thoth_pbx.features.doctor.service import Doctor, PortalClients
 
 
 def wire(
-    deps: Deps, trunk: TrunkSource, graph: GraphClient, tokens: TokenCheck, portals: PortalClients
+    deps: Deps, trunks: Sequence[TrunkSource], graph: GraphClient, tokens: TokenCheck, portals: PortalClients
 ) -> tuple[Doctor, Wired]:
-    doctor = Doctor(deps.settings, deps.sessions, deps.ami, trunk, graph, tokens, portals)
+    """`trunks`: each configured Asterisk's trunk, in the order of `deps.asterisks`."""
+    first, *more = trunks
+    others = [(link.server, link.ami, trunk) for link, trunk in zip(deps.more_asterisks, more, strict=True)]
+    doctor = Doctor(deps.settings, deps.sessions, deps.ami, first, graph, tokens, portals, more=others)
     return doctor, Wired(routes=doctor_routes(doctor))

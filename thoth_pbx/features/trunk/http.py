@@ -8,6 +8,9 @@
   restart_required, 409 rolled_back, 502 failed (AMI); the body says which object/option.
 - `GET /api/admin/pbx/status`: AMI, live objects, reachability, last revision, drift.
 - `GET /api/admin/pbx/revisions`: the last applies with their masked diffs.
+- Several Asterisk servers (settings `[[asterisk]]`): each route takes `?asterisk=NAME` (default:
+  the first server); `GET /api/admin/pbx/servers` lists them with their phones. The trunk
+  settings the admin edits are shared; a server's own `trunk` table overrides them.
 - `POST /api/admin/phones/{id}/calling` `{"action": "enable|disable|show|reset-password"}`:
   Calling + SIP of the phone on Meta (docs/meta.md).
 """
@@ -30,33 +33,53 @@ ShowPhone = Callable[[int], Awaitable[dict[str, Any]]]
 STATUS_BY_RESULT = {"applied": 200, "unchanged": 200, "restart_required": 200, "rolled_back": 409, "failed": 502}
 
 
-def pbx_routes(pbx: PbxService, admin_user: str) -> list[web.RouteDef]:
+def pick_server(servers: dict[str, PbxService], name: str | None) -> PbxService:
+    """The trunk of the server called `name` (None: the first); 404 naming the choices."""
+    if name is None or name == "":
+        return next(iter(servers.values()))
+    try:
+        return servers[name]
+    except KeyError:
+        raise FieldError(
+            "asterisk", f"no Asterisk server named {name!r}; configured: {', '.join(servers)}", 404
+        ) from None
+
+
+def pbx_routes(servers: dict[str, PbxService], admin_user: str) -> list[web.RouteDef]:
+    """`servers`: each configured Asterisk's trunk by name, the first server first."""
     actor = f"api:{admin_user}"
 
+    def pbx_of(request: web.Request) -> PbxService:
+        return pick_server(servers, request.query.get("asterisk"))
+
     async def get_trunk(request: web.Request) -> web.Response:
-        return web.json_response(await pbx.trunk_view())
+        return web.json_response(await pbx_of(request).trunk_view())
 
     async def put_trunk(request: web.Request) -> web.Response:
-        return web.json_response(await pbx.update_trunk(await read_json(request), actor))
+        return web.json_response(await pbx_of(request).update_trunk(await read_json(request), actor))
 
     async def render(request: web.Request) -> web.Response:
-        rendered = await pbx.render()
+        rendered = await pbx_of(request).render()
         return web.json_response(
             {"files": rendered.masked(), "warnings": list(rendered.warnings), "phones": list(rendered.phone_ids)}
         )
 
     async def apply(request: web.Request) -> web.Response:
-        outcome, revision = await pbx.apply(actor)
+        outcome, revision = await pbx_of(request).apply(actor)
         body = {"revision": revision, **outcome.as_json()}
         return web.json_response(body, status=STATUS_BY_RESULT.get(outcome.result, 500))
 
     async def status(request: web.Request) -> web.Response:
-        return web.json_response(await pbx.status())
+        return web.json_response(await pbx_of(request).status())
 
     async def revisions(request: web.Request) -> web.Response:
-        return web.json_response({"items": await pbx.revisions()})
+        return web.json_response({"items": await pbx_of(request).revisions()})
+
+    async def list_servers(request: web.Request) -> web.Response:
+        return web.json_response({"items": [await pbx.summary() for pbx in servers.values()]})
 
     return [
+        web.get("/api/admin/pbx/servers", list_servers),
         web.get("/api/admin/pbx/trunk", get_trunk),
         web.put("/api/admin/pbx/trunk", put_trunk),
         web.get("/api/admin/pbx/render", render),

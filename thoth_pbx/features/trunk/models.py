@@ -25,3 +25,4 @@ class PbxRevision(Base):
     diff: Mapped[str] = mapped_column(Text, default="")
     files: Mapped[dict[str, Any]] = mapped_column(default=dict)  # path -> sha256 of what was written
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    asterisk: Mapped[str | None] = mapped_column(String(32))  # the server applied to; None: the first

@@ -13,11 +13,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from thoth_pbx.clients.asterisk.ami import AmiClient
-from thoth_pbx.core.settings import Settings
+from thoth_pbx.core.settings import AsteriskServer, Settings
 from thoth_pbx.core.validation import FieldError
 from thoth_pbx.features.directory import Phone
 from thoth_pbx.features.trunk import live
@@ -35,14 +35,29 @@ CONFIG_LAYER = "the [trunk] table of the config file"
 
 
 class PbxService:
-    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession], ami: AmiClient) -> None:
+    """The trunk of one Asterisk server: its phones, its files, its revisions."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: async_sessionmaker[AsyncSession],
+        ami: AmiClient,
+        server: AsteriskServer | None = None,
+    ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.ami = ami
-        self.config_dir = Path(settings.asterisk_config_dir)
-        self.mode = settings.asterisk_mode
+        self.server = server or settings.asterisks[0]
+        self.first = self.server.name == settings.asterisks[0].name
+        self.config_dir = Path(self.server.config_dir)
+        self.mode = self.server.mode
         self.override_dir = settings.template_override_dir
         self.applier = Applier(ami, self.config_dir, self.mode)
+
+    def _mine(self, column: Any) -> ColumnElement[bool]:
+        """Rows of this server: its name, or none stored for the first server."""
+        mine: ColumnElement[bool] = column.is_(None) if self.first else column == self.server.name
+        return mine
 
     # ------------------------------------------------------------------ settings
 
@@ -54,6 +69,17 @@ class PbxService:
             raise FieldError(f"trunk.{exc.field}", f"{exc.message} (in {CONFIG_LAYER})", 500) from None
         return raw
 
+    def _server_layer(self) -> dict[str, Any]:
+        """This server's own `trunk` table (its bind address, its certificate): it wins over the
+        settings shared by every server, the admin's edits included."""
+        raw = dict(self.server.trunk)
+        where = f"the trunk table of [[asterisk]] {self.server.name}"
+        try:
+            trunk.parse_trunk(raw, layer_names=[where])
+        except FieldError as exc:
+            raise FieldError(f"trunk.{exc.field}", f"{exc.message} (in {where})", 500) from None
+        return raw
+
     async def _admin_layer(self, session: AsyncSession) -> dict[str, Any]:
         row = await session.scalar(select(Setting).where(Setting.key == SETTING_KEY))
         return dict(row.value) if row is not None else {}
@@ -61,16 +87,23 @@ class PbxService:
     async def trunk_settings(self) -> TrunkSettings:
         async with self.sessions() as session:
             admin = await self._admin_layer(session)
-        return trunk.parse_trunk(self._config_layer(), admin, layer_names=[CONFIG_LAYER, "the stored admin settings"])
+        return trunk.parse_trunk(
+            self._config_layer(),
+            admin,
+            self._server_layer(),
+            layer_names=[CONFIG_LAYER, "the stored admin settings", f"[[asterisk]] {self.server.name}"],
+        )
 
     async def trunk_view(self) -> dict[str, Any]:
         """Effective settings, where each comes from, and the built-in defaults."""
         config = self._config_layer()
         async with self.sessions() as session:
             admin = await self._admin_layer(session)
-        effective = trunk.parse_trunk(config, admin)
+        server = self._server_layer()
+        effective = trunk.parse_trunk(config, admin, server)
         source = {
-            key: "admin" if key in admin else "config" if key in config else "default" for key in trunk.VALIDATORS
+            key: "asterisk" if key in server else "admin" if key in admin else "config" if key in config else "default"
+            for key in trunk.VALIDATORS
         }
         return {
             "settings": effective.as_json(),
@@ -88,6 +121,7 @@ class PbxService:
             row = await session.scalar(select(Setting).where(Setting.key == SETTING_KEY))
             merged = {**(row.value if row is not None else {}), **body}
             checked = trunk.parse_trunk(config, merged)  # raises FieldError naming the field
+            trunk.parse_trunk(config, merged, self._server_layer())  # and what this server makes of it
             stored = {key: getattr(checked, key) for key in merged}
             stored = {k: list(val) if isinstance(val, tuple) else val for k, val in stored.items()}
             if row is None:
@@ -102,7 +136,11 @@ class PbxService:
 
     async def _phones(self) -> list[TrunkPhone]:
         async with self.sessions() as session:
-            rows = (await session.scalars(select(Phone).where(Phone.sip_enabled.is_(True)).order_by(Phone.id))).all()
+            rows = (
+                await session.scalars(
+                    select(Phone).where(Phone.sip_enabled.is_(True), self._mine(Phone.asterisk)).order_by(Phone.id)
+                )
+            ).all()
             return [TrunkPhone(p.number, p.sip_user_password, p.sip_hostname, p.id) for p in rows]
 
     async def render(self) -> Rendered:
@@ -119,7 +157,13 @@ class PbxService:
         # phones flagged before this render: a phone whose SIP was switched off is not rendered,
         # but this apply is what drops it from the trunk, so its flag is cleared too
         async with self.sessions() as session:
-            flagged = set((await session.scalars(select(Phone.id).where(Phone.trunk_needs_apply.is_(True)))).all())
+            flagged = set(
+                (
+                    await session.scalars(
+                        select(Phone.id).where(Phone.trunk_needs_apply.is_(True), self._mine(Phone.asterisk))
+                    )
+                ).all()
+            )
         try:
             rendered = trunk.render(
                 settings, await self._phones(), app=self.settings.ari_app, override_dir=self.override_dir
@@ -144,6 +188,7 @@ class PbxService:
                 diff=outcome.diff,
                 files={k: v for k, v in outcome.files.items()},
                 detail=detail,
+                asterisk=None if self.first else self.server.name,
             )
             session.add(revision)
             if outcome.ok and phone_ids:
@@ -155,7 +200,9 @@ class PbxService:
 
     async def last_revision(self, *, with_files: bool = False) -> dict[str, Any] | None:
         async with self.sessions() as session:
-            row = await session.scalar(select(PbxRevision).order_by(PbxRevision.id.desc()).limit(1))
+            row = await session.scalar(
+                select(PbxRevision).where(self._mine(PbxRevision.asterisk)).order_by(PbxRevision.id.desc()).limit(1)
+            )
             if row is None:
                 return None
             out = {
@@ -171,7 +218,14 @@ class PbxService:
 
     async def revisions(self, limit: int = 20) -> list[dict[str, Any]]:
         async with self.sessions() as session:
-            rows = (await session.scalars(select(PbxRevision).order_by(PbxRevision.id.desc()).limit(limit))).all()
+            rows = (
+                await session.scalars(
+                    select(PbxRevision)
+                    .where(self._mine(PbxRevision.asterisk))
+                    .order_by(PbxRevision.id.desc())
+                    .limit(limit)
+                )
+            ).all()
             return [
                 {
                     "id": r.id,
@@ -192,11 +246,31 @@ class PbxService:
             rendered, render_error = None, {"field": exc.field, "message": exc.message}
         last = await self.last_revision(with_files=True)
         async with self.sessions() as session:
-            pending = (await session.scalars(select(Phone.number).where(Phone.trunk_needs_apply.is_(True)))).all()
+            pending = (
+                await session.scalars(
+                    select(Phone.number).where(Phone.trunk_needs_apply.is_(True), self._mine(Phone.asterisk))
+                )
+            ).all()
         report = await pbx_status.collect(self.ami, self.config_dir, self.mode, rendered, last)
         report["render_error"] = render_error
         report["phones_waiting_for_apply"] = list(pending)
+        report["asterisk"] = self.server.name
         return report
+
+    async def summary(self) -> dict[str, Any]:
+        """This server as `GET /api/admin/pbx/servers` lists it (addresses without secrets)."""
+        async with self.sessions() as session:
+            phones = (await session.scalars(select(Phone.number).where(self._mine(Phone.asterisk)))).all()
+        server = self.server
+        return {
+            "name": server.name,
+            "ami": str(server.ami) if server.ami else None,
+            "ari": str(server.ari) if server.ari else None,
+            "config_dir": str(server.config_dir),
+            "mode": server.mode,
+            "phones": list(phones),
+            "last_revision": await self.last_revision(),
+        }
 
     async def restart_when_convenient(self) -> str:
         return await live.restart_when_convenient(self.ami)

@@ -12,11 +12,14 @@ from thoth_pbx.features.trunk.render import DEFAULTS
 from thoth_pbx.features.trunk.service import PbxService
 
 
-def wire(deps: Deps, graph: GraphClient, show_phone: ShowPhone) -> tuple[PbxService, CallingService, Wired]:
-    pbx = PbxService(deps.settings, deps.sessions, deps.ami)
+def wire(deps: Deps, graph: GraphClient, show_phone: ShowPhone) -> tuple[dict[str, PbxService], CallingService, Wired]:
+    """Each configured Asterisk's trunk by name, the first server first."""
+    servers = {
+        link.server.name: PbxService(deps.settings, deps.sessions, link.ami, link.server) for link in deps.asterisks
+    }
     calling = CallingService(deps.sessions, graph)
-    routes: list[Any] = [*pbx_routes(pbx, deps.settings.admin_user), *calling_routes(calling, show_phone)]
-    return pbx, calling, Wired(routes=routes)
+    routes: list[Any] = [*pbx_routes(servers, deps.settings.admin_user), *calling_routes(calling, show_phone)]
+    return servers, calling, Wired(routes=routes)
 
 
 def endpoint_prefix(deps: Deps) -> str:

@@ -1,0 +1,207 @@
+"""Two Asterisk servers driven by one thoth-pbx (issue 16, settings `[[asterisk]]`): each gets
+the trunk files of its own numbers from thoth-pbx's own apply, each has its Stasis app, a call on
+either is announced, answered and logged, and one server's resync never touches the other's live
+calls. Two call labs (each: our Asterisk + a Meta side), the Bitrix24 simulator, SQLite."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import select
+
+from tests.calls.lab import CallLab, start_lab, stop_lab
+from tests.calls.service import new_simulator
+from tests.support.bitrix import bitrix_env, free_port, seed_instance, wait_until
+from thoth_pbx.app import Services, build_app, open_services
+from thoth_pbx.clients.asterisk.ari import basic_auth_header
+from thoth_pbx.core.settings import load_settings
+from thoth_pbx.features.calls.models import Call
+from thoth_pbx.features.directory.models import AppInstance, Phone, WabaAccount
+from thoth_pbx.features.portal.users import fetch_users, store_users
+from thoth_pbx.sandbox.bitrix import BitrixSimulator
+
+NUMBER_A, PASSWORD_A = "+14155550171", "SipSecret-0171-abcdef"
+NUMBER_B, PASSWORD_B = "+14155550172", "SipSecret-0172-abcdef"
+REGISTER, FINISH = "telephony.externalcall.register", "telephony.externalcall.finish"
+ADMIN = {"Authorization": basic_auth_header("admin", "correct-horse-battery")}
+
+
+@pytest.fixture(scope="module")
+def labs() -> Iterator[tuple[CallLab, CallLab]]:
+    """Two labs with instance names of their own (other tests' labs may run meanwhile); the
+    Meta side of each knows only its own number's credentials."""
+    first, second = start_lab("two-a"), start_lab("two-b")
+    try:
+        first.add_business_number(NUMBER_A, PASSWORD_A)
+        second.add_business_number(NUMBER_B, PASSWORD_B)
+        yield first, second
+    finally:
+        stop_lab(first)
+        stop_lab(second)
+
+
+def _toml(table: dict[str, Any]) -> str:
+    """An inline TOML table; None (which TOML lacks) is "" (the trunk's "leave the option out")."""
+    return "{ " + ", ".join(f"{k} = {json.dumps('' if v is None else v)}" for k, v in table.items()) + " }"
+
+
+@dataclass
+class TwoServers:
+    services: Services
+    client: TestClient
+    sim: BitrixSimulator
+
+    def bitrix(self, linkedid: str) -> list[str]:
+        """The methods Bitrix24 executed for one call, in order."""
+        call_ids: set[str] = set()
+        out = []
+        for entry in self.sim.recorder.entries:
+            params = entry.params
+            if entry.ok and entry.method == REGISTER and params.get("EXTERNAL_CALL_ID") == linkedid:
+                call_ids.add(str((entry.result or {}).get("CALL_ID")))
+                out.append(entry.method)
+            elif entry.ok and str(params.get("CALL_ID")) in call_ids:
+                out.append(entry.method)
+        return out
+
+    async def row(self, caller: str) -> Call | None:
+        async with self.services.sessions() as session:
+            return await session.scalar(select(Call).where(Call.caller == caller).order_by(Call.id.desc()))
+
+    async def wait_row(self, caller: str, state: str) -> Call:
+        async def check() -> Call | None:
+            row = await self.row(caller)
+            return row if row is not None and row.state == state else None
+
+        return await wait_until(check, timeout=30, what=f"the call from {caller} {state}")
+
+
+@pytest.fixture
+async def two(tmp_path: Path, labs: tuple[CallLab, CallLab]) -> AsyncIterator[TwoServers]:
+    first, second = labs
+    a, b = first.business, second.business
+    port = free_port()
+    sim, portal = await new_simulator()
+    config = tmp_path / "thoth.toml"
+    config.write_text(
+        f"""
+asterisk_name = "pbx-a"
+ami_url = "tcp://{a.ami_user}:{a.ami_secret}@{a.host}:{a.ami_port}"
+ari_url = "http://{a.ari_user}:{a.ari_password}@{a.host}:{a.http_port}"
+asterisk_config_dir = "{a.config_dir}"
+trunk = {_toml(first.trunk_settings())}
+
+[[asterisk]]
+name = "pbx-b"
+ami_url = "tcp://{b.ami_user}:{b.ami_secret}@{b.host}:{b.ami_port}"
+ari_url = "http://{b.ari_user}:{b.ari_password}@{b.host}:{b.http_port}"
+config_dir = "{b.config_dir}"
+trunk = {_toml(second.trunk_settings())}
+"""
+    )
+    environ = {
+        "THOTH_CONFIG": str(config),
+        "THOTH_LISTEN": f"127.0.0.1:{port}",
+        "THOTH_DATABASE_URL": f"sqlite:///{tmp_path / 'thoth.sqlite3'}",
+        "THOTH_SECRET_KEY_FILE": str(tmp_path / "secret.key"),
+        "THOTH_ADMIN_PASSWORD": "correct-horse-battery",
+        "THOTH_ADMIN_PASSWORD_FILE": str(tmp_path / "admin-password"),
+        "THOTH_RECORDINGS_DIR": str(tmp_path / "recordings"),
+        "THOTH_ARI_APP": "thoth-two",
+        **bitrix_env(sim, f"http://127.0.0.1:{port}"),
+    }
+    services = await open_services(load_settings(None, environ=environ))
+    instance_id = await seed_instance(services.sessions, sim, portal)
+    assert services.bitrix is not None
+    users = await fetch_users(await services.bitrix.portals.client(instance_id))
+    async with services.sessions() as session, session.begin():
+        await store_users(session, instance_id, users)
+        inst = await session.get(AppInstance, instance_id)
+        assert inst is not None
+        inst.settings = {"calls": {"ring_group": ["101"], "record": False, "responsible_first_seconds": 0}}
+        waba = WabaAccount(
+            name="Two",
+            access_token="EAAG" + "x" * 30,
+            verify_token="v" * 20,
+            verify_token_fingerprint="f1",
+            api_key="k" * 20,
+            api_key_fingerprint="f2",
+        )
+        session.add(waba)
+        await session.flush()
+        for number, password, server, pnid in (
+            (NUMBER_A, PASSWORD_A, None, "2001"),
+            (NUMBER_B, PASSWORD_B, "pbx-b", "2002"),
+        ):
+            session.add(
+                Phone(
+                    number=number,
+                    phone_number_id=pnid,
+                    waba_account_id=waba.id,
+                    app_instance_id=instance_id,
+                    sip_enabled=True,
+                    sip_user_password=password,
+                    asterisk=server,
+                )
+            )
+    client = TestClient(TestServer(build_app(services)))
+    await client.start_server()
+    try:
+        yield TwoServers(services, client, sim)
+    finally:
+        await client.close()
+        await sim.stop()
+
+
+async def test_each_server_gets_its_numbers_trunk_and_carries_its_calls(
+    two: TwoServers, labs: tuple[CallLab, CallLab]
+) -> None:
+    first, second = labs
+    for link in two.services.asterisks:
+        await link.ami.wait_connected(15)
+    # thoth-pbx's own apply, one server after the other (a new TLS transport: then a restart)
+    for query, lab, mine, other in (("", first, NUMBER_A, NUMBER_B), ("?asterisk=pbx-b", second, NUMBER_B, NUMBER_A)):
+        resp = await two.client.post(f"/api/admin/pbx/apply{query}", headers=ADMIN)
+        body = await resp.json()
+        assert resp.status == 200 and body["result"] in ("applied", "restart_required"), body
+        written = (lab.business.config_dir / "pjsip_thoth.conf").read_text()
+        assert mine.lstrip("+") in written and other.lstrip("+") not in written
+    first.business.restart()
+    second.business.restart()
+    for link in two.services.asterisks:
+        await link.ari.wait_connected(30)
+    resp = await two.client.get("/api/admin/pbx/revisions?asterisk=pbx-b", headers=ADMIN)
+    assert [r["result"] for r in (await resp.json())["items"]] in (["applied"], ["restart_required"])
+
+    placed_a = first.whatsapp_call(NUMBER_A, "+79990000171")
+    placed_b = second.whatsapp_call(NUMBER_B, "+79990000172")
+    call_a = await two.wait_row("+79990000171", "connected")
+    call_b = await two.wait_row("+79990000172", "connected")
+    assert (call_a.asterisk, call_a.called, call_a.answered_by_extension) == (None, NUMBER_A, "101")
+    assert (call_b.asterisk, call_b.called, call_b.answered_by_extension) == ("pbx-b", NUMBER_B, "101")
+    assert [c["id"] for c in second.business_channels() if c["id"] == call_b.channel_id]  # on its own server
+
+    # the first server's resync (as after its ARI reconnects) leaves the other server's live call alone
+    await two.services.stasis_apps[0].calls.resync()
+    assert (await two.row("+79990000172")).state == "connected"  # type: ignore[union-attr]
+    assert FINISH not in two.bitrix(call_b.linkedid)
+
+    first.hangup_meta(placed_a["meta_channel"])
+    second.hangup_meta(placed_b["meta_channel"])
+    for call in (call_a, call_b):
+        await wait_until(lambda c=call: two.bitrix(c.linkedid)[-1:] == [FINISH], timeout=30, what="the finish")
+        assert two.bitrix(call.linkedid).count(REGISTER) == 1 and two.bitrix(call.linkedid).count(FINISH) == 1
+    ended = [await two.wait_row(caller, "ended") for caller in ("+79990000171", "+79990000172")]
+    assert [row.status_code for row in ended] == ["200", "200"]
+
+    health = await (await two.client.get("/healthz")).json()
+    assert [(s["name"], s["ari"]["state"]) for s in health["asterisks"]] == [
+        ("pbx-a", "connected"),
+        ("pbx-b", "connected"),
+    ]
