@@ -143,3 +143,25 @@ async def test_health_and_metrics_speak_of_every_server(api: Any) -> None:
         (s.labels["interface"], s.labels["server"]): s.value for s in families["thoth_asterisk_connected"].samples
     }
     assert connected == {("ami", "pbx-a"): 0, ("ari", "pbx-a"): 0, ("ami", "pbx-b"): 0, ("ari", "pbx-b"): 0}
+
+
+async def test_the_panels_phone_form_picks_the_server(api: Any) -> None:
+    import re
+
+    from tests.browser.test_panel_http import sign_in
+
+    first, second = await phones(api)
+    session = {"Cookie": (await sign_in(api)).split(";")[0]}
+    page = await (await api.get(f"/panel/phones/{second}", headers=session)).text()
+    select = re.search(r'<select id="f-asterisk" name="asterisk">(.*?)</select>', page, re.S)
+    assert select is not None and re.search(r'<option value="pbx-b" selected>', select.group(1)), page
+    token = re.search(r'name="_csrf" value="([^"]+)"', page)
+    assert token is not None
+    shown = (await call(api, "GET", f"/api/admin/phones/{second}"))[1]
+    form = {"_csrf": token.group(1), **{k: str(shown[k]) for k in ("number", "phone_number_id", "waba_account_id")}}
+    resp = await api.post(f"/panel/phones/{second}", data={**form, "asterisk": "pbx-q"}, headers=session)
+    beside = re.search(r'id="field-asterisk">(.*?)</div>', await resp.text(), re.S)
+    assert resp.status == 400 and beside is not None and "pbx-q" in beside.group(1)
+    resp = await api.post(f"/panel/phones/{second}", data={**form, "asterisk": "pbx-a"}, headers=session)
+    assert resp.status == 200  # followed the redirect to the phone page
+    assert (await call(api, "GET", f"/api/admin/phones/{second}"))[1]["asterisk"] == "pbx-a"

@@ -17,12 +17,15 @@ from thoth_pbx.web.panel.deps import PanelDeps
 from thoth_pbx.web.panel.render import N_, Pages
 
 TEXTS = ("number", "phone_number_id", "waba_account_id", "app_instance_id", "sip_hostname", "sip_port")
-SHOWN = (*TEXTS, "sms_service", "action")
+SHOWN = (*TEXTS, "sms_service", "asterisk", "action")
 ACTIONS = ("enable", "disable", "show", "reset-password")
 
 
 def phone_routes(deps: PanelDeps, pages: Pages) -> list[web.RouteDef]:
     base = f"{PANEL}/phones"
+    # several Asterisk servers (settings [[asterisk]]): the form asks which one carries the number
+    servers = [server.name for server in deps.settings.asterisks]
+    several = len(servers) > 1
 
     async def choices() -> dict[str, Any]:
         wabas = await deps.directory.list(WABAS)
@@ -30,6 +33,7 @@ def phone_routes(deps: PanelDeps, pages: Pages) -> list[web.RouteDef]:
         return {
             "waba_options": [(w["id"], w["name"]) for w in wabas],
             "portal_options": [(i["id"], i["domain"]) for i in instances],
+            "asterisk_options": [(name, name) for name in servers] if several else [],
         }
 
     async def list_(request: web.Request) -> web.Response:
@@ -58,10 +62,16 @@ def phone_routes(deps: PanelDeps, pages: Pages) -> list[web.RouteDef]:
         if not create and body.get("sip_port") is None:
             body.pop("sip_port")  # not nullable: an emptied port keeps the stored one
         body["sms_service"] = forms.checkbox(form, "sms_service")
+        if several and (forms.text(form, "asterisk") or not create):
+            body["asterisk"] = forms.text(form, "asterisk") or None
         return body
 
     def typed(form: forms.Form) -> dict[str, Any]:
-        return {**{n: forms.text(form, n) for n in TEXTS}, "sms_service": forms.checkbox(form, "sms_service")}
+        return {
+            **{n: forms.text(form, n) for n in TEXTS},
+            "sms_service": forms.checkbox(form, "sms_service"),
+            "asterisk": forms.text(form, "asterisk"),
+        }
 
     async def new(request: web.Request) -> web.Response:
         return await page(request, None, {"sip_port": DEFAULT_SIP_PORT})
@@ -76,7 +86,10 @@ def phone_routes(deps: PanelDeps, pages: Pages) -> list[web.RouteDef]:
         raise web.HTTPSeeOther(f"{base}/{created['id']}")
 
     def stored(phone: dict[str, Any]) -> dict[str, Any]:
-        return {n: "" if phone.get(n) is None else phone[n] for n in TEXTS} | {"sms_service": phone["sms_service"]}
+        return {n: "" if phone.get(n) is None else phone[n] for n in TEXTS} | {
+            "sms_service": phone["sms_service"],
+            "asterisk": phone["asterisk"],
+        }
 
     async def show(request: web.Request) -> web.Response:
         phone = await deps.directory.get(PHONES, object_id(request))
