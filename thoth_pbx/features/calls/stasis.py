@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from thoth_pbx.clients.asterisk.ari import AriClient, AriError
@@ -42,7 +42,7 @@ from thoth_pbx.features.calls.models import Call
 from thoth_pbx.features.calls.notifier import CallContext, CallNotifier, Registering, Registration
 from thoth_pbx.features.calls.recording import SNOOP_ARG, CallRecorder
 from thoth_pbx.features.calls.recovery import CallRecovery
-from thoth_pbx.features.customers import identify
+from thoth_pbx.features.customers import identify, link_crm
 from thoth_pbx.features.directory import Phone
 from thoth_pbx.store.base import table_of
 from thoth_pbx.store.fast_insert import insert_returning_id
@@ -71,6 +71,13 @@ CONTEXT_CACHE_SIZE = 1000
 ANNOUNCE_FIRST_MAX_S = 1.0
 # Calls stored in one transaction at most when many arrived together (a Bitrix batch's size).
 ANNOUNCE_GROUP_MAX = 50
+
+
+def _identify_first(caller: str) -> bool:
+    """Whether the register needs the customer row: a caller without a number is bound in
+    Bitrix24 by their customer identity (notifier.without_phone). Any other caller's identity is
+    found after the call is announced (`_identify_later`), off the burst's critical path."""
+    return cf.normalise_number(caller) is None
 
 
 async def _customer_id(session: AsyncSession, ctx: CallContext, identity: CallerIdentity | None) -> int | None:
@@ -141,6 +148,7 @@ class StasisCalls(CallRecovery):
         self._contexts: dict[str | None, _CachedContext] = {}
         self._queues: dict[str, asyncio.Queue[AriEvent]] = {}  # channel id -> call queue
         self._tasks: dict[str, asyncio.Task[None]] = {}  # WA channel id -> call task
+        self._side_tasks: set[asyncio.Task[None]] = set()
         self._resync_lock = asyncio.Lock()
         # new calls not yet stored with their register on its way (counted from the StasisStart)
         self._announcing = 0
@@ -195,8 +203,13 @@ class StasisCalls(CallRecovery):
         for key in [k for k, q in self._queues.items() if q is queue]:
             self._queues.pop(key, None)
 
+    def _keep(self, task: asyncio.Task[None]) -> None:
+        """A call's side task (held until done, cancelled by stop)."""
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
     async def stop(self) -> None:
-        tasks = list(self._tasks.values())
+        tasks = [*self._tasks.values(), *self._side_tasks]
         if self._announcer is not None:
             tasks.append(self._announcer)
         for task in tasks:
@@ -235,6 +248,8 @@ class StasisCalls(CallRecovery):
         # the tone can wait the milliseconds the registers need.
         if in_burst:
             await self._behind_announces(registration)
+        if call.customer_id is None:  # its own task: a slow register never holds the call's finish
+            self._keep(asyncio.create_task(self._identify_later(call.id, ctx, identity, registration)))
         ringback = asyncio.create_task(self._early_media(channel_id))
         state = cf.CallState(call.id, channel_id, linkedid, caller, call.called, call.started_at)
         try:
@@ -248,6 +263,27 @@ class StasisCalls(CallRecovery):
             log.exception("call flow failed", extra={"call": call.id})
             await self._hangup(channel_id)
         await self._finish(state, ctx)
+
+    async def _identify_later(
+        self, call_id: int, ctx: CallContext, identity: CallerIdentity, registration: Registration | None
+    ) -> None:
+        """The caller's customer identity, found or made once the call is announced (a caller with
+        a number: the register did not need it), then the CRM entity the register bound the call
+        to linked to it, as the register's done-hook does for a customer known in time."""
+        try:
+            async with self.sessions() as session, session.begin():
+                customer_id = await _customer_id(session, ctx, identity)
+                if customer_id is None:
+                    return
+                await session.execute(update(Call).where(Call.id == call_id).values(customer_id=customer_id))
+            result = await asyncio.shield(registration) if registration is not None else None
+            if result and result.get("CRM_ENTITY_TYPE"):
+                async with self.sessions() as session, session.begin():
+                    await link_crm(session, customer_id, result.get("CRM_ENTITY_TYPE"), result.get("CRM_ENTITY_ID"))
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the call goes on; only the customer link is missing
+            log.exception("caller identification failed", extra={"call": call_id})
 
     async def _announce(
         self,
@@ -381,7 +417,9 @@ class StasisCalls(CallRecovery):
                     "state": "ringing",
                     "started_at": utcnow(),
                     "detail": {},
-                    "customer_id": await _customer_id(session, ctx, arrival.identity),
+                    "customer_id": (
+                        await _customer_id(session, ctx, arrival.identity) if _identify_first(arrival.caller) else None
+                    ),
                     "asterisk": self.asterisk,
                 }
                 call = Call(**values)
