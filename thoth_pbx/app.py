@@ -187,7 +187,13 @@ async def open_services(settings: Settings) -> Services:
     messaging_parts, messaging_part = messaging_feature.wire(deps, directory, bitrix, meta.dispatcher, meta.graph)
     customers_part = customers_feature.wire(deps)
     _callback, callback_part = callback_feature.wire(
-        deps, bitrix, call_jobs, meta.graph, meta.dispatcher, messaging_parts.windows.last_inbound, stasis_owner
+        deps,
+        bitrix,
+        call_jobs,
+        meta.graph,
+        meta.dispatcher,
+        messaging_parts.windows.last_inbound,
+        [stasis.owner for stasis in stasis_apps],
     )
     doctor, doctor_part = doctor_feature.wire(
         deps, list(pbx_servers.values()), meta.graph, meta.tokens.check, bitrix.portals

@@ -15,20 +15,26 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
-from tests.calls.lab import CallLab, start_lab, stop_lab
+from tests.calls.lab import SIP_HOSTNAME, CallLab, start_lab, stop_lab
 from tests.calls.service import new_simulator
 from tests.support.bitrix import bitrix_env, free_port, seed_instance, wait_until
 from thoth_pbx.app import Services, build_app, open_services
-from thoth_pbx.clients.asterisk.ari import basic_auth_header
+from thoth_pbx.clients.asterisk.ari import AriError, basic_auth_header
 from thoth_pbx.core.settings import load_settings
+from thoth_pbx.features.callback.models import CallbackCall
 from thoth_pbx.features.calls.models import Call
 from thoth_pbx.features.directory.models import AppInstance, Phone, WabaAccount
+from thoth_pbx.features.portal.install import EVENTS_PATH
 from thoth_pbx.features.portal.users import fetch_users, store_users
-from thoth_pbx.sandbox.bitrix import BitrixSimulator
+from thoth_pbx.sandbox.bitrix import BitrixSimulator, Portal
+from thoth_pbx.sandbox.bitrix.clicktocall import click_to_call
+from thoth_pbx.sandbox.meta import MetaSimulator
 
 NUMBER_A, PASSWORD_A = "+14155550171", "SipSecret-0171-abcdef"
 NUMBER_B, PASSWORD_B = "+14155550172", "SipSecret-0172-abcdef"
 REGISTER, FINISH = "telephony.externalcall.register", "telephony.externalcall.finish"
+TOKEN = "EAAGtwo" + "x" * 30
+ANSWERS = "+79991000001"  # a WhatsApp user the labs' Meta sides answer for (lab.CUSTOMERS_BEHAVIOUR)
 ADMIN = {"Authorization": basic_auth_header("admin", "correct-horse-battery")}
 
 
@@ -56,6 +62,8 @@ class TwoServers:
     services: Services
     client: TestClient
     sim: BitrixSimulator
+    portal: Portal
+    meta: MetaSimulator
 
     def bitrix(self, linkedid: str) -> list[str]:
         """The methods Bitrix24 executed for one call, in order."""
@@ -88,6 +96,14 @@ async def two(tmp_path: Path, labs: tuple[CallLab, CallLab]) -> AsyncIterator[Tw
     a, b = first.business, second.business
     port = free_port()
     sim, portal = await new_simulator()
+    meta = MetaSimulator()  # Graph for click-to-call: call permissions
+    meta.add_app("twoapp", "two-app-secret-0123456789")
+    meta.add_token(TOKEN, "twoapp")
+    for pnid, number in (("2001", NUMBER_A), ("2002", NUMBER_B)):
+        meta.add_phone(pnid, number, "twowaba", enforce_window=False)
+        meta.phones[pnid].call_permissions[ANSWERS.lstrip("+")] = {"status": "permanent"}
+    meta_server = TestServer(meta.app())
+    await meta_server.start_server()
     config = tmp_path / "thoth.toml"
     config.write_text(
         f"""
@@ -114,6 +130,7 @@ trunk = {_toml(second.trunk_settings())}
         "THOTH_ADMIN_PASSWORD_FILE": str(tmp_path / "admin-password"),
         "THOTH_RECORDINGS_DIR": str(tmp_path / "recordings"),
         "THOTH_ARI_APP": "thoth-two",
+        "THOTH_META_GRAPH_URL": str(meta_server.make_url("")).rstrip("/"),
         **bitrix_env(sim, f"http://127.0.0.1:{port}"),
     }
     services = await open_services(load_settings(None, environ=environ))
@@ -127,7 +144,7 @@ trunk = {_toml(second.trunk_settings())}
         inst.settings = {"calls": {"ring_group": ["101"], "record": False, "responsible_first_seconds": 0}}
         waba = WabaAccount(
             name="Two",
-            access_token="EAAG" + "x" * 30,
+            access_token=TOKEN,
             verify_token="v" * 20,
             verify_token_fingerprint="f1",
             api_key="k" * 20,
@@ -147,35 +164,63 @@ trunk = {_toml(second.trunk_settings())}
                     app_instance_id=instance_id,
                     sip_enabled=True,
                     sip_user_password=password,
+                    sip_hostname=SIP_HOSTNAME,  # the From host Meta's side wants on our INVITEs
                     asterisk=server,
                 )
             )
-    client = TestClient(TestServer(build_app(services)))
+    portal.bindings.append(
+        {
+            "id": 1001,
+            "event": "ONEXTERNALCALLSTART",
+            "handler": f"http://127.0.0.1:{port}{EVENTS_PATH}",
+            "auth_type": "0",
+            "offline": 0,
+        }
+    )
+    client = TestClient(TestServer(build_app(services), host="127.0.0.1", port=port))
     await client.start_server()
     try:
-        yield TwoServers(services, client, sim)
+        yield TwoServers(services, client, sim, portal, meta)
     finally:
         await client.close()
         await sim.stop()
+        await meta_server.close()
+
+
+async def apply_both(two: TwoServers, labs: tuple[CallLab, CallLab]) -> None:
+    """thoth-pbx's own apply, one server after the other (a new TLS transport: then a restart)."""
+    for link in two.services.asterisks:
+        await link.ami.wait_connected(15)
+    for query in ("", "?asterisk=pbx-b"):
+        resp = await two.client.post(f"/api/admin/pbx/apply{query}", headers=ADMIN)
+        body = await resp.json()
+        assert resp.status == 200 and body["result"] in ("applied", "restart_required", "unchanged"), body
+    for lab in labs:
+        lab.business.restart()
+
+    async def ours_on_both() -> bool:
+        """Our applications registered on each restarted Asterisk (a client may not have
+        noticed the restart yet: its own state says nothing)."""
+        for link in two.services.asterisks:
+            try:
+                apps = {app["name"] for app in await link.ari.request("GET", "/applications")}
+            except AriError:
+                return False
+            if not {"thoth-two", "thoth-two-callback"} <= apps:
+                return False
+        return True
+
+    await wait_until(ours_on_both, timeout=30, what="the Stasis and click-to-call applications on both servers")
 
 
 async def test_each_server_gets_its_numbers_trunk_and_carries_its_calls(
     two: TwoServers, labs: tuple[CallLab, CallLab]
 ) -> None:
     first, second = labs
-    for link in two.services.asterisks:
-        await link.ami.wait_connected(15)
-    # thoth-pbx's own apply, one server after the other (a new TLS transport: then a restart)
-    for query, lab, mine, other in (("", first, NUMBER_A, NUMBER_B), ("?asterisk=pbx-b", second, NUMBER_B, NUMBER_A)):
-        resp = await two.client.post(f"/api/admin/pbx/apply{query}", headers=ADMIN)
-        body = await resp.json()
-        assert resp.status == 200 and body["result"] in ("applied", "restart_required"), body
+    await apply_both(two, labs)
+    for lab, mine, other in ((first, NUMBER_A, NUMBER_B), (second, NUMBER_B, NUMBER_A)):
         written = (lab.business.config_dir / "pjsip_thoth.conf").read_text()
         assert mine.lstrip("+") in written and other.lstrip("+") not in written
-    first.business.restart()
-    second.business.restart()
-    for link in two.services.asterisks:
-        await link.ari.wait_connected(30)
     resp = await two.client.get("/api/admin/pbx/revisions?asterisk=pbx-b", headers=ADMIN)
     assert [r["result"] for r in (await resp.json())["items"]] in (["applied"], ["restart_required"])
 
@@ -205,3 +250,36 @@ async def test_each_server_gets_its_numbers_trunk_and_carries_its_calls(
         ("pbx-a", "connected"),
         ("pbx-b", "connected"),
     ]
+
+
+async def test_a_click_to_call_is_dialled_by_its_numbers_server(two: TwoServers, labs: tuple[CallLab, CallLab]) -> None:
+    first, second = labs
+    await apply_both(two, labs)
+
+    call_id, sent = await click_to_call(two.sim, two.portal, user_id=2, phone=ANSWERS, line_number=NUMBER_B.lstrip("+"))
+    assert [status for _, status, _ in sent] == [200], sent
+
+    async def connected() -> CallbackCall | None:
+        async with two.services.sessions() as session:
+            row = await session.scalar(select(CallbackCall).where(CallbackCall.bitrix_call_id == call_id))
+        return row if row is not None and row.state == "connected" else None
+
+    row = await wait_until(connected, timeout=30, what="the click-to-call connected")
+    assert row.asterisk == "pbx-b"
+    # both legs on the second server; the first server dialled nothing; Meta's side of the second lab took it
+    live_b = {c["id"] for c in second.business_channels()}
+    assert {row.operator_channel, row.customer_channel} <= live_b
+    assert not [c for c in first.business_channels() if c["name"].startswith("PJSIP/wa-")]
+    legs = [c for c in second.meta_channels() if c["name"].startswith(f"PJSIP/{NUMBER_B}-")]
+    assert len(legs) == 1 and legs[0]["state"] == "Up", legs
+    second.hangup_meta(legs[0]["id"])
+
+    async def ended() -> CallbackCall | None:
+        async with two.services.sessions() as session:
+            row = await session.scalar(select(CallbackCall).where(CallbackCall.bitrix_call_id == call_id))
+        return row if row is not None and row.state == "ended" else None
+
+    done = await wait_until(ended, timeout=30, what="the click-to-call ended")
+    assert done.status_code == "200"
+    logged = await wait_until(lambda: two.portal.statistics.get(call_id), timeout=20, what="the call logged")
+    assert logged["CALL_FAILED_CODE"] == "200"

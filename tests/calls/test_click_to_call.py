@@ -357,9 +357,10 @@ async def test_graph_refusals_give_their_own_status(c2c: C2C, code: int, path: s
     assert logged["CALL_FAILED_CODE"] == status and why in logged["CALL_FAILED_REASON"]
 
 
-async def test_a_number_on_another_asterisk_is_refused_with_the_reason(c2c: C2C) -> None:
-    """Several Asterisk servers (docs/scaling.md): the click-to-call application dials through the
-    first server only, so a number another server carries is refused at once, said why."""
+async def test_a_number_on_an_asterisk_no_longer_configured_is_refused_with_the_reason(c2c: C2C) -> None:
+    """Several Asterisk servers (docs/scaling.md): a number's server dials its click-to-calls; a
+    number still naming a server the settings no longer have is refused at once, said why
+    (tests/calls/test_calls_two_asterisks.py dials through a second server)."""
     async with c2c.services.sessions() as session, session.begin():
         phone = await session.get(Phone, c2c.phone_id)
         assert phone is not None
@@ -368,7 +369,7 @@ async def test_a_number_on_another_asterisk_is_refused_with_the_reason(c2c: C2C)
         asked = len([r for r in c2c.meta.requests if "call_permissions" in str(r.get("path"))])
         call_id = await c2c.click(ANSWERS)
         ended = await c2c.state(call_id, "ended")
-        assert ended.status_code == "503" and "Asterisk server 'pbx-b'" in (ended.reason or ""), ended.reason
+        assert ended.status_code == "503" and "no Asterisk server 'pbx-b'" in (ended.reason or ""), ended.reason
         logged = await c2c.logged(call_id)
         assert logged["CALL_FAILED_CODE"] == "503" and "pbx-b" in logged["CALL_FAILED_REASON"]
         assert c2c.meta_legs() == []

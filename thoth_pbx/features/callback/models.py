@@ -41,3 +41,5 @@ class CallbackCall(Timestamps, Base):
     reason: Mapped[str | None] = mapped_column(String(500))
     recording_path: Mapped[str | None] = mapped_column(String(1000))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # the Asterisk that dials it: its number's server (settings `[[asterisk]]`); None: the first
+    asterisk: Mapped[str | None] = mapped_column(String(32))

@@ -20,7 +20,7 @@ import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -88,15 +88,18 @@ class CallbackService:
         call_log: CallLog,
         graph: perms.Graph,
         last_inbound: LastInbound,
-        dialer: Dialer,
+        dialers: dict[str | None, Dialer],
     ) -> None:
+        """`dialers`: one per configured Asterisk, by the name a phone stores (None: the first
+        server); a click-to-call is dialled by its number's server."""
         self.sessions = sessions
         self.outbox = outbox
         self.call_log = call_log
         self.graph = graph
         self.last_inbound = last_inbound
-        self.dialer = dialer
+        self.dialers = dialers
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._dialed_by: dict[int, Dialer] = {}  # row id -> the dialer of its running task
 
     # ------------------------------------------------------------------ the Bitrix24 event
 
@@ -129,6 +132,7 @@ class CallbackService:
             customer=customer or str(data.get("PHONE_NUMBER") or "")[:64],
             line_number=phone.number.lstrip("+"),
             detail={"crm": [data.get("CRM_ENTITY_TYPE"), data.get("CRM_ENTITY_ID")]},
+            asterisk=phone.asterisk,
         )
         try:
             async with session.begin_nested():
@@ -165,14 +169,10 @@ class CallbackService:
             if found is None:
                 return await self._end_now(row.id, Outcome("404", "The WhatsApp number is no longer configured"))
             phone, account = found
-            if phone.asterisk is not None:  # the dialer's ARI is the first server's (docs/scaling.md)
+            dialer = self.dialers.get(phone.asterisk)
+            if dialer is None:  # the number names a server the settings no longer have
                 return await self._end_now(
-                    row.id,
-                    Outcome(
-                        "503",
-                        f"Click-to-call is not available yet for numbers on the Asterisk server "
-                        f"{phone.asterisk!r}: only the first server's numbers can call out",
-                    ),
+                    row.id, Outcome("503", f"thoth-pbx has no Asterisk server {phone.asterisk!r} to dial from")
                 )
             last = await self.last_inbound(session, phone.id, row.customer.lstrip("+"))
         token, pnid, customer = account.access_token, phone.phone_number_id, row.customer
@@ -183,8 +183,8 @@ class CallbackService:
                 raise Retry(str(exc)) from None
             return await self._end_now(row.id, decide.graph_refusal(exc.code, exc.message))
         if decide.may_call(permission.status, permission.can_call):
-            if not self.dialer.ari.connected:  # a standby instance: the owner of the Stasis app dials
-                if self.dialer.ari.target is None or job.attempt >= ARI_ATTEMPTS:
+            if not dialer.ari.connected:  # a standby instance: the owner of the Stasis app dials
+                if dialer.ari.target is None or job.attempt >= ARI_ATTEMPTS:
                     return await self._end_now(row.id, Outcome("503", "thoth-pbx cannot reach Asterisk (ARI) to dial"))
                 raise Retry("ARI of the click-to-call application is not connected on this instance", after=2.0)
             plan = Plan(
@@ -202,9 +202,13 @@ class CallbackService:
                 await session.execute(
                     update(CallbackCall)
                     .where(CallbackCall.id == row.id)
-                    .values(state="dialing", detail={**row.detail, "permission": permission.status, "tag": plan.tag})
+                    .values(
+                        state="dialing",
+                        detail={**row.detail, "permission": permission.status, "tag": plan.tag},
+                        asterisk=phone.asterisk,  # the server dialling it (the number may have moved)
+                    )
                 )
-            self._drive(plan, Progress())
+            self._drive(dialer, plan, Progress())
             return {"dialing": row.id, "permission": permission.status}
         how: str | None = None
         wamid = None
@@ -287,20 +291,21 @@ class CallbackService:
 
     # ------------------------------------------------------------------ the dialer's side
 
-    def _drive(self, plan: Plan, progress: Progress) -> None:
-        task = asyncio.create_task(self._run(plan, progress), name=f"callback-{plan.row_id}")
+    def _drive(self, dialer: Dialer, plan: Plan, progress: Progress) -> None:
+        task = asyncio.create_task(self._run(dialer, plan, progress), name=f"callback-{plan.row_id}")
         self._tasks[plan.row_id] = task
-        task.add_done_callback(lambda _t: self._tasks.pop(plan.row_id, None))
+        self._dialed_by[plan.row_id] = dialer
+        task.add_done_callback(lambda _t: (self._tasks.pop(plan.row_id, None), self._dialed_by.pop(plan.row_id, None)))
 
-    async def _run(self, plan: Plan, progress: Progress) -> None:
+    async def _run(self, dialer: Dialer, plan: Plan, progress: Progress) -> None:
         try:
-            outcome = await self.dialer.run(plan, progress)
+            outcome = await dialer.run(plan, progress)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("click-to-call failed", extra={"callback": plan.row_id})
             outcome = Outcome("OTHER", "thoth-pbx failed while placing the call")
-        path = await self.dialer.fetch_recording(progress.recording) if progress.recording else None
+        path = await dialer.fetch_recording(progress.recording) if progress.recording else None
         await self._end_now(plan.row_id, outcome, recording=str(path) if path else None)
 
     async def report(self, row_id: int, state: str, progress: Progress) -> None:
@@ -385,15 +390,18 @@ class CallbackService:
 
     # ------------------------------------------------------------------ restarts
 
-    async def recover(self) -> None:
-        """On every ARI (re)connect: calls of an earlier run still talking are watched to their end;
-        the others (their legs gone while we were away) are finished with what is known."""
+    async def recover(self, asterisk: str | None = None) -> None:
+        """On every ARI (re)connect of one server: its calls of an earlier run still talking are
+        watched to their end; the others (their legs gone while we were away) are finished with
+        what is known. Another server's calls are not in this server's channels: left alone."""
+        dialer = self.dialers[asterisk]
+        mine = CallbackCall.asterisk.is_(None) if asterisk is None else CallbackCall.asterisk == asterisk
         try:
-            live = await self.dialer.live_channels()
+            live = await dialer.live_channels()
             async with self.sessions() as session:
                 rows = (
                     await session.scalars(
-                        select(CallbackCall).where(CallbackCall.state.in_(("dialing", "calling", "connected")))
+                        select(CallbackCall).where(CallbackCall.state.in_(("dialing", "calling", "connected")), mine)
                     )
                 ).all()
         except Exception:
@@ -412,13 +420,13 @@ class CallbackService:
                     detail.get("recording"),
                     {"bridge": detail.get("bridge")},
                 )
-                self._drive(Plan(row.id, str(detail.get("tag") or ""), "", "", 0, 0), progress)
+                self._drive(dialer, Plan(row.id, str(detail.get("tag") or ""), "", "", 0, 0), progress)
                 log.info("click-to-call re-attached", extra={"callback": row.id})
                 continue
             for channel_id in channel_ids(row.id, str((row.detail or {}).get("tag") or "")):
                 if channel_id in live:
                     try:
-                        await self.dialer.ari.request("DELETE", f"/channels/{channel_id}")
+                        await dialer.ari.request("DELETE", f"/channels/{channel_id}")
                     except Exception:
                         pass
             outcome = (
@@ -429,8 +437,10 @@ class CallbackService:
             await self._end_now(row.id, outcome)
             log.warning("click-to-call finished after a restart", extra={"callback": row.id, "state": row.state})
 
-    async def stop(self) -> None:
-        tasks = list(self._tasks.values())
+    async def stop(self, asterisk: str | None | Literal["all"] = "all") -> None:
+        """Cancel the running calls' tasks (all, or one server's: it lost its ARI ownership)."""
+        only = None if asterisk == "all" else self.dialers.get(asterisk)
+        tasks = [task for row_id, task in self._tasks.items() if only is None or self._dialed_by.get(row_id) is only]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,6 +1,6 @@
 """Several Asterisk servers (issue 16): the server a phone's calls reach (`phone.asterisk`), the
 server a call came in on (`call.asterisk`) and the server a trunk apply was for
-(`pbx_revision.asterisk`). NULL is the first server (the settings' top-level keys), so
+(`pbx_revision.asterisk`) and the server that dials a click-to-call (`callback_call.asterisk`). NULL is the first server (the settings' top-level keys), so
 existing rows keep their meaning.
 
 Revision ID: 0013_asterisk_servers
@@ -17,7 +17,7 @@ down_revision = "0012_outbox_lease"
 branch_labels = None
 depends_on = None
 
-TABLES = ("phone", "call", "pbx_revision")
+TABLES = ("phone", "call", "pbx_revision", "callback_call")
 
 
 def upgrade() -> None:
