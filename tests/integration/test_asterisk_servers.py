@@ -165,3 +165,14 @@ async def test_the_panels_phone_form_picks_the_server(api: Any) -> None:
     resp = await api.post(f"/panel/phones/{second}", data={**form, "asterisk": "pbx-a"}, headers=session)
     assert resp.status == 200  # followed the redirect to the phone page
     assert (await call(api, "GET", f"/api/admin/phones/{second}"))[1]["asterisk"] == "pbx-a"
+
+
+async def test_the_doctor_checks_every_server(api: Any) -> None:
+    status, report = await call(api, "GET", "/api/admin/doctor")
+    assert status == 200, report
+    ami = [(v["subject"], v["status"]) for v in report["checks"] if v["check"] == "ami.connection"]
+    assert ami == [(None, "fail"), ("asterisk pbx-b", "fail")]
+    failing_b = [
+        v["message"] for v in report["checks"] if v["subject"] == "asterisk pbx-b" and v["check"] == "ami.connection"
+    ]
+    assert "is not connected" in failing_b[0] and "b-secret" not in str(report)
