@@ -286,6 +286,7 @@ def build_app(services: Services, login_throttle: LoginThrottle | None = None) -
             ari=services.ari,
             stasis=services.stasis_owner.status if services.stasis_owner else None,
             doctor=services.doctor,
+            pbx_servers=services.pbx_servers,
         )
     )
     app = web.Application(

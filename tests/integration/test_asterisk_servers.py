@@ -176,3 +176,24 @@ async def test_the_doctor_checks_every_server(api: Any) -> None:
         v["message"] for v in report["checks"] if v["subject"] == "asterisk pbx-b" and v["check"] == "ami.connection"
     ]
     assert "is not connected" in failing_b[0] and "b-secret" not in str(report)
+
+
+async def test_the_panels_trunk_page_is_per_server(api: Any) -> None:
+    import re
+
+    from tests.browser.test_panel_http import sign_in
+
+    await phones(api)
+    assert (await call(api, "PUT", "/api/admin/pbx/trunk", TRUNK))[0] == 200
+    session = {"Cookie": (await sign_in(api)).split(";")[0]}
+    page = await (await api.get("/panel/trunk?asterisk=pbx-b", headers=session)).text()
+    assert "<code>pbx-b</code>" in page and str(api.services.settings.asterisk("pbx-b").config_dir) in page
+    assert 'action="/panel/trunk?asterisk=pbx-b"' in page and 'href="/panel/trunk/preview?asterisk=pbx-b"' in page
+    bind = re.search(r'id="field-bind_address">(.*?)</tr>', page, re.S)
+    assert bind is not None and "10.0.0.12" in bind.group(1) and "[[asterisk]]" in bind.group(1)
+    preview = await (await api.get("/panel/trunk/preview?asterisk=pbx-b", headers=session)).text()
+    assert "15551230002" in preview and "15551230001" not in preview
+    first = await (await api.get("/panel/trunk", headers=session)).text()
+    assert 'action="/panel/trunk"' in first and "<code>pbx-a</code>" in first
+    missing = await api.get("/panel/trunk?asterisk=pbx-z", headers=session)
+    assert missing.status == 404 and "pbx-a, pbx-b" in await missing.text()

@@ -4,7 +4,7 @@ rule of its own; every write goes through the same service the JSON API uses).""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -44,6 +44,8 @@ class PanelDeps:
     # owner or standby of the Asterisk's Stasis app (None: ARI not configured); docs/scaling.md
     stasis: Callable[[], dict[str, Any]] | None = None
     doctor: Doctor | None = None  # the preflight page (features/doctor, docs/doctor.md)
+    # every configured Asterisk's trunk by name, the first first (the trunk page's ?asterisk=)
+    pbx_servers: dict[str, PbxService] = field(default_factory=dict)
 
     @property
     def secure_cookies(self) -> bool:

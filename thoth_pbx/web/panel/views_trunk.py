@@ -13,6 +13,8 @@ from aiohttp import web
 from thoth_pbx.core.validation import FieldError
 from thoth_pbx.features.trunk import files as trunk_files
 from thoth_pbx.features.trunk import render as trunk
+from thoth_pbx.features.trunk.http import pick_server
+from thoth_pbx.features.trunk.service import PbxService
 from thoth_pbx.web.panel import forms
 from thoth_pbx.web.panel.auth import PANEL, SESSION
 from thoth_pbx.web.panel.deps import PanelDeps
@@ -63,11 +65,21 @@ def typed(text: str, key: str) -> Any:
 def trunk_routes(deps: PanelDeps, pages: Pages) -> list[web.RouteDef]:
     base = f"{PANEL}/trunk"
     actor = f"panel:{deps.settings.admin_user}"
+    servers = deps.pbx_servers or {deps.pbx.server.name: deps.pbx}
+
+    def pbx_of(request: web.Request) -> tuple[PbxService, dict[str, Any]]:
+        """The trunk of the server the page is about (`?asterisk=`, default the first), and what
+        every trunk page needs to stay on it (links and forms keep the query)."""
+        pbx = pick_server(servers, request.query.get("asterisk"))
+        first = pbx is next(iter(servers.values()))
+        query = "" if first else f"?asterisk={pbx.server.name}"
+        return pbx, {"nav": "trunk", "trunk_q": query, "servers": list(servers), "server": pbx.server.name}
 
     async def page(
         request: web.Request, values: dict[str, str] | None = None, exc: FieldError | None = None, **extra: Any
     ) -> web.Response:
-        view = await deps.pbx.trunk_view()
+        pbx, where = pbx_of(request)
+        view = await pbx.trunk_view()
         _ = pages.translator(request)
         errors, form_error = forms.errors_of(exc.field, exc.message, KEYS) if exc else ({}, None)
         rows = [
@@ -82,8 +94,8 @@ def trunk_routes(deps: PanelDeps, pages: Pages) -> list[web.RouteDef]:
             }
             for key in KEYS
         ]
-        status = await deps.pbx.status()
-        context = {"nav": "trunk", "rows": rows, "status": status, "errors": errors, "form_error": form_error, **extra}
+        status = await pbx.status()
+        context = {**where, "rows": rows, "status": status, "errors": errors, "form_error": form_error, **extra}
         return pages.render(request, "trunk.html", context, status=exc.status if exc and exc.status < 500 else 200)
 
     async def show(request: web.Request) -> web.Response:
@@ -91,43 +103,48 @@ def trunk_routes(deps: PanelDeps, pages: Pages) -> list[web.RouteDef]:
 
     async def update(request: web.Request) -> web.StreamResponse:
         form = await request.post()
-        current = (await deps.pbx.trunk_view())["settings"]
+        pbx, where = pbx_of(request)
+        current = (await pbx.trunk_view())["settings"]
         values = {key: forms.text(form, key) for key in KEYS if key in form}
         changed = {key: typed(text, key) for key, text in values.items() if text != shown(current[key], key)}
         _ = pages.translator(request)
         if not changed:
             request[SESSION].flash(_("Nothing changed."))
-            raise web.HTTPSeeOther(base)
+            raise web.HTTPSeeOther(base + where["trunk_q"])
         try:
-            await deps.pbx.update_trunk(changed, actor)
+            await pbx.update_trunk(changed, actor)
         except FieldError as exc:
             return await page(request, values, exc)
         request[SESSION].flash(_("Saved. Preview the files, then apply them to Asterisk."))
-        raise web.HTTPSeeOther(f"{base}/preview")
+        raise web.HTTPSeeOther(f"{base}/preview{where['trunk_q']}")
 
     async def preview(request: web.Request) -> web.Response:
+        pbx, where = pbx_of(request)
         try:
-            rendered = await deps.pbx.render()
+            rendered = await pbx.render()
         except FieldError as exc:
             return await page(request, None, exc)
-        diff = trunk_files.diff(await asyncio.to_thread(deps.pbx.applier.plan, rendered))
-        context = {"nav": "trunk", "diff": diff, "warnings": rendered.warnings, "files": rendered.masked()}
+        diff = trunk_files.diff(await asyncio.to_thread(pbx.applier.plan, rendered))
+        context = {**where, "diff": diff, "warnings": rendered.warnings, "files": rendered.masked()}
         return pages.render(request, "trunk_preview.html", context)
 
     async def apply(request: web.Request) -> web.Response:
+        pbx, where = pbx_of(request)
         try:
-            outcome, revision = await deps.pbx.apply(actor)
+            outcome, revision = await pbx.apply(actor)
         except FieldError as exc:
             return await page(request, None, exc)
-        context = {"nav": "trunk", "outcome": outcome.as_json(), "ok": outcome.ok, "revision": revision}
+        context = {**where, "outcome": outcome.as_json(), "ok": outcome.ok, "revision": revision}
         return pages.render(request, "trunk_applied.html", context, status=200 if outcome.ok else 409)
 
     async def restart(request: web.Request) -> web.StreamResponse:
-        request[SESSION].flash(await deps.pbx.restart_when_convenient())
-        raise web.HTTPSeeOther(base)
+        pbx, where = pbx_of(request)
+        request[SESSION].flash(await pbx.restart_when_convenient())
+        raise web.HTTPSeeOther(base + where["trunk_q"])
 
     async def revisions(request: web.Request) -> web.Response:
-        return pages.render(request, "trunk_revisions.html", {"nav": "trunk", "revisions": await deps.pbx.revisions()})
+        pbx, where = pbx_of(request)
+        return pages.render(request, "trunk_revisions.html", {**where, "revisions": await pbx.revisions()})
 
     return [
         web.get(base, show),
