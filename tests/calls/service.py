@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.calls.conftest import BUSINESS, BUSINESS_NO_PORTAL
 from tests.calls.lab import CallLab
@@ -22,6 +23,7 @@ from thoth_pbx.app import Services, build_app, open_services
 from thoth_pbx.core.settings import load_settings
 from thoth_pbx.features.calls.models import Call
 from thoth_pbx.features.directory.models import AppInstance, Phone, WabaAccount
+from thoth_pbx.features.portal.install import EVENTS_PATH
 from thoth_pbx.features.portal.users import fetch_users, store_users
 from thoth_pbx.sandbox.bitrix import BitrixSimulator, Portal, SimUser
 
@@ -107,8 +109,8 @@ def thoth_environ(
     }
 
 
-async def seed(services: Services, sim: BitrixSimulator, portal: Portal, *, record: bool = True) -> int:
-    """The lab's numbers, one portal with its users (fetched with user.get) and call settings."""
+async def seed_portal(services: Services, sim: BitrixSimulator, portal: Portal, calls: dict[str, Any]) -> int:
+    """One portal installed, its users fetched with user.get and stored, its call settings."""
     instance_id = await seed_instance(services.sessions, sim, portal)
     assert services.bitrix is not None
     users = await fetch_users(await services.bitrix.portals.client(instance_id))
@@ -116,19 +118,38 @@ async def seed(services: Services, sim: BitrixSimulator, portal: Portal, *, reco
         await store_users(session, instance_id, users)
         inst = await session.get(AppInstance, instance_id)
         assert inst is not None
-        inst.settings = {
-            "calls": {"ring_group": ["101"], "record": record, "responsible_first_seconds": 8, "group_ring_seconds": 8}
-        }
-        waba = WabaAccount(
-            name="Lab",
-            access_token="EAAG" + "x" * 30,
-            verify_token="v" * 20,
-            verify_token_fingerprint="f1",
-            api_key="k" * 20,
-            api_key_fingerprint="f2",
-        )
-        session.add(waba)
-        await session.flush()
+        inst.settings = {"calls": calls}
+    return instance_id
+
+
+async def add_waba(session: AsyncSession, name: str, token: str = "EAAG" + "x" * 30) -> WabaAccount:
+    """A WABA account as the admin API would store it (the secrets' fingerprints are not checked here)."""
+    waba = WabaAccount(
+        name=name,
+        access_token=token,
+        verify_token="v" * 20,
+        verify_token_fingerprint="f1",
+        api_key="k" * 20,
+        api_key_fingerprint="f2",
+    )
+    session.add(waba)
+    await session.flush()
+    return waba
+
+
+def bind_event(portal: Portal, event: str, port: int) -> None:
+    """The portal posts `event` to our events endpoint (what the install's event.bind leaves)."""
+    portal.bindings.append(
+        {"id": 1001, "event": event, "handler": f"http://127.0.0.1:{port}{EVENTS_PATH}", "auth_type": "0", "offline": 0}
+    )
+
+
+async def seed(services: Services, sim: BitrixSimulator, portal: Portal, *, record: bool = True) -> int:
+    """The lab's numbers, one portal with its users (fetched with user.get) and call settings."""
+    calls = {"ring_group": ["101"], "record": record, "responsible_first_seconds": 8, "group_ring_seconds": 8}
+    instance_id = await seed_portal(services, sim, portal, calls)
+    async with services.sessions() as session, session.begin():
+        waba = await add_waba(session, "Lab")
         session.add(
             Phone(number=BUSINESS, phone_number_id="1001", waba_account_id=waba.id, app_instance_id=instance_id)
         )

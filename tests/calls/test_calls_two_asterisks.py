@@ -16,16 +16,14 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
 from tests.calls.lab import SIP_HOSTNAME, CallLab, start_lab, stop_lab
-from tests.calls.service import new_simulator
-from tests.support.bitrix import bitrix_env, free_port, seed_instance, wait_until
+from tests.calls.service import add_waba, bind_event, new_simulator, seed_portal
+from tests.support.bitrix import bitrix_env, free_port, wait_until
 from thoth_pbx.app import Services, build_app, open_services
 from thoth_pbx.clients.asterisk.ari import AriError, basic_auth_header
 from thoth_pbx.core.settings import load_settings
 from thoth_pbx.features.callback.models import CallbackCall
 from thoth_pbx.features.calls.models import Call
-from thoth_pbx.features.directory.models import AppInstance, Phone, WabaAccount
-from thoth_pbx.features.portal.install import EVENTS_PATH
-from thoth_pbx.features.portal.users import fetch_users, store_users
+from thoth_pbx.features.directory.models import Phone
 from thoth_pbx.sandbox.bitrix import BitrixSimulator, Portal
 from thoth_pbx.sandbox.bitrix.clicktocall import click_to_call
 from thoth_pbx.sandbox.meta import MetaSimulator
@@ -77,6 +75,12 @@ class TwoServers:
             elif entry.ok and str(params.get("CALL_ID")) in call_ids:
                 out.append(entry.method)
         return out
+
+    async def callback(self, call_id: str, state: str) -> CallbackCall | None:
+        """The click-to-call of Bitrix24's CALL_ID once in `state`."""
+        async with self.services.sessions() as session:
+            row = await session.scalar(select(CallbackCall).where(CallbackCall.bitrix_call_id == call_id))
+        return row if row is not None and row.state == state else None
 
     async def row(self, caller: str) -> Call | None:
         async with self.services.sessions() as session:
@@ -134,24 +138,10 @@ trunk = {_toml(second.trunk_settings())}
         **bitrix_env(sim, f"http://127.0.0.1:{port}"),
     }
     services = await open_services(load_settings(None, environ=environ))
-    instance_id = await seed_instance(services.sessions, sim, portal)
-    assert services.bitrix is not None
-    users = await fetch_users(await services.bitrix.portals.client(instance_id))
+    calls = {"ring_group": ["101"], "record": False, "responsible_first_seconds": 0}
+    instance_id = await seed_portal(services, sim, portal, calls)
     async with services.sessions() as session, session.begin():
-        await store_users(session, instance_id, users)
-        inst = await session.get(AppInstance, instance_id)
-        assert inst is not None
-        inst.settings = {"calls": {"ring_group": ["101"], "record": False, "responsible_first_seconds": 0}}
-        waba = WabaAccount(
-            name="Two",
-            access_token=TOKEN,
-            verify_token="v" * 20,
-            verify_token_fingerprint="f1",
-            api_key="k" * 20,
-            api_key_fingerprint="f2",
-        )
-        session.add(waba)
-        await session.flush()
+        waba = await add_waba(session, "Two", TOKEN)
         for number, password, server, pnid in (
             (NUMBER_A, PASSWORD_A, None, "2001"),
             (NUMBER_B, PASSWORD_B, "pbx-b", "2002"),
@@ -168,15 +158,7 @@ trunk = {_toml(second.trunk_settings())}
                     asterisk=server,
                 )
             )
-    portal.bindings.append(
-        {
-            "id": 1001,
-            "event": "ONEXTERNALCALLSTART",
-            "handler": f"http://127.0.0.1:{port}{EVENTS_PATH}",
-            "auth_type": "0",
-            "offline": 0,
-        }
-    )
+    bind_event(portal, "ONEXTERNALCALLSTART", port)
     client = TestClient(TestServer(build_app(services), host="127.0.0.1", port=port))
     await client.start_server()
     try:
@@ -259,12 +241,7 @@ async def test_a_click_to_call_is_dialled_by_its_numbers_server(two: TwoServers,
     call_id, sent = await click_to_call(two.sim, two.portal, user_id=2, phone=ANSWERS, line_number=NUMBER_B.lstrip("+"))
     assert [status for _, status, _ in sent] == [200], sent
 
-    async def connected() -> CallbackCall | None:
-        async with two.services.sessions() as session:
-            row = await session.scalar(select(CallbackCall).where(CallbackCall.bitrix_call_id == call_id))
-        return row if row is not None and row.state == "connected" else None
-
-    row = await wait_until(connected, timeout=30, what="the click-to-call connected")
+    row = await wait_until(lambda: two.callback(call_id, "connected"), timeout=30, what="the click-to-call connected")
     assert row.asterisk == "pbx-b"
     # both legs on the second server; the first server dialled nothing; Meta's side of the second lab took it
     live_b = {c["id"] for c in second.business_channels()}
@@ -274,12 +251,7 @@ async def test_a_click_to_call_is_dialled_by_its_numbers_server(two: TwoServers,
     assert len(legs) == 1 and legs[0]["state"] == "Up", legs
     second.hangup_meta(legs[0]["id"])
 
-    async def ended() -> CallbackCall | None:
-        async with two.services.sessions() as session:
-            row = await session.scalar(select(CallbackCall).where(CallbackCall.bitrix_call_id == call_id))
-        return row if row is not None and row.state == "ended" else None
-
-    done = await wait_until(ended, timeout=30, what="the click-to-call ended")
+    done = await wait_until(lambda: two.callback(call_id, "ended"), timeout=30, what="the click-to-call ended")
     assert done.status_code == "200"
     logged = await wait_until(lambda: two.portal.statistics.get(call_id), timeout=20, what="the call logged")
     assert logged["CALL_FAILED_CODE"] == "200"

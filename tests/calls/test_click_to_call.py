@@ -25,14 +25,13 @@ from sqlalchemy import select
 
 from tests.calls.conftest import start_own_lab
 from tests.calls.lab import SIP_HOSTNAME, CallLab, stop_lab
-from tests.calls.service import OPERATORS, new_simulator, thoth_environ
+from tests.calls.service import OPERATORS, bind_event, new_simulator, thoth_environ
 from tests.support.bitrix import jobs, seed_instance, wait_until
 from thoth_pbx.app import Services, build_app, open_services
 from thoth_pbx.core.settings import load_settings
 from thoth_pbx.features.callback.models import CallbackCall
 from thoth_pbx.features.directory.models import AppInstance, Phone, WabaAccount
 from thoth_pbx.features.messaging.models import MessagingWindow
-from thoth_pbx.features.portal.install import EVENTS_PATH
 from thoth_pbx.features.portal.users import fetch_users, store_users
 from thoth_pbx.sandbox import meta as meta_sim
 from thoth_pbx.sandbox.bitrix import BitrixSimulator, Portal
@@ -165,15 +164,7 @@ async def c2c(request: pytest.FixtureRequest, tmp_path: Path, c2c_lab: CallLab) 
         environ["THOTH_DATABASE_URL"] = request.getfixturevalue("database_url_postgres")
     services = await open_services(load_settings(None, environ=environ))
     instance_id, phone_id = await _seed(services, sim, portal)
-    portal.bindings.append(
-        {
-            "id": 1001,
-            "event": "ONEXTERNALCALLSTART",
-            "handler": f"http://127.0.0.1:{port}{EVENTS_PATH}",
-            "auth_type": "0",
-            "offline": 0,
-        }
-    )
+    bind_event(portal, "ONEXTERNALCALLSTART", port)
     client = TestClient(TestServer(build_app(services), host="127.0.0.1", port=port))
     await client.start_server()
     await services.ari.wait_connected(15)
