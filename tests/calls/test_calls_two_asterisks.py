@@ -16,8 +16,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
 from tests.calls.lab import SIP_HOSTNAME, CallLab, start_lab, stop_lab
-from tests.calls.service import add_waba, bind_event, new_simulator, seed_portal
-from tests.support.bitrix import bitrix_env, free_port, wait_until
+from tests.calls.service import add_waba, bind_event, new_simulator, seed_portal, thoth_environ
+from tests.support.bitrix import free_port, wait_until
 from thoth_pbx.app import Services, build_app, open_services
 from thoth_pbx.clients.asterisk.ari import AriError, basic_auth_header
 from thoth_pbx.core.settings import load_settings
@@ -97,7 +97,7 @@ class TwoServers:
 @pytest.fixture
 async def two(tmp_path: Path, labs: tuple[CallLab, CallLab]) -> AsyncIterator[TwoServers]:
     first, second = labs
-    a, b = first.business, second.business
+    b = second.business
     port = free_port()
     sim, portal = await new_simulator()
     meta = MetaSimulator()  # Graph for click-to-call: call permissions
@@ -108,13 +108,13 @@ async def two(tmp_path: Path, labs: tuple[CallLab, CallLab]) -> AsyncIterator[Tw
         meta.phones[pnid].call_permissions[ANSWERS.lstrip("+")] = {"status": "permanent"}
     meta_server = TestServer(meta.app())
     await meta_server.start_server()
-    config = tmp_path / "thoth.toml"
+    # the first lab as every call test has it (ami_url, ari_url, asterisk_config_dir from the
+    # environment), the second as an [[asterisk]] table of the config file
+    environ = thoth_environ(tmp_path, first, sim, port=port)
+    config = tmp_path / "two.toml"
     config.write_text(
         f"""
 asterisk_name = "pbx-a"
-ami_url = "tcp://{a.ami_user}:{a.ami_secret}@{a.host}:{a.ami_port}"
-ari_url = "http://{a.ari_user}:{a.ari_password}@{a.host}:{a.http_port}"
-asterisk_config_dir = "{a.config_dir}"
 trunk = {_toml(first.trunk_settings())}
 
 [[asterisk]]
@@ -125,17 +125,10 @@ config_dir = "{b.config_dir}"
 trunk = {_toml(second.trunk_settings())}
 """
     )
-    environ = {
+    environ |= {
         "THOTH_CONFIG": str(config),
-        "THOTH_LISTEN": f"127.0.0.1:{port}",
-        "THOTH_DATABASE_URL": f"sqlite:///{tmp_path / 'thoth.sqlite3'}",
-        "THOTH_SECRET_KEY_FILE": str(tmp_path / "secret.key"),
-        "THOTH_ADMIN_PASSWORD": "correct-horse-battery",
-        "THOTH_ADMIN_PASSWORD_FILE": str(tmp_path / "admin-password"),
-        "THOTH_RECORDINGS_DIR": str(tmp_path / "recordings"),
         "THOTH_ARI_APP": "thoth-two",
         "THOTH_META_GRAPH_URL": str(meta_server.make_url("")).rstrip("/"),
-        **bitrix_env(sim, f"http://127.0.0.1:{port}"),
     }
     services = await open_services(load_settings(None, environ=environ))
     calls = {"ring_group": ["101"], "record": False, "responsible_first_seconds": 0}
