@@ -219,6 +219,8 @@ async def test_each_server_gets_its_numbers_trunk_and_carries_its_calls(
         assert two.bitrix(call.linkedid).count(REGISTER) == 1 and two.bitrix(call.linkedid).count(FINISH) == 1
     ended = [await two.wait_row(caller, "ended") for caller in ("+79990000171", "+79990000172")]
     assert [row.status_code for row in ended] == ["200", "200"]
+    listed = (await (await two.client.get("/api/admin/calls", headers=ADMIN)).json())["items"]
+    assert {c["caller"]: c["asterisk"] for c in listed} == {"+79990000171": None, "+79990000172": "pbx-b"}
 
     health = await (await two.client.get("/healthz")).json()
     assert [(s["name"], s["ari"]["state"]) for s in health["asterisks"]] == [

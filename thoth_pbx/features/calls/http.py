@@ -36,6 +36,7 @@ def describe(call: Call) -> dict[str, Any]:
         "app_instance_id": call.app_instance_id,
         "bitrix_call_id": call.bitrix_call_id,
         "recorded": call.recording_path is not None,
+        "asterisk": call.asterisk,  # the server it came in on (settings [[asterisk]]); null: the first
         "detail": call.detail,
     }
 
