@@ -57,11 +57,17 @@ class Statuses:
         bsuid = str(status.extra.get("recipient_user_id") or "") or None
         errors = [{"code": e.code, "title": e.title, "message": e.message, "details": e.details} for e in status.errors]
         async with self._sessions() as session, session.begin():
-            who = await find(session, item.phone.waba_account_id, bsuid=bsuid, phone=status.recipient_id)
-            # the chat's chain, so the status runs behind the send it reports on
-            customer = who.chat_key if who is not None else (status.recipient_id or bsuid or "")
-            line = await line_of(session, item.phone.id)
-            chain = chat_chain(item.phone.app_instance_id, (line.line_id if line else None) or 0, customer)
+            sent = await history.by_wamid(session, status.id)
+            if sent is not None and sent.app_instance_id == item.phone.app_instance_id:
+                # the send stored its wamid: the chat's chain as the message row has it (one read
+                # instead of the customer's and the line's, for every status of every message)
+                chain = chat_chain(sent.app_instance_id, sent.line_id or 0, sent.customer)
+            else:
+                who = await find(session, item.phone.waba_account_id, bsuid=bsuid, phone=status.recipient_id)
+                # the chat's chain, so the status runs behind the send it reports on
+                customer = who.chat_key if who is not None else (status.recipient_id or bsuid or "")
+                line = await line_of(session, item.phone.id)
+                chain = chat_chain(item.phone.app_instance_id, (line.line_id if line else None) or 0, customer)
             payload = {"wamid": status.id, "status": status.status, "timestamp": status.timestamp, "errors": errors}
             await self._outbox.enqueue(session, KIND_STATUS, item.phone.app_instance_id, chain, payload)
 
