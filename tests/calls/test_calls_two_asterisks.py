@@ -222,6 +222,10 @@ async def test_each_server_gets_its_numbers_trunk_and_carries_its_calls(
     listed = (await (await two.client.get("/api/admin/calls", headers=ADMIN)).json())["items"]
     assert {c["caller"]: c["asterisk"] for c in listed} == {"+79990000171": None, "+79990000172": "pbx-b"}
 
+    # each lab names itself (the harness sets systemname): the doctor reads both over AMI
+    report = await (await two.client.get("/api/admin/doctor", headers=ADMIN)).json()
+    [named] = [v for v in report["checks"] if v["check"] == "asterisk.systemname"]
+    assert named["status"] == "ok" and "pbx-a thoth-two-a, pbx-b thoth-two-b" in named["message"], named
     health = await (await two.client.get("/healthz")).json()
     assert [(s["name"], s["ari"]["state"]) for s in health["asterisks"]] == [
         ("pbx-a", "connected"),

@@ -17,7 +17,7 @@ from typing import Any
 from thoth_pbx.clients.asterisk.ami import AmiActionFailed, AmiClient, AmiError
 from thoth_pbx.clients.asterisk.ari import AriClient, AriError
 from thoth_pbx.features.doctor.inputs import TrunkFacts
-from thoth_pbx.features.doctor.verdicts import Verdict, fail, ok, warn
+from thoth_pbx.features.doctor.verdicts import Verdict, cannot, fail, ok, warn
 
 Event = Mapping[str, Any]
 
@@ -393,3 +393,33 @@ def ari_verdict(read_status: int | None, write_status: int | None, error: str | 
     if write_status in (400, 200):
         return ok(check, f"ARI user {user} may read and write")
     return warn(check, f"ARI answered {write_status} to a write probe; write access is unclear", fix)
+
+
+async def read_system_name(ami: AmiClient) -> str:
+    """`SystemName` of AMI's CoreSettings (asterisk.conf `systemname`; empty when unset)."""
+    answer = await ami.action_ok({"Action": "CoreSettings"})
+    return str(answer.get("SystemName") or "").strip()
+
+
+def system_name_verdict(names: Mapping[str, str | None]) -> Verdict:
+    """Several servers (docs/scaling.md): each names itself with a distinct `systemname`, or two
+    of them can give two calls the same unique id (our EXTERNAL_CALL_ID). `names`: server ->
+    its SystemName ("" unset, None: its AMI could not be asked)."""
+    fix = "set a distinct systemname in the [options] of asterisk.conf on every server, then restart Asterisk"
+    unknown = sorted(server for server, name in names.items() if name is None)
+    unset = sorted(server for server, name in names.items() if name == "")
+    seen: dict[str, list[str]] = {}
+    for server, name in names.items():
+        if name:
+            seen.setdefault(name, []).append(server)
+    shared = sorted(f"{name!r} on {', '.join(servers)}" for name, servers in seen.items() if len(servers) > 1)
+    if unset or shared:
+        said = ([f"no systemname on {', '.join(unset)}"] if unset else []) + [
+            f"the same systemname {s}" for s in shared
+        ]
+        return warn("asterisk.systemname", "; ".join(said) + ": two servers may give two calls the same id", fix)
+    if unknown:
+        return cannot("asterisk.systemname", f"AMI of {', '.join(unknown)} is not connected", "see ami.connection")
+    return ok(
+        "asterisk.systemname", "each server has its own systemname: " + ", ".join(f"{s} {n}" for s, n in names.items())
+    )

@@ -105,6 +105,8 @@ class Doctor:
             else:  # said of that server: the subject names it
                 verdicts += [replace(v, subject=v.subject or f"asterisk {server.name}") for v in checked]
         settings = first
+        if len(self.servers) > 1:
+            verdicts.append(asterisk.system_name_verdict(await self._system_names()))
         verdicts += await self._meta(settings, phones, accounts)
         verdicts += await self._bitrix(instances, lines)
         verdicts.append(self._internet(settings, phones))
@@ -239,6 +241,15 @@ class Doctor:
                 if name not in done
             ]
         return out
+
+    async def _system_names(self) -> dict[str, str | None]:
+        names: dict[str, str | None] = {}
+        for server, ami, _trunk in self.servers:
+            try:
+                names[server.name] = await asterisk.read_system_name(ami) if ami.connected else None
+            except AmiError:
+                names[server.name] = None
+        return names
 
     def _ranges_file(self) -> Path:
         override = self.settings.template_override_dir
