@@ -267,6 +267,16 @@ def build_app(services: Services, login_throttle: LoginThrottle | None = None) -
     """The aiohttp application around already opened services; closes them on cleanup."""
     settings = services.settings
     throttle = login_throttle or LoginThrottle()  # one count of failed logins: API and panel
+    owners_of = {stasis.asterisk: stasis.owner for stasis in services.stasis_apps}
+    servers = [
+        AsteriskHealth(
+            link.server.name,
+            link.ami,
+            link.ari,
+            owner.status if (owner := owners_of.get(link.server.name)) is not None else None,
+        )
+        for link in services.asterisks
+    ]
     admin_panel = panel(
         PanelDeps(
             settings=settings,
@@ -287,6 +297,7 @@ def build_app(services: Services, login_throttle: LoginThrottle | None = None) -
             stasis=services.stasis_owner.status if services.stasis_owner else None,
             doctor=services.doctor,
             pbx_servers=services.pbx_servers,
+            asterisks=servers,
         )
     )
     app = web.Application(
@@ -298,21 +309,11 @@ def build_app(services: Services, login_throttle: LoginThrottle | None = None) -
         ],
     )
     app[SERVICES] = services
-    owners_of = {app.asterisk: app.owner for app in services.stasis_apps}
-    servers = [
-        AsteriskHealth(
-            link.server.name,
-            link.ami,
-            link.ari,
-            owner.status if (owner := owners_of.get(link.server.name)) is not None else None,
-        )
-        for link in services.asterisks
-    ]
     app.router.add_routes(health_routes(services.engine, services.secret_box, servers))
     app.router.add_routes(meta_webhook_routes(services.meta.webhook))
     app.router.add_routes(bitrix_webhook_routes(services.bitrix.app))
     app.router.add_routes(outbox_routes(services.outbox, services.sessions))
-    elected = [app.owner for app in services.stasis_apps if app.owner is not None]
+    elected = [stasis.owner for stasis in services.stasis_apps if stasis.owner is not None]
     owners = (lambda: {owner.asterisk: owner.owner for owner in elected}) if elected else None
     links = [(link.server.name, link.ami, link.ari) for link in services.asterisks]
     app.router.add_routes(metrics_routes(services.sessions, links, owners))

@@ -197,3 +197,15 @@ async def test_the_panels_trunk_page_is_per_server(api: Any) -> None:
     assert 'action="/panel/trunk"' in first and "<code>pbx-a</code>" in first
     missing = await api.get("/panel/trunk?asterisk=pbx-z", headers=session)
     assert missing.status == 404 and "pbx-a, pbx-b" in await missing.text()
+
+
+async def test_the_dashboard_lists_every_server(api: Any) -> None:
+    import re
+
+    from tests.browser.test_panel_http import sign_in
+
+    session = {"Cookie": (await sign_in(api)).split(";")[0]}
+    page = await (await api.get("/panel/", headers=session)).text()
+    rows = re.findall(r'<tr class="server" id="server-([a-z0-9_-]+)">(.*?)</tr>', page, re.S)
+    assert [name for name, _row in rows] == ["pbx-a", "pbx-b"]
+    assert all("AMI" in row and "ARI" in row for _name, row in rows)

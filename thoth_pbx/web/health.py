@@ -29,7 +29,9 @@ class AsteriskHealth:
     stasis: Callable[[], dict[str, Any]] | None = None  # None: no election (SQLite, no ARI)
 
 
-def _server(server: AsteriskHealth) -> tuple[dict[str, Any], bool]:
+def server_health(server: AsteriskHealth) -> tuple[dict[str, Any], bool]:
+    """One server's AMI, ARI and Stasis role as /healthz (and the panel's dashboard) show them,
+    and whether it is ready (a standby's closed ARI counts as ready)."""
     body: dict[str, Any] = {"name": server.name, "ami": server.ami.status.as_json(), "ari": server.ari.status.as_json()}
     standby = False
     if server.stasis is not None:
@@ -42,7 +44,7 @@ def _server(server: AsteriskHealth) -> tuple[dict[str, Any], bool]:
 def health_routes(engine: AsyncEngine, box: SecretBox, asterisks: list[AsteriskHealth]) -> list[web.RouteDef]:
     async def healthz(request: web.Request) -> web.Response:
         database = await database_health(engine, box)
-        servers = [_server(server) for server in asterisks]
+        servers = [server_health(server) for server in asterisks]
         first = servers[0][0]
         body: dict[str, Any] = {
             "version": __version__,

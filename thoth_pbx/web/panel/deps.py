@@ -21,6 +21,7 @@ from thoth_pbx.features.portal.service import BitrixService
 from thoth_pbx.features.trunk.calling import CallingService
 from thoth_pbx.features.trunk.service import PbxService
 from thoth_pbx.outbox.queue import Outbox
+from thoth_pbx.web.health import AsteriskHealth
 from thoth_pbx.web.login_throttle import LoginThrottle
 
 
@@ -46,6 +47,8 @@ class PanelDeps:
     doctor: Doctor | None = None  # the preflight page (features/doctor, docs/doctor.md)
     # every configured Asterisk's trunk by name, the first first (the trunk page's ?asterisk=)
     pbx_servers: dict[str, PbxService] = field(default_factory=dict)
+    # every configured Asterisk's AMI, ARI and Stasis role (the dashboard lists them when several)
+    asterisks: list[AsteriskHealth] = field(default_factory=list)
 
     @property
     def secure_cookies(self) -> bool:

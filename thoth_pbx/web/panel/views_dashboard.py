@@ -12,6 +12,7 @@ from thoth_pbx.core.validation import FieldError
 from thoth_pbx.features.directory.service import INSTANCES, PHONES, WABAS
 from thoth_pbx.outbox.admin import list_jobs
 from thoth_pbx.store.health import database_health
+from thoth_pbx.web.health import server_health
 from thoth_pbx.web.panel.auth import PANEL
 from thoth_pbx.web.panel.deps import PanelDeps
 from thoth_pbx.web.panel.render import Pages, Translate
@@ -98,6 +99,7 @@ def dashboard_routes(deps: PanelDeps, pages: Pages) -> list[web.RouteDef]:
             "ami": deps.ami.status.as_json(),
             "ari": deps.ari.status.as_json(),
             "stasis": deps.stasis() if deps.stasis is not None else None,
+            "servers": [server_health(server)[0] for server in deps.asterisks] if len(deps.asterisks) > 1 else [],
             "portals": portals,
             "wabas": [{**w, "token_state": token_state(w)} for w in wabas],
             "attention": await attention(deps, phones, _),
