@@ -302,7 +302,7 @@ class InboxDispatcher:
         try:
             await asyncio.wait_for(self._wake.wait(), self._sweep)
         except TimeoutError:
-            pass
+            self._idle.clear()  # a pass is under way: wait_idle() waits for it, as after notify()
 
     async def run_once(self) -> int:
         """Dispatch up to one batch of pending rows; returns how many were handled."""
