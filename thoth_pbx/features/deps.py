@@ -26,6 +26,13 @@ class AsteriskLink:
     server: AsteriskServer
     ami: AmiClient
     ari: AriClient
+    first: bool = False  # the server of the settings' top-level keys
+
+    @property
+    def stored(self) -> str | None:
+        """What rows store for this server (`phone.asterisk`, `call.asterisk`...): None for the
+        first, so renaming it keeps its rows (decisions D11)."""
+        return None if self.first else self.server.name
 
 
 @dataclass(frozen=True)
@@ -42,7 +49,7 @@ class Deps:
     @property
     def asterisks(self) -> tuple[AsteriskLink, ...]:
         """Every configured Asterisk, the first one first."""
-        return (AsteriskLink(self.settings.asterisks[0], self.ami, self.ari), *self.more_asterisks)
+        return (AsteriskLink(self.settings.asterisks[0], self.ami, self.ari, first=True), *self.more_asterisks)
 
 
 async def _nothing() -> None:

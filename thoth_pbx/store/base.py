@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, MetaData, Table
+from sqlalchemy import JSON, ColumnElement, MetaData, Table
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from thoth_pbx.store.types import UtcDateTime, utcnow
@@ -39,3 +39,10 @@ class Base(DeclarativeBase):
 class Timestamps:
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+def on_server(column: Any, stored: str | None) -> ColumnElement[bool]:
+    """Rows of one Asterisk server, by the value rows store for it: its name, or None (NULL) for
+    the first server (settings `[[asterisk]]`, decisions D11)."""
+    where: ColumnElement[bool] = column.is_(None) if stored is None else column == stored
+    return where

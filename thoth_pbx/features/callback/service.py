@@ -39,6 +39,7 @@ from thoth_pbx.features.directory import AppInstance, Phone, phone_and_account
 from thoth_pbx.features.portal import BitrixEvent, BitrixUser
 from thoth_pbx.outbox.jobs import Job, Retry
 from thoth_pbx.outbox.queue import Outbox
+from thoth_pbx.store.base import on_server
 from thoth_pbx.store.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -395,13 +396,15 @@ class CallbackService:
         watched to their end; the others (their legs gone while we were away) are finished with
         what is known. Another server's calls are not in this server's channels: left alone."""
         dialer = self.dialers[asterisk]
-        mine = CallbackCall.asterisk.is_(None) if asterisk is None else CallbackCall.asterisk == asterisk
         try:
             live = await dialer.live_channels()
             async with self.sessions() as session:
                 rows = (
                     await session.scalars(
-                        select(CallbackCall).where(CallbackCall.state.in_(("dialing", "calling", "connected")), mine)
+                        select(CallbackCall).where(
+                            CallbackCall.state.in_(("dialing", "calling", "connected")),
+                            on_server(CallbackCall.asterisk, asterisk),
+                        )
                     )
                 ).all()
         except Exception:

@@ -56,7 +56,7 @@ def wire(
     for n, link in enumerate(deps.asterisks):
         ari = AriClient(link.server.ari, app_name(deps))
         dialer = Dialer(ari, report, recordings_dir=deps.settings.recordings_dir)
-        key = None if n == 0 else link.server.name
+        key = link.stored
         dialers[key] = dialer
         ari.on_event = dialer.on_event
         ari.on_connect = functools.partial(_recover, lambda: service, key)

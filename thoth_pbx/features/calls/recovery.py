@@ -22,6 +22,7 @@ from thoth_pbx.features.calls.callflow import Operator
 from thoth_pbx.features.calls.models import Call
 from thoth_pbx.features.calls.notifier import CallContext, CallNotifier, Registration
 from thoth_pbx.features.directory import Phone
+from thoth_pbx.store.base import on_server
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class CallRecovery:
     def _of_this_asterisk(self) -> ColumnElement[bool]:
         """Calls of the Asterisk this app talks to: another server's live calls are not ours to
         finish (their channels are not in our channel list)."""
-        return Call.asterisk.is_(None) if self.asterisk is None else Call.asterisk == self.asterisk
+        return on_server(Call.asterisk, self.asterisk)
 
     async def resync(self) -> None:
         """After a (re)connect: re-attach to live calls, finish calls that ended meanwhile."""

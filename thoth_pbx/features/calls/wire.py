@@ -39,8 +39,8 @@ def wire(deps: Deps, portals: Portals, endpoint_prefix: str) -> tuple[list[Stasi
     notifier = BitrixCallNotifier(deps.sessions, jobs, portals, settings.calls)
     apps: list[StasisApp] = []
     parts: list[Wired] = []
-    for n, link in enumerate(deps.asterisks):
-        app, part = _wire_one(deps, link, notifier, endpoint_prefix, first=n == 0)
+    for link in deps.asterisks:
+        app, part = _wire_one(deps, link, notifier, endpoint_prefix)
         apps.append(app)
         parts.append(part)
 
@@ -53,7 +53,7 @@ def wire(deps: Deps, portals: Portals, endpoint_prefix: str) -> tuple[list[Stasi
 
 
 def _wire_one(
-    deps: Deps, link: AsteriskLink, notifier: BitrixCallNotifier, endpoint_prefix: str, *, first: bool
+    deps: Deps, link: AsteriskLink, notifier: BitrixCallNotifier, endpoint_prefix: str
 ) -> tuple[StasisApp, Wired]:
     settings, ari = deps.settings, link.ari
     # what a call context is copied from: phone, portal (settings, status), user map
@@ -65,7 +65,7 @@ def _wire_one(
         recordings_dir=settings.recordings_dir,
         changes=context_changes,
         endpoint_prefix=endpoint_prefix,
-        asterisk=None if first else link.server.name,
+        asterisk=link.stored,
     )
     ari.on_connect = calls.resync
     if link.server.ari is None:  # no Asterisk: nothing to own

@@ -78,8 +78,6 @@ class Doctor:
         self.settings = settings
         self.sessions = sessions
         self.servers = [(settings.asterisks[0], ami, trunk), *more]
-        self.ami = ami
-        self.trunk = trunk
         self.graph = graph
         self.tokens = tokens
         self.portals = portals
@@ -97,7 +95,8 @@ class Doctor:
         phones, accounts, instances, lines = await self._directory()
         first: TrunkFacts | None = None
         for n, (server, ami, trunk) in enumerate(self.servers):
-            theirs = [p for p in phones if (p.asterisk or self.servers[0][0].name) == server.name]
+            stored = None if n == 0 else server.name  # what its phones store (decisions D11)
+            theirs = [p for p in phones if p.asterisk == stored]
             checked, settings = await self._one_asterisk(server, ami, trunk, theirs)
             if n == 0:
                 first = settings

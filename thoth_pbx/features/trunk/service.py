@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from thoth_pbx.clients.asterisk.ami import AmiClient
@@ -26,6 +26,7 @@ from thoth_pbx.features.trunk import status as pbx_status
 from thoth_pbx.features.trunk.apply import Applier, ApplyOutcome
 from thoth_pbx.features.trunk.models import PbxRevision
 from thoth_pbx.features.trunk.render import Rendered, TrunkPhone, TrunkSettings
+from thoth_pbx.store.base import on_server
 from thoth_pbx.store.setting import Setting
 
 log = logging.getLogger(__name__)
@@ -48,16 +49,12 @@ class PbxService:
         self.sessions = sessions
         self.ami = ami
         self.server = server or settings.asterisks[0]
-        self.first = self.server.name == settings.asterisks[0].name
+        # what rows store for this server: None for the first (decisions D11)
+        self.stored = None if self.server.name == settings.asterisks[0].name else self.server.name
         self.config_dir = Path(self.server.config_dir)
         self.mode = self.server.mode
         self.override_dir = settings.template_override_dir
         self.applier = Applier(ami, self.config_dir, self.mode)
-
-    def _mine(self, column: Any) -> ColumnElement[bool]:
-        """Rows of this server: its name, or none stored for the first server."""
-        mine: ColumnElement[bool] = column.is_(None) if self.first else column == self.server.name
-        return mine
 
     # ------------------------------------------------------------------ settings
 
@@ -138,7 +135,9 @@ class PbxService:
         async with self.sessions() as session:
             rows = (
                 await session.scalars(
-                    select(Phone).where(Phone.sip_enabled.is_(True), self._mine(Phone.asterisk)).order_by(Phone.id)
+                    select(Phone)
+                    .where(Phone.sip_enabled.is_(True), on_server(Phone.asterisk, self.stored))
+                    .order_by(Phone.id)
                 )
             ).all()
             return [TrunkPhone(p.number, p.sip_user_password, p.sip_hostname, p.id) for p in rows]
@@ -160,7 +159,9 @@ class PbxService:
             flagged = set(
                 (
                     await session.scalars(
-                        select(Phone.id).where(Phone.trunk_needs_apply.is_(True), self._mine(Phone.asterisk))
+                        select(Phone.id).where(
+                            Phone.trunk_needs_apply.is_(True), on_server(Phone.asterisk, self.stored)
+                        )
                     )
                 ).all()
             )
@@ -188,7 +189,7 @@ class PbxService:
                 diff=outcome.diff,
                 files={k: v for k, v in outcome.files.items()},
                 detail=detail,
-                asterisk=None if self.first else self.server.name,
+                asterisk=self.stored,
             )
             session.add(revision)
             if outcome.ok and phone_ids:
@@ -201,7 +202,10 @@ class PbxService:
     async def last_revision(self, *, with_files: bool = False) -> dict[str, Any] | None:
         async with self.sessions() as session:
             row = await session.scalar(
-                select(PbxRevision).where(self._mine(PbxRevision.asterisk)).order_by(PbxRevision.id.desc()).limit(1)
+                select(PbxRevision)
+                .where(on_server(PbxRevision.asterisk, self.stored))
+                .order_by(PbxRevision.id.desc())
+                .limit(1)
             )
             if row is None:
                 return None
@@ -221,7 +225,7 @@ class PbxService:
             rows = (
                 await session.scalars(
                     select(PbxRevision)
-                    .where(self._mine(PbxRevision.asterisk))
+                    .where(on_server(PbxRevision.asterisk, self.stored))
                     .order_by(PbxRevision.id.desc())
                     .limit(limit)
                 )
@@ -248,7 +252,9 @@ class PbxService:
         async with self.sessions() as session:
             pending = (
                 await session.scalars(
-                    select(Phone.number).where(Phone.trunk_needs_apply.is_(True), self._mine(Phone.asterisk))
+                    select(Phone.number).where(
+                        Phone.trunk_needs_apply.is_(True), on_server(Phone.asterisk, self.stored)
+                    )
                 )
             ).all()
         report = await pbx_status.collect(self.ami, self.config_dir, self.mode, rendered, last)
@@ -260,7 +266,7 @@ class PbxService:
     async def summary(self) -> dict[str, Any]:
         """This server as `GET /api/admin/pbx/servers` lists it (addresses without secrets)."""
         async with self.sessions() as session:
-            phones = (await session.scalars(select(Phone.number).where(self._mine(Phone.asterisk)))).all()
+            phones = (await session.scalars(select(Phone.number).where(on_server(Phone.asterisk, self.stored)))).all()
         server = self.server
         return {
             "name": server.name,
