@@ -194,6 +194,7 @@ async def open_services(settings: Settings) -> Services:
         meta.dispatcher,
         messaging_parts.windows.last_inbound,
         [stasis.owner for stasis in stasis_apps],
+        messaging_parts.templates.of_account,  # the permission template is checked against them
     )
     doctor, doctor_part = doctor_feature.wire(
         deps, list(pbx_servers.values()), meta.graph, meta.tokens.check, bitrix.portals

@@ -32,7 +32,7 @@ from thoth_pbx.clients.asterisk.ari import AriError
 from thoth_pbx.core.settings import load_settings
 from thoth_pbx.features.callback.models import CallbackCall
 from thoth_pbx.features.directory.models import AppInstance, Phone, WabaAccount
-from thoth_pbx.features.messaging.models import MessagingWindow
+from thoth_pbx.features.messaging.models import MessagingTemplateSync, MessagingWindow
 from thoth_pbx.features.portal.users import fetch_users, store_users
 from thoth_pbx.sandbox import meta as meta_sim
 from thoth_pbx.sandbox.bitrix import BitrixSimulator, Portal
@@ -51,6 +51,8 @@ LINE = BUSINESS.lstrip("+")
 ANSWERS, DECLINES, UNAVAILABLE, FORBIDDEN = "+79991000001", "+79991000002", "+79991000003", "+79991000004"
 RINGS = "+79991000005"
 FINISH, REGISTER = "telephony.externalcall.finish", "telephony.externalcall.register"
+ASK_BODY = {"type": "BODY", "text": "May we call you on WhatsApp about your request?"}
+CPR = {"type": "call_permission_request"}  # Meta's call permission request template component
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +110,25 @@ class C2C:
     def meta_legs(self) -> list[dict[str, Any]]:
         """Business-initiated calls that reached Meta's side (its endpoint for our number)."""
         return [c for c in self.lab.meta_channels() if c["name"].startswith(f"PJSIP/{BUSINESS}-")]
+
+    async def templates(self, name: str, components: list[dict[str, Any]], **more: Any) -> None:
+        """A template on the simulator's WABA, then synchronised into thoth-pbx as the messaging
+        feature lists them: after the start-up listing (else that older listing could be stored
+        after ours), one listing of ours."""
+        self.meta.add_template("c2cwaba", name, "en_US", components, **more)
+        async with self.services.sessions() as session:
+            phone = await session.get(Phone, self.phone_id)
+            assert phone is not None and phone.waba_account_id is not None
+            account_id = phone.waba_account_id
+
+        async def listed_at_start() -> bool:
+            async with self.services.sessions() as session:
+                sync = await session.get(MessagingTemplateSync, account_id)
+                return sync is not None and (sync.synced_at is not None or sync.error is not None)
+
+        await wait_until(listed_at_start, what="the start-up template listing")
+        listed = await self.services.messaging_parts.templates.sync(account_id)
+        assert "error" not in listed, listed
 
     async def reply(self, customer: str, *, accept: bool = True) -> None:
         doc = meta_sim.delivery("c2cwaba", [permission_reply(self.phone, customer, accept=accept)])
@@ -298,19 +319,49 @@ async def test_outside_the_window_without_template_nothing_is_sent_and_the_opera
 
 
 async def test_outside_the_window_the_configured_template_asks(c2c: C2C) -> None:
-    """Outside the 24-hour window only a template may go: the one the portal configured (on
-    Meta it carries the call_permission_request component; the simulator's templates know
-    header, body, footer and buttons only, so this one is a plain approved body)."""
-    c2c.meta.add_template(
-        "c2cwaba", "call_permission_ask", "en_US", [{"type": "BODY", "text": "May we call you on WhatsApp?"}]
-    )
-    await c2c.settings(template_name="call_permission_ask", template_language="en_US")
+    """Outside the 24-hour window only a template may go: the one the portal configured, a call
+    permission request template (a body and Meta's `call_permission_request` component). It is
+    a request like the interactive one (the simulator counts it against the limits) and the
+    customer's accept on it rings the operator again and calls the customer."""
+    await c2c.templates("call_permission_ask", [ASK_BODY, CPR])
+    await c2c.settings(template_name="call_permission_ask", template_language="en_US", auto_call_back=True)
     call_id = await c2c.click(ANSWERS)
     ended = await c2c.state(call_id, "ended")
-    assert ended.status_code == "403" and "permission template" in (ended.reason or "")
+    assert ended.status_code == "403" and "permission template" in (ended.reason or ""), ended.reason
     sent = c2c.phone.sent
     assert len(sent) == 1 and sent[0]["type"] == "template" and sent[0]["template"]["name"] == "call_permission_ask"
-    assert ended.detail["request_wamid"] == sent[0]["id"]
+    assert sent[0]["rendered"]["call_permission_request"] is True
+    assert ended.detail["request_wamid"] == sent[0]["id"] and ended.detail["requested"] == "template"
+    assert len(c2c.phone.permission_requests[ANSWERS.lstrip("+")]) == 1  # a request, limits counted
+    assert c2c.meta_legs() == []
+    # the customer accepts the template's request: the operator is rung again, the customer called
+    await c2c.reply(ANSWERS)
+    again = await c2c.state(f"callback-{ended.id}", "connected")
+    assert again.extension == "101"
+    register = [e for e in c2c.sim.recorder.calls(REGISTER, ok=True) if e.params.get("EXTERNAL_CALL_ID")]
+    assert len(register) == 1 and register[0].params["PHONE_NUMBER"] == ANSWERS
+    legs = c2c.meta_legs()
+    assert len(legs) == 1
+    c2c.lab.hangup_meta(legs[0]["id"])
+    await c2c.state(f"callback-{ended.id}", "ended")
+    logged = await c2c.logged(str(register[0].result["CALL_ID"]))
+    assert logged["CALL_FAILED_CODE"] == "200"
+
+
+async def test_a_configured_template_without_the_permission_component_is_not_sent(c2c: C2C) -> None:
+    """A plain approved template would reach the customer with nothing to grant (Meta: only the
+    `call_permission_request` component asks): nothing is sent and the operator is told which
+    template is wrong and why."""
+    await c2c.templates("call_permission_ask", [ASK_BODY])
+    await c2c.settings(template_name="call_permission_ask", template_language="en_US", auto_call_back=True)
+    call_id = await c2c.click(ANSWERS)
+    ended = await c2c.state(call_id, "ended")
+    why = "the permission template call_permission_ask+en_US has no call permission request component"
+    assert ended.status_code == "403" and why in (ended.reason or ""), ended.reason
+    assert c2c.phone.sent == [] and c2c.phone.permission_requests == {}
+    assert not ended.detail.get("requested")
+    logged = await c2c.logged(call_id)
+    assert logged["CALL_FAILED_CODE"] == "403" and why in logged["CALL_FAILED_REASON"]
     assert c2c.meta_legs() == []
 
 
@@ -341,6 +392,7 @@ async def test_sip_refusals_of_meta_give_their_own_status(c2c: C2C, customer: st
     ],
 )
 async def test_graph_refusals_give_their_own_status(c2c: C2C, code: int, path: str, status: str, why: str) -> None:
+    await c2c.templates("call_permission_ask", [ASK_BODY, CPR])
     c2c.meta.fail_next(FailRule(code=code, path=path, http_status=400))
     await c2c.settings(template_name="call_permission_ask", template_language="en_US")
     call_id = await c2c.click(ANSWERS)

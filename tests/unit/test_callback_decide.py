@@ -5,6 +5,10 @@ refusals: developers.facebook.com/documentation/business-messaging/whatsapp/call
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
 import pytest
 
 from thoth_pbx.clients.meta.permissions import CallPermission
@@ -94,3 +98,52 @@ def test_customer_numbers() -> None:
     assert e164("+7 (999) 100-00-01") == "+79991000001"
     assert e164("79991000001") == "+79991000001"
     assert e164("abc") is None and e164("") is None
+
+
+@dataclass(frozen=True)
+class Synced:
+    """A template as the messaging feature's listing gives it (name, language, status, components)."""
+
+    name: str
+    language: str
+    status: str
+    components: Sequence[Mapping[str, Any]] = ()
+
+
+ASK = Synced(
+    "call_permission_ask",
+    "en_US",
+    "APPROVED",
+    [{"type": "BODY", "text": "May we call you?"}, {"type": "CALL_PERMISSION_REQUEST"}],
+)
+
+
+def test_the_permission_template_must_be_known_approved_and_carry_the_component() -> None:
+    """Meta's call permission request templates (.../templates/utility-templates/utility-call-
+    permission-request-templates/): only a template with the `call_permission_request` component
+    asks; the check names which of the three is wrong."""
+    refusal = decide.template_refusal
+    assert refusal([ASK], "call_permission_ask", "en_US") is None
+    lower = Synced("ask", "ru", "APPROVED", [{"type": "body", "text": "?"}, {"type": "call_permission_request"}])
+    assert refusal([lower], "ask", "ru") is None  # the type in either case
+    assert refusal(None, "call_permission_ask", "en_US") is None  # never synchronised: sent as configured
+    unknown = refusal([ASK], "call_permission_ask", "ru")
+    assert unknown == Outcome(
+        "403",
+        "Permission not asked: the permission template call_permission_ask+ru is not among this WhatsApp "
+        "account's templates",
+    )
+    pending = refusal(
+        [Synced("call_permission_ask", "en_US", "PENDING", ASK.components)], "call_permission_ask", "en_US"
+    )
+    assert pending == Outcome(
+        "403", "Permission not asked: the permission template call_permission_ask+en_US is PENDING, not APPROVED"
+    )
+    plain = refusal(
+        [Synced("call_permission_ask", "en_US", "APPROVED", ASK.components[:1])], "call_permission_ask", "en_US"
+    )
+    assert plain == Outcome(
+        "403",
+        "Permission not asked: the permission template call_permission_ask+en_US has no call permission request "
+        "component",
+    )

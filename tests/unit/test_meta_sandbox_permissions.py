@@ -46,7 +46,8 @@ def test_request_limits_per_day_and_week() -> None:
 
 
 def test_an_accepted_reply_grants_a_temporary_permission_and_is_a_messages_change() -> None:
-    phone = SimPhone("1", "+15550100001", "w")
+    phone = SimPhone("1", "+15550100001", "w", enforce_window=False)
+    _request(phone, time.time())
     change = permission_reply(phone, "+" + USER, context_id="wamid.ask")
     message = change["value"]["messages"][0]
     assert change["field"] == "messages" and message["interactive"]["type"] == "call_permission_reply"
@@ -54,5 +55,14 @@ def test_an_accepted_reply_grants_a_temporary_permission_and_is_a_messages_chang
     assert message["context"]["id"] == "wamid.ask"
     view = call_permissions_view(phone, USER)
     assert view["permission"]["status"] == "temporary" and view["actions"][1]["can_perform_action"] is True
-    permission_reply(phone, "79991000002", accept=False)
-    assert call_permissions_view(phone, "79991000002")["permission"] == {"status": "no_permission"}
+    other = "79991000002"
+    phone.permission_requests[other] = [time.time()]  # asked too
+    permission_reply(phone, other, accept=False)
+    assert call_permissions_view(phone, other)["permission"] == {"status": "no_permission"}
+
+
+def test_only_a_user_who_was_asked_can_answer() -> None:
+    phone = SimPhone("1", "+15550100001", "w")
+    with pytest.raises(ValueError, match="no call permission request was sent"):
+        permission_reply(phone, USER)
+    assert call_permissions_view(phone, USER)["permission"] == {"status": "no_permission"}

@@ -12,9 +12,9 @@ connected-call limit.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from thoth_pbx.core.validation import FieldError, boolean, integer, text
 
@@ -87,6 +87,46 @@ def no_permission(requested: bool, how: str | None) -> Outcome:
         where = "an interactive message" if how == "interactive" else "the permission template"
         return Outcome("403", f"No WhatsApp call permission from the customer: permission asked with {where}")
     return Outcome("403", "No WhatsApp call permission from the customer, and it cannot be asked now")
+
+
+CALL_PERMISSION_REQUEST = "CALL_PERMISSION_REQUEST"  # the template component that asks for a call permission
+
+
+class SyncedTemplate(Protocol):
+    """A message template as thoth-pbx synchronised it from Graph (the messaging feature's
+    listing, handed in by app.py): only what the permission template check reads."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def language(self) -> str: ...
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def components(self) -> Sequence[Mapping[str, Any]]: ...
+
+
+def template_refusal(templates: Sequence[SyncedTemplate] | None, name: str, language: str) -> Outcome | None:
+    """Why the configured permission template must not go (None: send it). Meta makes a template a
+    call permission request only with the `call_permission_request` component: a plain template
+    would reach the customer with nothing to grant, so it is never sent in its place. Templates
+    never synchronised (None): not known here, so it goes as configured (Meta refuses an unknown
+    or unapproved one with 132001). The component type is matched in any case: Meta's examples
+    write it lower-case, its listings write types upper-case."""
+    if templates is None:
+        return None
+    which = f"the permission template {name}+{language}"
+    found = next((t for t in templates if t.name == name and t.language == language), None)
+    if found is None:
+        return Outcome("403", f"Permission not asked: {which} is not among this WhatsApp account's templates")
+    if found.status.upper() != "APPROVED":
+        return Outcome("403", f"Permission not asked: {which} is {found.status.upper()}, not APPROVED")
+    if not any(str(c.get("type") or "").upper() == CALL_PERMISSION_REQUEST for c in found.components):
+        return Outcome("403", f"Permission not asked: {which} has no call permission request component")
+    return None
 
 
 _GRAPH = {

@@ -19,7 +19,7 @@ import datetime as dt
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, Protocol
 
 from sqlalchemy import select, update
@@ -74,6 +74,9 @@ class CallLog(Protocol):
 
 
 LastInbound = Callable[[AsyncSession, int, str], Awaitable[dt.datetime | None]]
+# the message templates thoth-pbx synchronised for a WhatsApp account (by WabaAccount id), None
+# when never synchronised: the messaging feature's listing, handed in by app.py
+TemplatesOf = Callable[[AsyncSession, int], Awaitable[Sequence[decide.SyncedTemplate] | None]]
 
 
 def e164(raw: Any) -> str | None:
@@ -90,15 +93,18 @@ class CallbackService:
         graph: perms.Graph,
         last_inbound: LastInbound,
         dialers: dict[str | None, Dialer],
+        templates: TemplatesOf | None = None,
     ) -> None:
         """`dialers`: one per configured Asterisk, by the name a phone stores (None: the first
-        server); a click-to-call is dialled by its number's server."""
+        server); a click-to-call is dialled by its number's server. `templates`: the synchronised
+        templates the configured permission template is checked against before it is sent."""
         self.sessions = sessions
         self.outbox = outbox
         self.call_log = call_log
         self.graph = graph
         self.last_inbound = last_inbound
         self.dialers = dialers
+        self.templates = templates
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._dialed_by: dict[int, Dialer] = {}  # row id -> the dialer of its running task
 
@@ -176,6 +182,9 @@ class CallbackService:
                     row.id, Outcome("503", f"thoth-pbx has no Asterisk server {phone.asterisk!r} to dial from")
                 )
             last = await self.last_inbound(session, phone.id, row.customer.lstrip("+"))
+            synced = None
+            if settings.template_name and self.templates is not None:
+                synced = await self.templates(session, account.id)
         token, pnid, customer = account.access_token, phone.phone_number_id, row.customer
         try:
             permission = await perms.call_permission(self.graph, token, pnid, customer)
@@ -220,6 +229,10 @@ class CallbackService:
                     how = "interactive"
                     wamid = await perms.request_permission(self.graph, token, pnid, customer, settings.request_text)
                 elif settings.template_name:
+                    refused = decide.template_refusal(synced, settings.template_name, settings.template_language)
+                    if refused is not None:  # a plain template would ask nothing: nothing is sent
+                        extra = {"permission": permission.status, "requested": None}
+                        return await self._end_now(row.id, refused, extra)
                     how = "template"
                     wamid = await perms.request_permission_template(
                         self.graph, token, pnid, customer, settings.template_name, settings.template_language

@@ -14,7 +14,7 @@ from thoth_pbx.clients.meta import permissions as perms
 from thoth_pbx.clients.meta.inbox import InboxDispatcher
 from thoth_pbx.features.callback.dialer import Dialer, Progress
 from thoth_pbx.features.callback.http import callback_routes
-from thoth_pbx.features.callback.service import KIND_START, CallbackService, CallLog, LastInbound
+from thoth_pbx.features.callback.service import KIND_START, CallbackService, CallLog, LastInbound, TemplatesOf
 from thoth_pbx.features.deps import Deps, Wired
 from thoth_pbx.features.portal import BitrixService, guarded
 
@@ -40,12 +40,14 @@ def wire(
     inbox: InboxDispatcher,
     last_inbound: LastInbound,
     owners: Sequence[Ownership | None] = (),
+    templates: TemplatesOf | None = None,
 ) -> tuple[CallbackService, Wired]:
     """One ARI application of ours per configured Asterisk (a number's server dials it). With an
     ownership for a server (several instances on one PostgreSQL, `owners` in the order of
     `deps.asterisks`), its application is connected only while this instance owns that server's
     Stasis app: Asterisk gives an application to one websocket at a time, so every instance
-    connecting it would take it from the others."""
+    connecting it would take it from the others. `templates`: the messaging feature's
+    synchronised templates of an account (callback may not import messaging's internals)."""
     service: CallbackService
 
     def report(row_id: int, state: str, progress: Progress) -> Awaitable[None]:
@@ -61,7 +63,7 @@ def wire(
         ari.on_event = dialer.on_event
         ari.on_connect = functools.partial(_recover, lambda: service, key)
         clients.append((key, ari, owners[n] if n < len(owners) else None))
-    service = CallbackService(deps.sessions, deps.outbox, call_log, graph, last_inbound, dialers)
+    service = CallbackService(deps.sessions, deps.outbox, call_log, graph, last_inbound, dialers, templates)
     bitrix.app.on_event_inline(EVENT, service.on_call_start)
     deps.outbox.register(KIND_START, guarded(service.run_start))
     inbox.subscribe("message", service.on_message)

@@ -35,10 +35,16 @@ proves nothing. What it enforces (sources: docs/meta.md and the Meta fact sheet)
   `call_permissions` per user), read the state and the request log, make the next call(s) fail
   with any Graph error, and send signed webhooks (see `WebhookSender`); what those webhooks
   announce (message and call ids) is remembered by `announce()`;
-- templates (templates.py): per WABA, `GET /{waba_id}/message_templates` and `GET /{template_id}`;
+- templates (templates.py): per WABA, `GET /{waba_id}/message_templates` and `GET /{template_id}`,
+  `POST /{waba_id}/message_templates` creates one (approved at once; a bad definition is 100
+  naming the mistake, an existing name + language 2388024); a `call_permission_request`
+  component needs a MARKETING or UTILITY category, a non-empty body and no buttons;
   a template send must name an APPROVED translation (132001, paused 132015, disabled 132016) with
   the right parameter counts (132000) and formats (132012); the recorded send keeps `rendered`,
   what the customer sees; `set_template_status()` posts `message_template_status_update`;
+- call permission requests (permissions.py): the interactive `call_permission_request` and a
+  template with that component count against 1 a day / 2 a week per user (138009);
+  `permission_reply()` answers only a user who was asked;
 - the 24-hour customer service window: a customer's message announced by `announce()` (or
   `customer_wrote()`) opens it by `sim.clock`; a free-form send outside it fails with 131047
   (a `failed` status webhook, or the Graph answer with `window_error="response"`); per phone

@@ -511,6 +511,13 @@ def send_message(
         rendered = check_template_send(
             templates, body["template"], lambda media_kind, media: _validate_media(media_kind, media, uploaded or {})
         )
+    # a call permission request: the interactive one, or a template with the component (a plain
+    # template is an ordinary message: no limit counted, nothing the customer can grant)
+    asks_permission = (kind == "interactive" and body["interactive"].get("type") == "call_permission_request") or (
+        rendered is not None and bool(rendered.get("call_permission_request"))
+    )
+    if asks_permission and kind == "template":
+        permissions.check_request(phone, recipient_key(body), time.time() if now is None else now)
     outside = (
         kind != "template"
         and now is not None
@@ -521,7 +528,7 @@ def send_message(
         title, details = STATUS_ERRORS[131047]
         raise GraphFail(131047, f"(#131047) {title}", details=details)
     wamid = "wamid." + secrets.token_urlsafe(24)
-    if kind == "interactive" and body["interactive"].get("type") == "call_permission_request":
+    if asks_permission:
         permissions.record_request(phone, recipient_key(body), time.time() if now is None else now)
     phone.sent.append({"id": wamid, **body, **({"rendered": rendered} if rendered is not None else {})})
     if outside:

@@ -1,7 +1,9 @@
 """A WhatsApp user answering a call permission request, as Meta reports it: the permission is
 stored on the business number (temporary for 7 days, or permanent) and a `call_permission_reply`
 interactive message comes on the `messages` webhook field (developers.facebook.com/docs/
-whatsapp/cloud-api/calling/user-call-permissions)."""
+whatsapp/cloud-api/calling/user-call-permissions). A request is the interactive
+`call_permission_request` message or a template with the `call_permission_request` component
+(templates.py CPR); both count against the same limits."""
 
 from __future__ import annotations
 
@@ -43,10 +45,15 @@ def permission_reply(
     context_id: str | None = None,
     name: str = "Sandbox User",
 ) -> dict[str, Any]:
-    """The user's answer: the permission stored (when accepted) and the webhook change to post."""
+    """The user's answer: the permission stored (when accepted) and the webhook change to post.
+    Only a user who was asked can answer: a call permission request (the interactive message or
+    a template with the call_permission_request component) must have been sent to them, else
+    ValueError (a plain template has nothing to answer)."""
     now = int(time.time())
     expires = now + TEMPORARY_S
     user = user.lstrip("+")
+    if not phone.permission_requests.get(user):
+        raise ValueError(f"no call permission request was sent to {user} from {phone.phone_number_id}")
     if accept:
         phone.call_permissions[user] = (
             {"status": "permanent"} if permanent else {"status": "temporary", "expiration_time": expires}

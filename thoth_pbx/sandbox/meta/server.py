@@ -284,7 +284,7 @@ class MetaSimulator(TemplateControl):
                 type_=rule.type,
             )
         parts = path.split("/")
-        found = self.template_graph(token, request.method, parts, request.query, request.url) if token else None
+        found = self.template_graph(token, request.method, parts, request.query, request.url, body) if token else None
         if found is not None:
             return web.json_response(found)
         if path == "debug_token" and request.method == "GET":

@@ -13,6 +13,10 @@ Sources:
   (132000 parameter count mismatch, 132001 template does not exist in the language or is not
   approved, 132012 parameter format mismatch, 132015 paused, 132016 disabled; 131047 re-engagement)
 - STATUS_WEBHOOK: developers.facebook.com/documentation/business-messaging/whatsapp/webhooks/reference/message_template_status_update
+- CPR: .../whatsapp/templates/utility-templates/utility-call-permission-request-templates/ and
+  .../marketing-templates/call-permission-request-message-template (`POST /{waba_id}/message_templates`
+  with a body and a `{"type": "call_permission_request"}` component; MARKETING or UTILITY only, a
+  non-empty body, no buttons beside it; sending one asks the customer for a call permission)
 """
 
 from __future__ import annotations
@@ -67,6 +71,9 @@ _FIELDS = {
 _MEDIA_FORMATS = ("IMAGE", "VIDEO", "DOCUMENT")
 _PLACEHOLDER = re.compile(r"\{\{\s*(\d+)\s*\}\}")
 TEMPLATE_LIMIT = 250  # templates per WABA of a business that is not verified
+# the call permission request component (CPR), stored upper-case like the other component types
+CALL_PERMISSION_REQUEST = "CALL_PERMISSION_REQUEST"
+_COMPONENT_TYPES = ("HEADER", "BODY", "FOOTER", "BUTTONS", CALL_PERMISSION_REQUEST)
 
 
 @dataclass
@@ -127,6 +134,11 @@ class SimTemplate:
         part = self.part("BUTTONS")
         return list(part.get("buttons", [])) if part else []
 
+    @property
+    def asks_call_permission(self) -> bool:
+        """Sending it is a call permission request (CPR): limits counted, a reply possible."""
+        return self.part(CALL_PERMISSION_REQUEST) is not None
+
 
 def _placeholders(text: str) -> int:
     return len(set(_PLACEHOLDER.findall(text)))
@@ -140,15 +152,24 @@ def _fill(text: str, values: list[str]) -> str:
     return _PLACEHOLDER.sub(value, text)
 
 
-def check_components(components: Any) -> list[dict[str, Any]]:
-    """A template definition's components, checked (bad -> ValueError naming the part)."""
+def check_components(components: Any, category: str | None = None) -> list[dict[str, Any]]:
+    """A template definition's components, checked (bad -> ValueError naming the part). Types are
+    taken in either case, as Meta's creation examples write both `BODY` and `body`, and kept
+    upper-case as Graph lists them. A `call_permission_request` component follows CPR's three
+    rules: a MARKETING or UTILITY `category`, a non-empty body, no buttons beside it."""
     if not isinstance(components, list) or not components:
         raise ValueError("components must be a non-empty list")
     seen: set[str] = set()
     for i, component in enumerate(components):
-        kind = component.get("type") if isinstance(component, dict) else None
-        if kind not in ("HEADER", "BODY", "FOOTER", "BUTTONS") or kind in seen:
-            raise ValueError(f"components[{i}].type must be one of HEADER, BODY, FOOTER, BUTTONS, each at most once")
+        raw = component.get("type") if isinstance(component, dict) else None
+        kind = raw.upper() if isinstance(raw, str) else None
+        if kind not in _COMPONENT_TYPES or kind in seen:
+            raise ValueError(
+                f"components[{i}].type must be one of HEADER, BODY, FOOTER, BUTTONS, CALL_PERMISSION_REQUEST, "
+                "each at most once"
+            )
+        assert isinstance(component, dict)
+        component["type"] = kind
         seen.add(kind)
         if kind == "HEADER" and component.get("format") not in ("TEXT", *_MEDIA_FORMATS, "LOCATION"):
             raise ValueError(f"components[{i}].format must be TEXT, IMAGE, VIDEO, DOCUMENT or LOCATION")
@@ -170,6 +191,16 @@ def check_components(components: Any) -> list[dict[str, Any]]:
                     )
     if "BODY" not in seen:
         raise ValueError("a template needs a BODY component")
+    if CALL_PERMISSION_REQUEST in seen:
+        if category not in ("MARKETING", "UTILITY"):
+            raise ValueError(
+                f"a call_permission_request component is allowed in MARKETING or UTILITY templates only, not {category}"
+            )
+        body = next(c for c in components if c["type"] == "BODY")
+        if not str(body.get("text") or "").strip():
+            raise ValueError("a call permission request template needs a non-empty body text")
+        if "BUTTONS" in seen:
+            raise ValueError("a call_permission_request component cannot be combined with buttons")
     return components
 
 
@@ -524,6 +555,8 @@ def _render(
     shown["text"] = "\n".join(part for part in (head, shown["body"], shown["footer"]) if part)
     shown["category"] = template.category
     shown["template_id"] = template.id
+    if template.asks_call_permission:
+        shown["call_permission_request"] = True  # the customer sees the request with its two answers
     return shown
 
 
@@ -610,7 +643,7 @@ class TemplateControl:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}")
         if category not in CATEGORIES:
             raise ValueError(f"category must be one of {', '.join(CATEGORIES)}")
-        components = check_components(json.loads(json.dumps(components)))
+        components = check_components(json.loads(json.dumps(components)), category)
         old = next(
             (t for t in self.templates.values() if (t.waba_id, t.name, t.language) == (waba_id, name, language)), None
         )
@@ -624,6 +657,35 @@ class TemplateControl:
         )
         self.templates[new_id] = template
         return template
+
+    def create_template(self, waba_id: str, body: Any) -> dict[str, Any]:
+        """`POST /{waba_id}/message_templates` (TEMPLATES, CPR): `{name, language, category,
+        components, parameter_format?}` -> `{id, status, category}`. A bad definition is Graph's
+        100 naming the mistake; a name + language already there is 2388024. The simulator
+        approves at once (Meta reviews first; `set_template_status` plays a review)."""
+        if not isinstance(body, dict):
+            raise invalid("The request body must be a JSON object")
+        name, language, category = body.get("name"), body.get("language"), body.get("category")
+        for field_name, value in (("name", name), ("language", language), ("category", category)):
+            if not isinstance(value, str) or not value:
+                raise invalid(f"Param {field_name} is required")
+        assert isinstance(name, str) and isinstance(language, str) and isinstance(category, str)
+        if any((t.name, t.language) == (name, language) for t in self.templates_of(waba_id)):
+            raise GraphFail(
+                2388024,
+                "(#2388024) Content in this language already exists",
+                details=f"a template {name} in {language} already exists on this account",
+            )
+        components = body.get("components")
+        if not isinstance(components, list):
+            raise invalid("Param components must be a non-empty array")
+        try:
+            template = self.add_template(waba_id, name, language, components, category=category.upper())
+        except ValueError as exc:
+            raise invalid(f"Invalid parameter: {exc}") from None
+        if body.get("parameter_format") in ("named", "NAMED", "positional", "POSITIONAL"):
+            template.parameter_format = str(body["parameter_format"]).upper()
+        return {"id": template.id, "status": template.status, "category": template.category}
 
     def template(self, waba_id: str, name: str, language: str) -> SimTemplate:
         found = next(
@@ -669,9 +731,15 @@ class TemplateControl:
         return doc
 
     def template_graph(
-        self, token: SimToken, method: str, parts: list[str], query: Mapping[str, str], url: URL
+        self, token: SimToken, method: str, parts: list[str], query: Mapping[str, str], url: URL, body: Any = None
     ) -> dict[str, Any] | None:
-        """`GET /{waba_id}/message_templates` and `GET /{template_id}`; None for other paths."""
+        """`GET /{waba_id}/message_templates`, `GET /{template_id}` and `POST
+        /{waba_id}/message_templates` (create); None for other paths."""
+        if method == "POST" and len(parts) == 2 and parts[1] == "message_templates":
+            waba_id = parts[0]
+            known = any(p.waba_id == waba_id for p in self.phones.values()) or bool(self.templates_of(waba_id))
+            check_waba_reach(token, waba_id, known=known, method="POST")
+            return self.create_template(waba_id, body)
         if method != "GET":
             return None
         if len(parts) == 2 and parts[1] == "message_templates":
