@@ -26,7 +26,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -46,6 +46,7 @@ from thoth_pbx.features.customers import identify, link_crm
 from thoth_pbx.features.directory import Phone
 from thoth_pbx.store.base import table_of
 from thoth_pbx.store.fast_insert import insert_returning_id
+from thoth_pbx.store.snapshots import ChangeCounter, Snapshots
 from thoth_pbx.store.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -90,12 +91,6 @@ async def _customer_id(session: AsyncSession, ctx: CallContext, identity: Caller
     return customer.id
 
 
-class ChangeCounter(Protocol):
-    """Bumped by every committed write to the rows a call context is made of (store/changes.py)."""
-
-    generation: int
-
-
 # the call, its context, its register's result to come, and whether it came in a burst
 Stored = tuple[Call, CallContext, Registration | None, bool]
 
@@ -111,14 +106,6 @@ class _Arrival:
     wacid: str | None
     stored: asyncio.Future[Stored | None]
     identity: CallerIdentity | None = None  # who calls: phone and/or BSUID, username (identity.py)
-
-
-@dataclass(frozen=True)
-class _CachedContext:
-    generation: int
-    loaded_at: float
-    phone_id: int | None
-    ctx: CallContext
 
 
 class StasisCalls(CallRecovery):
@@ -145,7 +132,10 @@ class StasisCalls(CallRecovery):
         self.recordings_dir = recordings_dir
         # Without a change counter every call reads its context from the database.
         self.changes = changes
-        self._contexts: dict[str | None, _CachedContext] = {}
+        # the context of each dialled number, kept until a phone, portal or user changes
+        self._contexts: Snapshots[str | None, tuple[int | None, CallContext]] = Snapshots(
+            changes, max_age=CONTEXT_MAX_AGE_S, max_entries=CONTEXT_CACHE_SIZE
+        )
         self._queues: dict[str, asyncio.Queue[AriEvent]] = {}  # channel id -> call queue
         self._tasks: dict[str, asyncio.Task[None]] = {}  # WA channel id -> call task
         self._side_tasks: set[asyncio.Task[None]] = set()
@@ -616,20 +606,14 @@ class StasisCalls(CallRecovery):
 
     async def _context_for(self, called: str | None) -> tuple[int | None, CallContext]:
         """Phone id and portal context of a business number; cached (the hot path of every call)."""
-        now = asyncio.get_running_loop().time()
-        generation = self.changes.generation if self.changes is not None else -1
-        cached = self._contexts.get(called)
-        if cached is not None and cached.generation == generation and now - cached.loaded_at < CONTEXT_MAX_AGE_S:
-            return cached.phone_id, cached.ctx
-        async with self.sessions() as session:
-            phone = await self._phone_for(session, called)
-            ctx = await self.notifier.context(session, phone)
-        phone_id = phone.id if phone else None
-        if self.changes is not None and self.changes.generation == generation:  # nothing changed meanwhile
-            if len(self._contexts) >= CONTEXT_CACHE_SIZE:
-                self._contexts.clear()
-            self._contexts[called] = _CachedContext(generation, now, phone_id, ctx)
-        return phone_id, ctx
+
+        async def load() -> tuple[int | None, CallContext]:
+            async with self.sessions() as session:
+                phone = await self._phone_for(session, called)
+                ctx = await self.notifier.context(session, phone)
+            return (phone.id if phone else None), ctx
+
+        return await self._contexts.get(called, load)
 
     async def _phone_for(self, session: AsyncSession, number: str | None) -> Phone | None:
         if number is None:

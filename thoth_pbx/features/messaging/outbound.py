@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,7 +30,7 @@ from thoth_pbx.clients.bitrix.bucket import LeakyBucket
 from thoth_pbx.clients.meta.graph import GraphClient, GraphError, GraphRateLimited, GraphUnavailable
 from thoth_pbx.core.shapes import as_int, sub
 from thoth_pbx.features.customers import Recipient, recipient_of
-from thoth_pbx.features.directory import AppInstance, Phone, phone_and_account
+from thoth_pbx.features.directory import AppInstance, phone_and_account
 from thoth_pbx.features.messaging import connector, history, template_command, window
 from thoth_pbx.features.messaging.bbcode import split_quote, split_signature, to_whatsapp
 from thoth_pbx.features.messaging.hints import failure_notice
@@ -44,6 +45,7 @@ from thoth_pbx.features.portal import BitrixEvent
 from thoth_pbx.outbox.jobs import Job, Retry
 from thoth_pbx.outbox.models import OutboxJob
 from thoth_pbx.outbox.queue import Outbox
+from thoth_pbx.store.snapshots import ChangeCounter, Snapshots
 from thoth_pbx.store.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -100,6 +102,9 @@ class Outbound:
         settings: MessagingSettings,
         templates: Templates,
         sms: SmsProvider,
+        *,
+        lines_changed: ChangeCounter | None = None,
+        numbers_changed: ChangeCounter | None = None,
     ) -> None:
         self._sessions = sessions
         self._templates = templates
@@ -108,6 +113,9 @@ class Outbound:
         self._graph = graph
         self._settings = settings
         self._buckets: dict[int, LeakyBucket] = {}
+        # read by every operator message: kept until their tables change (store/snapshots.py)
+        self._lines: Snapshots[tuple[int, int], _Line | None] = Snapshots(lines_changed)
+        self._senders: Snapshots[int, _Sender | None] = Snapshots(numbers_changed)
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=True)
 
     async def close(self) -> None:
@@ -115,17 +123,24 @@ class Outbound:
 
     # ------------------------------------------------------------------ Bitrix24 events
 
-    async def _our_line(self, session: AsyncSession, event: BitrixEvent) -> MessagingLine | None:
+    async def _our_line(self, session: AsyncSession, event: BitrixEvent) -> _Line | None:
         data = event.data if isinstance(event.data, dict) else {}
         if str(data.get("CONNECTOR") or "").lower() != connector.CONNECTOR_ID:
             log.warning("operator event for another connector ignored", extra={"connector": data.get("CONNECTOR")})
             return None
         line_id = as_int(data.get("LINE")) or 0
-        line = await session.scalar(
-            select(MessagingLine).where(
-                MessagingLine.app_instance_id == event.instance_id, MessagingLine.line_id == line_id
-            )
-        )
+
+        async def load() -> _Line | None:
+            found = (
+                await session.execute(
+                    select(MessagingLine.phone_id).where(
+                        MessagingLine.app_instance_id == event.instance_id, MessagingLine.line_id == line_id
+                    )
+                )
+            ).first()
+            return _Line(found.phone_id, line_id) if found is not None else None
+
+        line = await self._lines.get((event.instance_id, line_id), load)
         if line is None:
             log.warning(
                 "operator event on a line that is none of our numbers' ignored",
@@ -203,14 +218,14 @@ class Outbound:
     ) -> tuple[dict[str, Any], str | None]:
         """(the part to send, None) or (the part as typed, why it is not sent)."""
         as_typed: dict[str, Any] = {"type": "template", "text": text}
-        phone = await session.get(Phone, phone_id)
-        if phone is None:
+        sender = await self._sender(session, phone_id)
+        if sender is None:
             return as_typed, "the WhatsApp number of this chat no longer exists"
         try:
             command = template_command.parse(text)
         except template_command.CommandError as exc:
             return as_typed, f"{exc}; the form is {template_command.SYNTAX}"
-        return await self._templates.part_for(session, phone.waba_account_id, command, text)
+        return await self._templates.part_for(session, sender.waba_account_id, command, text)
 
     async def message_changed(self, session: AsyncSession, event: BitrixEvent, notice: str) -> dict[str, Any]:
         """ONIMCONNECTORMESSAGEUPDATE / DELETE: WhatsApp cannot follow; the operator is told."""
@@ -229,6 +244,18 @@ class Outbound:
 
     # ------------------------------------------------------------------ the send job
 
+    async def _sender(self, session: AsyncSession, phone_id: int) -> _Sender | None:
+        """The number and its account's token (None: the number is gone)."""
+
+        async def load() -> _Sender | None:
+            number = await phone_and_account(session, phone_id)
+            if number is None:
+                return None
+            phone, account = number
+            return _Sender(phone.id, phone.phone_number_id, phone.waba_account_id, account.access_token)
+
+        return await self._senders.get(phone_id, load)
+
     def _bucket(self, phone_id: int) -> LeakyBucket:
         rate = self._settings.messages_per_s
         bucket = self._buckets.get(phone_id)
@@ -236,14 +263,14 @@ class Outbound:
             bucket = self._buckets[phone_id] = LeakyBucket(rate, rate, headroom=0)
         return bucket
 
-    async def _mark_read(self, phone: Phone, token: str, unread: MessagingMessage | None) -> int | None:
+    async def _mark_read(self, phone: _Sender, unread: MessagingMessage | None) -> int | None:
         """Mark the customer's latest message read (best effort: never holds the send)."""
         if unread is None or unread.wamid is None:
             return None
         try:
             await self._graph.post(
                 f"{phone.phone_number_id}/messages",
-                token,
+                phone.token,
                 {"messaging_product": "whatsapp", "status": "read", "message_id": unread.wamid},
                 attempts=1,
             )
@@ -279,7 +306,7 @@ class Outbound:
             raise Retry(f"downloading the operator's file failed: {type(exc).__name__}") from None
         return b"".join(chunks)
 
-    async def _body(self, job: Job, phone: Phone, token: str, recipient: Recipient) -> dict[str, Any]:
+    async def _body(self, job: Job, phone: _Sender, recipient: Recipient) -> dict[str, Any]:
         part = job.payload["part"]
         body: dict[str, Any] = {
             "messaging_product": "whatsapp",
@@ -298,7 +325,7 @@ class Outbound:
         data = await self._portal_file(job, part)
         uploaded = await self._graph.upload(
             f"{phone.phone_number_id}/media",
-            token,
+            phone.token,
             {"messaging_product": "whatsapp", "type": part["mime"]},
             (part["name"], data, part["mime"]),
         )
@@ -311,19 +338,17 @@ class Outbound:
 
     async def run(self, job: Job) -> dict[str, Any]:
         to = str(job.payload["to"])
-        async with self._sessions() as session:  # one read for all the send needs
-            number = await phone_and_account(session, int(job.payload["phone_id"]))
-            if number is None:
+        async with self._sessions() as session:  # one session for all the send needs
+            phone = await self._sender(session, int(job.payload["phone_id"]))
+            if phone is None:
                 return {"failed": None, "error": "the WhatsApp number of this chat no longer exists"}
-            phone, account = number
-            unread = await history.unread_inbound(session, phone.id, to)
+            unread = await history.unread_inbound(session, phone.phone_id, to)
             # the chat's customer as they are now (a number change moved them on)
             recipient = await recipient_of(session, phone.waba_account_id, to)
-        token = account.access_token
         # the read receipt goes beside the send, not before it: it never delays the message
-        marking = asyncio.create_task(self._mark_read(phone, token, unread)) if unread is not None else None
+        marking = asyncio.create_task(self._mark_read(phone, unread)) if unread is not None else None
         try:
-            result = await self._send(job, phone, token, recipient)
+            result = await self._send(job, phone, recipient)
         except BaseException:
             if marking is not None:
                 marking.cancel()  # the message goes again later; so does the receipt
@@ -331,11 +356,11 @@ class Outbound:
         result["read_up_to"] = await marking if marking is not None else None
         return result
 
-    async def _send(self, job: Job, phone: Phone, token: str, recipient: Recipient) -> dict[str, Any]:
+    async def _send(self, job: Job, phone: _Sender, recipient: Recipient) -> dict[str, Any]:
         try:
-            body = await self._body(job, phone, token, recipient)
-            await self._bucket(phone.id).acquire()
-            answer = await self._graph.post(f"{phone.phone_number_id}/messages", token, body, attempts=1)
+            body = await self._body(job, phone, recipient)
+            await self._bucket(phone.phone_id).acquire()
+            answer = await self._graph.post(f"{phone.phone_number_id}/messages", phone.token, body, attempts=1)
         except _Refused as exc:
             return {"failed": None, "error": str(exc)}
         except GraphError as exc:
@@ -380,6 +405,24 @@ class Outbound:
         what = "The message was not sent" if code is not None else "The message was not sent to WhatsApp"
         text = failure_notice(code, str(result.get("error") or ""), what=what)
         await enqueue_notice(session, self._outbox, int(job.app_instance_id or 0), job.chain, row.im_chat_id, text)
+
+
+@dataclass(frozen=True)
+class _Line:
+    """Our Open Line of an operator event: the number it belongs to."""
+
+    phone_id: int
+    line_id: int
+
+
+@dataclass(frozen=True)
+class _Sender:
+    """A number as its sends need it: ids and its account's (decrypted) token."""
+
+    phone_id: int
+    phone_number_id: str
+    waba_account_id: int
+    token: str
 
 
 class _Refused(Exception):

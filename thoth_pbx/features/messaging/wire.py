@@ -31,6 +31,7 @@ from thoth_pbx.features.messaging.statuses import KIND_STATUS, Statuses
 from thoth_pbx.features.messaging.templates import REFRESH_EVERY_S, RETRY_FAILED_EVERY_S, Templates
 from thoth_pbx.features.messaging.window import Windows
 from thoth_pbx.features.portal import BitrixEvent, BitrixService, guarded
+from thoth_pbx.store.changes import TableChanges
 from thoth_pbx.store.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,16 @@ def wire(
     deps.outbox.register(KIND_STATUS, guarded(statuses.run), on_done=statuses.on_done, history=False)
     inbox.subscribe("status", statuses.on_status)
     deps.outbox.register(KIND_NOTICE, guarded(Notices(bitrix.portals).run), history=False)
-    outbound = Outbound(deps.sessions, deps.outbox, graph, settings, templates, sms)
+    outbound = Outbound(
+        deps.sessions,
+        deps.outbox,
+        graph,
+        settings,
+        templates,
+        sms,
+        lines_changed=TableChanges(deps.engine, ("messaging_line",)),
+        numbers_changed=TableChanges(deps.engine, ("phone", "waba_account")),
+    )
     deps.outbox.register(KIND_OUTBOUND, outbound.run, on_done=outbound.on_done, history=False)
     bitrix.app.on_event_inline("ONIMCONNECTORMESSAGEADD", outbound.message_added)
 

@@ -42,6 +42,7 @@ from thoth_pbx.features.portal.users import fetch_users, store_users
 from thoth_pbx.outbox.jobs import Job
 from thoth_pbx.outbox.models import OutboxJob
 from thoth_pbx.outbox.queue import Outbox
+from thoth_pbx.store.snapshots import ChangeCounter, Snapshots
 from thoth_pbx.store.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -77,21 +78,40 @@ def portal_chain(instance_id: int) -> str:
     return f"bitrix-portal:{instance_id}"
 
 
+@dataclass(frozen=True)
+class PortalKey:
+    """What proves a portal's requests: its row's id, status and install-time application_token."""
+
+    id: int
+    status: str
+    application_token: str | None
+
+
+def _check_token(form: dict[str, Any], expected: str | None, *, what: str) -> None:
+    """401 unless `auth[application_token]` is the one saved at install (None: unknown portal)."""
+    auth = sub(form, "auth")
+    token = str(auth.get("application_token") or "")
+    # compare even when we have nothing, so timing does not tell which member_ids exist
+    matches = constant_time_equal(token, expected or "\0" * 32) and bool(expected) and bool(token)
+    if not matches:
+        log.warning(
+            "bitrix request refused: application_token does not match",
+            extra={"what": what, "member_id": str(auth.get("member_id") or "")},
+        )
+        raise FieldError("auth[application_token]", "does not match the token saved at install", 401)
+
+
+def _member_id(form: dict[str, Any]) -> str:
+    return str(sub(form, "auth").get("member_id") or "")
+
+
 async def verified_instance(session: AsyncSession, form: dict[str, Any], *, what: str) -> AppInstance:
     """The portal that posted `form` (an event, an SMS to our sender), proven by the
     `auth[application_token]` saved at install for its `auth[member_id]`; 401 otherwise."""
-    auth = sub(form, "auth")
-    member_id = str(auth.get("member_id") or "")
-    token = str(auth.get("application_token") or "")
+    member_id = _member_id(form)
     row = await session.scalar(select(AppInstance).where(AppInstance.member_id == member_id)) if member_id else None
-    expected = (row.application_token if row is not None else None) or ""
-    # compare even when we have nothing, so timing does not tell which member_ids exist
-    matches = constant_time_equal(token, expected or "\0" * 32) and bool(expected) and bool(token)
-    if not matches or row is None:
-        log.warning(
-            "bitrix request refused: application_token does not match", extra={"what": what, "member_id": member_id}
-        )
-        raise FieldError("auth[application_token]", "does not match the token saved at install", 401)
+    _check_token(form, row.application_token if row is not None else None, what=what)
+    assert row is not None  # a token matched
     return row
 
 
@@ -105,8 +125,11 @@ class BitrixApp:
         portals: Portals,
         *,
         public_url: str,
+        changes: ChangeCounter | None = None,
     ) -> None:
         self._sessions = sessions
+        # every event of a portal is proven by the same row: read once, until app_instance changes
+        self._keys: Snapshots[str, PortalKey | None] = Snapshots(changes)
         self._outbox = outbox
         self._portals = portals
         self.handler_url = public_url.rstrip("/") + EVENTS_PATH
@@ -223,41 +246,57 @@ class BitrixApp:
             raise FieldError("event", "is required")
         if event == "ONAPPINSTALL":
             return await self.install(form)
-        async with self._sessions() as session, session.begin():
-            row = await verified_instance(session, form, what=event)
-            member_id = row.member_id
-            if event == "ONAPPUNINSTALL":
-                row.status = "uninstalled"
-                row.status_detail = f"uninstalled from the portal at {utcnow().isoformat(timespec='seconds')}"
-                row.access_token = None
-                row.refresh_token = None
-                instance_id = row.id
-                job_id = None
-            elif row.status == "uninstalled":
-                raise FieldError("member_id", "the app is uninstalled on this portal", 410)
-            elif event in self._inline:
-                inline = await self._inline[event](
-                    session, BitrixEvent(row.id, event, form.get("data"), form.get("ts"))
-                )
-                return {"handled": inline}
-            else:
-                instance_id = row.id
-                payload = {
-                    "event": event,
-                    "data": form.get("data"),
-                    "ts": form.get("ts"),
-                    "event_handler_id": form.get("event_handler_id"),
-                }
-                chain_of = self._chains.get(event)
-                chain = (
-                    chain_of(BitrixEvent(instance_id, event, form.get("data"), form.get("ts"))) if chain_of else None
-                )
-                job_id = await self._outbox.enqueue_in_order(session, KIND_EVENT, instance_id, chain, payload)
         if event == "ONAPPUNINSTALL":
-            self._portals.forget(instance_id)
-            log.info("bitrix app uninstalled", extra={"member_id": member_id, "instance": instance_id})
-            return {"uninstalled": True}
+            return await self._uninstall(form)
+        key = await self._key(form, what=event)
+        if key.status == "uninstalled":
+            raise FieldError("member_id", "the app is uninstalled on this portal", 410)
+        received = BitrixEvent(key.id, event, form.get("data"), form.get("ts"))
+        async with self._sessions() as session, session.begin():
+            if event in self._inline:
+                return {"handled": await self._inline[event](session, received)}
+            payload = {
+                "event": event,
+                "data": form.get("data"),
+                "ts": form.get("ts"),
+                "event_handler_id": form.get("event_handler_id"),
+            }
+            chain_of = self._chains.get(event)
+            chain = chain_of(received) if chain_of else None
+            job_id = await self._outbox.enqueue_in_order(session, KIND_EVENT, key.id, chain, payload)
         return {"queued": job_id}
+
+    async def _key(self, form: dict[str, Any], *, what: str) -> PortalKey:
+        """The posting portal, proven by its application_token (401 otherwise); kept in memory."""
+        member_id = _member_id(form)
+
+        async def load() -> PortalKey | None:
+            async with self._sessions() as session:
+                row = (
+                    await session.execute(
+                        select(AppInstance.id, AppInstance.status, AppInstance.application_token).where(
+                            AppInstance.member_id == member_id
+                        )
+                    )
+                ).one_or_none()
+            return PortalKey(row.id, row.status, row.application_token) if row is not None else None
+
+        key = await self._keys.get(member_id, load) if member_id else None
+        _check_token(form, key.application_token if key is not None else None, what=what)
+        assert key is not None  # a token matched
+        return key
+
+    async def _uninstall(self, form: dict[str, Any]) -> dict[str, Any]:
+        async with self._sessions() as session, session.begin():
+            row = await verified_instance(session, form, what="ONAPPUNINSTALL")
+            row.status = "uninstalled"
+            row.status_detail = f"uninstalled from the portal at {utcnow().isoformat(timespec='seconds')}"
+            row.access_token = None
+            row.refresh_token = None
+            member_id, instance_id = row.member_id, row.id
+        self._portals.forget(instance_id)
+        log.info("bitrix app uninstalled", extra={"member_id": member_id, "instance": instance_id})
+        return {"uninstalled": True}
 
     async def run_event(self, job: Job) -> dict[str, Any] | None:
         """The `bitrix.event` job: hand the event to its registered handler."""

@@ -20,6 +20,7 @@ from thoth_pbx.features.portal.jobs import register_portal_jobs
 from thoth_pbx.features.portal.portals import Portals
 from thoth_pbx.outbox.models import OutboxJob
 from thoth_pbx.outbox.queue import Outbox
+from thoth_pbx.store.snapshots import ChangeCounter
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +45,12 @@ class BitrixService:
         http: PortalHttp | None = None,
         client_options: dict[str, Any] | None = None,
         users_refresh_s: float = USERS_REFRESH_S,
+        changes: ChangeCounter | None = None,
     ) -> None:
         self._sessions = sessions
         self._outbox = outbox
         self.portals = Portals(sessions, oauth_app(settings), http=http, client_options=client_options)
-        self.app = BitrixApp(sessions, outbox, self.portals, public_url=settings.public_url)
+        self.app = BitrixApp(sessions, outbox, self.portals, public_url=settings.public_url, changes=changes)
         self.users_refresh_s = users_refresh_s
         self._task: asyncio.Task[None] | None = None
         self._background = BackgroundTasks()
