@@ -172,6 +172,24 @@ async def test_reinstall_rebinds_events_and_replaces_the_application_token(env: 
     assert (await instance_row(env)).status == "active"
 
 
+async def test_the_next_event_sees_a_new_application_token_and_an_uninstall(env: ServiceEnv) -> None:
+    """The portal's key is kept in memory between events (store/snapshots.py): a reinstall's
+    new application_token and an uninstall hold from the very next event on."""
+    await env.install()
+    event, data = "ONEXTERNALCALLBACKSTART", {"PHONE_NUMBER": "+14155550100"}
+    assert [status for _, status in await env.sim.send_event(env.portal, event, data)] == [200]  # key kept
+    old_token = env.portal.application_token
+    await env.install()
+    assert env.portal.application_token != old_token
+    stale = await env.sim.send_event(env.portal, event, data, application_token=old_token)
+    assert [status for _, status in stale] == [401]
+    assert [status for _, status in await env.sim.send_event(env.portal, event, data)] == [200]
+    bindings = list(env.portal.bindings)
+    await env.sim.uninstall(env.portal)
+    env.portal.bindings.extend(bindings)  # an event Bitrix24 had already sent
+    assert [status for _, status in await env.sim.send_event(env.portal, event, data)] == [410]
+
+
 async def test_uninstall_deactivates_the_instance_and_its_jobs_fail_visibly(env: ServiceEnv) -> None:
     instance_id = await env.install()
     sent = await env.sim.uninstall(env.portal)

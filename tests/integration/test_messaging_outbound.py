@@ -8,13 +8,16 @@ Meta: developers.facebook.com/docs/whatsapp/cloud-api/reference/messages (text).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
 import pytest
+from sqlalchemy import update
 
 from tests.support.bitrix import all_done, wait_until
-from tests.support.messaging import CUSTOMER, Bridge, bridge
+from tests.support.messaging import CUSTOMER, SEED, Bridge, bridge
+from thoth_pbx.features.messaging.models import MessagingLine
 
 
 @pytest.fixture
@@ -77,3 +80,31 @@ async def test_an_operator_message_from_the_simulators_control_endpoint(wa: Brid
             assert resp.status == 400 and "chat" in (await resp.json())["error"]
     await wait_until(lambda: len(wa.phone.sent) == 1, what="the message at Meta")
     assert wa.phone.sent[0]["text"]["body"] == "*Anna Admin:*\nHi _there_"
+
+
+async def test_a_replaced_access_token_and_a_moved_line_hold_from_the_next_message(wa: Bridge) -> None:
+    """The number, its token and its line are kept in memory between operator messages
+    (store/snapshots.py): the admin typing a new token, or the line being recreated under a
+    new id, holds from the very next message."""
+    env = wa.env
+    await env.sim.send_event(env.portal, "ONIMCONNECTORMESSAGEADD", _operator_event(wa.line_id, "before", n=1))
+    await wait_until(lambda: len(wa.phone.sent) == 1, what="the first message at Meta (the number kept)")
+    # Meta: the old token revoked, a new one issued; the admin types it in
+    old = wa.meta.tokens.pop(SEED.token)
+    wa.meta.tokens["EAAG-replaced-token-0001"] = replace(old, token="EAAG-replaced-token-0001")
+    (account,) = (await wa.admin_get("/api/admin/wabas"))["items"]
+    resp = await env.http.patch(
+        f"/api/admin/wabas/{account['id']}", json={"access_token": "EAAG-replaced-token-0001"}, headers=env.admin
+    )
+    assert resp.status == 200, await resp.text()
+    await env.sim.send_event(env.portal, "ONIMCONNECTORMESSAGEADD", _operator_event(wa.line_id, "after", n=2))
+    await wait_until(lambda: len(wa.phone.sent) == 2, what="the second message at Meta, with the new token")
+    # the line recreated in Bitrix24 under another id: the old id is no longer ours
+    async with env.sessions() as session, session.begin():
+        await session.execute(update(MessagingLine).values(line_id=wa.line_id + 500))
+    stale = await env.sim.send_event(env.portal, "ONIMCONNECTORMESSAGEADD", _operator_event(wa.line_id, "x", n=3))
+    assert [status for _, status in stale] == [200]
+    await env.sim.send_event(env.portal, "ONIMCONNECTORMESSAGEADD", _operator_event(wa.line_id + 500, "moved", n=4))
+    await wait_until(lambda: len(wa.phone.sent) == 3, what="the message on the moved line")
+    await wa.quiet()
+    assert [m["text"]["body"] for m in wa.phone.sent] == ["before", "after", "moved"]
