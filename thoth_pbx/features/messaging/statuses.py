@@ -69,7 +69,8 @@ class Statuses:
                 line = await line_of(session, item.phone.id)
                 chain = chat_chain(item.phone.app_instance_id, (line.line_id if line else None) or 0, customer)
             payload = {"wamid": status.id, "status": status.status, "timestamp": status.timestamp, "errors": errors}
-            await self._outbox.enqueue(session, KIND_STATUS, item.phone.app_instance_id, chain, payload)
+            # started by its commit when the chat has nothing unfinished (no claim round)
+            await self._outbox.enqueue_in_order(session, KIND_STATUS, item.phone.app_instance_id, chain, payload)
 
     async def run(self, job: Job) -> dict[str, Any]:
         new = str(job.payload["status"])
