@@ -134,8 +134,12 @@ async def latency(tmp: Path, seconds: float, limit: tuple[int, int] | None) -> d
             await bridge.operator_writes(c, "welcome")
         await wait_until(lambda: len(bridge.sent) >= len(who), timeout=60, what="the first answers")
         await bridge.meta.drain_webhooks()  # their statuses, then a quiet portal: not part of the measure
-        reading = "imconnector.send.status.reading"
-        await wait_until(lambda: bridge.sim.recorder.count(reading) >= len(who), timeout=120, what="quiet")
+        reading = "imconnector.send.status.reading"  # several messages per call: counted by message
+
+        def read_reported() -> int:
+            return sum(len(c.params.get("MESSAGES") or []) for c in bridge.sim.recorder.calls(reading, ok=True))
+
+        await wait_until(lambda: read_reported() >= len(who), timeout=120, what="quiet")
 
         posted: dict[str, float] = {}
         start = time.monotonic()

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from tests.support.bitrix import wait_until
-from tests.support.messaging import CUSTOMER, Bridge, bridge
+from tests.support.messaging import CUSTOMER, SEED, Bridge, bridge
+from thoth_pbx.sandbox import meta as meta_sim
 from thoth_pbx.sandbox.bitrix.state import SYSTEM, OpenLinesChat
 
 
@@ -158,3 +159,33 @@ async def test_unknown_chats_and_phones_are_404_naming_the_field(wa: Bridge) -> 
         resp = await wa.env.http.get(path, headers=wa.env.admin)
         assert resp.status == status, path
         assert (await resp.json())["error"]["field"] == field
+
+
+async def test_statuses_that_arrive_together_reach_bitrix_in_one_call_per_step(wa: Bridge) -> None:
+    """Meta's statuses of several operator messages, arriving together, are one job and one
+    Bitrix24 call per step (MESSAGES is an array), delivery before reading."""
+    await _chat(wa)
+    wa.phone.auto_statuses = []  # this test posts Meta's statuses itself
+    for n in range(3):
+        written = await wa.env.sim.operator_writes(wa.env.portal, wa.line_id, CUSTOMER, f"answer {n}")
+        assert written["status"] == 200
+    await wait_until(lambda: len(wa.phone.sent) == 3, what="the answers at Meta")
+    await wa.quiet()  # each answer's wamid stored
+    wamids = [m["id"] for m in wa.phone.sent]
+    changes = [
+        meta_sim.status_change(SEED.phone_number_id, SEED.display_phone_number, wamid, status, CUSTOMER)
+        for status in ("delivered", "read")
+        for wamid in wamids
+    ]
+    await wa.post(meta_sim.delivery(SEED.waba_id, changes))
+    await wa.quiet()
+    recorder = wa.env.sim.recorder
+    delivery = recorder.calls("imconnector.send.status.delivery", ok=True)
+    reading = recorder.calls("imconnector.send.status.reading", ok=True)
+    assert len(delivery) == 1 and len(reading) == 1
+    for calls in (delivery, reading):
+        assert [m["message"]["id"] for m in calls[0].params["MESSAGES"]] == [[w] for w in wamids]
+    assert delivery[0].at <= reading[0].at
+    history = await wa.admin_get(f"/api/admin/phones/{wa.phone_id}/chats/{CUSTOMER}")
+    outgoing = [m for m in history["messages"] if m["direction"] == "out"]
+    assert [m["status"] for m in outgoing] == ["read"] * 3

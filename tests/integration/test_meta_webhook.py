@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, text
 
+from tests.support.bitrix import wait_until
 from thoth_pbx.clients.asterisk.ari import basic_auth_header
 from thoth_pbx.clients.meta.inbox import InboxItem
 from thoth_pbx.clients.meta.payloads import CallEvent, fold_call
@@ -380,3 +381,49 @@ async def test_a_delivery_a_killed_instance_stored_is_dispatched_by_a_live_one( 
     assert [item.model.text for item in seen] == ["stored, never dispatched"]  # type: ignore[union-attr]
     await asyncio.wait_for(services.meta.dispatcher.wait_idle(), 10)
     assert all(row.processed_at is not None for row in await inbox(live))
+
+
+async def test_a_batch_subscriber_gets_a_moments_statuses_together_after_the_other_events(service, account) -> None:  # type: ignore[no-untyped-def]
+    """Meta posts each status on its own; a batch subscriber (the statuses of messaging) gets
+    those that arrived together in one call, in arrival order, and after the other events of
+    the pass: a message that came later is not held behind them."""
+    order: list[str] = []
+    batches: list[list[str]] = []
+    done = asyncio.Event()
+
+    async def statuses(items: list[InboxItem]) -> None:
+        batches.append([item.model.id for item in items])  # type: ignore[union-attr]
+        order.append("statuses")
+        done.set()
+
+    async def message(item: InboxItem) -> None:
+        order.append("message")
+
+    dispatcher = service.services.meta.dispatcher
+    dispatcher.subscribe_batch("status", statuses)
+    dispatcher.subscribe("message", message)
+    changes = [sim.status_change(PNID, DISPLAY, f"wamid.S{i}", "delivered", "15551234567") for i in range(3)]
+    changes.append(sim.message_change(PNID, DISPLAY, "15551234567", "after the statuses"))
+    assert (await post(service, account, json.dumps(sim.delivery(WABA_ID, changes)).encode())).status == 200
+    await asyncio.wait_for(done.wait(), 10)
+    await asyncio.wait_for(dispatcher.wait_idle(), 10)
+    assert batches == [["wamid.S0", "wamid.S1", "wamid.S2"]]
+    assert order == ["message", "statuses"]
+    assert all(row.processed_at is not None and row.error is None for row in await inbox(service))
+
+
+async def test_a_failing_batch_subscriber_is_recorded_on_each_of_its_events(service, account) -> None:  # type: ignore[no-untyped-def]
+    async def broken(items: list[InboxItem]) -> None:
+        raise RuntimeError("bitrix is down")
+
+    dispatcher = service.services.meta.dispatcher
+    dispatcher.subscribe_batch("status", broken)
+    changes = [sim.status_change(PNID, DISPLAY, f"wamid.F{i}", "read", "15551234567") for i in range(2)]
+    assert (await post(service, account, json.dumps(sim.delivery(WABA_ID, changes)).encode())).status == 200
+
+    async def handled() -> bool:
+        return all(row.processed_at is not None for row in await inbox(service))
+
+    await wait_until(handled, what="the statuses handled")
+    rows = await inbox(service)
+    assert len(rows) == 2 and all("bitrix is down" in (row.error or "") for row in rows)

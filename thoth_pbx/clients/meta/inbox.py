@@ -20,8 +20,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import and_, bindparam, func, not_, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.sql.elements import ColumnElement
 
 from thoth_pbx.clients.meta.payloads import Model, model_of
 from thoth_pbx.clients.meta.tables import WebhookInbox
@@ -184,6 +185,11 @@ class InboxWriter:
                 log.debug("closing the inbox writer connection failed", exc_info=True)
 
 
+def _aware(moment: dt.datetime) -> dt.datetime:
+    """SQLite hands back naive datetimes; they were stored in UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+
+
 def _settle(item: _Pending, exc: BaseException | None) -> None:
     if item.done.done():
         return
@@ -220,6 +226,9 @@ class InboxItem:
 
 
 Handler = Callable[[InboxItem], Awaitable[None]]
+BATCH_LINGER_S = 0.05  # how long a batch subscriber's event waits for others to go with it
+# all of a pass's events of a kind at once (one transaction for many of Meta's status webhooks)
+BatchHandler = Callable[[list[InboxItem]], Awaitable[None]]
 # phone number ids -> the phones configured for them (the directory answers; this module knows no tables but its own)
 Router = Callable[[AsyncSession, set[str]], Awaitable[dict[str, RoutedPhone]]]
 
@@ -239,12 +248,16 @@ class InboxDispatcher:
         *,
         batch: int = 200,
         sweep_seconds: float = 5.0,
+        linger_seconds: float = BATCH_LINGER_S,
     ) -> None:
         self._sessions = sessions
+        self._linger = dt.timedelta(seconds=linger_seconds)
+        self._timer: asyncio.TimerHandle | None = None  # the next pass for lingering batch events
         self._route = route
         self._batch = batch
         self._sweep = sweep_seconds
         self._handlers: list[tuple[str, Handler]] = []
+        self._batch_handlers: list[tuple[str, BatchHandler]] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()  # set when a pass found nothing more to do
         self._task: asyncio.Task[None] | None = None
@@ -255,6 +268,14 @@ class InboxDispatcher:
     def subscribe(self, kind_prefix: str, handler: Handler) -> None:
         """`kind_prefix` "call." gets call.connect, call.terminate, ...; "" gets everything."""
         self._handlers.append((kind_prefix, handler))
+        self.notify()
+
+    def subscribe_batch(self, kind_prefix: str, handler: BatchHandler) -> None:
+        """`handler` gets the events of `kind_prefix` together, in arrival order: each waits
+        `linger_seconds` after it arrived (so a busy second's many become a few calls), then
+        goes with the others a pass finds, after the pass's other events (for events that need
+        no order against other kinds). If it raises, each of its events records the error."""
+        self._batch_handlers.append((kind_prefix, handler))
         self.notify()
 
     def notify(self) -> None:
@@ -272,6 +293,9 @@ class InboxDispatcher:
     async def stop(self) -> None:
         await cancel_task(self._task)
         self._task = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     async def _run(self) -> None:
         while True:
@@ -289,7 +313,7 @@ class InboxDispatcher:
                 log.exception("webhook inbox dispatch failed; retrying on the next delivery")
                 await asyncio.sleep(1)  # back off a failing database, not a synchronisation
                 self._wake.set()
-            if not self._wake.is_set():
+            if not self._wake.is_set() and self._timer is None:
                 self._idle.set()
 
     async def _next_pass(self) -> None:
@@ -306,7 +330,7 @@ class InboxDispatcher:
 
     async def run_once(self) -> int:
         """Dispatch up to one batch of pending rows; returns how many were handled."""
-        if not self._handlers:
+        if not self._handlers and not self._batch_handlers:
             return 0
         if not self._shared:
             return await self._dispatch_batch()
@@ -318,19 +342,24 @@ class InboxDispatcher:
             return await self._dispatch_batch()
 
     async def _dispatch_batch(self) -> int:
+        pending = WebhookInbox.processed_at.is_(None)
         async with self._sessions() as session:
+            due: ColumnElement[bool] = pending
+            if self._batch_handlers:
+                # the lingering events all go once the oldest has waited long enough
+                lingering = or_(*(WebhookInbox.kind.startswith(prefix) for prefix, _ in self._batch_handlers))
+                oldest = await session.scalar(select(func.min(WebhookInbox.received_at)).where(pending, lingering))
+                if oldest is not None and _aware(oldest) > utcnow() - self._linger:
+                    due = and_(pending, not_(lingering))
+                    self._pass_at(_aware(oldest))
             rows = (
-                await session.scalars(
-                    select(WebhookInbox)
-                    .where(WebhookInbox.processed_at.is_(None))
-                    .order_by(WebhookInbox.id)
-                    .limit(self._batch)
-                )
+                await session.scalars(select(WebhookInbox).where(due).order_by(WebhookInbox.id).limit(self._batch))
             ).all()
             if not rows:
                 return 0
             phones = await self._route(session, {r.phone_number_id for r in rows if r.phone_number_id})
-        results = []
+        results: dict[int, dict[str, Any]] = {}
+        batched: list[list[InboxItem]] = [[] for _ in self._batch_handlers]
         for row in rows:
             item = InboxItem(
                 row.id,
@@ -342,36 +371,68 @@ class InboxDispatcher:
                 row.waba_account_id,
                 row.received_at,
             )
-            results.append({"_id": row.id, "_at": utcnow(), "_error": await self._deliver(item)})
+            matched = False
+            for (prefix, _), items in zip(self._batch_handlers, batched, strict=True):
+                if item.kind.startswith(prefix):
+                    items.append(item)
+                    matched = True
+            results[row.id] = {"_id": row.id, "_at": utcnow(), "_error": await self._deliver(item, batched=matched)}
             # a batch is one loop turn without this: an operator's message or a call arriving
             # meanwhile would wait for the whole batch instead of one delivery
             await asyncio.sleep(0)
+        for (prefix, handler), items in zip(self._batch_handlers, batched, strict=True):
+            if items:
+                error = await self._call(handler, handler(items), prefix)
+                for item in items:
+                    if error is not None:
+                        known = results[item.id]["_error"]
+                        results[item.id]["_error"] = f"{known}\n{error}" if known else error
         async with self._sessions() as session, session.begin():
             conn = await session.connection()
             await conn.execute(
                 update(WebhookInbox)
                 .where(WebhookInbox.id == bindparam("_id"))
                 .values(processed_at=bindparam("_at"), error=bindparam("_error")),
-                results,
+                list(results.values()),
             )
         return len(rows)
 
-    async def _deliver(self, item: InboxItem) -> str | None:
+    def _pass_at(self, received: dt.datetime) -> None:
+        """A pass once the oldest lingering event (received then) is due."""
+        if self._timer is not None:
+            return
+        delay = max(0.0, (received + self._linger - utcnow()).total_seconds()) + 0.001
+        self._timer = asyncio.get_running_loop().call_later(delay, self._lingered)
+
+    def _lingered(self) -> None:
+        self._timer = None
+        self.notify()
+
+    async def _deliver(self, item: InboxItem, *, batched: bool = False) -> str | None:
         handlers = [h for prefix, h in self._handlers if item.kind.startswith(prefix)]
-        if not handlers and item.kind not in self._unhandled:
+        if not handlers and not batched and item.kind not in self._unhandled:
             self._unhandled.add(item.kind)
             log.info("webhook events of this kind have no handler", extra={"kind": item.kind})
         errors = []
         for handler in handlers:
-            try:
-                await handler(item)
-            except Exception as exc:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    # stop() cancelled us inside a handler's transaction and the driver's rollback
-                    # turned the CancelledError into its own error: stop, or stop() waits forever
-                    # (the row stays pending and is handled after the next start)
-                    raise asyncio.CancelledError from None
-                log.exception("webhook handler failed", extra={"kind": item.kind, "inbox_id": item.id})
-                errors.append(f"{getattr(handler, '__qualname__', handler)}: {type(exc).__name__}: {exc}"[:1000])
+            error = await self._call(handler, handler(item), item.kind, inbox_id=item.id)
+            if error is not None:
+                errors.append(error)
         return "\n".join(errors) or None
+
+    async def _call(
+        self, handler: object, call: Awaitable[None], kind: str, *, inbox_id: int | None = None
+    ) -> str | None:
+        """Await one handler's `call`; its failure as the text the row records (None: it went well)."""
+        try:
+            await call
+        except Exception as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # stop() cancelled us inside a handler's transaction and the driver's rollback
+                # turned the CancelledError into its own error: stop, or stop() waits forever
+                # (the row stays pending and is handled after the next start)
+                raise asyncio.CancelledError from None
+            log.exception("webhook handler failed", extra={"kind": kind, "inbox_id": inbox_id})
+            return f"{getattr(handler, '__qualname__', handler)}: {type(exc).__name__}: {exc}"[:1000]
+        return None

@@ -32,6 +32,14 @@ async def by_wamid(session: AsyncSession, wamid: str) -> MessagingMessage | None
     return await session.scalar(select(MessagingMessage).where(MessagingMessage.wamid == wamid))
 
 
+async def by_wamids(session: AsyncSession, wamids: set[str]) -> dict[str, MessagingMessage]:
+    """The messages of these wamids, by wamid (those not stored are missing)."""
+    if not wamids:
+        return {}
+    rows = await session.scalars(select(MessagingMessage).where(MessagingMessage.wamid.in_(wamids)))
+    return {row.wamid: row for row in rows if row.wamid is not None}
+
+
 async def chat_im_id(session: AsyncSession, phone_id: int, customer: str) -> str | None:
     """The Open Lines chat id Bitrix24 gave this customer's chat (latest known)."""
     return await session.scalar(

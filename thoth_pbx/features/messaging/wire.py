@@ -85,7 +85,7 @@ def wire(
     windows = Windows(deps.sessions, deps.outbox, notice_before=dt.timedelta(minutes=settings.window_notice_before_min))
     statuses = Statuses(deps.sessions, deps.outbox, bitrix.portals, sms)
     deps.outbox.register(KIND_STATUS, guarded(statuses.run), on_done=statuses.on_done, history=False)
-    inbox.subscribe("status", statuses.on_status)
+    inbox.subscribe_batch("status", statuses.on_statuses)
     deps.outbox.register(KIND_NOTICE, guarded(Notices(bitrix.portals).run), history=False)
     outbound = Outbound(
         deps.sessions,
