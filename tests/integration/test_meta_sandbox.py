@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from tests.support.graph_sim import graph_on_simulator
 from thoth_pbx.clients.meta.graph import (
     GraphAuthError,
     GraphClient,
@@ -23,12 +24,8 @@ FAST = RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.01)
 
 @pytest.fixture
 async def graph(aiohttp_server):  # type: ignore[no-untyped-def]
-    simulator = sim.seeded(SEED)
-    server = await aiohttp_server(simulator.app())
-    client = GraphClient(str(server.make_url("")), "v25.0", retry=FAST)
-    client.sim = simulator  # type: ignore[attr-defined]
-    yield client
-    await client.close()
+    async with graph_on_simulator(aiohttp_server, SEED, FAST) as client:
+        yield client
 
 
 async def settings(graph, **calling):  # type: ignore[no-untyped-def]

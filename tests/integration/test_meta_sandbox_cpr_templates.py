@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.graph_sim import graph_on_simulator
 from thoth_pbx.clients.meta.graph import GraphClient, GraphError, RetryPolicy
 from thoth_pbx.sandbox import meta as sim
 from thoth_pbx.sandbox.meta.permissions import permission_reply
@@ -27,12 +28,8 @@ CPR = {"type": "call_permission_request"}
 
 @pytest.fixture
 async def graph(aiohttp_server):  # type: ignore[no-untyped-def]
-    simulator = sim.seeded(SEED)
-    server = await aiohttp_server(simulator.app())
-    client = GraphClient(str(server.make_url("")), "v25.0", retry=FAST)
-    client.sim = simulator  # type: ignore[attr-defined]
-    yield client
-    await client.close()
+    async with graph_on_simulator(aiohttp_server, SEED, FAST) as client:
+        yield client
 
 
 async def create(graph: GraphClient, name: str, components: list[dict[str, Any]], category: str = "UTILITY") -> Any:

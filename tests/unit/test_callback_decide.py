@@ -5,10 +5,6 @@ refusals: developers.facebook.com/documentation/business-messaging/whatsapp/call
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
-
 import pytest
 
 from thoth_pbx.clients.meta.permissions import CallPermission
@@ -16,6 +12,7 @@ from thoth_pbx.core.validation import FieldError
 from thoth_pbx.features.callback import decide
 from thoth_pbx.features.callback.decide import CallbackSettings, Outcome
 from thoth_pbx.features.callback.service import e164
+from thoth_pbx.features.messaging.template_command import Template
 
 
 def test_permission_answer_parsed_from_graph_shape() -> None:
@@ -100,14 +97,8 @@ def test_customer_numbers() -> None:
     assert e164("abc") is None and e164("") is None
 
 
-@dataclass(frozen=True)
-class Synced:
-    """A template as the messaging feature's listing gives it (name, language, status, components)."""
-
-    name: str
-    language: str
-    status: str
-    components: Sequence[Mapping[str, Any]] = ()
+# the messaging feature's synchronised template, as app.py hands it to click-to-call
+Synced = Template
 
 
 ASK = Synced(
