@@ -90,9 +90,10 @@ async def test_a_chain_after_a_run_now_head_runs_in_order_without_empty_claims(
         done = box.watch(session, last)
     assert await asyncio.wait_for(done, 10) == {"name": "b3", "after": ["b1", "b2"]}
     assert recorder.ran == ["b1", "b2", "b3"]
-    # every claim after the start-up one ran something: the commit's, then one per successor
-    assert box.stats.empty_claims <= 2, box.stats
-    assert box.stats.claims - box.stats.empty_claims == 2
+    # no claim after the start-up one: the commit started b1, and each job's "done" commit
+    # claimed its successor (b2, then b3)
+    assert box.stats.claims == 1 and box.stats.empty_claims == 1, box.stats
+    assert box.stats.handed == 2
 
 
 async def test_run_now_waits_behind_an_unfinished_job_of_its_chain(
@@ -169,9 +170,10 @@ async def test_no_claim_transaction_finds_nothing_to_run(
         await asyncio.wait_for(last, 10)
         await wait_until(lambda: box.inflight == 0, what="the chain to settle")
     assert len(recorder.ran) == 10
-    # Only the start-up claim was empty: the commit did not wake the worker while the head
-    # ran, the head's end claimed its successor, and the successor's end woke nobody.
-    assert box.stats.claims == 6 and box.stats.empty_claims == 1, box.stats
+    # Only the start-up claim: the commit did not wake the worker while the head ran, the
+    # commit storing the head done claimed its successor, and the successor's end woke nobody.
+    assert box.stats.claims == 1 and box.stats.empty_claims == 1, box.stats
+    assert box.stats.handed == 5
 
 
 async def test_enqueue_in_order_starts_an_idle_chain_at_once_and_waits_behind_a_stored_job(
@@ -241,3 +243,36 @@ async def test_started_resolves_after_the_jobs_first_step_at_the_commit_for_pend
     assert rolled_back.done()
     gate.set()
     await wait_until(lambda: entered == ["first", "second"] and box.inflight == 0, what="both jobs to run")
+
+
+async def test_a_job_its_predecessors_on_done_hook_enqueued_starts_with_that_commit(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A send's on_done hook queues the operator's notice on the same chat: the commit that
+    stores the send done also claims the notice, so it starts without a claim round, once."""
+    recorder = Recorder()
+    box = Outbox(sessions, poll_interval=60.0)
+
+    async def then_notice(session: AsyncSession, row: OutboxJob, result: dict[str, Any] | None) -> None:
+        if row.payload["name"] == "send":
+            await box.enqueue(session, "t", None, row.chain, {"name": "notice"})
+
+    box.register("t", recorder.handle, on_done=then_notice)
+    box.start()
+    try:
+        await wait_until(lambda: box.stats.claims >= 1, what="the worker's first claim")
+        async with sessions() as session, session.begin():
+            await box.enqueue(session, "t", None, "chat", {"name": "send"}, run_now=True)
+        await wait_until(lambda: recorder.ran == ["send", "notice"], what="the notice after the send")
+        await wait_until(lambda: box.inflight == 0, what="both settled")
+        assert box.stats.claims == 1 and box.stats.handed == 1, box.stats
+        async with sessions() as session:
+            statuses = (await session.scalars(select(OutboxJob.status).order_by(OutboxJob.id))).all()
+        assert statuses == ["done", "done"]
+        # nothing of the chain is left counted as waiting: the next job's end wakes nobody
+        async with sessions() as session, session.begin():
+            await box.enqueue(session, "t", None, "chat", {"name": "later"}, run_now=True)
+        await wait_until(lambda: recorder.ran[-1:] == ["later"] and box.inflight == 0, what="the later job")
+        assert box.stats.claims == 1, box.stats
+    finally:
+        await box.stop()

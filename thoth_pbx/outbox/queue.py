@@ -86,6 +86,7 @@ class OutboxStats:
     failed: int = 0
     claims: int = 0  # claim transactions
     empty_claims: int = 0  # ... that found nothing to run
+    handed: int = 0  # successors claimed by the commit that stored their predecessor done
 
 
 @dataclass
@@ -563,67 +564,83 @@ class Outbox:
     async def _claim(self, limit: int) -> tuple[list[Job], dt.datetime | None]:
         """Mark the due heads of their chains running (one transaction) and return them."""
         now = utcnow()
-        earlier = aliased(OutboxJob)
-        blocked = exists().where(earlier.chain == OutboxJob.chain, earlier.id < OutboxJob.id, earlier.status != "done")
-        due = (
-            select(OutboxJob)
-            .where(OutboxJob.status == "pending", OutboxJob.next_attempt_at <= now, ~blocked)
-            .order_by(OutboxJob.id)
-            .limit(limit)
-        )
-        if self.shared:  # what another instance is claiming right now is skipped, not waited for
-            due = due.with_for_update(skip_locked=True, of=OutboxJob)
-        lease_end = self._lease_end()
         async with self._sessions() as session, session.begin():
-            rows = (await session.scalars(due)).all()
-            for row in rows:
-                row.status = "running"
-                row.attempts += 1
-                row.last_attempt_at = now
-                row.claimed_by = self.name
-                row.lease_until = lease_end
-                own = row.id in self._own_pending
-                self._own_pending.discard(row.id)
-                if own and row.chain in self._backlog:
-                    left = self._backlog[row.chain] - 1
-                    if left > 0:
-                        self._backlog[row.chain] = left
-                    else:
-                        del self._backlog[row.chain]
-                elif row.chain is not None:
-                    self._foreign.add(row.chain)  # recovered or enqueued elsewhere: successors unknown
-            history: dict[str, list[tuple[int, str, dict[str, Any] | None]]] = {}
-            chains = sorted({row.chain for row in rows if row.chain and self._wants_history(row.kind)})
-            for start in range(0, len(chains), 500):
-                part = chains[start : start + 500]
-                done = await session.execute(
-                    select(OutboxJob.chain, OutboxJob.id, OutboxJob.kind, OutboxJob.result)
-                    .where(OutboxJob.chain.in_(part), OutboxJob.status == "done")
-                    .order_by(OutboxJob.id)
-                )
-                for chain, job_id, kind, result in done.all():
-                    history.setdefault(chain, []).append((job_id, kind, result))
+            jobs = await self._claim_due(session, now, limit)
             next_due = await session.scalar(
                 select(func.min(OutboxJob.next_attempt_at)).where(
                     OutboxJob.status == "pending", OutboxJob.next_attempt_at > now
                 )
             )
-            jobs = [
-                Job(
-                    id=row.id,
-                    kind=row.kind,
-                    instance_id=row.app_instance_id,
-                    chain=row.chain,
-                    payload=dict(row.payload or {}),
-                    attempt=row.attempts,
-                    maybe_delivered=bool(row.maybe_delivered),
-                    earlier=tuple((k, r) for i, k, r in history.get(row.chain or "", []) if i < row.id),
-                )
-                for row in rows
-            ]
         if next_due is not None and next_due.tzinfo is None:
             next_due = next_due.replace(tzinfo=dt.UTC)
         return jobs, next_due
+
+    async def _claim_due(
+        self,
+        session: AsyncSession,
+        now: dt.datetime,
+        limit: int,
+        chains: set[str] | None = None,
+        committing: _Committed | None = None,
+    ) -> list[Job]:
+        """In `session`'s transaction: mark the due heads of their chains (of `chains` only,
+        when given) running, with their chains' earlier results, and return them.
+        `committing`: what this same transaction enqueued (a job claimed here is no longer
+        pending when it commits)."""
+        earlier = aliased(OutboxJob)
+        blocked = exists().where(earlier.chain == OutboxJob.chain, earlier.id < OutboxJob.id, earlier.status != "done")
+        due = select(OutboxJob).where(OutboxJob.status == "pending", OutboxJob.next_attempt_at <= now, ~blocked)
+        if chains is not None:
+            due = due.where(OutboxJob.chain.in_(chains))
+        due = due.order_by(OutboxJob.id).limit(limit)
+        if self.shared:  # what another instance is claiming right now is skipped, not waited for
+            due = due.with_for_update(skip_locked=True, of=OutboxJob)
+        lease_end = self._lease_end()
+        rows = (await session.scalars(due)).all()
+        for row in rows:
+            row.status = "running"
+            row.attempts += 1
+            row.last_attempt_at = now
+            row.claimed_by = self.name
+            row.lease_until = lease_end
+            if committing is not None and row.id in committing.pending_ids:
+                committing.pending_ids.remove(row.id)
+                committing.pending_chains.remove(row.chain)
+                continue  # enqueued by this very transaction: never counted as waiting
+            own = row.id in self._own_pending
+            self._own_pending.discard(row.id)
+            if own and row.chain in self._backlog:
+                left = self._backlog[row.chain] - 1
+                if left > 0:
+                    self._backlog[row.chain] = left
+                else:
+                    del self._backlog[row.chain]
+            elif row.chain is not None:
+                self._foreign.add(row.chain)  # recovered or enqueued elsewhere: successors unknown
+        history: dict[str, list[tuple[int, str, dict[str, Any] | None]]] = {}
+        wanted = sorted({row.chain for row in rows if row.chain and self._wants_history(row.kind)})
+        for start in range(0, len(wanted), 500):
+            part = wanted[start : start + 500]
+            done = await session.execute(
+                select(OutboxJob.chain, OutboxJob.id, OutboxJob.kind, OutboxJob.result)
+                .where(OutboxJob.chain.in_(part), OutboxJob.status == "done")
+                .order_by(OutboxJob.id)
+            )
+            for chain, job_id, kind, result in done.all():
+                history.setdefault(chain, []).append((job_id, kind, result))
+        return [
+            Job(
+                id=row.id,
+                kind=row.kind,
+                instance_id=row.app_instance_id,
+                chain=row.chain,
+                payload=dict(row.payload or {}),
+                attempt=row.attempts,
+                maybe_delivered=bool(row.maybe_delivered),
+                earlier=tuple((k, r) for i, k, r in history.get(row.chain or "", []) if i < row.id),
+            )
+            for row in rows
+        ]
 
     def _wants_history(self, kind: str) -> bool:
         known = self._kinds.get(kind)
@@ -654,7 +671,9 @@ class Outbox:
             foreign = job.chain in self._foreign
             if foreign:
                 self._foreign.discard(job.chain)
-            if full or foreign or (job.chain is not None and job.chain in self._backlog):
+            # (a successor handed on by our own commit is running already: nothing to claim)
+            waiting = job.chain is not None and job.chain in self._backlog and job.chain not in self._running_chains
+            if full or foreign or waiting:
                 self._wake.set()
 
     async def _attempt(self, job: Job) -> _Outcome:
@@ -758,9 +777,30 @@ class Outbox:
                     row.status = "failed"
                     row.last_error = (outcome.error or "")[:2000]
                     log.warning("outbox job failed", extra={"job": job.id, "kind": job.kind, "error": row.last_error})
+            handed = await self._hand_on(session, group)
+        for job in handed:  # committed: their predecessors are done
+            self._start(job)
+        self.stats.handed += len(handed)
         self.stats.done += counts["done"]
         self.stats.retried += counts["retry"]
         self.stats.failed += counts["failed"]
+
+    async def _hand_on(
+        self, session: AsyncSession, group: list[tuple[Job, _Outcome, asyncio.Future[None]]]
+    ) -> list[Job]:
+        """The successors this process committed behind the jobs just done, claimed in the
+        same transaction that stores them done: they start at its commit, without waiting for
+        a claim round (a chat's next message, a notice after a send)."""
+        committing = self._after_commit(session)
+        done = {job.chain for job, outcome, _ in group if outcome.status == "done" and job.chain is not None}
+        # behind them: jobs committed earlier, or enqueued just now by their on_done hooks
+        chains = {c for c in done if c in self._backlog or c in committing.pending_chains}
+        room = self.max_inflight - len(self._inflight)
+        if not chains or room <= 0 or self._stopping or self._task is None or (self.shared and not self.holds_leases):
+            return []
+        await session.flush()  # the jobs just done no longer block their successors
+        # now, not the group's time: a hook's job was stored a moment after it
+        return await self._claim_due(session, utcnow(), room, chains, committing)
 
     async def _run_on_done(
         self, session: AsyncSession, hook: OnDone, row: OutboxJob, result: dict[str, Any] | None
