@@ -276,3 +276,31 @@ async def test_a_job_its_predecessors_on_done_hook_enqueued_starts_with_that_com
         assert box.stats.claims == 1, box.stats
     finally:
         await box.stop()
+
+
+async def test_a_job_committed_before_the_starts_recovery_runs_once(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A commit right after start(), before the worker's recovery ran: the job must not be
+    started by its commit (the recovery would take it for one a crash interrupted and run it
+    again); it waits for the first claim and runs once."""
+    recorder = Recorder()
+    recorder.gates["early"] = asyncio.Event()
+    box = Outbox(sessions, poll_interval=60.0)
+    box.register("t", recorder.handle)
+    box.start()
+    try:
+        async with sessions() as session, session.begin():  # the worker's task has not run yet
+            job_id = await box.enqueue(session, "t", None, "chain-early", {"name": "early"}, run_now=True)
+            done = box.watch(session, job_id)
+        await wait_until(lambda: box.stats.claims >= 1 and box.inflight == 1, what="the job claimed after recovery")
+        recorder.gates["early"].set()
+        assert await asyncio.wait_for(done, 10) == {"name": "early", "after": []}
+        await wait_until(lambda: box.inflight == 0, what="settled")
+        assert recorder.ran == ["early"]
+        async with sessions() as session:
+            row = await session.get(OutboxJob, job_id)
+            assert row is not None and row.status == "done" and row.attempts == 1 and not row.maybe_delivered
+    finally:
+        recorder.gates["early"].set()
+        await box.stop()

@@ -161,6 +161,9 @@ class Outbox:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        # set once the start's recovery ran: before it, a job started by its commit could be
+        # taken for one a crash interrupted (same instance name) and run twice
+        self._recovered = False
         self._outcomes: list[tuple[Job, _Outcome, asyncio.Future[None]]] = []
         self._settle_wake = asyncio.Event()
         self._settler: asyncio.Task[None] | None = None
@@ -209,6 +212,7 @@ class Outbox:
             run_now
             and delay <= 0
             and self.running
+            and self._recovered
             and (
                 chain is None
                 or not (chain in self._backlog or chain in committed.chains() or chain in self._running_chains)
@@ -370,6 +374,7 @@ class Outbox:
         if self._task is None or self._task.done():
             self._stopping = False
             self._settler_stopping = False
+            self._recovered = False
             self._task = asyncio.create_task(self._loop(), name="outbox-worker")
             if self.shared:
                 self._renewed = time.monotonic()
@@ -425,6 +430,7 @@ class Outbox:
         while not self._stopping:
             try:
                 await self._recover()
+                self._recovered = True
                 break
             except Exception:
                 log.exception("outbox: recovery failed (database down?); retrying")
@@ -796,7 +802,7 @@ class Outbox:
         # behind them: jobs committed earlier, or enqueued just now by their on_done hooks
         chains = {c for c in done if c in self._backlog or c in committing.pending_chains}
         room = self.max_inflight - len(self._inflight)
-        if not chains or room <= 0 or self._stopping or self._task is None or (self.shared and not self.holds_leases):
+        if not chains or room <= 0 or not self.running or (self.shared and not self.holds_leases):
             return []
         await session.flush()  # the jobs just done no longer block their successors
         # now, not the group's time: a hook's job was stored a moment after it
