@@ -71,6 +71,10 @@ async def test_a_username_only_customer_gets_a_chat_and_the_reply_goes_to_the_bs
 async def test_a_customer_who_changes_their_number_keeps_one_chat(wa: Bridge) -> None:
     await wa.post(_from("order 77?", "wamid.n1", phone=CUSTOMER, bsuid=BSUID))
     await wa.quiet()
+    await _operator(wa, CUSTOMER, "Looking")  # the chat's recipient is now known (and kept) ...
+    await wait_until(lambda: _texts_to(wa, "Looking"), what="the first reply at Meta")
+    assert _texts_to(wa, "Looking")[0]["to"] == CUSTOMER
+    await wa.quiet()
     changed = meta_sim.message_change(SEED.phone_number_id, SEED.display_phone_number, CUSTOMER, "", wamid="wamid.sys")
     message = changed["value"]["messages"][0]
     del changed["value"]["contacts"], message["text"]  # system messages carry no contacts array
@@ -90,9 +94,9 @@ async def test_a_customer_who_changes_their_number_keeps_one_chat(wa: Bridge) ->
     assert any("changed from" in e["message"]["text"] for e in wa.in_bitrix())
     await _operator(wa, CUSTOMER, "Noted, thanks")
     await wait_until(lambda: _texts_to(wa, "Noted, thanks"), what="the reply at Meta")
-    assert _texts_to(wa, "Noted, thanks")[0]["to"] == NEW_NUMBER  # to the number they use now
+    assert _texts_to(wa, "Noted, thanks")[0]["to"] == NEW_NUMBER  # ... until the number changes
     history = await wa.admin_get(f"/api/admin/phones/{wa.phone_id}/chats/{CUSTOMER}")
-    assert [m["direction"] for m in history["messages"]] == ["in", "in", "in", "out"]
+    assert [m["direction"] for m in history["messages"]] == ["in", "out", "in", "in", "out"]
     (current,) = (await wa.admin_get(f"/api/admin/customers?q={NEW_NUMBER}"))["items"]
     assert current["bsuid"] == NEW_BSUID and current["chat_key"] == CUSTOMER
     detail = await wa.admin_get(f"/api/admin/customers/{current['id']}")

@@ -105,6 +105,7 @@ class Outbound:
         *,
         lines_changed: ChangeCounter | None = None,
         numbers_changed: ChangeCounter | None = None,
+        customers_changed: ChangeCounter | None = None,
     ) -> None:
         self._sessions = sessions
         self._templates = templates
@@ -116,6 +117,7 @@ class Outbound:
         # read by every operator message: kept until their tables change (store/snapshots.py)
         self._lines: Snapshots[tuple[int, int], _Line | None] = Snapshots(lines_changed)
         self._senders: Snapshots[int, _Sender | None] = Snapshots(numbers_changed)
+        self._recipients: Snapshots[tuple[int, str], Recipient] = Snapshots(customers_changed)
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=True)
 
     async def close(self) -> None:
@@ -343,8 +345,11 @@ class Outbound:
             if phone is None:
                 return {"failed": None, "error": "the WhatsApp number of this chat no longer exists"}
             unread = await history.unread_inbound(session, phone.phone_id, to)
-            # the chat's customer as they are now (a number change moved them on)
-            recipient = await recipient_of(session, phone.waba_account_id, to)
+            # the chat's customer as they are now (a number change moved them on: kept until
+            # a customer row changes)
+            recipient = await self._recipients.get(
+                (phone.waba_account_id, to), lambda: recipient_of(session, phone.waba_account_id, to)
+            )
         # the read receipt goes beside the send, not before it: it never delays the message
         marking = asyncio.create_task(self._mark_read(phone, unread)) if unread is not None else None
         try:

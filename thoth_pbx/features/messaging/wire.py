@@ -96,6 +96,7 @@ def wire(
         sms,
         lines_changed=TableChanges(deps.engine, ("messaging_line",)),
         numbers_changed=TableChanges(deps.engine, ("phone", "waba_account")),
+        customers_changed=TableChanges(deps.engine, ("customer",)),
     )
     deps.outbox.register(KIND_OUTBOUND, outbound.run, on_done=outbound.on_done, history=False)
     bitrix.app.on_event_inline("ONIMCONNECTORMESSAGEADD", outbound.message_added)
