@@ -58,6 +58,3 @@ class Snapshots(Generic[K, V]):
                 self._kept.clear()  # bounded even when keys are many
             self._kept[key] = (generation, now, value)
         return value
-
-    def forget(self) -> None:
-        self._kept.clear()

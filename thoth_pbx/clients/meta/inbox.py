@@ -185,11 +185,6 @@ class InboxWriter:
                 log.debug("closing the inbox writer connection failed", exc_info=True)
 
 
-def _aware(moment: dt.datetime) -> dt.datetime:
-    """SQLite hands back naive datetimes; they were stored in UTC."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
-
-
 def _settle(item: _Pending, exc: BaseException | None) -> None:
     if item.done.done():
         return
@@ -348,10 +343,11 @@ class InboxDispatcher:
             if self._batch_handlers:
                 # the lingering events all go once the oldest has waited long enough
                 lingering = or_(*(WebhookInbox.kind.startswith(prefix) for prefix, _ in self._batch_handlers))
+                # (aware on every database: the column's UtcDateTime type reads it, min() included)
                 oldest = await session.scalar(select(func.min(WebhookInbox.received_at)).where(pending, lingering))
-                if oldest is not None and _aware(oldest) > utcnow() - self._linger:
+                if oldest is not None and oldest > utcnow() - self._linger:
                     due = and_(pending, not_(lingering))
-                    self._pass_at(_aware(oldest))
+                    self._pass_at(oldest)
             rows = (
                 await session.scalars(select(WebhookInbox).where(due).order_by(WebhookInbox.id).limit(self._batch))
             ).all()
@@ -381,12 +377,12 @@ class InboxDispatcher:
             # meanwhile would wait for the whole batch instead of one delivery
             await asyncio.sleep(0)
         for (prefix, handler), items in zip(self._batch_handlers, batched, strict=True):
-            if items:
-                error = await self._call(handler, handler(items), prefix)
-                for item in items:
-                    if error is not None:
-                        known = results[item.id]["_error"]
-                        results[item.id]["_error"] = f"{known}\n{error}" if known else error
+            error = await self._call(handler, handler(items), prefix) if items else None
+            if error is None:
+                continue
+            for item in items:
+                known = results[item.id]["_error"]
+                results[item.id]["_error"] = f"{known}\n{error}" if known else error
         async with self._sessions() as session, session.begin():
             conn = await session.connection()
             await conn.execute(

@@ -130,9 +130,8 @@ class StasisCalls(CallRecovery):
         self.notifier = notifier
         self.endpoint_prefix = endpoint_prefix
         self.recordings_dir = recordings_dir
-        # Without a change counter every call reads its context from the database.
-        self.changes = changes
         # the context of each dialled number, kept until a phone, portal or user changes
+        # (without a change counter every call reads its context from the database)
         self._contexts: Snapshots[str | None, tuple[int | None, CallContext]] = Snapshots(
             changes, max_age=CONTEXT_MAX_AGE_S, max_entries=CONTEXT_CACHE_SIZE
         )

@@ -155,7 +155,7 @@ class Outbound:
         send jobs are stored with the event (database work only)."""
         queued: list[int] = []
         line = await self._our_line(session, event)
-        if line is None or line.line_id is None:
+        if line is None:
             return {"ignored": "not our connector or line"}
         for message in _messages(event.data):
             customer = str(sub(message, "chat").get("id") or "")
@@ -233,7 +233,7 @@ class Outbound:
         """ONIMCONNECTORMESSAGEUPDATE / DELETE: WhatsApp cannot follow; the operator is told."""
         queued = []
         line = await self._our_line(session, event)
-        if line is None or line.line_id is None:
+        if line is None:
             return {"ignored": "not our connector or line"}
         for message in _messages(event.data):
             customer = str(sub(message, "chat").get("id") or "")
