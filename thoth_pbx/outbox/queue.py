@@ -445,7 +445,8 @@ class Outbox:
             if room > 0:
                 try:
                     # a claim stuck on a dead connection must not outlive the lease it takes
-                    jobs, next_due = await asyncio.wait_for(self._claim(room), self.lease if self.shared else None)
+                    async with asyncio.timeout(self.lease if self.shared else None):
+                        jobs, next_due = await self._claim(room)
                 except Exception:
                     log.exception("outbox: claiming jobs failed (database down?)")
                 self.stats.claims += 1
@@ -462,7 +463,8 @@ class Outbox:
 
     async def _sleep(self, timeout: float) -> None:
         try:
-            await asyncio.wait_for(self._wake.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
         except TimeoutError:
             pass
 

@@ -16,7 +16,6 @@ one process: writes by another process there (a CLI command) are seen when cache
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import re
@@ -26,6 +25,8 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from thoth_pbx.core.tasks import cancel_task
 
 _DML = re.compile(r'^\s*(?:INSERT\s+(?:OR\s+\w+\s+)?INTO|UPDATE|DELETE\s+FROM)\s+"?(\w+)', re.IGNORECASE)
 _FLAG = "thoth_changed_tables"
@@ -122,11 +123,8 @@ class ChangeListener:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="table-change-listener")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_task(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         import asyncpg  # type: ignore[import-untyped]

@@ -155,7 +155,8 @@ class AmiClient:
 
     async def wait_connected(self, timeout: float) -> None:
         try:
-            await asyncio.wait_for(self._connected.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._connected.wait()
         except TimeoutError:
             raise AmiNotConnected(f"AMI not connected after {timeout}s: {self.status.error}") from None
 
@@ -219,9 +220,8 @@ class AmiClient:
         loop = asyncio.get_running_loop()
         self._set_state("connecting", self.status.error)
         link = _Link(self)
-        _, protocol = await asyncio.wait_for(
-            loop.create_connection(_Protocol, self.target.host, self.target.port), self.connect_timeout
-        )
+        async with asyncio.timeout(self.connect_timeout):
+            _, protocol = await loop.create_connection(_Protocol, self.target.host, self.target.port)
         protocol.factory = link
         protocol.encoding = "utf8"
         protocol.log = log
@@ -243,7 +243,8 @@ class AmiClient:
         assert link is not None
         while True:
             try:
-                await asyncio.wait_for(link.lost.wait(), self.ping_interval)
+                async with asyncio.timeout(self.ping_interval):
+                    await link.lost.wait()
                 raise AmiNotConnected("connection closed by Asterisk")
             except TimeoutError:
                 pass
@@ -285,7 +286,8 @@ class AmiClient:
         action = cls(dict(fields), as_list=as_list)
         future = protocol.send(action, as_list=as_list)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(future)
         except TimeoutError:
             protocol.responses.pop(action.id, None)
             protocol.responses.pop(action.action_id, None)

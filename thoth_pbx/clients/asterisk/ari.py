@@ -113,7 +113,8 @@ class AriClient:
 
     async def wait_connected(self, timeout: float) -> None:
         try:
-            await asyncio.wait_for(self._connected.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._connected.wait()
         except TimeoutError:
             raise AriNotConnected(f"ARI not connected after {timeout}s: {self.status.error}") from None
 

@@ -7,6 +7,8 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable
 
+from thoth_pbx.core.tasks import cancel_task
+
 
 class Backoff:
     """`initial` doubling up to `maximum` seconds, +-20 % jitter so clients do not stampede."""
@@ -28,7 +30,8 @@ class Backoff:
 async def pause(stopping: asyncio.Event, seconds: float) -> None:
     """Sleep `seconds`, or less if `stopping` is set meanwhile."""
     try:
-        await asyncio.wait_for(stopping.wait(), seconds)
+        async with asyncio.timeout(seconds):
+            await stopping.wait()
     except TimeoutError:
         pass
 
@@ -59,10 +62,5 @@ class Supervisor:
 
     async def stop(self) -> None:
         self.stopping.set()
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_task(self._task)
+        self._task = None

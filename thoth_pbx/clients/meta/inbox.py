@@ -26,6 +26,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from thoth_pbx.clients.meta.payloads import Model, model_of
 from thoth_pbx.clients.meta.tables import WebhookInbox
+from thoth_pbx.core.tasks import cancel_task
 from thoth_pbx.store.base import table_of
 from thoth_pbx.store.db import insert_with_conflicts
 from thoth_pbx.store.types import utcnow
@@ -43,17 +44,6 @@ def insert_ignoring_duplicates(dialect_name: str) -> Any:
 INBOX_DISPATCH_LOCK = 0x7468_6F74_6801  # "thoth" + 1
 CHECKPOINT_EVERY_ROWS = 2000  # SQLite: WAL checkpoint beside the writer after this many rows
 WAL_RESTART_FRAMES = 16384  # ~64 MB of 4 KiB pages: then rewind the WAL even if it stalls a commit
-
-
-async def cancel_task(task: asyncio.Task[Any] | None) -> None:
-    """Cancel a background task and wait until it has really stopped."""
-    if task is None:
-        return
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
 
 
 @dataclass
@@ -319,7 +309,8 @@ class InboxDispatcher:
             await self._wake.wait()
             return
         try:
-            await asyncio.wait_for(self._wake.wait(), self._sweep)
+            async with asyncio.timeout(self._sweep):
+                await self._wake.wait()
         except TimeoutError:
             self._idle.clear()  # a pass is under way: wait_idle() waits for it, as after notify()
 

@@ -200,7 +200,8 @@ class Dialer:
                 "/channels/create",
                 params={"endpoint": endpoint, "app": self.ari.app, "channelId": channel_id, "originator": other},
             )
-            await asyncio.wait_for(entered, ENTER_TIMEOUT_S)
+            async with asyncio.timeout(ENTER_TIMEOUT_S):
+                await entered
             if caller_id:  # else the INVITE goes out From "Anonymous" <sip:...@anonymous.invalid>
                 # an outgoing leg's From is its connected line (the calling party); `i`: set it
                 # without sending anything on the leg
@@ -223,7 +224,8 @@ class Dialer:
         tech: Any = None
         while True:
             try:
-                event = await asyncio.wait_for(queue.get(), max(0.1, deadline - loop.time()))
+                async with asyncio.timeout(max(0.1, deadline - loop.time())):
+                    event = await queue.get()
             except TimeoutError:
                 return "TIMEOUT"
             kind = event.get("type")
@@ -270,7 +272,8 @@ class Dialer:
                 f"/channels/{channel_id}/snoop",
                 params={"spy": "both", "app": self.ari.app, "snoopId": snoop},
             )
-            await asyncio.wait_for(entered, ENTER_TIMEOUT_S)
+            async with asyncio.timeout(ENTER_TIMEOUT_S):
+                await entered
             self._recordings[name] = asyncio.get_running_loop().create_future()
             await self.ari.request(
                 "POST", f"/channels/{snoop}/record", params={"name": name, "format": "wav", "ifExists": "overwrite"}
@@ -288,7 +291,8 @@ class Dialer:
         finished = self._recordings.pop(name, None)
         if finished is not None:
             try:
-                await asyncio.wait_for(finished, 5.0)
+                async with asyncio.timeout(5.0):
+                    await finished
             except TimeoutError:
                 log.warning("click-to-call recording not finished after 5 s", extra={"recording": name})
 

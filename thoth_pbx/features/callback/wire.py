@@ -4,7 +4,6 @@ and an ARI application of its own for the two legs."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
@@ -12,6 +11,7 @@ from typing import Protocol
 from thoth_pbx.clients.asterisk.ari import AriClient
 from thoth_pbx.clients.meta import permissions as perms
 from thoth_pbx.clients.meta.inbox import InboxDispatcher
+from thoth_pbx.core.tasks import cancel_task
 from thoth_pbx.features.callback.dialer import Dialer, Progress
 from thoth_pbx.features.callback.http import callback_routes
 from thoth_pbx.features.callback.service import KIND_START, CallbackService, CallLog, LastInbound, TemplatesOf
@@ -97,9 +97,7 @@ def wire(
 
     async def stop() -> None:
         for task in followers:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_task(task)
         followers.clear()
         await service.stop()
         for _key, ari, _ownership in clients:

@@ -33,7 +33,6 @@ ApplicationReplaced; seen on Asterisk 22: the older websocket gets the event and
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -41,6 +40,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from thoth_pbx.core.tasks import cancel_task
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,8 @@ class AdvisoryLock:
         if conn is None:
             return
         try:
-            await asyncio.wait_for(conn.close(), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                await conn.close()
         except Exception:  # the server is away: drop the socket
             conn.terminate()
 
@@ -173,11 +175,8 @@ class StasisOwnership:
 
     async def stop(self) -> None:
         """Shut down: stop taking calls first, then free the lock for a standby."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_task(self._task)
+        self._task = None
         await self._depose("stopping")
         if self._lock is not None:
             await self._lock.release()
@@ -241,7 +240,8 @@ class StasisOwnership:
         last_ok = loop.time()
         while True:
             try:
-                await asyncio.wait_for(lock.lost.wait(), self.retry_s)
+                async with asyncio.timeout(self.retry_s):
+                    await lock.lost.wait()
                 return "the Stasis lock's database connection ended"
             except TimeoutError:
                 pass

@@ -51,7 +51,8 @@ class CallRecorder:
                     },
                 )
                 state.recorder_channel = snoop_id
-                await asyncio.wait_for(entered, 5.0)  # like a created leg: usable after its StasisStart
+                async with asyncio.timeout(5.0):
+                    await entered  # like a created leg: usable after its StasisStart
                 self._recordings[name] = asyncio.get_running_loop().create_future()
                 await self.ari.request(
                     "POST",
@@ -77,7 +78,8 @@ class CallRecorder:
         finished = self._recordings.get(state.recording)
         if finished is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(finished), 5.0)
+                async with asyncio.timeout(5.0):
+                    await asyncio.shield(finished)
             except TimeoutError:
                 log.warning("recording not finished after 5 s", extra={"call": state.call_id})
             finally:

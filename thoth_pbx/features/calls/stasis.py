@@ -466,7 +466,8 @@ class StasisCalls(CallRecovery):
                 if timeout <= 0:
                     break
                 try:
-                    event = await asyncio.wait_for(queue.get(), timeout)
+                    async with asyncio.timeout(timeout):
+                        event = await queue.get()
                 except TimeoutError:
                     break
                 winner = self._leg_event(state, legs, event)
@@ -623,9 +624,8 @@ class StasisCalls(CallRecovery):
         self, ctx: CallContext, state: cf.CallState, registration: Registration | None
     ) -> Operator | None:
         try:
-            return await asyncio.wait_for(
-                self.notifier.responsible(ctx, state.caller, state.linkedid, registration), 3.0
-            )
+            async with asyncio.timeout(3.0):
+                return await self.notifier.responsible(ctx, state.caller, state.linkedid, registration)
         except Exception as exc:  # Bitrix down or slow: route to the group
             log.warning("responsible lookup failed", extra={"error": str(exc) or type(exc).__name__})
             return None
@@ -665,7 +665,8 @@ class StasisCalls(CallRecovery):
                     "channelId": leg_id,
                 },
             )
-            await asyncio.wait_for(entered, 5.0)
+            async with asyncio.timeout(5.0):
+                await entered
             await self.ari.request(
                 "POST", f"/channels/{leg_id}/dial", params={"caller": state.channel_id, "timeout": seconds + 1}
             )

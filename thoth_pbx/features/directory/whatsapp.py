@@ -13,9 +13,10 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from thoth_pbx.clients.meta.graph import GraphClient
-from thoth_pbx.clients.meta.inbox import InboxDispatcher, InboxWriter, cancel_task
+from thoth_pbx.clients.meta.inbox import InboxDispatcher, InboxWriter
 from thoth_pbx.clients.meta.webhook import WebhookReceiver
 from thoth_pbx.core.secrets import SecretBox, mask
+from thoth_pbx.core.tasks import cancel_task
 from thoth_pbx.features.directory.accounts import AccountCache, phones_by_pnid
 from thoth_pbx.features.directory.tokens import TokenChecker, token_warning
 from thoth_pbx.store.types import utcnow

@@ -71,12 +71,10 @@ async def probe(host: str, port: int, *, bundle: str, timeout: float = 5.0, serv
 async def _handshake(
     host: str, port: int, context: ssl.SSLContext, timeout: float, server_name: str | None
 ) -> bytes | None:
-    reader, writer = await asyncio.wait_for(
-        asyncio.open_connection(
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_connection(
             host, port, ssl=context, ssl_handshake_timeout=timeout, server_hostname=server_name or host
-        ),
-        timeout,
-    )
+        )
     try:
         sslobj = writer.get_extra_info("ssl_object")
         return sslobj.getpeercert(binary_form=True) if sslobj is not None else None
