@@ -16,6 +16,12 @@ Callers just `await client.call("telephony.externalcall.register", {...})`. Behi
   certainly did not run; QUERY_LIMIT_EXCEEDED also fills our bucket. 429
   OPERATION_TIME_LIMIT blocks that method until `operating_reset_at`. A 302 to a new
   domain moves the portal's endpoint (stored). Logic errors are raised at once.
+- A method whose list parameter carries many items (imconnector.send.messages' MESSAGES)
+  may be called with a `Merge` (merging.py): queued calls of the same target then share one
+  command, their items concatenated in queue order, and the answer is split back per call.
+  Under a backlog a request then carries more than 50 calls' worth; an idle client is not
+  slowed (nothing waits to be merged). A merged command the portal refuses as a whole is sent
+  again call by call, so one bad item cannot fail the others.
 - Errors come out typed (errors.py); results as plain JSON values (or `Reply` with the
   paging fields). Higher layers (telephony.py, users.py) wrap them in dataclasses.
 """
@@ -37,6 +43,7 @@ from thoth_pbx.clients.bitrix.errors import (
     TOKEN_EXPIRED,
     BitrixAuthError,
     BitrixError,
+    BitrixLogicError,
     BitrixTransientError,
     BitrixUnavailable,
     NeedsReauth,
@@ -45,6 +52,7 @@ from thoth_pbx.clients.bitrix.errors import (
     error_from_code,
     error_from_reply,
 )
+from thoth_pbx.clients.bitrix.merging import Merge
 from thoth_pbx.clients.bitrix.transport import PortalHttp, SendFailed
 from thoth_pbx.core.logs import register_secret
 from thoth_pbx.core.metrics import BITRIX_SECONDS
@@ -110,10 +118,43 @@ class Reply:
 
 
 @dataclass
+class _Command:
+    """One command of a request: one call, or several merged calls (in queue order)."""
+
+    calls: list[_Call]
+    size: int
+
+    @property
+    def method(self) -> str:
+        return self.calls[0].method
+
+    @property
+    def merge(self) -> Merge | None:
+        return self.calls[0].merge if len(self.calls) > 1 else None
+
+    @property
+    def params(self) -> Mapping[str, Any]:
+        merge = self.merge
+        return self.calls[0].params if merge is None else merge.combine([c.params for c in self.calls])
+
+    def takes(self, call: _Call) -> bool:
+        merge = self.calls[0].merge
+        return (
+            merge is not None
+            and call.merge is merge
+            and call.method == self.method
+            and len(self.calls) < merge.max_calls
+            and self.size + call.size <= BATCH_BYTES
+            and merge.target(call.params) == merge.target(self.calls[0].params)
+        )
+
+
+@dataclass
 class ClientStats:
     requests: int = 0  # HTTP requests to the portal (what the bucket counts)
     batches: int = 0
     commands: int = 0  # method calls delivered, batched or not
+    merged: int = 0  # calls that went inside another call's command
     refreshes: int = 0
     query_limit_errors: int = 0
 
@@ -173,6 +214,8 @@ class _Call:
     params: Mapping[str, Any]
     future: asyncio.Future[Reply]
     batchable: bool
+    size: int = 0  # its command's query string, bytes
+    merge: Merge | None = None
 
     def resolve(self, outcome: Reply | BaseException) -> None:
         if self.future.done():
@@ -236,12 +279,25 @@ class BitrixClient:
 
     # ------------------------------------------------------------------ public API
 
-    async def call(self, method: str, params: Mapping[str, Any] | None = None, *, batchable: bool = True) -> Any:
-        """Run one method; returns its `result`. Raises a `BitrixError` subclass."""
-        return (await self.call_reply(method, params, batchable=batchable)).result
+    async def call(
+        self,
+        method: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        batchable: bool = True,
+        merge: Merge | None = None,
+    ) -> Any:
+        """Run one method; returns its `result`. Raises a `BitrixError` subclass. With `merge`,
+        the call may share a command with other queued calls of the same target (merging.py)."""
+        return (await self.call_reply(method, params, batchable=batchable, merge=merge)).result
 
     async def call_reply(
-        self, method: str, params: Mapping[str, Any] | None = None, *, batchable: bool = True
+        self,
+        method: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        batchable: bool = True,
+        merge: Merge | None = None,
     ) -> Reply:
         """Like `call` but with `total`/`next` for list methods."""
         if self._closing or self._closed:
@@ -250,18 +306,22 @@ class BitrixClient:
             raise NeedsReauth("invalid_grant", self._reauth, method=method)
         self._check_blocked(method)
         clean = {k: v for k, v in (params or {}).items() if v is not None}
-        if batchable and (method.lower() == "batch" or len(phpquery.encode(clean)) > BATCH_BYTES):
+        size = len(phpquery.encode(clean)) if batchable else 0
+        if batchable and (method.lower() == "batch" or size > BATCH_BYTES):
             batchable = False
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        call = _Call(method, clean, future, batchable)
+        call = _Call(method, clean, future, batchable, size, merge if batchable else None)
         if self._idle():
             await self._send_direct(call)
             return await future
         self._queue.append(call)
+        self._dispatch_soon()
+        return await future
+
+    def _dispatch_soon(self) -> None:
         self._wake.set()
         if self._dispatcher is None or self._dispatcher.done():
             self._dispatcher = asyncio.create_task(self._dispatch_loop(), name=f"bitrix-dispatch-{self.member_id}")
-        return await future
 
     def _idle(self) -> bool:
         """Nothing queued or on the wire and room in the bucket: a call sent now overtakes nobody
@@ -280,7 +340,7 @@ class BitrixClient:
         self._direct += 1
         try:
             await self.bucket.claim()  # shared by instances: one statement, and a wait if others filled it
-            await self._send([call])
+            await self._send([_Command([call], call.size)])
         finally:  # calls queued meanwhile woke the dispatcher themselves
             self._direct -= 1
             self._inflight.release()
@@ -335,13 +395,13 @@ class BitrixClient:
                 # reserved (one statement) before the calls are picked: they keep queueing into
                 # this request while it waits for what the other instances sent
                 await self.bucket.claim()
-            calls = self._take()
-            if not calls:  # (shared: a reservation for nothing errs on the safe side)
+            commands = self._take()
+            if not commands:  # (shared: a reservation for nothing errs on the safe side)
                 self._inflight.release()
                 continue
             if not self.bucket.shared:
                 self.bucket.take()
-            task = asyncio.create_task(self._send(calls))
+            task = asyncio.create_task(self._send(commands))
             self._senders.add(task)
             task.add_done_callback(self._sender_done)
 
@@ -349,8 +409,10 @@ class BitrixClient:
         self._senders.discard(task)
         self._inflight.release()
 
-    def _take(self) -> list[_Call]:
-        """The next request's calls: one unbatchable call, or up to max_batch batchable ones."""
+    def _take(self) -> list[_Command]:
+        """The next request's commands: one unbatchable call, or up to max_batch commands of
+        batchable calls taken in queue order (a mergeable call joins a command of its target
+        already in the request; the first call that fits nowhere ends the take)."""
         live: list[_Call] = []
         for call in self._queue:
             if call.future.done():
@@ -367,45 +429,96 @@ class BitrixClient:
         first = live[0]
         if not first.batchable or self.max_batch == 1:
             self._queue = live[1:]
-            return [first]
-        chosen = [c for c in live if c.batchable][: self.max_batch]
-        picked = {id(c) for c in chosen}
+            return [_Command([first], first.size)]
+        chosen: list[_Command] = []
+        open_for: dict[tuple[str, Any], _Command] = {}  # (method, target) -> its command here
+        picked: set[int] = set()
+        for call in live:
+            if not call.batchable:
+                continue
+            target = (call.method, call.merge.target(call.params)) if call.merge is not None else None
+            joined = open_for.get(target) if target is not None else None
+            if joined is not None and joined.takes(call):
+                joined.calls.append(call)
+                joined.size += call.size
+                self.stats.merged += 1
+            elif len(chosen) < self.max_batch:
+                command = _Command([call], call.size)
+                chosen.append(command)
+                if target is not None:
+                    open_for[target] = command
+            else:
+                break
+            picked.add(id(call))
         self._queue = [c for c in live if id(c) not in picked]
         return chosen
 
-    async def _send(self, calls: list[_Call]) -> None:
+    def _settle(self, command: _Command, outcome: Reply | BitrixError) -> None:
+        """Resolve a command's calls with its outcome (split back when merged)."""
+        merge = command.merge
+        if merge is None:
+            if isinstance(outcome, Reply):
+                self.stats.commands += 1
+            command.calls[0].resolve(outcome)
+            return
+        if isinstance(outcome, BitrixLogicError):
+            # refused as a whole: maybe for one item; each call again on its own, first in line
+            for call in command.calls:
+                call.merge = None
+            self._queue[:0] = command.calls
+            self._dispatch_soon()
+            return
+        if isinstance(outcome, BitrixError):
+            for call in command.calls:
+                call.resolve(outcome)
+            return
+        parts = merge.split(outcome.result, [merge.count(c.params) for c in command.calls])
+        if parts is None:
+            for call in command.calls:
+                call.resolve(
+                    BitrixUnavailable(
+                        "UNSPLITTABLE",
+                        f"the answer to a merged {command.method} does not match its items",
+                        method=command.method,
+                        maybe_delivered=True,
+                    )
+                )
+            return
+        for call, part in zip(command.calls, parts, strict=True):
+            self.stats.commands += 1
+            call.resolve(Reply(part, time=outcome.time))
+
+    async def _send(self, commands: list[_Command]) -> None:
         try:
-            if len(calls) == 1:
-                call = calls[0]
+            if len(commands) == 1:
+                command = commands[0]
                 try:
-                    reply = await self._request(call.method, call.params, slot_taken=True)
+                    reply = await self._request(command.method, command.params, slot_taken=True)
                 except BitrixError as exc:
-                    call.resolve(exc)
+                    self._settle(command, exc)
                 else:
-                    self.stats.commands += 1
-                    call.resolve(reply)
+                    self._settle(command, reply)
                 return
-            keys = [f"c{i}" for i in range(len(calls))]
-            cmd = {key: _command(call.method, call.params) for key, call in zip(keys, calls, strict=False)}
+            keys = [f"c{i}" for i in range(len(commands))]
+            cmd = {key: _command(command.method, command.params) for key, command in zip(keys, commands, strict=True)}
             try:
                 reply = await self._request("batch", {"halt": 0, "cmd": cmd}, slot_taken=True)
             except BitrixError as exc:
-                for call in calls:
-                    call.resolve(exc)
+                for command in commands:
+                    for call in command.calls:
+                        call.resolve(exc)
                 return
             self.stats.batches += 1
             outcomes = _split_batch(
-                reply.result, [(k, c.method) for k, c in zip(keys, calls, strict=False)], self._note_time_for
+                reply.result, [(k, c.method) for k, c in zip(keys, commands, strict=True)], self._note_time_for
             )
-            for key, call in zip(keys, calls, strict=False):
+            for key, command in zip(keys, commands, strict=True):
                 outcome = outcomes[key]
                 if isinstance(outcome, OperationTimeLimit):
-                    outcome.retry_at = self._block(call.method)
-                if isinstance(outcome, Reply):
-                    self.stats.commands += 1
-                call.resolve(outcome)
+                    outcome.retry_at = self._block(command.method)
+                self._settle(command, outcome)
         except asyncio.CancelledError:
-            for call in calls:
+            for call in (call for command in commands for call in command.calls):
                 call.resolve(
                     BitrixUnavailable(
                         "CLIENT_CLOSED", "the Bitrix client was closed", method=call.method, maybe_delivered=True
@@ -414,7 +527,7 @@ class BitrixClient:
             raise
         except Exception as exc:  # a bug must not leave callers waiting forever
             log.exception("bitrix send failed", extra={"member_id": self.member_id})
-            for call in calls:
+            for call in (call for command in commands for call in command.calls):
                 call.resolve(
                     BitrixUnavailable(
                         "CLIENT_BUG", f"{type(exc).__name__}: {exc}", method=call.method, maybe_delivered=True

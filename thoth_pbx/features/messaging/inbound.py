@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from thoth_pbx.clients.bitrix.merging import SEND_MESSAGES
 from thoth_pbx.clients.meta.graph import GraphError, MediaTooLarge
 from thoth_pbx.clients.meta.inbox import InboxItem
 from thoth_pbx.clients.meta.payloads import Message, contacts_of
@@ -178,6 +179,7 @@ class Inbound:
         answer = await client.call(
             "imconnector.send.messages",
             {"CONNECTOR": connector.CONNECTOR_ID, "LINE": line.line_id, "MESSAGES": [item]},
+            merge=SEND_MESSAGES,  # a backlog's messages share commands: more than 50 per request
         )
         results = ((answer or {}).get("DATA") or {}).get("RESULT") if isinstance(answer, dict) else None
         first = results[0] if isinstance(results, list) and results else {}
