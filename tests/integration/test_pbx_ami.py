@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import signal
+
+from panoramisk.message import Message
 
 from tests.harness.asterisk import AsteriskInstance
 from tests.integration.conftest import ami_client, tls_files
 from tests.integration.test_pbx_apply import PHONE, cli_fields, trunk_settings
+from tests.support.bitrix import wait_until
 from thoth_pbx.clients.asterisk.ami import AmiClient, AmiNotConnected
 from thoth_pbx.core.settings import AmiTarget
 from thoth_pbx.features.trunk import live
@@ -105,3 +110,43 @@ async def test_restart_when_convenient_loads_the_pending_transport(private_aster
         assert cli_fields(inst.cli(f"pjsip show transport {settings['transport_name']}"))["method"] == "tlsv1_3"
     finally:
         await client.stop()
+
+
+async def test_only_system_events_reach_us_not_every_call_event(private_asterisk: AsteriskInstance) -> None:
+    """We read FullyBooted and Reload only: a session logged in with Events: on would have
+    Asterisk build and send every channel's Newchannel, VarSet, Newexten, Hangup... to us, CPU
+    on both sides while calls arrive. Channels are made here (Local, CLI originate), then a
+    Reload: its event comes after any event of those channels on the connection."""
+    client = ami_client(private_asterisk, **FAST)
+    seen: list[str] = []
+    reloaded = asyncio.Event()
+
+    def note(message: Message) -> None:
+        seen.append(str(message.get("Event", "")))
+        if message.get("Event") == "Reload":
+            reloaded.set()
+
+    client.on_event("*", note)
+    client.start()
+    try:
+        await client.wait_ready(15)
+        await client.command("dialplan add extension 1,1,Wait(0) into amitest")
+        processed_before = _calls_processed(await client.command("core show calls"))
+        await client.command("channel originate Local/1@amitest application Wait 0")
+
+        async def processed() -> bool:  # the CLI's counter: no event of a call may reach us
+            return _calls_processed(await client.command("core show calls")) > processed_before
+
+        await wait_until(processed, timeout=10, what="the Local channels made and gone")
+        await client.action_ok({"Action": "Reload", "Module": "pbx_config.so"})
+        async with asyncio.timeout(10):
+            await reloaded.wait()
+        assert "Reload" in seen
+        assert not {"Newchannel", "Hangup", "VarSet", "Newexten", "Newstate"} & set(seen), seen
+    finally:
+        await client.stop()
+
+
+def _calls_processed(output: str) -> int:
+    match = re.search(r"(\d+) calls? processed", output)
+    return int(match.group(1)) if match else 0

@@ -228,7 +228,7 @@ class AmiClient:
         self._protocol, self._link = protocol, link
         self.status.fully_booted = False
         reply = await self._send(
-            {"Action": "Login", "Username": self.target.user, "Secret": self.target.secret, "Events": "on"},
+            {"Action": "Login", "Username": self.target.user, "Secret": self.target.secret, "Events": "system"},
             timeout=self.connect_timeout,
         )
         if not reply.success:
