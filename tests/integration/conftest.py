@@ -14,12 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.harness import asterisk as ah
 from tests.harness.asterisk import AsteriskInstance
 from tests.support.tls import make_ca_and_certs
 from thoth_pbx.clients.asterisk.ami import AmiClient
+from thoth_pbx.clients.bitrix.transport import PortalHttp
 from thoth_pbx.core.settings import AmiTarget
+from thoth_pbx.sandbox.bitrix import BitrixSimulator
+from thoth_pbx.store import db
 
 
 def in_asterisk(inst: AsteriskInstance, host_path: Path) -> str:
@@ -116,3 +120,29 @@ def override_dir(tmp_path: Path) -> Path:
     path = tmp_path / "overrides"
     path.mkdir()
     return path
+
+
+@pytest.fixture
+async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on a migrated database (SQLite and PostgreSQL: `database_url`)."""
+    engine = db.create_engine(database_url)
+    await db.upgrade(engine)
+    yield db.session_factory(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[BitrixSimulator]:
+    """The strict Bitrix24 simulator on loopback (operating-time window of 1 s)."""
+    simulator = BitrixSimulator(operating_window_s=1.0)
+    await simulator.start()
+    yield simulator
+    await simulator.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[PortalHttp]:
+    """The portal connection pool of our Bitrix24 client."""
+    client = PortalHttp()
+    yield client
+    await client.aclose()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -21,21 +20,6 @@ from thoth_pbx.clients.bitrix.transport import PortalHttp
 from thoth_pbx.sandbox.bitrix import BitrixSimulator, Portal
 
 REGISTER = "telephony.externalcall.register"
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[BitrixSimulator]:
-    simulator = BitrixSimulator(operating_window_s=1.0)
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[PortalHttp]:
-    client = PortalHttp()
-    yield client
-    await client.aclose()
 
 
 def make_client(

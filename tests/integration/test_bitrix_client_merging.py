@@ -4,10 +4,7 @@ gets its own part of the answer; the strict simulator over loopback HTTP (no dat
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
-
-import pytest
 
 from tests.integration.test_bitrix_client import make_client
 from tests.support.bitrix import USERS
@@ -19,21 +16,6 @@ from thoth_pbx.sandbox.bitrix import BitrixSimulator, Portal
 
 CONNECTOR = "thoth_whatsapp"
 SEND = "imconnector.send.messages"
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[BitrixSimulator]:
-    simulator = BitrixSimulator()
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[PortalHttp]:
-    client = PortalHttp()
-    yield client
-    await client.aclose()
 
 
 async def portal_with_lines(

@@ -8,21 +8,11 @@ instead of raising the cancellation (gh-86296). The dispatcher carried on; stop(
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from thoth_pbx.clients.meta.inbox import InboxDispatcher, InboxItem, RoutedPhone
-from thoth_pbx.store import db
-
-
-@pytest.fixture
-async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = db.create_engine(database_url)
-    await db.upgrade(engine)
-    yield db.session_factory(engine)
-    await engine.dispose()
 
 
 async def _no_phones(session: AsyncSession, pnids: set[str]) -> dict[str, RoutedPhone]:

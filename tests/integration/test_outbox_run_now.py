@@ -15,7 +15,6 @@ from tests.support.bitrix import wait_until
 from thoth_pbx.outbox.jobs import Fail, Job
 from thoth_pbx.outbox.models import OutboxJob
 from thoth_pbx.outbox.queue import Outbox
-from thoth_pbx.store import db
 from thoth_pbx.store.types import utcnow
 
 
@@ -35,14 +34,6 @@ class Recorder:
             raise Fail("refused")
         self.ran.append(name)
         return {"name": name, "after": [r.get("name") if r else None for _, r in job.earlier]}
-
-
-@pytest.fixture
-async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = db.create_engine(database_url)
-    await db.upgrade(engine)
-    yield db.session_factory(engine)
-    await engine.dispose()
 
 
 @pytest.fixture
