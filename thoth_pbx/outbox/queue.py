@@ -579,8 +579,6 @@ class Outbox:
                     OutboxJob.status == "pending", OutboxJob.next_attempt_at > now
                 )
             )
-        if next_due is not None and next_due.tzinfo is None:
-            next_due = next_due.replace(tzinfo=dt.UTC)
         return jobs, next_due
 
     async def _claim_due(

@@ -137,16 +137,9 @@ class _Command:
         merge = self.merge
         return self.calls[0].params if merge is None else merge.combine([c.params for c in self.calls])
 
-    def takes(self, call: _Call) -> bool:
-        merge = self.calls[0].merge
-        return (
-            merge is not None
-            and call.merge is merge
-            and call.method == self.method
-            and len(self.calls) < merge.max_calls
-            and self.size + call.size <= BATCH_BYTES
-            and merge.target(call.params) == merge.target(self.calls[0].params)
-        )
+    def has_room_for(self, call: _Call, merge: Merge) -> bool:
+        """Room for one more call of its target (the caller matched method, merge and target)."""
+        return len(self.calls) < merge.max_calls and self.size + call.size <= BATCH_BYTES
 
 
 @dataclass
@@ -431,14 +424,15 @@ class BitrixClient:
             self._queue = live[1:]
             return [_Command([first], first.size)]
         chosen: list[_Command] = []
-        open_for: dict[tuple[str, Any], _Command] = {}  # (method, target) -> its command here
+        open_for: dict[tuple[str, Merge, tuple[Any, ...]], _Command] = {}  # a target's command here
         picked: set[int] = set()
         for call in live:
             if not call.batchable:
                 continue
-            target = (call.method, call.merge.target(call.params)) if call.merge is not None else None
+            merge = call.merge
+            target = (call.method, merge, merge.target(call.params)) if merge is not None else None
             joined = open_for.get(target) if target is not None else None
-            if joined is not None and joined.takes(call):
+            if joined is not None and merge is not None and joined.has_room_for(call, merge):
                 joined.calls.append(call)
                 joined.size += call.size
                 self.stats.merged += 1
