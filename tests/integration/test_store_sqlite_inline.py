@@ -105,6 +105,24 @@ async def test_committed_writes_to_watched_tables_bump_the_change_counter(databa
     await engine.dispose()
 
 
+async def test_a_write_bumps_only_the_watchers_of_its_table(database_url: str) -> None:
+    """Several caches watch one engine (call contexts: phones and portals; messaging: customers):
+    a customer row written by every new caller must not expire the call contexts."""
+    engine = db.create_engine(database_url)
+    await db.upgrade(engine)
+    sessions = db.session_factory(engine)
+    settings = TableChanges(engine, ("setting",))
+    phones = TableChanges(engine, ("phone",))
+    async with sessions() as session, session.begin():
+        session.add(Setting(key="b", value={}))
+    assert settings.generation > 0
+    assert phones.generation == 0
+    async with sessions() as session, session.begin():
+        await session.execute(text("UPDATE phone SET number = number"))
+    assert phones.generation > 0
+    await engine.dispose()
+
+
 async def test_a_hot_path_insert_waits_for_a_locked_database_by_awaiting(tmp_path: Path) -> None:
     from thoth_pbx.store.fast_insert import insert_returning_id
 

@@ -43,6 +43,9 @@ class TableChanges:
     def __init__(self, engine: AsyncEngine, tables: Iterable[str]) -> None:
         self.tables = frozenset(t.lower() for t in tables)
         self.generation = 0
+        # this watcher's own mark on a connection: several watch one engine, each its own tables
+        # (a shared mark let a customer insert expire the call contexts: 2 reloads per call)
+        self._flag = f"{_FLAG}:{id(self)}"
         sync = engine.sync_engine
         _WATCHERS.setdefault(sync, []).append(self)
         event.listen(sync, "after_cursor_execute", self._executed)
@@ -64,7 +67,7 @@ class TableChanges:
                 finally:
                     notify.close()
                 told.add(table)
-            conn.info[_FLAG] = True
+            conn.info[self._flag] = True
 
     def remote(self, tables: Iterable[str]) -> None:
         """Another instance committed a change to `tables` (ChangeListener)."""
@@ -75,17 +78,17 @@ class TableChanges:
         # Bumped before the commit lands and again when the connection goes back to the
         # pool (after it landed): a load that ran in between cannot keep a stale copy.
         conn.info.pop(_TOLD, None)
-        if conn.info.get(_FLAG):
+        if conn.info.get(self._flag):
             self.generation += 1
 
     def _rolled_back(self, conn: Any) -> None:
-        conn.info.pop(_FLAG, None)
+        conn.info.pop(self._flag, None)
         conn.info.pop(_TOLD, None)
 
     def _checked_in(self, _dbapi_connection: Any, record: Any) -> None:
         if record is not None:
             record.info.pop(_TOLD, None)
-            if record.info.pop(_FLAG, None):
+            if record.info.pop(self._flag, None):
                 self.generation += 1
 
 
