@@ -295,3 +295,45 @@ async def test_a_job_committed_before_the_starts_recovery_runs_once(
     finally:
         recorder.gates["early"].set()
         await box.stop()
+
+
+async def test_outcomes_wait_for_urgent_work_and_are_then_stored_together(
+    outbox: tuple[Outbox, Recorder], sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """A burst of calls (features/calls `announced`) goes before marking jobs done: the remote
+    work is done at once, the outcomes are stored once the urgent work is."""
+    box, recorder = outbox
+    urgent_done = asyncio.Event()
+
+    async def quiet() -> None:
+        await urgent_done.wait()
+
+    box.defer_to(quiet)
+    ids, done = [], []
+    for name in ("a", "b"):
+        async with sessions() as session, session.begin():
+            ids.append(await box.enqueue(session, "t", None, f"urgent-{name}", {"name": name}, run_now=True))
+            done.append(box.watch(session, ids[-1]))
+    await wait_until(lambda: recorder.ran == ["a", "b"], what="both handlers to run")
+    assert [await _status(sessions, i) for i in ids] == ["running", "running"]
+    assert not any(d.done() for d in done)
+    urgent_done.set()
+    assert [await asyncio.wait_for(d, 10) for d in done] == [{"name": "a", "after": []}, {"name": "b", "after": []}]
+    assert [await _status(sessions, i) for i in ids] == ["done", "done"]
+
+
+async def test_urgent_work_holds_outcomes_back_for_a_bounded_time(
+    outbox: tuple[Outbox, Recorder], sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    box, _ = outbox
+    monkeypatch.setattr("thoth_pbx.outbox.queue.URGENT_MAX_S", 0.05)
+
+    async def never_quiet() -> None:
+        await asyncio.Event().wait()
+
+    box.defer_to(never_quiet)
+    async with sessions() as session, session.begin():
+        job_id = await box.enqueue(session, "t", None, None, {"name": "c"}, run_now=True)
+        done = box.watch(session, job_id)
+    assert await asyncio.wait_for(done, 10) == {"name": "c", "after": []}
+    assert await _status(sessions, job_id) == "done"

@@ -15,6 +15,8 @@ How to use it (call flow, Bitrix installer, message bridges)::
     # outbox.watch(session, job_id) -> future of its result (call routing needs register's)
     # outbox.started(session, job_id) -> future: the job has run up to its first wait (a burst
     #   of calls lets each register leave before the next call is stored)
+    # outbox.defer_to(quiet): outcomes are stored once `await quiet()` returns (bounded): a
+    #   burst of calls is announced before the box's CPU goes to marking registers done
 
     async def handler(job: Job) -> dict | None:                  # the return value is stored as the result
         call_id = job.previous("bitrix.call.register")["CALL_ID"]  # results earlier in the chain
@@ -58,6 +60,7 @@ import os
 import random
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +80,8 @@ from thoth_pbx.store.types import utcnow
 log = logging.getLogger(__name__)
 
 JOBS = table_of(OutboxJob)
+# the longest urgent work (`defer_to`) may hold back storing outcomes
+URGENT_MAX_S = 1.0
 
 
 @dataclass
@@ -168,6 +173,7 @@ class Outbox:
         self._settle_wake = asyncio.Event()
         self._settler: asyncio.Task[None] | None = None
         self._settler_stopping = False
+        self._urgent: list[Callable[[], Awaitable[None]]] = []
         self.stats = OutboxStats()
 
     # ------------------------------------------------------------------ API for producers
@@ -178,6 +184,20 @@ class Outbox:
         if kind in self._kinds:
             raise ValueError(f"outbox job kind {kind!r} is already registered")
         self._kinds[kind] = JobKind(handler, on_done, history)
+
+    def defer_to(self, quiet: Callable[[], Awaitable[None]]) -> None:
+        """Let urgent work go first: outcomes are stored once `quiet()` returns (at most
+        URGENT_MAX_S later). A burst of calls has its registers on the wire before the box's
+        CPU goes to marking the first ones done (features/calls: the announces)."""
+        self._urgent.append(quiet)
+
+    async def _after_urgent(self) -> None:
+        for quiet in self._urgent:
+            try:
+                async with asyncio.timeout(URGENT_MAX_S):
+                    await quiet()
+            except TimeoutError:
+                pass
 
     @property
     def kinds(self) -> list[str]:
@@ -725,6 +745,7 @@ class Outbox:
                 self._settle_wake.clear()
                 await self._settle_wake.wait()
                 continue
+            await self._after_urgent()  # outcomes arriving meanwhile join this group
             group, self._outcomes = self._outcomes, []
             try:
                 await self._store_outcomes(group)

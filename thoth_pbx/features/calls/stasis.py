@@ -39,7 +39,7 @@ from thoth_pbx.features.calls.callflow import Operator
 from thoth_pbx.features.calls.entering import Entering
 from thoth_pbx.features.calls.identity import CallerIdentity, from_stasis_args
 from thoth_pbx.features.calls.models import Call
-from thoth_pbx.features.calls.notifier import CallContext, CallNotifier, Registering, Registration
+from thoth_pbx.features.calls.notifier import CallContext, CallNotifier, Registering, RegisterResult, Registration
 from thoth_pbx.features.calls.recording import SNOOP_ARG, CallRecorder
 from thoth_pbx.features.calls.recovery import CallRecovery
 from thoth_pbx.features.customers import identify, link_crm
@@ -70,6 +70,9 @@ CONTEXT_CACHE_SIZE = 1000
 # How long a call's ringback and routing may wait behind the announces of later calls of a
 # burst: a steady stream of new calls must not hold a ringing back for long.
 ANNOUNCE_FIRST_MAX_S = 1.0
+# How long a caller's identification waits for its register's result (to do it all in one
+# transaction, after the burst's registers); a portal slower than this links the CRM later.
+IDENTIFY_AFTER_REGISTER_MAX_S = 2.0
 # Calls stored in one transaction at most when many arrived together (a Bitrix batch's size).
 ANNOUNCE_GROUP_MAX = 50
 
@@ -89,6 +92,12 @@ async def _customer_id(session: AsyncSession, ctx: CallContext, identity: Caller
         session, ctx.account_id, bsuid=identity.bsuid, phone=identity.phone, username=identity.username
     )
     return customer.id
+
+
+async def _link_registered(session: AsyncSession, customer_id: int, result: RegisterResult) -> None:
+    """The CRM entity the register bound the call to, remembered on the caller's identity."""
+    if result and result.get("CRM_ENTITY_TYPE"):
+        await link_crm(session, customer_id, result.get("CRM_ENTITY_TYPE"), result.get("CRM_ENTITY_ID"))
 
 
 # the call, its context, its register's result to come, and whether it came in a burst
@@ -144,6 +153,7 @@ class StasisCalls(CallRecovery):
         self._announced = asyncio.Event()
         self._announced.set()
         self._arrivals: deque[_Arrival] = deque()  # in arrival order, for the announcer
+        self._registrations: set[Registration] = set()  # registers of stored calls, until done
         self._announcer: asyncio.Task[None] | None = None
         # operator legs and recording snoops we created, until their StasisStart
         self._entering = Entering()
@@ -234,8 +244,9 @@ class StasisCalls(CallRecovery):
         call, ctx, registration, in_burst = stored
         # In a burst, ringback and routing wait behind the announces (bounded): the dialplan's
         # Progress() already gave Meta early media (it drops a call with none within 20 s), so
-        # the tone can wait the milliseconds the registers need.
-        if in_burst:
+        # the tone can wait the milliseconds the registers need. A call stored alone joins the
+        # burst that began while its register was leaving (the first caller of every burst).
+        if in_burst or self._announcing > 0:
             await self._behind_announces(registration)
         if call.customer_id is None:  # its own task: a slow register never holds the call's finish
             self._keep(asyncio.create_task(self._identify_later(call.id, ctx, identity, registration)))
@@ -260,15 +271,26 @@ class StasisCalls(CallRecovery):
         a number: the register did not need it), then the CRM entity the register bound the call
         to linked to it, as the register's done-hook does for a customer known in time."""
         try:
+            # the register's result first (bounded): then one transaction does it all, and in a
+            # burst it runs after the registers instead of between them
+            result: RegisterResult = None
+            if registration is not None:
+                try:
+                    async with asyncio.timeout(IDENTIFY_AFTER_REGISTER_MAX_S):
+                        result = await asyncio.shield(registration)
+                except TimeoutError:  # a slow portal: the customer row now, the CRM link later
+                    pass
             async with self.sessions() as session, session.begin():
                 customer_id = await _customer_id(session, ctx, identity)
                 if customer_id is None:
                     return
                 await session.execute(update(Call).where(Call.id == call_id).values(customer_id=customer_id))
-            result = await asyncio.shield(registration) if registration is not None else None
-            if result and result.get("CRM_ENTITY_TYPE"):
-                async with self.sessions() as session, session.begin():
-                    await link_crm(session, customer_id, result.get("CRM_ENTITY_TYPE"), result.get("CRM_ENTITY_ID"))
+                if registration is None or registration.done():
+                    await _link_registered(session, customer_id, result)
+                    return
+            result = await asyncio.shield(registration)
+            async with self.sessions() as session, session.begin():
+                await _link_registered(session, customer_id, result)
         except asyncio.CancelledError:
             raise
         except Exception:  # the call goes on; only the customer link is missing
@@ -304,6 +326,11 @@ class StasisCalls(CallRecovery):
                 arrival.stored.cancel()
             self._arrivals.clear()
 
+    async def announced(self) -> None:
+        """Returns once no new call is left to store with its register on its way (at once
+        when none is)."""
+        await self._announced.wait()
+
     def _announce_done(self) -> None:
         self._announcing -= 1
         if self._announcing <= 0:
@@ -311,15 +338,17 @@ class StasisCalls(CallRecovery):
             self._announced.set()
 
     async def _behind_announces(self, registration: Registration | None) -> None:
-        """Wait (at most ANNOUNCE_FIRST_MAX_S in all) until no new call is left to store and this
-        call's own register is done: until then its ringback, CRM lookup and ringing would only
-        take the box's CPU from the registers of the burst. A call that comes alone does not
-        wait: its lookup runs while its register is under way."""
+        """Wait (at most ANNOUNCE_FIRST_MAX_S in all) until no new call is left to store and the
+        registers of the burst, this call's among them, are done: until then its ringback, CRM
+        lookup, ringing and identification would only take the box's CPU from the registers of
+        the later callers. A call that comes alone does not wait: its lookup runs while its
+        register is under way."""
         try:
             async with asyncio.timeout(ANNOUNCE_FIRST_MAX_S):
                 await self._announced.wait()
-                if registration is not None:
-                    await asyncio.wait({registration})  # never cancels it (routing reads it)
+                pending = {r for r in (*self._registrations, registration) if r is not None and not r.done()}
+                if pending:
+                    await asyncio.wait(pending)  # never cancels them (routing reads them)
         except TimeoutError:
             pass
 
@@ -382,6 +411,8 @@ class StasisCalls(CallRecovery):
             arrival.stored.set_result((call, ctx, registering.result if registering else None, in_burst))
             if registering is not None:
                 leaving.append(registering.leaving)
+                self._registrations.add(registering.result)
+                registering.result.add_done_callback(self._registrations.discard)
         if leaving:
             # resumes once the registers' jobs have taken their first step: the requests are on the
             # wire, or queued behind the ones out (or the portal's rate limit) to leave as a batch

@@ -68,6 +68,7 @@ def _wire_one(
         asterisk=link.stored,
     )
     ari.on_connect = calls.resync
+    deps.outbox.defer_to(calls.announced)  # a burst's registers leave before outcomes are stored
     if link.server.ari is None:  # no Asterisk: nothing to own
         ari.on_event = calls.on_event
         return StasisApp(link.server.name, calls, None), Wired(stop=calls.stop)
