@@ -122,29 +122,48 @@ def machine_busy_seconds() -> float:
     return (os.cpu_count() or 1) * uptime - idle
 
 
-class CpuMeter:
-    """CPU seconds of the processes that do the work, read from /proc before and after."""
+LOOP_RUNNING = "thoth_loop_running"  # schedstat of thoth-pbx's event loop thread
+LOOP_WAITING = "thoth_loop_waiting_for_a_core"
 
-    def __init__(self, stats: dict[str, str]) -> None:
+
+def sched_seconds(schedstat: str) -> tuple[float, float]:
+    """(running, runnable but waiting for a core) in seconds, from /proc/<pid>/task/<tid>/schedstat
+    (nanoseconds: the scheduler's own accounting, not the 10 ms ticks of stat)."""
+    running, waiting, _slices = Path(schedstat).read_text().split()
+    return int(running) / 1e9, int(waiting) / 1e9
+
+
+class CpuMeter:
+    """CPU seconds of the processes that do the work, read from /proc before and after; with
+    `loop_schedstat`, also how long thoth-pbx's event loop ran and waited for a core."""
+
+    def __init__(self, stats: dict[str, str], loop_schedstat: str | None = None) -> None:
         self.stats = stats  # name -> /proc stat file
+        self.loop_schedstat = loop_schedstat
 
     def snapshot(self) -> dict[str, float]:
-        return {
+        taken = {
             "wall": time.monotonic(),
             "machine_total": machine_busy_seconds(),
             **{name: cpu_seconds(stat) for name, stat in self.stats.items()},
         }
+        if self.loop_schedstat is not None:
+            taken[LOOP_RUNNING], taken[LOOP_WAITING] = sched_seconds(self.loop_schedstat)
+        return taken
 
     @staticmethod
     def between(a: dict[str, float], b: dict[str, float]) -> dict[str, Any]:
         wall = b["wall"] - a["wall"]
-        used = {k: b[k] - a[k] for k in a if k != "wall"}
+        sched = {k: b[k] - a[k] for k in (LOOP_RUNNING, LOOP_WAITING) if k in a}
+        used = {k: b[k] - a[k] for k in a if k != "wall" and k not in sched}
         ours = sum(v for k, v in used.items() if k not in ("machine_total", "thoth_pbx_event_loop"))
         used["other_processes"] = used["machine_total"] - ours  # neighbours: whatever else runs on the box
         out: dict[str, Any] = {"wall_s": round(wall, 2)}
         for name, seconds in used.items():
             share = round(100 * seconds / wall, 1) if wall else None
             out[name] = {"seconds": round(seconds, 2), "percent_of_one_core": share}
+        for name, seconds in sched.items():
+            out[name] = {"ms": round(seconds * 1000, 2)}
         return out
 
 
@@ -688,7 +707,7 @@ def limit_of(failed: dict[str, Any] | None, last: dict[str, Any] | None, stopped
         (
             (v["percent_of_one_core"] or 0, k)
             for k, v in cpu.items()
-            if isinstance(v, dict) and k not in ("thoth_pbx_event_loop", "machine_total")
+            if isinstance(v, dict) and "percent_of_one_core" in v and k not in ("thoth_pbx_event_loop", "machine_total")
         ),
         reverse=True,
     )
@@ -825,6 +844,10 @@ async def run_burst(scene: Scene, n: int) -> dict[str, Any]:
         "while_announcing": {
             "wall_ms": round(window["wall_s"] * 1000, 1),
             "thoth_loop_cpu_ms_per_call": round(window["thoth_pbx_event_loop"]["seconds"] * 1000 / n, 2),
+            # the scheduler's view of the loop thread over the window (ns precision): work done,
+            # and time it was ready to run while the box's cores ran something else
+            "thoth_loop_running_ms": window[LOOP_RUNNING]["ms"],
+            "thoth_loop_waiting_for_a_core_ms": window[LOOP_WAITING]["ms"],
             **{
                 name: window[name]["percent_of_one_core"]
                 for name in ("machine_total", "asterisk_business", "asterisk_meta", "thoth_pbx")
@@ -968,7 +991,8 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 "asterisk_business": f"/proc/{call_lab.business.pid}/stat",
                 "asterisk_meta": f"/proc/{call_lab.meta.pid}/stat",
                 "bench_and_bitrix_simulator": f"/proc/{os.getpid()}/stat",
-            }
+            },
+            loop_schedstat=f"/proc/{pid}/task/{pid}/schedstat",
         )
         asterisk_patterns = {"errors": r" ERROR\[", "warnings": r" WARNING\["}
         logs: dict[str, list[Any]] = {
