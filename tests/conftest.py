@@ -59,6 +59,9 @@ def make_settings(tmp_path: Path, database_url: str | None = None, **env: str) -
         "THOTH_MEDIA_DIR": str(tmp_path / "media"),
         "THOTH_RECORDINGS_DIR": str(tmp_path / "recordings"),
         "THOTH_PUBLIC_URL": "https://thoth.example.com",
+        # never the real Graph API: a test that needs Meta passes its simulator; anything else
+        # that reaches for Graph (an account's template sync) is refused at once, on any network
+        "THOTH_META_GRAPH_URL": "http://127.0.0.1:9",
     }
     base.update(env)
     return load_settings(None, environ=base)
