@@ -273,20 +273,15 @@ class StasisCalls(CallRecovery):
         try:
             # the register's result first (bounded): then one transaction does it all, and in a
             # burst it runs after the registers instead of between them
-            result: RegisterResult = None
-            if registration is not None:
-                try:
-                    async with asyncio.timeout(IDENTIFY_AFTER_REGISTER_MAX_S):
-                        result = await asyncio.shield(registration)
-                except TimeoutError:  # a slow portal: the customer row now, the CRM link later
-                    pass
+            if registration is not None:  # a slow portal: the customer row now, the CRM link later
+                await asyncio.wait({registration}, timeout=IDENTIFY_AFTER_REGISTER_MAX_S)  # never cancels it
             async with self.sessions() as session, session.begin():
                 customer_id = await _customer_id(session, ctx, identity)
                 if customer_id is None:
                     return
                 await session.execute(update(Call).where(Call.id == call_id).values(customer_id=customer_id))
-                if registration is None or registration.done():
-                    await _link_registered(session, customer_id, result)
+                if registration is None or registration.done():  # (done meanwhile counts too)
+                    await _link_registered(session, customer_id, registration.result() if registration else None)
                     return
             result = await asyncio.shield(registration)
             async with self.sessions() as session, session.begin():
