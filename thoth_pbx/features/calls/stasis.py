@@ -7,8 +7,10 @@ a slow call therefore delays nobody else.
 Bursts (docs/calls.md "Bursts"): one task, the announcer, stores new calls one at a time
 in arrival order, each in its own transaction, and lets each call's register leave before
 it stores the next; the rest of every call's flow (ringback, CRM lookup, ringing) waits,
-for at most ANNOUNCE_FIRST_MAX_S, until no call is left to announce. So the first caller of
-a burst reaches Bitrix24 first, without waiting for the others to be stored.
+for at most ANNOUNCE_FIRST_MAX_S, until the burst is over (burst.py: no new call for a
+quiet period) and its registers are done. So the first caller of a burst reaches Bitrix24
+first, without waiting for the others to be stored, and no caller's announce waits behind
+the bookkeeping of the calls before it.
 
 Facts go to the database first (the `call` row plus the notifier's outbox jobs in the same
 transaction), so a restart loses nothing: on every (re)connect `resync()` re-attaches to
@@ -35,6 +37,7 @@ from thoth_pbx.clients.asterisk.ari import AriClient, AriError
 from thoth_pbx.clients.asterisk.events import HANG_UP, AriEvent, ChannelState, DialStatus, EventType, parse_event
 from thoth_pbx.core.validation import is_extension
 from thoth_pbx.features.calls import callflow as cf
+from thoth_pbx.features.calls.burst import BurstWindow
 from thoth_pbx.features.calls.callflow import Operator
 from thoth_pbx.features.calls.entering import Entering
 from thoth_pbx.features.calls.identity import CallerIdentity, from_stasis_args
@@ -130,9 +133,11 @@ class StasisCalls(CallRecovery):
         recordings_dir: Path | None = None,
         changes: ChangeCounter | None = None,
         asterisk: str | None = None,
+        burst: BurstWindow | None = None,
     ) -> None:
         """`asterisk`: the configured server `ari` talks to, stamped on its calls (None: the
-        first server), so a resync touches only the calls of its own Asterisk."""
+        first server), so a resync touches only the calls of its own Asterisk. `burst`: when
+        arrivals count as one burst (burst.py; a test's clock)."""
         self.asterisk = asterisk
         self.ari = ari
         self.sessions = sessions
@@ -155,6 +160,7 @@ class StasisCalls(CallRecovery):
         self._arrivals: deque[_Arrival] = deque()  # in arrival order, for the announcer
         self._registrations: set[Registration] = set()  # registers of stored calls, until done
         self._announcer: asyncio.Task[None] | None = None
+        self.burst = burst or BurstWindow()
         # operator legs and recording snoops we created, until their StasisStart
         self._entering = Entering()
         self.recorder = CallRecorder(ari, self._entering, recordings_dir)
@@ -185,6 +191,7 @@ class StasisCalls(CallRecovery):
             queue.put_nowait(event)
 
     def _start_call(self, channel_id: str, event: AriEvent) -> None:
+        self.burst.arrived(others_announcing=self._announcing > 0)
         self._announcing += 1  # counted from the event on: its task may not have started yet
         self._announced.clear()
         queue: asyncio.Queue[AriEvent] = asyncio.Queue()
@@ -322,9 +329,12 @@ class StasisCalls(CallRecovery):
             self._arrivals.clear()
 
     async def announced(self) -> None:
-        """Returns once no new call is left to store with its register on its way (at once
-        when none is)."""
-        await self._announced.wait()
+        """Returns once no new call is left to store with its register on its way and the
+        burst, if any, is over (burst.py: no new call for its quiet period); at once for a call
+        that came alone."""
+        while not (self._announced.is_set() and self.burst.left() <= 0):
+            await self._announced.wait()
+            await self.burst.ended()
 
     def _announce_done(self) -> None:
         self._announcing -= 1
@@ -333,16 +343,18 @@ class StasisCalls(CallRecovery):
             self._announced.set()
 
     async def _behind_announces(self, registration: Registration | None) -> None:
-        """Wait (at most ANNOUNCE_FIRST_MAX_S in all) until no new call is left to store and the
+        """Wait (at most ANNOUNCE_FIRST_MAX_S in all) until the burst is over (`announced`) and the
         registers of the burst, this call's among them, are done: until then its ringback, CRM
         lookup, ringing and identification would only take the box's CPU from the registers of
         the later callers. A call that comes alone does not wait: its lookup runs while its
         register is under way."""
         try:
             async with asyncio.timeout(ANNOUNCE_FIRST_MAX_S):
-                await self._announced.wait()
-                pending = {r for r in (*self._registrations, registration) if r is not None and not r.done()}
-                if pending:
+                while True:  # calls that came while the registers were out extend the burst
+                    await self.announced()
+                    pending = {r for r in (*self._registrations, registration) if r is not None and not r.done()}
+                    if not pending:
+                        return
                     await asyncio.wait(pending)  # never cancels them (routing reads them)
         except TimeoutError:
             pass
