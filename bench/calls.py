@@ -2,6 +2,7 @@
 
     python bench/calls.py [--levels 10,20,50,100,150,200,250,300] [--talk 3] [--probes 30]
                           [--media tone|echo] [--record] [--budget 420] [--workdir DIR]
+                          [--scenario levels|burst|all] [--pin-thoth]
 
 Everything is real except Meta and Bitrix24: the call lab (tests/calls/lab.py) starts our
 Asterisk and a second Asterisk playing Meta (TLS + SDES-SRTP + Opus + digest auth, and the
@@ -31,6 +32,11 @@ is paired with the floor of its own path, measured at the same moment: the probe
 received by a bare websocket client (aiohttp, no ARI client code), one SQLite insert + commit
 (WAL, synchronous=NORMAL, on the same disk), one loopback POST to the simulator.
 `announce_floor_ms_p50` is their sum (p50 over the probes) and `announce_ratio_p50` ours / floor.
+
+`--pin-thoth` gives `thoth-pbx serve` the last CPU of the box to itself and puts both Asterisks
+and this process (the load generator, the simulator, the observers) on the others, for the
+whole run: what thoth-pbx does with a core of its own, as on a PBX box with a core to spare,
+instead of sharing two cores with the remote parties' stand-ins.
 """
 
 from __future__ import annotations
@@ -945,6 +951,22 @@ async def run_bursts(args: argparse.Namespace, scene: Scene, cpu: CpuMeter) -> d
 # ------------------------------------------------------------------ orchestration
 
 
+def pin_thoth_apart(thoth_pid: int, others: list[int]) -> dict[str, list[int]]:
+    """`thoth-pbx serve` alone on the last CPU, the other processes on the rest (every thread
+    now; threads they start later inherit it)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit(f"--pin-thoth needs at least 2 CPUs; this process may use {cpus}")
+    own, rest = {cpus[-1]}, set(cpus[:-1])
+    for pid, cpuset in [(thoth_pid, own), *((p, rest) for p in others)]:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                os.sched_setaffinity(int(tid), cpuset)
+            except ProcessLookupError:  # a thread that ended meanwhile
+                pass
+    return {"thoth_pbx": sorted(own), "asterisks_and_bench": sorted(rest)}
+
+
 async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     t0 = time.monotonic()
     call_lab = start_lab("bench")
@@ -983,6 +1005,10 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         await server.wait_ari()
         assert server.proc is not None
         pid = server.proc.pid
+        placement: Any = "shared: every process may run on every CPU"
+        if args.pin_thoth:
+            assert call_lab.business.pid is not None and call_lab.meta.pid is not None
+            placement = pin_thoth_apart(pid, [call_lab.business.pid, call_lab.meta.pid, os.getpid()])
         cpu = CpuMeter(
             {
                 "thoth_pbx": f"/proc/{pid}/stat",
@@ -1088,6 +1114,7 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "database": "sqlite",
             "thoth_pbx": "separate `thoth-pbx serve` process",
             "bitrix_simulator": "in the bench process",
+            "cpu_placement": placement,
             "setup_s": round(setup_s, 1),
             "total_s": round(time.monotonic() - t0, 1),
         },
@@ -1132,6 +1159,9 @@ def main() -> None:
     parser.add_argument("--singles", type=int, default=10, help="single calls before each burst")
     parser.add_argument("--record", action="store_true", help="record every bridge (wav) and attach it in Bitrix24")
     parser.add_argument("--workdir", type=Path, help="keep the service's database and log here (default: a temp dir)")
+    parser.add_argument(
+        "--pin-thoth", action="store_true", help="thoth-pbx alone on the last CPU, everything else on the others"
+    )
     parser.add_argument("--budget", type=float, default=420.0, help="seconds; no level starts that would end later")
     args = parser.parse_args()
     if args.workdir:
