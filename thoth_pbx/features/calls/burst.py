@@ -17,9 +17,10 @@ from collections.abc import Awaitable, Callable
 # No new call for this long ends a burst. Asterisk spreads 20 calls set up at once over
 # 10-90 ms and 50 over 40-250 ms, 2-4 ms apart on average but with gaps past 15 ms on a busy
 # box: with 15 ms, one 50-call burst in four ended in such a gap and the bookkeeping of its
-# first 25 calls ran at once in front of the rest (their p99 ~100-170 ms; 50 ms: none in
-# 6 bursts, docs/benchmarks-calls.md). The price: a burst's ringing starts 50 ms after its last
-# call, and calls coming faster than 20 a second hold it back for up to ANNOUNCE_FIRST_MAX_S.
+# first 25 calls ran at once in front of the rest (their p99 ~100-170 ms); with 50 ms, none
+# of 12 bursts of 50 did (docs/benchmarks-calls.md). The price: a burst's ringing starts
+# 50 ms after its last call, and calls coming faster than 20 a second hold it back for up to
+# ANNOUNCE_FIRST_MAX_S.
 BURST_QUIET_S = 0.05
 
 
